@@ -1,0 +1,6 @@
+"""imagefleet: a Kubernetes operator for GPU fleets serving image-generation models."""
+
+GROUP = "imagefleet.io"
+VERSION = "v1alpha1"
+PLURAL = "imagemodeldeployments"
+KIND = "ImageModelDeployment"

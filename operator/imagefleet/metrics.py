@@ -1,0 +1,25 @@
+"""Names of the runtime's Prometheus metrics: the one source for the runtime,
+the operator's queries and the tests (DESIGN.md fixes them)."""
+
+PREFIX = "imagefleet_"
+
+QUEUE_DEPTH = "imagefleet_queue_depth"
+REQUEST_DURATION_SECONDS = "imagefleet_request_duration_seconds"
+BATCH_DURATION_SECONDS = "imagefleet_batch_duration_seconds"
+BATCH_SIZE = "imagefleet_batch_size"
+IMAGES_GENERATED_TOTAL = "imagefleet_images_generated_total"
+REQUESTS_REJECTED_TOTAL = "imagefleet_requests_rejected_total"
+MODEL_READY = "imagefleet_model_ready"
+
+# Values of the `reason` label of REQUESTS_REJECTED_TOTAL.
+REJECT_QUEUE_FULL = "queue_full"
+REJECT_INVALID = "invalid"
+REJECT_OOM = "oom"
+REJECT_DRAINING = "draining"
+
+# Latency buckets reach minutes: a premium render can take 60 s and more, and
+# the client library's default buckets stop at 10 s (every p95 would cap there).
+LATENCY_BUCKETS_SECONDS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0,
+    15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+)

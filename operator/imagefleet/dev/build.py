@@ -1,0 +1,162 @@
+"""Build the control-plane binaries from Go modules into a cache keyed by version.
+
+Only the first run builds (the three Kubernetes binaries take about five minutes on
+two cores); later runs find `<cache>/bin/<name>-<version>/` and return at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .components import ALL, Component
+from .errors import DevError
+from .paths import cache_dir
+
+Progress = Callable[[str], None]
+
+_LOCAL_REPLACE = re.compile(r"^\s*(?:replace\s+)?(\S+)\s+=>\s+(\.\.?/\S*)\s*$")
+_REQUIREMENT = re.compile(r"^\s*(?:require\s+)?(\S+)\s+v\d\S*(?:\s*//.*)?$")
+_GO_DIRECTIVE = re.compile(r"^go\s+(\S+)\s*$", re.MULTILINE)
+
+
+def binary_dir(component: Component) -> Path:
+    return cache_dir() / "bin" / component.key
+
+
+def binaries(components: Iterable[Component] = ALL) -> dict[str, Path]:
+    """Paths of the binaries of `components`; each must already be built."""
+    return {
+        name: binary_dir(component) / name
+        for component in components
+        for name in component.binaries
+    }
+
+
+def ensure_built(components: Iterable[Component], progress: Progress = print) -> dict[str, Path]:
+    """Build whatever of `components` is missing from the cache; return all their binaries."""
+    components = tuple(components)
+    for component in components:
+        if not binary_dir(component).is_dir():
+            _build(component, progress)
+    return binaries(components)
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise DevError(
+            "Go is not on PATH: install Go 1.26 (Debian: apt-get install golang-1.26, or go.dev/dl) "
+            "and run again; it builds the control plane once into " + str(cache_dir() / "bin")
+        )
+    return go
+
+
+def _build(component: Component, progress: Progress) -> None:
+    go = _go()
+    final = binary_dir(component)
+    staging = final.with_name(f".{component.key}.partial")
+    work = cache_dir() / "build" / component.key
+    log_path = cache_dir() / "build" / f"{component.key}.log"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    progress(
+        f"building {component.name} {component.version} from Go modules "
+        f"(first run only; log: {log_path})"
+    )
+    with log_path.open("w") as log:
+
+        def go_run(*args: str, cwd: Path) -> str:
+            log.write(f"$ go {' '.join(args)}\n")
+            log.flush()
+            result = subprocess.run(
+                [go, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=log, text=True
+            )
+            log.write(result.stdout)
+            if result.returncode != 0:
+                log.flush()
+                raise DevError(
+                    f"building {component.name} {component.version} failed: "
+                    f"{_last_line(log_path)} (full log: {log_path})"
+                )
+            return result.stdout
+
+        if component.replaced_version is None:
+            env["GOBIN"] = str(staging)
+            for name, package in component.binaries.items():
+                go_run("install", "-trimpath", "-ldflags=-s -w", f"{package}@{component.version}", cwd=work)
+                installed = staging / Path(package).name
+                if installed.name != name:
+                    installed.rename(staging / name)
+        else:
+            _write_wrapper_module(component, work, go_run)
+            go_run("mod", "tidy", cwd=work)
+            ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
+            for name, package in component.binaries.items():
+                go_run("build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / name), package, cwd=work)
+        if component.module_files:
+            info = json.loads(
+                go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work)
+            )
+            _assemble_module_files(component, Path(info["Dir"]), staging)
+    staging.rename(final)
+    progress(f"built {component.name} {component.version} into {final}")
+
+
+def _write_wrapper_module(component: Component, work: Path, go_run: Callable[..., str]) -> None:
+    info = json.loads(go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work))
+    (work / "go.mod").write_text(wrapper_go_mod(component, Path(info["GoMod"]).read_text()))
+    (work / "go.sum").unlink(missing_ok=True)
+    imports = "\n".join(f'\t_ "{package}"' for package in component.binaries.values())
+    (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+
+
+def wrapper_go_mod(component: Component, upstream_go_mod: str) -> str:
+    """A go.mod that requires `component` and pins each required module its go.mod replaces locally."""
+    assert component.replaced_version is not None
+    go_version = _GO_DIRECTIVE.search(upstream_go_mod)
+    pinned = component.replaced_version(component.version)
+    upstream_lines = upstream_go_mod.splitlines()
+    required = {m.group(1) for line in upstream_lines if (m := _REQUIREMENT.match(line))}
+    replaced = sorted(
+        {m.group(1) for line in upstream_lines if (m := _LOCAL_REPLACE.match(line))} & required
+    )
+    lines = [
+        f"module imagefleet.local/build/{component.name}",
+        "",
+        f"go {go_version.group(1) if go_version else '1.26'}",
+        "",
+        f"require {component.module} {component.version}",
+        "",
+        "replace (",
+        *(f"\t{module} => {module} {pinned}" for module in replaced),
+        ")",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _assemble_module_files(component: Component, module_dir: Path, target: Path) -> None:
+    """Concatenate the YAML documents matched by each output's globs (kustomizations skipped)."""
+    for name, patterns in component.module_files.items():
+        documents = [
+            path.read_text().strip()
+            for pattern in patterns
+            for path in sorted(module_dir.glob(pattern))
+            if path.name != "kustomization.yaml"
+        ]
+        if not documents:
+            raise DevError(f"{component.module}@{component.version} has no files matching {patterns}")
+        (target / name).write_text("\n---\n".join(documents) + "\n")
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"

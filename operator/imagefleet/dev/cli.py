@@ -1,0 +1,77 @@
+"""`imagefleet dev up|down|build`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import build, components
+from .errors import DevError
+from .paths import default_state_dir
+
+_state_dir_option = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_state_dir,
+    show_default="~/.cache/imagefleet/dev-cluster",
+    help="Where the cluster keeps its data, certificates, logs and PIDs.",
+)
+
+
+def _progress(message: str) -> None:
+    click.echo(f"imagefleet dev: {message}", err=True)
+
+
+def _fail(error: DevError) -> None:
+    click.echo(f"error: {error}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def dev() -> None:
+    """A local control plane with simulated GPU nodes."""
+
+
+@dev.command()
+@_state_dir_option
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the kubeconfig.")
+@click.option("--fleet", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A fleet file (like imagefleet/dev/fleet.yaml) describing the simulated nodes.")
+@click.option("--apiserver-port", type=int, default=0, show_default=True,
+              help="The API server's port on 127.0.0.1 (0: a free one).")
+def up(state_dir: Path, kubeconfig: Path | None, fleet: Path | None, apiserver_port: int) -> None:
+    """Start etcd, the API server, controller manager, scheduler and KWOK nodes; print the kubeconfig path."""
+    from .cluster import ControlPlane
+    from .fleet import load_fleet
+
+    started = time.monotonic()
+    try:
+        plane = ControlPlane(state_dir, kubeconfig=kubeconfig, fleet=load_fleet(fleet), apiserver_port=apiserver_port)
+        path = plane.up(_progress)
+    except DevError as error:
+        _fail(error)
+    _progress(f"ready in {time.monotonic() - started:.1f}s; logs in {plane.logs_dir}; stop with `imagefleet dev down`")
+    click.echo(str(path))
+
+
+@dev.command()
+@_state_dir_option
+def down(state_dir: Path) -> None:
+    """Stop every process `up` started."""
+    from .cluster import ControlPlane
+
+    ControlPlane(state_dir).down()
+    _progress("stopped")
+
+
+@dev.command("build")
+def build_command() -> None:
+    """Build (once, into the cache) every binary the dev tooling and tests use."""
+    try:
+        for name, path in build.ensure_built(components.ALL, _progress).items():
+            click.echo(f"{name}\t{path}")
+    except DevError as error:
+        _fail(error)

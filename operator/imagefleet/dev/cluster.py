@@ -1,0 +1,356 @@
+"""`imagefleet dev up`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+KWOK as local processes on 127.0.0.1, with client-certificate authentication, RBAC and
+an audit log, and a simulated GPU fleet of KWOK nodes.
+
+Every process runs in its own session so that it outlives `up`; their PIDs and ports
+are kept in `<state-dir>/state.json`, which `down` (and a later `up`, after a crash)
+uses to stop exactly what was started.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import build, components, processes
+from .errors import DevError
+from .fleet import Fleet, load_fleet, node_manifests
+from .pki import CertificateAuthority, KeyPair, write_service_account_keys
+
+Progress = Callable[[str], None]
+
+SERVICE_CIDR = "10.96.0.0/16"
+CONTEXT = "imagefleet-dev"
+# Writes only, minus the node heartbeats and leader leases every component renews:
+# enough to count an operator's requests without a log that grows by itself.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
+        {"level": "None", "verbs": ["get", "list", "watch"]},
+        {"level": "None", "users": ["system:kube-controller-manager", "system:kube-scheduler", "kwok"]},
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system", "system:nodes"]},
+        {"level": "Metadata"},
+    ],
+}
+
+
+@dataclass
+class State:
+    """What `up` started, persisted for `down`."""
+
+    pids: dict[str, int] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    kubeconfig: str = ""
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        kubeconfig: Path | None = None,
+        fleet: Fleet | None = None,
+        apiserver_port: int = 0,
+    ) -> None:
+        self.state_dir = state_dir
+        self.kubeconfig = kubeconfig or state_dir / "kubeconfig"
+        self.fleet = fleet or load_fleet()
+        self.apiserver_port = apiserver_port
+        self.pki_dir = state_dir / "pki"
+        self.logs_dir = state_dir / "logs"
+        self.audit_log = self.logs_dir / "audit.log"
+        self._state_file = state_dir / "state.json"
+        self._state = State()
+
+    # -- public -------------------------------------------------------------
+
+    def up(self, progress: Progress = print) -> Path:
+        """Start everything, wait until the API server and every node are ready; return the kubeconfig."""
+        self.clean_stale(progress)
+        binaries = build.ensure_built(components.CONTROL_PLANE, progress)
+        try:
+            self._start_all(binaries, progress)
+        except BaseException:
+            self.down()
+            raise
+        return self.kubeconfig
+
+    def down(self) -> None:
+        """Stop every process `up` started and remove the state (logs are kept)."""
+        state = self._load_state()
+        for name in reversed(list(state.pids)):
+            processes.stop(state.pids[name])
+        if state.kubeconfig and Path(state.kubeconfig) != self.kubeconfig:
+            Path(state.kubeconfig).unlink(missing_ok=True)
+        self.kubeconfig.unlink(missing_ok=True)
+        for path in self.state_dir.iterdir() if self.state_dir.is_dir() else ():
+            if path != self.logs_dir:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        self._state = State()
+
+    def clean_stale(self, progress: Progress = print) -> None:
+        """Stop what an earlier, crashed `up` left behind in this state directory."""
+        state = self._load_state()
+        if any(processes.alive(pid) for pid in state.pids.values()) or self._state_file.exists():
+            progress(f"cleaning up an earlier control plane in {self.state_dir}")
+            self.down()
+        shutil.rmtree(self.logs_dir, ignore_errors=True)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return dict(self._load_state().pids)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return dict(self._load_state().ports)
+
+    def log_files(self) -> list[Path]:
+        return sorted(self.logs_dir.glob("*.log")) if self.logs_dir.is_dir() else []
+
+    # -- steps ----------------------------------------------------------------
+
+    def _start_all(self, binaries: dict[str, Path], progress: Progress) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        ports = {
+            "kube-apiserver": processes.claim_port(self.apiserver_port, "kube-apiserver", "--apiserver-port"),
+            "etcd": processes.free_port(),
+            "etcd-peer": processes.free_port(),
+            "kube-controller-manager": processes.free_port(),
+            "kube-scheduler": processes.free_port(),
+            "kwok": processes.free_port(),
+        }
+        self._state = State(ports=ports, kubeconfig=str(self.kubeconfig))
+        self._save_state()
+        pki = self._write_pki()
+
+        progress("starting etcd")
+        self._start("etcd", self._etcd_argv(binaries["etcd"], ports))
+        processes.wait_for(
+            lambda: self._running() and _http_ok(f"http://{processes.HOST}:{ports['etcd']}/health"),
+            30,
+            "etcd to be healthy",
+        )
+        progress("starting kube-apiserver")
+        self._start("kube-apiserver", self._apiserver_argv(binaries["kube-apiserver"], ports, pki))
+        context = _client_tls(pki["ca"], pki["admin"])
+        server = f"https://{processes.HOST}:{ports['kube-apiserver']}"
+        processes.wait_for(
+            lambda: self._running() and _http_ok(f"{server}/readyz", context),
+            90,
+            "kube-apiserver /readyz (see its log)",
+        )
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            self._write_kubeconfig(self.state_dir / f"{name}.kubeconfig", server, pki["ca"], pki[name])
+        self._write_kubeconfig(self.kubeconfig, server, pki["ca"], pki["admin"])
+
+        progress("starting kube-controller-manager, kube-scheduler and KWOK")
+        self._start("kube-controller-manager", self._controller_manager_argv(binaries, ports, pki))
+        self._start("kube-scheduler", self._scheduler_argv(binaries, ports))
+        self._start("kwok", self._kwok_argv(binaries, ports))
+
+        nodes = node_manifests(self.fleet)
+        progress(f"creating {len(nodes)} simulated nodes")
+        self._create_nodes(nodes)
+
+    def _start(self, name: str, argv: list[str]) -> None:
+        process = processes.start(argv, self.logs_dir / f"{name}.log")
+        self._state.pids[name] = process.pid
+        self._save_state()
+
+    def _running(self) -> bool:
+        """True while every started process lives; a DevError naming the first that exited."""
+        for name, pid in self._state.pids.items():
+            if not processes.alive(pid):
+                log = self.logs_dir / f"{name}.log"
+                lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                last = lines[-1].strip()[:300] if lines else "no output"
+                raise DevError(f"{name} exited during start-up: {last} (log: {log})")
+        return True
+
+    def _write_pki(self) -> dict[str, KeyPair]:
+        ca = CertificateAuthority(self.pki_dir)
+        return {
+            "ca": ca.pair,
+            "sa": write_service_account_keys(self.pki_dir),
+            "apiserver": ca.issue(
+                "apiserver",
+                "kube-apiserver",
+                server_names=(
+                    processes.HOST, "localhost", "10.96.0.1", "kubernetes", "kubernetes.default",
+                    "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
+                ),
+            ),
+            "admin": ca.issue("admin", "imagefleet-admin", ("system:masters",)),
+            "kube-controller-manager": ca.issue("kube-controller-manager", "system:kube-controller-manager"),
+            "kube-scheduler": ca.issue("kube-scheduler", "system:kube-scheduler"),
+            # KWOK plays every kubelet of the fleet.
+            "kwok": ca.issue("kwok", "kwok", ("system:masters",)),
+        }
+
+    def _etcd_argv(self, etcd: Path, ports: dict[str, int]) -> list[str]:
+        client = f"http://{processes.HOST}:{ports['etcd']}"
+        peer = f"http://{processes.HOST}:{ports['etcd-peer']}"
+        return [
+            str(etcd),
+            "--name=default",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_argv(self, binary: Path, ports: dict[str, int], pki: dict[str, KeyPair]) -> list[str]:
+        policy = self.state_dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        return [
+            str(binary),
+            f"--etcd-servers=http://{processes.HOST}:{ports['etcd']}",
+            f"--bind-address={processes.HOST}",
+            f"--advertise-address={processes.HOST}",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--tls-cert-file={pki['apiserver'].cert}",
+            f"--tls-private-key-file={pki['apiserver'].key}",
+            f"--client-ca-file={pki['ca'].cert}",
+            "--authorization-mode=Node,RBAC",
+            "--anonymous-auth=false",
+            f"--service-account-key-file={pki['sa'].cert}",
+            f"--service-account-signing-key-file={pki['sa'].key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _controller_manager_argv(
+        self, binaries: dict[str, Path], ports: dict[str, int], pki: dict[str, KeyPair]
+    ) -> list[str]:
+        kubeconfig = self.state_dir / "kube-controller-manager.kubeconfig"
+        return [
+            str(binaries["kube-controller-manager"]),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={processes.HOST}",
+            f"--secure-port={ports['kube-controller-manager']}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki['sa'].key}",
+            f"--root-ca-file={pki['ca'].cert}",
+            f"--cluster-signing-cert-file={pki['ca'].cert}",
+            f"--cluster-signing-key-file={pki['ca'].key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--v=1",
+        ]
+
+    def _scheduler_argv(self, binaries: dict[str, Path], ports: dict[str, int]) -> list[str]:
+        kubeconfig = self.state_dir / "kube-scheduler.kubeconfig"
+        return [
+            str(binaries["kube-scheduler"]),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={processes.HOST}",
+            f"--secure-port={ports['kube-scheduler']}",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+
+    def _kwok_argv(self, binaries: dict[str, Path], ports: dict[str, int]) -> list[str]:
+        return [
+            str(binaries["kwok"]),
+            f"--config={binaries['kwok'].with_name('stages.yaml')}",
+            "--node-lease-duration-seconds=40",
+            f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.0.0.1/16",
+            "--node-ip=10.0.0.1",
+            f"--server-address={processes.HOST}:{ports['kwok']}",
+        ]
+
+    def _write_kubeconfig(self, path: Path, server: str, ca: KeyPair, user: KeyPair) -> None:
+        def b64(file: Path) -> str:
+            return base64.b64encode(file.read_bytes()).decode()
+
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": CONTEXT, "cluster": {"server": server, "certificate-authority-data": b64(ca.cert)}}
+            ],
+            "users": [
+                {
+                    "name": CONTEXT,
+                    "user": {"client-certificate-data": b64(user.cert), "client-key-data": b64(user.key)},
+                }
+            ],
+            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT}}],
+            "current-context": CONTEXT,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+
+    def _create_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        from kubernetes import client, config
+
+        api = client.CoreV1Api(config.new_client_from_config(config_file=str(self.kubeconfig)))
+        for node in nodes:
+            api.create_node(node)
+
+        def all_ready() -> bool:
+            self._running()
+            listed = api.list_node(label_selector="imagefleet.io/simulated=true").items
+            return len(listed) == len(nodes) and all(
+                any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+                for n in listed
+            )
+
+        processes.wait_for(all_ready, 60, "the simulated nodes to become Ready (see kwok.log)")
+
+    # -- state ----------------------------------------------------------------
+
+    def _load_state(self) -> State:
+        if not self._state_file.exists():
+            return self._state
+        try:
+            return State(**json.loads(self._state_file.read_text()))
+        except (ValueError, TypeError):
+            return State()
+
+    def _save_state(self) -> None:
+        self._state_file.write_text(json.dumps(asdict(self._state), indent=2))
+
+
+def _client_tls(ca: KeyPair, user: KeyPair) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca.cert))
+    context.load_cert_chain(str(user.cert), str(user.key))
+    return context
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    with urllib.request.urlopen(url, timeout=2, context=context) as response:
+        return bool(response.status == 200)
+
+
+__all__ = ["ControlPlane", "DevError"]

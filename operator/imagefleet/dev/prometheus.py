@@ -1,0 +1,102 @@
+"""A local Prometheus (Debian's `prometheus` package) scraping loopback targets.
+
+Targets come from a file-based service discovery file, so they can change while
+Prometheus runs; each target carries the labels that tie its series to a resource
+(`namespace`, `imagefleet_io_name`), exactly as relabelling does in a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import processes
+from .errors import DevError
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str  # host:port
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class LocalPrometheus:
+    """Start, stop and restart a Prometheus whose data survives a restart."""
+
+    def __init__(self, directory: Path, *, port: int = 0, scrape_interval: str = "1s") -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise DevError("prometheus is not installed: apt-get install prometheus (Debian's package)")
+        self.binary = binary
+        self.directory = directory
+        self.port = port or processes.free_port()
+        self.scrape_interval = scrape_interval
+        self.targets_file = directory / "targets.json"
+        self.log = directory / "prometheus.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        directory.mkdir(parents=True, exist_ok=True)
+        self.set_targets([])
+
+    @property
+    def url(self) -> str:
+        return f"http://{processes.HOST}:{self.port}"
+
+    def set_targets(self, targets: list[Target]) -> None:
+        groups = [{"targets": [t.address], "labels": t.labels} for t in targets]
+        staging = self.targets_file.with_suffix(".tmp")
+        staging.write_text(json.dumps(groups))
+        staging.replace(self.targets_file)
+
+    def start(self) -> None:
+        config = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {
+                    "job_name": "imagefleet-runtime",
+                    "scrape_timeout": self.scrape_interval,
+                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+                }
+            ],
+        }
+        config_file = self.directory / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(config))
+        self._process = processes.start(
+            [
+                self.binary,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address={processes.HOST}:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+                "--log.level=warn",
+            ],
+            self.log,
+        )
+        processes.wait_for(
+            lambda: self._ready(), 60, f"Prometheus on {self.url} to be ready (see {self.log})"
+        )
+
+    def stop(self) -> None:
+        if self._process is not None:
+            processes.stop(self._process.pid)
+            self._process.wait()
+            self._process = None
+
+    def _ready(self) -> bool:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise DevError(f"Prometheus exited with {self._process.returncode}: see {self.log}")
+        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+
+    def __enter__(self) -> LocalPrometheus:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,69 @@
+"""Unit tests of the dev tooling that need no cluster: the fleet's nodes and the Go wrapper module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagefleet.dev import build, components
+from imagefleet.dev.errors import DevError
+from imagefleet.dev.fleet import GPU_RESOURCE, load_fleet, node_manifests
+
+UPSTREAM_GO_MOD = """module k8s.io/kubernetes
+
+go 1.26.0
+
+require (
+\tgithub.com/spf13/cobra v1.10.0
+\tk8s.io/api v0.0.0
+\tk8s.io/client-go v0.0.0 // indirect
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/sample-apiserver => ./staging/src/k8s.io/sample-apiserver
+)
+"""
+
+
+def test_builtin_fleet_has_every_gpu_class_with_gfd_labels() -> None:
+    nodes = node_manifests(load_fleet())
+    by_product: dict[str, list[dict]] = {}
+    for node in nodes:
+        by_product.setdefault(node["metadata"]["labels"].get("nvidia.com/gpu.product", "none"), []).append(node)
+    assert set(by_product) == {
+        "none", "Tesla-T4", "NVIDIA-L4", "NVIDIA-A100-SXM4-80GB", "NVIDIA-H100-80GB-HBM3", "NVIDIA-H200",
+    }
+    h100 = by_product["NVIDIA-H100-80GB-HBM3"][0]
+    assert h100["metadata"]["labels"]["nvidia.com/gpu.memory"] == "81559"
+    assert h100["metadata"]["labels"]["nvidia.com/gpu.count"] == "8"
+    assert h100["status"]["capacity"][GPU_RESOURCE] == "8"
+    assert h100["spec"]["taints"] == [{"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}]
+    cpu = by_product["none"][0]
+    assert GPU_RESOURCE not in cpu["status"]["capacity"] and cpu["spec"]["taints"] == []
+
+
+def test_fleet_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text("classes:\n  t4-16gb:\n    nodes: -1\n")
+    with pytest.raises(DevError, match=str(bad)):
+        load_fleet(bad)
+
+
+def test_wrapper_module_pins_only_required_local_replacements() -> None:
+    go_mod = build.wrapper_go_mod(components.KUBERNETES, UPSTREAM_GO_MOD)
+    assert "require k8s.io/kubernetes v1.36.3" in go_mod
+    assert "k8s.io/api => k8s.io/api v0.36.3" in go_mod
+    assert "k8s.io/client-go => k8s.io/client-go v0.36.3" in go_mod
+    assert "sample-apiserver" not in go_mod
+    assert "go 1.26.0" in go_mod
+
+
+def test_missing_go_is_a_one_line_instruction(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMAGEFLEET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DevError, match="Go is not on PATH") as error:
+        build.ensure_built([components.KWOK], progress=lambda _: None)
+    assert "\n" not in str(error.value)

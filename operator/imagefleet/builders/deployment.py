@@ -1,0 +1,150 @@
+"""The runtime's Deployment, built from a resolved spec: a pure function, no API calls.
+
+Pods run under the `restricted` Pod Security Standard: non-root (the runtime
+image's user 10001), no privilege escalation, no capabilities, the
+RuntimeDefault seccomp profile and a read-only root filesystem, with emptyDirs
+for the caches (/cache: HF_HOME, TORCH_HOME, ... in the image) and /tmp (HOME).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..resolve import Resolved
+from .labels import RUNTIME_PORT, Owner, child_metadata, prometheus_annotations, runtime_labels, selector_labels
+
+CONTAINER = "runtime"
+RUNTIME_UID = 10001
+CACHE_DIR = "/cache"
+MODEL_DIR = "/models"
+# Long enough to finish the queue after SIGTERM (the runtime drains, then exits).
+TERMINATION_GRACE_SECONDS = 180
+# Downloading weights before the server answers /healthz can take minutes.
+STARTUP_PROBE_PERIOD_SECONDS = 10
+STARTUP_PROBE_FAILURES = 90
+
+
+def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
+    """The runtime's settings (its IMAGEFLEET_* environment variables, DESIGN.md)."""
+    spec = resolved.spec
+    assert resolved.gpu_class is not None
+    batching, generation = resolved.batching, resolved.generation
+    source = spec.model.persistent_volume_claim
+    values: dict[str, str | int | float] = {
+        "MODEL": spec.model.name,
+        **({"MODEL_PATH": MODEL_DIR} if source else {}),
+        "OFFLINE": "true" if source else "false",
+        "PRECISION": spec.precision,
+        "DEVICE": resolved.gpu_class.device,
+        "MAX_BATCH_SIZE": batching.max_batch_size,
+        "MAX_BATCH_DELAY_MS": batching.max_delay_milliseconds,
+        "QUEUE_SIZE": batching.queue_size,
+        "DEFAULT_STEPS": generation.default_steps,
+        "MAX_STEPS": generation.max_steps,
+        "DEFAULT_GUIDANCE_SCALE": generation.default_guidance_scale,
+        "DEFAULT_WIDTH": generation.default_width,
+        "DEFAULT_HEIGHT": generation.default_height,
+        "MAX_WIDTH": generation.max_width,
+        "MAX_HEIGHT": generation.max_height,
+        "HOST": "0.0.0.0",
+        "PORT": RUNTIME_PORT,
+    }
+    return [{"name": f"IMAGEFLEET_{key}", "value": str(value)} for key, value in values.items()]
+
+
+def container_resources(resolved: Resolved) -> dict[str, dict[str, str]]:
+    """The class's requests and limits, plus its GPUs (an extended resource: requests equal limits)."""
+    gpu_class = resolved.gpu_class
+    assert gpu_class is not None
+    requests = dict(gpu_class.resources.get("requests", {}))
+    limits = dict(gpu_class.resources.get("limits", {}))
+    if gpu_class.gpu_resource:
+        requests[gpu_class.gpu_resource] = limits[gpu_class.gpu_resource] = str(gpu_class.gpus_per_replica)
+    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+
+
+def _http_probe(path: str, period: int, failures: int, timeout: int = 1) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def _volumes(resolved: Resolved) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    source = resolved.spec.model.persistent_volume_claim
+    if source:
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}})
+        mount = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
+        if source.sub_path:
+            mount["subPath"] = source.sub_path
+        mounts.append(mount)
+    return volumes, mounts
+
+
+def build_deployment(owner: Owner, resolved: Resolved, replicas: int, image: str) -> dict[str, Any]:
+    """The Deployment of `replicas` runtime pods for `resolved` on its GPU class."""
+    spec, gpu_class = resolved.spec, resolved.gpu_class
+    assert gpu_class is not None
+    labels = runtime_labels(owner.name, spec.tier)
+    volumes, mounts = _volumes(resolved)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": image,
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "env": runtime_env(resolved),
+        "resources": container_resources(resolved),
+        "startupProbe": _http_probe("/healthz", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES),
+        "livenessProbe": _http_probe("/healthz", 10, 3, timeout=5),
+        "readinessProbe": _http_probe("/readyz", 5, 2),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+        "volumeMounts": mounts,
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        # Service links would inject IMAGEFLEET_* variables for a Service named "imagefleet".
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_UID,
+            "fsGroup": RUNTIME_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if gpu_class.node_selector:
+        pod_spec["nodeSelector"] = dict(gpu_class.node_selector)
+    if gpu_class.tolerations:
+        pod_spec["tolerations"] = [dict(toleration) for toleration in gpu_class.tolerations]
+    rollout = spec.rollout
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(owner, labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": rollout.max_surge, "maxUnavailable": rollout.max_unavailable},
+            },
+            "template": {
+                "metadata": {"labels": labels, "annotations": prometheus_annotations()},
+                "spec": pod_spec,
+            },
+        },
+    }

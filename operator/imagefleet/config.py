@@ -1,0 +1,42 @@
+"""Operator settings, from IMAGEFLEET_* environment variables (the Helm chart sets them)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .catalog import GPUClass, load_gpu_classes
+
+DEFAULT_RUNTIME_IMAGE = "ghcr.io/imagefleet/imagefleet-runtime:0.1.0"
+
+
+class OperatorSettings(BaseSettings):
+    """Each field is read from IMAGEFLEET_<FIELD NAME IN CAPITALS>."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEFLEET_", extra="ignore", frozen=True)
+
+    prometheus_url: str | None = Field(
+        None, description="Prometheus HTTP API base URL for the autoscaler; unset: autoscaling reports no metrics."
+    )
+    gpu_classes_file: Path | None = Field(None, description="YAML GPU class catalog; unset: the built-in catalog.")
+    runtime_image: str = Field(DEFAULT_RUNTIME_IMAGE, min_length=1, description="Image of the inference runtime.")
+    autoscale_interval_seconds: float = Field(15.0, gt=0, description="How often the autoscaler evaluates.")
+    namespaces: str = Field("", description="Comma-separated namespaces to watch; empty: all namespaces.")
+    peering: str | None = Field(
+        None, description="kopf peering name, for several operator replicas (one active); unset: standalone."
+    )
+    resync_seconds: float = Field(
+        120.0, gt=0, description="How often every resource is re-checked for drift that no event announced."
+    )
+
+    @property
+    def namespace_list(self) -> list[str]:
+        return [name.strip() for name in self.namespaces.split(",") if name.strip()]
+
+    @cached_property
+    def gpu_classes(self) -> dict[str, GPUClass]:
+        """The GPU class catalog (raises CatalogError with the file's problem)."""
+        return load_gpu_classes(self.gpu_classes_file)

@@ -1,0 +1,1 @@
+"""The ImageModelDeployment API: its models and the CRD generated from them."""

@@ -1,0 +1,346 @@
+"""The ImageModelDeployment API: spec and status as pydantic models.
+
+These models are the one source of the CRD's OpenAPI schema (see `generate.py`):
+field docs become `kubectl explain` text, constraints become schema bounds, and
+the cross-field rules below become CEL `x-kubernetes-validations`, so the API
+server itself rejects a bad object with a message naming the field.
+
+Fields whose defaults depend on the tier (batching, autoscaling targets) or on
+the model (generation) are optional without a schema default: the operator fills
+them when it builds the Deployment and never writes them back into the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from ..catalog import MODEL_NAMES, ModelName, Precision
+
+Tier = Literal["bulk", "standard", "premium"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+MAX_REPLICAS = 100
+MIN_IMAGE_SIDE = 64
+MAX_IMAGE_SIDE = 4096
+MAX_BATCH_SIZE = 64
+MAX_STEPS = 500
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+HF_REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+_CATALOG_LIST = "[" + ", ".join(f"'{name}'" for name in MODEL_NAMES) + "]"
+
+
+def rule(expression: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL validation rule; `field_path` points the error at a child field."""
+    validation = {"rule": expression, "message": message}
+    if field_path:
+        validation["fieldPath"] = field_path
+    return validation
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def both_set_then(a: str, b: str, comparison: str) -> str:
+    """A CEL rule comparing two optional fields, true when either is unset."""
+    return f"!has(self.{a}) || !has(self.{b}) || self.{a} {comparison} self.{b}"
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+IntOrString = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "x-kubernetes-int-or-string": True,
+            **validations(
+                rule(
+                    "type(self) == int ? self >= 0 : self.matches('^[0-9]+%$')",
+                    "must be a non-negative integer or a percentage such as '25%'",
+                )
+            ),
+        }
+    ),
+]
+
+
+class PersistentVolumeModelSource(_ApiModel):
+    """Weights from a PersistentVolumeClaim (air-gapped clusters): a diffusers model directory, mounted read-only."""
+
+    claim_name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="Name of a PersistentVolumeClaim in the resource's namespace.",
+    )
+    sub_path: str | None = Field(
+        None, min_length=1, max_length=1024,
+        description="Directory inside the claim holding the model (default: the claim's root).",
+        json_schema_extra=validations(
+            rule(
+                "!self.startsWith('/') && !self.contains('..')",
+                "spec.model.persistentVolumeClaim.subPath must be a relative path without '..'",
+            )
+        ),
+    )
+
+
+class ModelSpec(_ApiModel):
+    """Which model to serve and where its weights come from."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                f"self.name in {_CATALOG_LIST} || self.name.matches('{HF_REPO_ID}')",
+                "spec.model.name must be a catalog model (" + ", ".join(MODEL_NAMES)
+                + ") or a Hugging Face repo id such as 'org/model'",
+                ".name",
+            ),
+            rule(
+                f"!has(self.family) || !(self.name in {_CATALOG_LIST})",
+                "spec.model.family is only for Hugging Face repo ids: catalog models know their family",
+                ".family",
+            ),
+        )
+    )
+
+    name: str = Field(
+        min_length=1, max_length=128,
+        description="A catalog model (" + ", ".join(MODEL_NAMES) + ") or a Hugging Face repo id such as "
+        "'org/model'. 'tiny' is a built-in random-weight pipeline that downloads nothing.",
+    )
+    family: ModelName | None = Field(
+        None,
+        description="For a Hugging Face repo id: the catalog model it derives from (e.g. 'sdxl' for an SDXL "
+        "fine-tune), used for the memory-fit estimate and generation defaults. Without it the fit is Unknown.",
+    )
+    persistent_volume_claim: PersistentVolumeModelSource | None = Field(
+        None,
+        description="Load the weights from this claim instead of the Hugging Face Hub (the runtime runs offline).",
+    )
+
+
+class AutoscalingSpec(_ApiModel):
+    """Scale on queue depth and p95 latency. Targets left out come from the tier."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                both_set_then("minReplicas", "maxReplicas", "<="),
+                "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
+                ".minReplicas",
+            ),
+            rule(
+                both_set_then("scaleUpStabilizationSeconds", "scaleDownStabilizationSeconds", "<="),
+                "spec.autoscaling.scaleUpStabilizationSeconds must not exceed "
+                "spec.autoscaling.scaleDownStabilizationSeconds",
+                ".scaleUpStabilizationSeconds",
+            ),
+        )
+    )
+
+    enabled: bool = Field(False, description="Scale between minReplicas and maxReplicas; spec.replicas is ignored.")
+    min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS, description="Fewest replicas (tier default).")
+    max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="Most replicas (tier default).")
+    target_queue_depth: float | None = Field(
+        None, gt=0, le=10_000, description="Waiting requests per replica to aim for (tier default)."
+    )
+    target_p95_seconds: float | None = Field(
+        None, gt=0, le=3600, alias="targetP95Seconds",
+        description="p95 request latency to stay under, in seconds (tier default).",
+    )
+    scale_up_stabilization_seconds: int | None = Field(
+        None, ge=0, le=3600, description="Scale up to the lowest recommendation of this window (tier default)."
+    )
+    scale_down_stabilization_seconds: int | None = Field(
+        None, ge=0, le=3600, description="Scale down to the highest recommendation of this window (tier default)."
+    )
+
+
+class BatchingSpec(_ApiModel):
+    """Dynamic batching in the runtime. Fields left out come from the tier."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                both_set_then("queueSize", "maxBatchSize", ">="),
+                "spec.batching.queueSize must be at least spec.batching.maxBatchSize",
+                ".queueSize",
+            ),
+        )
+    )
+
+    max_batch_size: int | None = Field(
+        None, ge=1, le=MAX_BATCH_SIZE, description="Most requests run as one pipeline call (tier default)."
+    )
+    max_delay_milliseconds: int | None = Field(
+        None, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds (tier default)."
+    )
+    queue_size: int | None = Field(
+        None, ge=1, le=10_000, description="Requests waiting per replica before it answers 429 (tier default)."
+    )
+
+
+def _image_side(what: str) -> Any:
+    return Field(
+        None, ge=MIN_IMAGE_SIDE, le=MAX_IMAGE_SIDE, multiple_of=8,
+        description=f"{what} in pixels, a multiple of 8 from {MIN_IMAGE_SIDE} to {MAX_IMAGE_SIDE} (model default).",
+    )
+
+
+class GenerationSpec(_ApiModel):
+    """Defaults and limits for generation requests. Fields left out come from the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                both_set_then("defaultSteps", "maxSteps", "<="),
+                "spec.generation.defaultSteps must not exceed spec.generation.maxSteps",
+                ".defaultSteps",
+            ),
+            rule(
+                both_set_then("defaultWidth", "maxWidth", "<="),
+                "spec.generation.defaultWidth must not exceed spec.generation.maxWidth",
+                ".defaultWidth",
+            ),
+            rule(
+                both_set_then("defaultHeight", "maxHeight", "<="),
+                "spec.generation.defaultHeight must not exceed spec.generation.maxHeight",
+                ".defaultHeight",
+            ),
+        )
+    )
+
+    default_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Denoising steps when a request names none.")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Most denoising steps a request may ask for.")
+    default_guidance_scale: float | None = Field(
+        None, ge=0, le=30, description="Classifier-free guidance scale when a request names none."
+    )
+    default_width: int | None = _image_side("Default width")
+    default_height: int | None = _image_side("Default height")
+    max_width: int | None = _image_side("Largest width")
+    max_height: int | None = _image_side("Largest height")
+
+
+class RolloutSpec(_ApiModel):
+    """How the runtime Deployment rolls out a change. The default needs no spare GPU."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!((self.maxSurge == 0 || self.maxSurge == '0%') "
+                "&& (self.maxUnavailable == 0 || self.maxUnavailable == '0%'))",
+                "spec.rollout.maxSurge and spec.rollout.maxUnavailable cannot both be 0",
+                ".maxUnavailable",
+            ),
+        )
+    )
+
+    max_surge: IntOrString = Field(
+        0, description="Extra replicas (and GPUs) during a rollout: a number or a percentage."
+    )
+    max_unavailable: IntOrString = Field(
+        1, description="Replicas that may be down during a rollout: a number or a percentage."
+    )
+
+
+class ImageModelDeploymentSpec(_ApiModel):
+    """What to serve, on which GPUs, and how to scale it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "self.tier != 'premium' || !has(self.autoscaling) || !has(self.autoscaling.minReplicas) "
+                "|| self.autoscaling.minReplicas >= 1",
+                "spec.autoscaling.minReplicas must be at least 1 for tier premium (it never scales to zero)",
+                ".autoscaling.minReplicas",
+            ),
+        )
+    )
+
+    model: ModelSpec = Field(description="The model and the source of its weights.")
+    tier: Tier = Field(
+        "standard",
+        description="Preset for the batching and autoscaling fields left out: bulk (large batches, throughput), "
+        "standard, premium (batch 1, tight p95, never below one replica).",
+    )
+    precision: Precision = Field("fp16", description="Weight and activation precision: fp16, bf16 or fp32.")
+    gpu_class: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL,
+        description="A class from the operator's GPU class catalog (built in: cpu, t4-16gb, l4-24gb, a100-80gb, "
+        "h100-80gb, h200-141gb).",
+    )
+    replicas: int = Field(
+        1, ge=0, le=MAX_REPLICAS,
+        description="Replicas when autoscaling is off (the scale subresource: kubectl scale imd NAME --replicas=N).",
+    )
+    autoscaling: AutoscalingSpec = Field(
+        AutoscalingSpec(), description=AutoscalingSpec.__doc__,
+        json_schema_extra={"default": AutoscalingSpec().model_dump(by_alias=True, exclude_none=True)},
+    )
+    batching: BatchingSpec | None = Field(None, description=BatchingSpec.__doc__)
+    generation: GenerationSpec | None = Field(None, description=GenerationSpec.__doc__)
+    rollout: RolloutSpec = Field(
+        RolloutSpec(), description=RolloutSpec.__doc__,
+        json_schema_extra={"default": RolloutSpec().model_dump(by_alias=True)},
+    )
+
+
+class Condition(_ApiModel):
+    """A condition following the Kubernetes API conventions (metav1.Condition)."""
+
+    type: str = Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$", description="CamelCase condition type.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="CamelCase reason for the last transition.",
+    )
+    message: str = Field(max_length=32768, description="Human-readable details.")
+    last_transition_time: datetime = Field(description="When the status last changed.")
+    observed_generation: int | None = Field(None, ge=0, description="The .metadata.generation this was set for.")
+
+
+class MemoryEstimate(_ApiModel):
+    """The memory-fit estimate of one replica against its GPU class."""
+
+    estimate_mib: int = Field(alias="estimateMiB", ge=0, description="Estimated peak memory of one replica, MiB.")
+    limit_mib: int = Field(
+        alias="limitMiB", ge=0, description="Usable memory of the class after the safety margin, MiB."
+    )
+    capacity_mib: int = Field(alias="capacityMiB", ge=0, description="Memory of the class's card, MiB.")
+
+
+class AutoscalingStatus(_ApiModel):
+    """The autoscaler's last recommendation, signal by signal."""
+
+    queue_depth_replicas: int | None = Field(None, ge=0, description="Replicas the queue depth asks for.")
+    p95_replicas: int | None = Field(None, ge=0, alias="p95Replicas", description="Replicas the p95 latency asks for.")
+    utilization_replicas: int | None = Field(None, ge=0, description="Replicas the busy share asks for.")
+    busy_replicas: float | None = Field(None, ge=0, description="Replicas busy generating, on average.")
+    winner: str | None = Field(None, max_length=32, description="The signal that decided.")
+
+
+class ImageModelDeploymentStatus(_ApiModel):
+    """What the operator and the autoscaler observed."""
+
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] | None = Field(
+        None, max_length=32,
+        description="Ready, Progressing, FitsGPU and MetricsAvailable (and the autoscaler's own).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: int | None = Field(None, ge=0, description="Pods of the runtime Deployment.")
+    ready_replicas: int | None = Field(None, ge=0, description="Pods ready to serve.")
+    desired_replicas: int | None = Field(None, ge=0, description="Replicas asked of the Deployment.")
+    selector: str | None = Field(None, description="Label selector of the pods (for the scale subresource).")
+    queue_depth: float | None = Field(None, ge=0, description="Last observed queue depth summed over the pods.")
+    p95_seconds: float | None = Field(None, ge=0, alias="p95Seconds", description="Last observed p95 latency.")
+    last_scale_time: datetime | None = Field(None, description="When the autoscaler last changed the replicas.")
+    autoscaling: AutoscalingStatus | None = Field(None, description=AutoscalingStatus.__doc__)
+    memory: MemoryEstimate | None = Field(None, description=MemoryEstimate.__doc__)

@@ -1,0 +1,156 @@
+"""Will one replica fit its GPU class? An estimate made before any GPU is spent.
+
+estimate = weights + activations + runtime overhead, where
+
+- weights: the parameters of every pipeline component (denoiser, text
+  encoders, VAE: diffusers keeps them all on the device) x bytes per
+  parameter (fp32 4, fp16/bf16 2);
+- activations: the model's working memory per megapixel at fp16 (catalog)
+  x the largest image a request may ask for (generation.maxWidth x maxHeight)
+  x maxBatchSize, doubled for fp32;
+- runtime overhead: 1 GiB for the CUDA context and the PyTorch runtime.
+
+It fits when the estimate is at most the class memory less a 10 % margin
+(allocator fragmentation, cuDNN workspaces and the error of the estimate).
+A precision the card cannot run (bf16 before Ampere, e.g. T4) never fits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from .catalog import GPUClass, ModelInfo, Precision
+from .resolve import Resolved
+
+MARGIN = 0.10
+RUNTIME_OVERHEAD_MIB = 1024
+BYTES_PER_PARAMETER: dict[Precision, int] = {"fp32": 4, "fp16": 2, "bf16": 2}
+ACTIVATION_FACTOR: dict[Precision, float] = {"fp32": 2.0, "fp16": 1.0, "bf16": 1.0}
+MIB_PER_GIB = 1024
+
+# Reasons of the FitsGPU condition.
+FITS = "Fits"
+INSUFFICIENT_MEMORY = "InsufficientMemory"
+UNSUPPORTED_PRECISION = "UnsupportedPrecision"
+UNKNOWN_GPU_CLASS = "UnknownGPUClass"
+UNKNOWN_MODEL = "UnknownModel"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated peak memory of one replica, MiB, by part."""
+
+    weights_mib: dict[str, int]
+    activations_mib: int
+    overhead_mib: int
+
+    @property
+    def total_mib(self) -> int:
+        return sum(self.weights_mib.values()) + self.activations_mib + self.overhead_mib
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The FitsGPU verdict: status True/False/Unknown with its reason and message."""
+
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    estimate_mib: int | None = None
+    limit_mib: int | None = None
+    capacity_mib: int | None = None
+
+    @property
+    def fits(self) -> bool:
+        """Whether to run it: True, or Unknown (a model the catalog cannot size)."""
+        return self.status != "False"
+
+
+def usable_mib(gpu_class: GPUClass) -> int:
+    return math.floor(gpu_class.memory_mib * (1 - MARGIN))
+
+
+def estimate(model: ModelInfo, precision: Precision, batch_size: int, width: int, height: int) -> Estimate:
+    bytes_per_parameter = BYTES_PER_PARAMETER[precision]
+    weights = {
+        name: math.ceil(billions * 1e9 * bytes_per_parameter / 2**20) for name, billions in model.components.items()
+    }
+    megapixels = width * height / 1e6
+    activations = model.activation_gib_per_megapixel * ACTIVATION_FACTOR[precision] * megapixels * batch_size
+    return Estimate(weights, math.ceil(activations * MIB_PER_GIB), RUNTIME_OVERHEAD_MIB)
+
+
+def _gib(mib: int) -> str:
+    return f"{mib / MIB_PER_GIB:.1f} GiB"
+
+
+def _largest_batch(model: ModelInfo, precision: Precision, width: int, height: int, limit: int) -> int:
+    batch = 0
+    while batch < 64 and estimate(model, precision, batch + 1, width, height).total_mib <= limit:
+        batch += 1
+    return batch
+
+
+def check_fit(resolved: Resolved, gpu_classes: dict[str, GPUClass]) -> Fit:
+    """The FitsGPU verdict for one replica of `resolved` on its GPU class."""
+    spec = resolved.spec
+    gpu_class = resolved.gpu_class
+    if gpu_class is None:
+        return Fit("False", UNKNOWN_GPU_CLASS,
+                   f"spec.gpuClass {spec.gpu_class!r} is not in the operator's GPU class catalog "
+                   f"(known: {', '.join(gpu_classes)})")
+    if spec.precision not in gpu_class.precisions:
+        alternatives = [name for name, other in gpu_classes.items() if spec.precision in other.precisions]
+        return Fit("False", UNSUPPORTED_PRECISION,
+                   f"{gpu_class.name} cannot run {spec.precision} (it runs {', '.join(gpu_class.precisions)}): "
+                   f"set spec.precision to one of those, or pick a class that runs {spec.precision} "
+                   f"({', '.join(alternatives) or 'none in the catalog'})")
+    model = resolved.model
+    if model is None:
+        return Fit("Unknown", UNKNOWN_MODEL,
+                   f"{spec.model.name} is not a catalog model, so its memory is unknown: set spec.model.family "
+                   "to the catalog model it derives from to have it checked")
+    generation = resolved.generation
+    batch = resolved.batching.max_batch_size
+    needed = estimate(model, spec.precision, batch, generation.max_width, generation.max_height)
+    limit = usable_mib(gpu_class)
+    parts = ", ".join(f"{name} {_gib(mib)}" for name, mib in needed.weights_mib.items())
+    summary = (
+        f"{model.name} at {spec.precision}, batch {batch} of {generation.max_width}x{generation.max_height} needs "
+        f"~{_gib(needed.total_mib)} (weights: {parts}; activations {_gib(needed.activations_mib)}; runtime "
+        f"{_gib(needed.overhead_mib)}); {gpu_class.name} has {_gib(limit)} usable "
+        f"({_gib(gpu_class.memory_mib)} less {MARGIN:.0%} margin)"
+    )
+    figures = {"estimate_mib": needed.total_mib, "limit_mib": limit, "capacity_mib": gpu_class.memory_mib}
+    if needed.total_mib <= limit:
+        return Fit("True", FITS, summary, **figures)
+    remedy = _remedy(resolved, model, gpu_class, gpu_classes)
+    return Fit("False", INSUFFICIENT_MEMORY, f"{summary}: {remedy}", **figures)
+
+
+def _remedy(resolved: Resolved, model: ModelInfo, gpu_class: GPUClass, gpu_classes: dict[str, GPUClass]) -> str:
+    """What would make it fit, the most local change first."""
+    spec, generation = resolved.spec, resolved.generation
+    width, height, batch = generation.max_width, generation.max_height, resolved.batching.max_batch_size
+    limit = usable_mib(gpu_class)
+    options = []
+    largest = _largest_batch(model, spec.precision, width, height, limit)
+    if 0 < largest < batch:
+        options.append(f"spec.batching.maxBatchSize {largest}")
+    if spec.precision == "fp32":
+        for precision in gpu_class.precisions:
+            if precision != "fp32" and estimate(model, precision, batch, width, height).total_mib <= limit:
+                options.append(f"spec.precision {precision}")
+                break
+    classes = [
+        name for name, other in gpu_classes.items()
+        if spec.precision in other.precisions
+        and estimate(model, spec.precision, batch, width, height).total_mib <= usable_mib(other)
+    ]
+    if classes:
+        options.append(f"spec.gpuClass {' or '.join(classes)}")
+    if not options:
+        return "no single change makes it fit; lower the precision, the batch size and the image size"
+    return "it would fit with " + ", or ".join(options)

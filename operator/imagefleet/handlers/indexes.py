@@ -1,0 +1,51 @@
+"""In-memory indexes of the watched objects (kopf fills them before any handler runs).
+
+Reconciles read the resource and its children from here instead of GETting them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from .. import GROUP, PLURAL, VERSION
+from ..builders.labels import MANAGED_BY, MANAGED_BY_LABEL
+
+Key = tuple[str, str]
+RUNTIME_CHILDREN = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+def snapshot(body: kopf.Body) -> dict[str, Any]:
+    """A watched object as plain dicts, without managedFields (never read, and the bulk of it).
+
+    Nested values are shared with the watch event, which nothing modifies: the
+    planner only reads them.
+    """
+    raw = dict(body)
+    metadata = {key: value for key, value in raw.get("metadata", {}).items() if key != "managedFields"}
+    return {**raw, "metadata": metadata}
+
+
+def one(index: Mapping[Key, Any], namespace: str, name: str) -> dict[str, Any] | None:
+    store = index.get((namespace, name))
+    return next(iter(store), None) if store else None
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def imds(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """ImageModelDeployments by (namespace, name)."""
+    return {(namespace, name): snapshot(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=RUNTIME_CHILDREN)
+async def runtime_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """The operator's Deployments by (namespace, name): named after their ImageModelDeployment."""
+    return {(namespace, name): snapshot(body)}
+
+
+@kopf.index("v1", "services", labels=RUNTIME_CHILDREN)
+async def runtime_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """The operator's Services by (namespace, name)."""
+    return {(namespace, name): snapshot(body)}

@@ -1,0 +1,81 @@
+"""Operator settings, applied at start-up (never at import), and the shared reconciler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+import kopf
+
+from .. import GROUP
+from ..config import OperatorSettings
+from ..kube import FIELD_MANAGER, Kube
+from ..reconcile import Config, Reconciler
+from ..reconcile.retries import Retries
+from .resync import resync_forever
+
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    imds: kopf.Index[Any, Any],
+    runtime_deployments: kopf.Index[Any, Any],
+    runtime_services: kopf.Index[Any, Any],
+    **_: Any,
+) -> None:
+    """Keep any kopf state in imagefleet.io annotations, set up peering, the reconciler and the resync."""
+    operator = OperatorSettings()
+    # A structural schema prunes unknown status fields, kopf's default storage: use annotations
+    # (the reconcile handlers are level-based and need none; this covers any handler that does).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # The operator posts its own Events (specific reasons, on change only); kopf adds only its warnings.
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = FIELD_MANAGER
+    if operator.peering:
+        settings.peering.standalone = False
+        settings.peering.mandatory = True
+        settings.peering.name = operator.peering
+        # kopf pauses every operator that sees a live peer of the same priority: give each
+        # replica its own, so the highest serves and the others wait as standbys.
+        settings.peering.priority = random.SystemRandom().randint(1, 2**31 - 1)
+    else:
+        settings.peering.standalone = True
+    gpu_classes = operator.gpu_classes
+    memo.settings = operator
+    memo.reconciler = Reconciler(
+        Kube.from_environment(), Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image)
+    )
+    memo.retries = Retries()
+    memo.resync = asyncio.create_task(
+        resync_forever(memo, imds, runtime_deployments, runtime_services, operator.resync_seconds),
+        name="imagefleet resync",
+    )
+    logger.info(
+        "imagefleet operator: GPU classes %s, runtime image %s, %s",
+        ", ".join(gpu_classes), operator.runtime_image,
+        f"peering {operator.peering}" if operator.peering else "standalone",
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the resync loop and pending retries, and close the API client."""
+    task: asyncio.Task[None] | None = memo.get("resync")
+    if task is not None:
+        task.cancel()
+    retries: Retries | None = memo.get("retries")
+    if retries is not None:
+        retries.cancel_all()
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        reconciler.kube.close()

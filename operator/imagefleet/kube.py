@@ -1,0 +1,254 @@
+"""A thin async wrapper of the Kubernetes API for the operator's few writes.
+
+Objects are plain dicts (camelCase JSON), never the client's generated models.
+Children are written with server-side apply under one field manager, so an
+apply is create-or-update in one request and never removes fields that other
+managers (a user, the autoscaler, HPA) own. 429 and 5xx answers and broken
+connections are retried with exponential backoff (honouring Retry-After);
+409 Conflict is raised to the caller (the autoscaler re-reads and retries its
+status merge patches; the operator's own status writes are applies and never conflict).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from . import GROUP, PLURAL, VERSION
+
+FIELD_MANAGER = "imagefleet-operator"
+# Sets MetricsAvailable=Unknown once on a new autoscaled resource, then never applies again.
+INITIAL_METRICS_FIELD_MANAGER = "imagefleet-operator-initial-metrics"
+USER_AGENT = "imagefleet-operator"
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+REQUEST_TIMEOUT_SECONDS = 30.0
+EVENT_MESSAGE_LIMIT = 1024
+
+logger = logging.getLogger(__name__)
+
+
+class KubeError(Exception):
+    """An API request failed for good."""
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class Conflict(KubeError):
+    """409: the object changed since it was read (or already exists)."""
+
+
+class NotFound(KubeError):
+    """404."""
+
+
+def _path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    prefixes = {
+        "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+        "Service": "/api/v1/namespaces/{ns}/services",
+        "ImageModelDeployment": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
+    }
+    path = prefixes[kind].format(ns=namespace)
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.body or error.reason)
+
+
+class Kube:
+    """Async API calls (each runs the synchronous client in a small thread pool)."""
+
+    def __init__(
+        self, api_client: client.ApiClient, *, attempts: int = 6, backoff_seconds: float = 0.2,
+        max_backoff_seconds: float = 5.0, threads: int = 8,
+    ) -> None:
+        api_client.user_agent = USER_AGENT
+        self.api_client = api_client
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster credentials, else the current kubeconfig context (KUBECONFIG)."""
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = 8
+        return cls(client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.api_client.close()
+
+    # -- requests ------------------------------------------------------------
+
+    def _request_once(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        serialized = self.api_client.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers, body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException(http_resp=response)
+        return json.loads(data) if data else {}
+
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One API request, retried on 429, 5xx and connection errors."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await loop.run_in_executor(
+                    self._executor, self._request_once, method, path, body, content_type, query
+                )
+            except ApiException as error:
+                status = int(error.status or 0)
+                if status == 404:
+                    raise NotFound(status, _message(error)) from error
+                if status == 409:
+                    raise Conflict(status, _message(error)) from error
+                if status not in RETRIED_STATUSES or attempt == self.attempts:
+                    raise KubeError(status, f"{method} {path}: {_message(error)}") from error
+                delay = self._delay(attempt, (error.headers or {}).get("Retry-After"))
+                logger.warning("%s %s answered %s; retrying in %.1fs", method, path, status, delay)
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                if attempt == self.attempts:
+                    raise KubeError(None, f"{method} {path}: {error}") from error
+                delay = self._delay(attempt, None)
+                logger.warning("%s %s failed (%s); retrying in %.1fs", method, path, error, delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after and retry_after.isdigit():
+            return min(float(retry_after), self.max_backoff_seconds)
+        base = min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds)
+        return base * random.uniform(0.5, 1.0)
+
+    # -- the operator's operations -------------------------------------------
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply `manifest` (create or update); the live object."""
+        metadata = manifest["metadata"]
+        return await self.request(
+            "PATCH", _path(manifest["kind"], metadata["namespace"], metadata["name"]), body=dict(manifest),
+            content_type="application/apply-patch+yaml", query={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete one object if it is still the one with `uid` (absent already: fine)."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+                "preconditions": {"uid": uid}}
+        try:
+            await self.request("DELETE", _path(kind, namespace, name), body=body, content_type="application/json")
+        except NotFound:
+            pass
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", _path(kind, namespace, name))
+        except NotFound:
+            return None
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any]:
+        """Merge-patch an ImageModelDeployment's status, only if it is still at `resource_version`.
+
+        The precondition turns a lost update (someone else wrote status since it
+        was read) into a Conflict, so no one's conditions are silently dropped.
+        """
+        body: dict[str, Any] = {"status": dict(patch)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self.request(
+            "PATCH", _path("ImageModelDeployment", namespace, name, "status"), body=body,
+            content_type="application/merge-patch+json",
+        )
+
+    async def apply_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
+        """Server-side apply the operator's fields of an ImageModelDeployment's status.
+
+        Conditions are a list map keyed by type: the apply sets the operator's
+        conditions and leaves other managers' (the autoscaler's) untouched, with
+        no read-modify-write race and no precondition to conflict on.
+        """
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ImageModelDeployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status),
+        }
+        return await self.request(
+            "PATCH", _path("ImageModelDeployment", namespace, name, "status"), body=body,
+            content_type="application/apply-patch+yaml", query={"fieldManager": field_manager, "force": "true"},
+        )
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str, instance: str
+    ) -> None:
+        """Record a core/v1 Event about `involved` (best effort: a failure is logged, not raised)."""
+        metadata = involved["metadata"]
+        timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", f"{GROUP}/{VERSION}"),
+                "kind": involved.get("kind", "ImageModelDeployment"),
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:EVENT_MESSAGE_LIMIT],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": instance,
+            "firstTimestamp": timestamp,
+            "lastTimestamp": timestamp,
+            "count": 1,
+        }
+        try:
+            await self.request("POST", f"/api/v1/namespaces/{metadata['namespace']}/events", body=body,
+                               content_type="application/json")
+        except KubeError as error:
+            logger.warning("could not post Event %s for %s/%s: %s", reason, metadata["namespace"],
+                           metadata["name"], error)

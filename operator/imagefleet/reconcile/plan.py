@@ -1,0 +1,257 @@
+"""Plan one reconcile: from what is observed to what must be written. Pure: no I/O, no clock.
+
+`plan()` decides, for an ImageModelDeployment and its live children, which
+children to apply or delete, the status fields to apply, and the Events to post.
+When everything already matches, the plan is empty: no API writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from .. import conditions as c
+from ..builders import Owner, build_deployment, build_service, selector_string
+from ..catalog import GPUClass
+from ..crd.models import ImageModelDeploymentSpec
+from ..fit import Fit, check_fit
+from ..resolve import Resolved, resolve
+from ..tiers import Autoscaling
+from . import status as s
+from .diff import SPEC_HASH_ANNOTATION, differences, with_spec_hash
+
+Action = Literal["none", "apply", "delete"]
+EventType = Literal["Normal", "Warning"]
+MAX_PATHS_IN_MESSAGE = 5
+
+# Event reasons (besides the FitsGPU reasons of imagefleet.fit).
+CREATED = "Created"
+UPDATED = "Updated"
+DRIFT_CORRECTED = "DriftCorrected"
+RECREATED = "Recreated"
+DELETED = "Deleted"
+READY = "Ready"
+NOT_READY = "NotReady"
+FITS_NOW = "FitsGPU"
+INVALID_SPEC = "InvalidSpec"
+_WARNING_READY_REASONS = {s.PROGRESS_DEADLINE_EXCEEDED, s.DOES_NOT_FIT, s.NAME_CONFLICT}
+_NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT}
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the plan needs from the operator's configuration."""
+
+    gpu_classes: dict[str, GPUClass]
+    runtime_image: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The resource as last seen, and its live children (None: absent)."""
+
+    imd: Mapping[str, Any]
+    deployment: Mapping[str, Any] | None
+    service: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    kind: str
+    action: Action
+    # The manifest to apply (action "apply"); None otherwise.
+    manifest: dict[str, Any] | None = None
+    # Where the live object differs from the manifest.
+    drift: tuple[str, ...] = ()
+    # Posted once the write succeeded.
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    deployment: ChildPlan
+    service: ChildPlan
+    # The operator's status fields to apply; None: they are up to date.
+    status: dict[str, Any] | None
+    # Condition transitions, posted once the status patch succeeded.
+    events: tuple[Event, ...] = field(default=())
+    # MetricsAvailable=Unknown for a new autoscaled resource (applied once, see status.py).
+    initial_metrics: dict[str, Any] | None = None
+
+    @property
+    def writes(self) -> bool:
+        return (self.deployment.action != "none" or self.service.action != "none" or self.status is not None
+                or self.initial_metrics is not None)
+
+
+def desired_replicas(
+    spec: ImageModelDeploymentSpec, autoscaling: Autoscaling, status: Mapping[str, Any],
+    deployment: Mapping[str, Any] | None,
+) -> int:
+    """The Deployment's replicas: spec.replicas without autoscaling.
+
+    With autoscaling the autoscaler owns the count (it writes status.desiredReplicas,
+    then the Deployment): the live Deployment's count stands, clamped to
+    [minReplicas, maxReplicas]; a new Deployment starts at status.desiredReplicas,
+    else minReplicas. Reading the live count, not a possibly older status, means a
+    reconcile never undoes a scaling step.
+    """
+    if not autoscaling.enabled:
+        return spec.replicas
+    live = (deployment or {}).get("spec", {}).get("replicas")
+    decided = status.get("desiredReplicas")
+    base = live if live is not None else decided if decided is not None else autoscaling.min_replicas
+    return max(autoscaling.min_replicas, min(autoscaling.max_replicas, int(base)))
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    for reference in obj.get("metadata", {}).get("ownerReferences") or ():
+        if reference.get("controller"):
+            return str(reference.get("uid"))
+    return None
+
+
+def _child(kind: str, manifest: dict[str, Any] | None, live: Mapping[str, Any] | None) -> ChildPlan:
+    if live is not None and live.get("metadata", {}).get("deletionTimestamp"):
+        return ChildPlan(kind, "none")  # going away; recreated once the watch sees it gone
+    if manifest is None:
+        return ChildPlan(kind, "delete" if live is not None else "none")
+    if live is None:
+        return ChildPlan(kind, "apply", manifest)
+    drift = tuple(differences(manifest, live))
+    return ChildPlan(kind, "apply" if drift else "none", manifest if drift else None, drift)
+
+
+def _paths(drift: tuple[str, ...]) -> str:
+    shown = ", ".join(path.lstrip(".") for path in drift[:MAX_PATHS_IN_MESSAGE])
+    more = len(drift) - MAX_PATHS_IN_MESSAGE
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _hash_of(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    return (obj.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+
+
+def _child_events(plan: ChildPlan, live: Mapping[str, Any] | None, name: str, created_before: bool) -> list[Event]:
+    if plan.action == "delete":
+        return [Event("Warning", DELETED, f"deleted {plan.kind} {name}: the model does not fit its GPU class")]
+    if plan.action != "apply":
+        return []
+    assert plan.manifest is not None
+    if live is None:
+        if created_before:
+            return [Event("Warning", RECREATED, f"{plan.kind} {name} was deleted; recreated it")]
+        return []
+    if _hash_of(live) != _hash_of(plan.manifest):
+        return [Event("Normal", UPDATED, f"updated {plan.kind} {name}: {_paths(plan.drift)}")]
+    return [Event("Warning", DRIFT_CORRECTED, f"{plan.kind} {name} was changed by someone else at "
+                                               f"{_paths(plan.drift)}; restored it")]
+
+
+def _condition_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
+    events = []
+    for type_, before, condition in c.transitions(old, new):
+        status, reason, message = condition["status"], condition["reason"], condition["message"]
+        if type_ == c.FITS_GPU and status == c.FALSE:
+            events.append(Event("Warning", reason, message))
+        elif type_ == c.FITS_GPU and status == c.TRUE and before == c.FALSE:
+            events.append(Event("Normal", FITS_NOW, f"the model fits now: {message}"))
+        elif type_ == c.READY and status == c.TRUE:
+            events.append(Event("Normal", READY, message))
+        elif type_ == c.READY and before == c.TRUE:
+            kind: EventType = "Warning" if reason in _WARNING_READY_REASONS else "Normal"
+            events.append(Event(kind, NOT_READY, f"{reason}: {message}"))
+    return events
+
+
+def _invalid(imd: Mapping[str, Any], error: ValidationError, timestamp: str | None) -> Plan:
+    """A spec the API server accepted but the operator cannot read (an older or newer CRD)."""
+    current = imd.get("status") or {}
+    generation = imd["metadata"].get("generation")
+    message = f"the operator cannot read the spec: {error}".replace("\n", " ")[:1024]
+    ready = c.make(c.READY, c.FALSE, INVALID_SPEC, message, generation=generation,
+                   previous=c.find(current.get("conditions"), c.READY), timestamp=timestamp)
+    wanted = {"observedGeneration": generation, "conditions": [ready]}
+    changed = s.needs_apply(current, wanted)
+    events = (Event("Warning", INVALID_SPEC, message),) if changed else ()
+    return Plan(ChildPlan("Deployment", "none"), ChildPlan("Service", "none"), wanted if changed else None, events)
+
+
+def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Plan:
+    """What to write so that the children and the status match the spec."""
+    imd = observed.imd
+    metadata = imd["metadata"]
+    owner = Owner(name=metadata["name"], namespace=metadata["namespace"], uid=metadata["uid"])
+    generation = metadata.get("generation")
+    current = imd.get("status") or {}
+    try:
+        spec = ImageModelDeploymentSpec.model_validate(imd.get("spec") or {})
+    except ValidationError as error:
+        return _invalid(imd, error, timestamp)
+    resolved: Resolved = resolve(spec, config.gpu_classes)
+    fit: Fit = check_fit(resolved, config.gpu_classes)
+    replicas = desired_replicas(spec, resolved.autoscaling, current, observed.deployment)
+
+    foreign = [
+        f"{kind} {owner.name} already exists and belongs to someone else"
+        for kind, live in (("Deployment", observed.deployment), ("Service", observed.service))
+        if live is not None and controller_uid(live) not in (None, owner.uid)
+    ]
+    if foreign:
+        deployment_plan = ChildPlan("Deployment", "none")
+        service_plan = ChildPlan("Service", "none")
+        rollout = s.blocked(s.NAME_CONFLICT, "; ".join(foreign) + ": rename this resource or remove it")
+    else:
+        desired_deployment = None
+        if fit.fits:
+            desired_deployment = with_spec_hash(build_deployment(owner, resolved, replicas, config.runtime_image))
+        deployment_plan = _child("Deployment", desired_deployment, observed.deployment)
+        service_plan = _child("Service", with_spec_hash(build_service(owner, spec.tier)), observed.service)
+        if fit.fits:
+            rollout = s.rollout_of(
+                observed.deployment, applying=deployment_plan.action == "apply", desired=replicas
+            )
+        else:
+            rollout = s.blocked(s.DOES_NOT_FIT, f"nothing is scheduled: {fit.reason} (see the FitsGPU condition)")
+
+    wanted = s.operator_status(
+        current,
+        generation=generation,
+        fit=fit,
+        rollout=rollout,
+        deployment=None if deployment_plan.action == "delete" else observed.deployment,
+        autoscaling=resolved.autoscaling.enabled,
+        desired_replicas=None if resolved.autoscaling.enabled else replicas,
+        selector=selector_string(owner.name),
+        timestamp=timestamp,
+    )
+    # Whether the children were made before (so a missing one was deleted by someone).
+    progressing = c.find(current.get("conditions"), c.PROGRESSING)
+    created_before = progressing is not None and progressing.get("reason") not in _NOT_CREATED_REASONS
+    deployment_events = _child_events(deployment_plan, observed.deployment, owner.name, created_before)
+    if deployment_plan.action == "apply" and observed.deployment is None and not created_before:
+        deployment_events.append(Event(
+            "Normal", CREATED, f"created Deployment and Service {owner.name}: {replicas} "
+            f"replica{'' if replicas == 1 else 's'} of {spec.model.name} at {spec.precision} on {spec.gpu_class}",
+        ))
+    service_events = _child_events(service_plan, observed.service, owner.name, created_before)
+    return Plan(
+        replace(deployment_plan, events=tuple(deployment_events)),
+        replace(service_plan, events=tuple(service_events)),
+        wanted if s.needs_apply(current, wanted) else None,
+        tuple(_condition_events(current.get("conditions"), wanted["conditions"])),
+        s.initial_metrics_condition(current, autoscaling=resolved.autoscaling.enabled, generation=generation,
+                                    timestamp=timestamp),
+    )

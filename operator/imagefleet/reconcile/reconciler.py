@@ -1,0 +1,122 @@
+"""Run a plan: one reconcile of one ImageModelDeployment at a time, writing only what differs.
+
+Every trigger (a spec change, a child's watch event, the resync timer) calls
+`Reconciler.reconcile`, which takes the resource's lock, plans from the newest
+known objects and writes. "Newest" matters for the request count: the watch
+delivers the operator's own writes a moment later, so the responses of those
+writes are kept until the watch catches up; planning from a stale view would
+repeat a write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from ..kube import INITIAL_METRICS_FIELD_MANAGER, Kube
+from .plan import Config, Event, Observed, Plan, plan
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+IMD = "ImageModelDeployment"
+
+
+def _version(obj: Mapping[str, Any]) -> int | None:
+    value = obj.get("metadata", {}).get("resourceVersion")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, config: Config) -> None:
+        self.kube = kube
+        self.config = config
+        self.instance = socket.gethostname()
+        self._posting: set[asyncio.Task[None]] = set()
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._written: dict[Key, dict[str, Any]] = {}
+        # uid of each child this operator deleted, until the watch sees it gone.
+        self._deleted: dict[Key, str] = {}
+
+    # -- the newest view -----------------------------------------------------
+
+    def _newest(self, kind: str, namespace: str, name: str, seen: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """`seen` (from the watch), or the response of a later write of ours."""
+        key = (kind, namespace, name)
+        if seen is not None and self._deleted.get(key) == seen.get("metadata", {}).get("uid"):
+            return None
+        written = self._written.get(key)
+        if written is None:
+            return seen
+        if seen is not None:
+            written_version, seen_version = _version(written), _version(seen)
+            if written_version is None or seen_version is None or seen_version >= written_version:
+                del self._written[key]
+                return seen
+        return written
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        """The watch saw `kind` `namespace/name` deleted."""
+        self._written.pop((kind, namespace, name), None)
+        self._deleted.pop((kind, namespace, name), None)
+        if kind == IMD:
+            self._locks.pop((namespace, name), None)
+
+    # -- reconcile -----------------------------------------------------------
+
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        imd: Mapping[str, Any] | None,
+        deployment: Mapping[str, Any] | None,
+        service: Mapping[str, Any] | None,
+    ) -> Plan | None:
+        """Bring one resource's children and status in line; the plan it carried out (None: nothing to do)."""
+        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            current = self._newest(IMD, namespace, name, imd)
+            if current is None or current.get("metadata", {}).get("deletionTimestamp"):
+                return None
+            observed = Observed(
+                imd=current,
+                deployment=self._newest("Deployment", namespace, name, deployment),
+                service=self._newest("Service", namespace, name, service),
+            )
+            planned = plan(observed, self.config)
+            if planned.writes:
+                await self._execute(planned, observed)
+                return planned
+            return None
+
+    async def _execute(self, planned: Plan, observed: Observed) -> None:
+        imd = observed.imd
+        metadata = imd["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        for child, live in ((planned.deployment, observed.deployment), (planned.service, observed.service)):
+            if child.action == "apply":
+                assert child.manifest is not None
+                self._written[(child.kind, namespace, name)] = await self.kube.apply(child.manifest)
+            elif child.action == "delete":
+                assert live is not None
+                uid = live["metadata"]["uid"]
+                await self.kube.delete(child.kind, namespace, name, uid)
+                self._written.pop((child.kind, namespace, name), None)
+                self._deleted[(child.kind, namespace, name)] = uid
+            await self._post(imd, child.events)
+        if planned.status is not None:
+            self._written[(IMD, namespace, name)] = await self.kube.apply_status(namespace, name, planned.status)
+        if planned.initial_metrics is not None:
+            self._written[(IMD, namespace, name)] = await self.kube.apply_status(
+                namespace, name, planned.initial_metrics, INITIAL_METRICS_FIELD_MANAGER
+            )
+        await self._post(imd, planned.events)
+
+    async def _post(self, imd: Mapping[str, Any], events: tuple[Event, ...]) -> None:
+        """Post Events in the background: they are best effort and must not slow the reconcile."""
+        for event in events:
+            task = asyncio.create_task(self.kube.post_event(imd, event.type, event.reason, event.message,
+                                                            self.instance))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)

@@ -1,0 +1,69 @@
+"""The API wrapper's retry policy (the transport is replaced; the real API server is in the cluster tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from imagefleet.kube import Conflict, Kube, KubeError, NotFound
+
+
+class ScriptedKube(Kube):
+    """A Kube whose transport answers from a script: exceptions are raised, dicts returned."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        super().__init__(client.ApiClient(client.Configuration()), backoff_seconds=0.001, attempts=4)
+        self.answers = answers
+        self.calls = 0
+
+    def _request_once(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+
+def _error(status: int) -> ApiException:
+    error = ApiException(status=status, reason="test")
+    error.body = '{"message": "from the server"}'
+    return error
+
+
+async def test_5xx_and_429_are_retried_then_succeed() -> None:
+    kube = ScriptedKube([_error(503), _error(429), _error(500), {"ok": True}])
+    assert await kube.request("GET", "/x") == {"ok": True}
+    assert kube.calls == 4
+
+
+async def test_connection_errors_are_retried() -> None:
+    kube = ScriptedKube([ConnectionResetError("reset"), {"ok": True}])
+    assert await kube.request("GET", "/x") == {"ok": True}
+
+
+async def test_gives_up_after_the_last_attempt() -> None:
+    kube = ScriptedKube([_error(503)] * 4)
+    with pytest.raises(KubeError, match="HTTP 503.*from the server"):
+        await kube.request("GET", "/x")
+    assert kube.calls == 4
+
+
+@pytest.mark.parametrize(("status", "error"), [(409, Conflict), (404, NotFound), (422, KubeError)])
+async def test_client_errors_are_not_retried(status: int, error: type[Exception]) -> None:
+    kube = ScriptedKube([_error(status), {"never": "reached"}])
+    with pytest.raises(error):
+        await kube.request("PATCH", "/x")
+    assert kube.calls == 1
+
+
+async def test_delete_of_a_missing_object_is_fine() -> None:
+    kube = ScriptedKube([_error(404)])
+    await kube.delete("Deployment", "ns", "gone", "uid")
+
+
+def test_user_agent_names_the_operator() -> None:
+    kube = Kube(client.ApiClient(client.Configuration()))
+    assert kube.api_client.user_agent == "imagefleet-operator"

@@ -1,0 +1,110 @@
+"""The reconciler's bookkeeping: plans from the newest view and writes nothing twice.
+
+The Kubernetes API is replaced by an in-memory recorder here; the cluster tests run the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from imagefleet.catalog import load_gpu_classes
+from imagefleet.reconcile import Config, Reconciler
+
+SPEC = {"model": {"name": "tiny"}, "gpuClass": "cpu", "precision": "fp32", "replicas": 1}
+
+
+class RecordingKube:
+    """Answers writes like the API server would (bumping resourceVersions) and records them."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.version = 100
+        self.imd: dict[str, Any] = {}
+
+    def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        obj["metadata"].setdefault("uid", f"{obj['kind']}-uid")
+        return obj
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(f"apply {manifest['kind']}")
+        live = self._bump(manifest)
+        live["metadata"]["generation"] = 1
+        return live
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        self.calls.append(f"delete {kind}")
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append("apply status")
+        self.imd = self._bump({**self.imd, "status": {**self.imd.get("status", {}), **status}})
+        return self.imd
+
+    async def post_event(self, involved: Any, type_: str, reason: str, message: str, instance: str) -> None:
+        self.calls.append(f"event {reason}")
+
+
+def _imd() -> dict[str, Any]:
+    return {"apiVersion": "imagefleet.io/v1alpha1", "kind": "ImageModelDeployment",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u", "generation": 1, "resourceVersion": "50"},
+            "spec": SPEC}
+
+
+async def _settle() -> None:
+    """Let the background Event posts run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def _reconciler(kube: RecordingKube) -> Reconciler:
+    return Reconciler(kube, Config(load_gpu_classes(), "runtime:test"))  # type: ignore[arg-type]
+
+
+async def test_first_reconcile_writes_children_status_and_one_event() -> None:
+    kube = RecordingKube()
+    kube.imd = _imd()
+    await _reconciler(kube).reconcile("ns", "a", _imd(), None, None)
+    await _settle()
+    assert kube.calls == ["apply Deployment", "apply Service", "apply status", "event Created"]
+
+
+async def test_a_stale_watch_view_does_not_repeat_writes() -> None:
+    kube = RecordingKube()
+    kube.imd = _imd()
+    reconciler = _reconciler(kube)
+    await reconciler.reconcile("ns", "a", _imd(), None, None)
+    kube.calls.clear()
+    # The watch has not delivered the operator's own writes yet: same stale view again.
+    assert await reconciler.reconcile("ns", "a", _imd(), None, None) is None
+    assert kube.calls == []
+
+
+async def test_a_deleted_child_is_applied_again_once_the_watch_reports_it() -> None:
+    kube = RecordingKube()
+    kube.imd = _imd()
+    reconciler = _reconciler(kube)
+    planned = await reconciler.reconcile("ns", "a", _imd(), None, None)
+    assert planned is not None and planned.deployment.manifest is not None
+    ready = copy.deepcopy(planned.deployment.manifest)
+    ready["metadata"] |= {"uid": "d-uid", "generation": 1, "resourceVersion": "999"}
+    ready["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1}
+    await reconciler.reconcile("ns", "a", kube.imd, ready, None)  # the watch reports it ready
+    await _settle()
+    assert kube.calls[-1] == "event Ready"
+    kube.calls.clear()
+    reconciler.forget("Deployment", "ns", "a")
+    await reconciler.reconcile("ns", "a", kube.imd, None, None)
+    await _settle()
+    assert kube.calls[0] == "apply Deployment" and "event Recreated" in kube.calls
+
+
+async def test_resource_being_deleted_is_left_alone() -> None:
+    kube = RecordingKube()
+    imd = _imd()
+    imd["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert await _reconciler(kube).reconcile("ns", "a", imd, None, None) is None
+    assert kube.calls == []

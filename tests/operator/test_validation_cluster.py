@@ -1,0 +1,99 @@
+"""The API server itself rejects invalid ImageModelDeployments, naming the field (schema and CEL rules)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.conftest import Cluster
+
+from .harness import Imds
+
+VALID: dict[str, Any] = {"model": {"name": "sd15"}, "gpuClass": "t4-16gb", "precision": "fp16"}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    spec = json.loads(json.dumps(VALID))
+    for path, value in changes.items():
+        target = spec
+        *parents, leaf = path.split("__")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        if value is None:
+            target.pop(leaf, None)
+        else:
+            target[leaf] = value
+    return spec
+
+
+INVALID: list[tuple[str, dict[str, Any], str, str]] = [
+    # id, spec, a field the message must name, a further word it must contain
+    ("missing-model", _with(model=None), "spec.model", "Required"),
+    ("missing-gpu-class", _with(gpuClass=None), "spec.gpuClass", "Required"),
+    ("missing-model-name", _with(model={"family": "sdxl"}), "spec.model.name", "Required"),
+    ("precision-fp8", _with(precision="fp8"), "spec.precision", '"fp16", "bf16", "fp32"'),
+    ("tier-gold", _with(tier="gold"), "spec.tier", '"bulk", "standard", "premium"'),
+    ("model-name-garbage", _with(model__name="not a model!"), "spec.model.name", "Hugging Face repo id"),
+    ("family-on-catalog-model", _with(model__family="sdxl"), "spec.model.family", "repo ids"),
+    ("family-unknown", _with(model={"name": "org/x", "family": "dalle"}), "spec.model.family", "sd15"),
+    ("gpu-class-uppercase", _with(gpuClass="GPU_Big"), "spec.gpuClass", "should match"),
+    ("replicas-negative", _with(replicas=-1), "spec.replicas", "greater than or equal to 0"),
+    ("replicas-too-many", _with(replicas=1000), "spec.replicas", "less than or equal to 100"),
+    ("min-above-max", _with(autoscaling={"enabled": True, "minReplicas": 5, "maxReplicas": 2}),
+     "spec.autoscaling.minReplicas", "maxReplicas"),
+    ("premium-min-zero", _with(tier="premium", autoscaling={"minReplicas": 0}),
+     "spec.autoscaling.minReplicas", "premium"),
+    ("p95-zero", _with(autoscaling={"targetP95Seconds": 0}), "spec.autoscaling.targetP95Seconds", "greater than 0"),
+    ("batch-zero", _with(batching={"maxBatchSize": 0}), "spec.batching.maxBatchSize", "greater than or equal to 1"),
+    ("batch-huge", _with(batching={"maxBatchSize": 1000}), "spec.batching.maxBatchSize", "less than or equal to 64"),
+    ("queue-below-batch", _with(batching={"maxBatchSize": 8, "queueSize": 4}), "spec.batching.queueSize",
+     "maxBatchSize"),
+    ("width-not-multiple-of-8", _with(generation={"defaultWidth": 513}), "spec.generation.defaultWidth",
+     "multiple of 8"),
+    ("height-too-large", _with(generation={"maxHeight": 8192}), "spec.generation.maxHeight",
+     "less than or equal to 4096"),
+    ("default-above-max-width", _with(generation={"defaultWidth": 1024, "maxWidth": 512}),
+     "spec.generation.defaultWidth", "maxWidth"),
+    ("default-above-max-steps", _with(generation={"defaultSteps": 50, "maxSteps": 20}),
+     "spec.generation.defaultSteps", "maxSteps"),
+    ("guidance-negative", _with(generation={"defaultGuidanceScale": -1}), "spec.generation.defaultGuidanceScale",
+     "greater than or equal to 0"),
+    ("rollout-both-zero", _with(rollout={"maxSurge": 0, "maxUnavailable": 0}), "spec.rollout.maxUnavailable",
+     "cannot both be 0"),
+    ("rollout-bad-percentage", _with(rollout={"maxSurge": "lots"}), "spec.rollout.maxSurge", "percentage"),
+    ("claim-name-missing", _with(model={"name": "org/x", "persistentVolumeClaim": {"subPath": "a"}}),
+     "spec.model.persistentVolumeClaim.claimName", "Required"),
+    ("claim-sub-path-escapes", _with(model={"name": "org/x", "persistentVolumeClaim": {"claimName": "w",
+                                                                                        "subPath": "../etc"}}),
+     "spec.model.persistentVolumeClaim.subPath", "relative path"),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "field", "hint"), INVALID, ids=[case[0] for case in INVALID])
+def test_invalid_resource_is_rejected_naming_the_field(
+    cluster: Cluster, imd_crd: None, namespace: str, case: str, spec: dict[str, Any], field: str, hint: str
+) -> None:
+    with pytest.raises(ApiException) as rejected:
+        Imds(cluster.api_client, namespace).create(case, spec)
+    assert rejected.value.status == 422, rejected.value.body
+    message = json.loads(rejected.value.body)["message"]
+    assert field in message, message
+    assert hint in message, message
+
+
+def test_name_that_cannot_name_a_service_is_rejected(cluster: Cluster, imd_crd: None, namespace: str) -> None:
+    with pytest.raises(ApiException) as rejected:
+        Imds(cluster.api_client, namespace).create("9lives", VALID)
+    message = json.loads(rejected.value.body)["message"]
+    assert rejected.value.status == 422 and "metadata.name" in message and "DNS-1035" in message
+
+
+def test_valid_resource_gets_the_schema_defaults_only(cluster: Cluster, imd_crd: None, namespace: str) -> None:
+    created = Imds(cluster.api_client, namespace).create("defaults", VALID)
+    spec = created["spec"]
+    assert spec["tier"] == "standard" and spec["replicas"] == 1
+    assert spec["rollout"] == {"maxSurge": 0, "maxUnavailable": 1} and spec["autoscaling"] == {"enabled": False}
+    assert "batching" not in spec and "generation" not in spec, "tier and model defaults stay out of the spec"

@@ -1,0 +1,1 @@
+"""Autoscaling on queue depth and p95 latency read from Prometheus."""

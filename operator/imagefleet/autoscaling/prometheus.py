@@ -1,0 +1,97 @@
+"""A small async client for Prometheus's HTTP query API (instant queries only).
+
+Every call has a timeout; every failure is a typed exception, so the autoscaler
+can hold and say why instead of hanging a reconcile or reading a failure as zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+
+class PrometheusError(Exception):
+    """A query gave no usable answer."""
+
+
+class PrometheusUnavailable(PrometheusError):
+    """Prometheus could not be reached or did not answer in time."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus answered with an error (bad PromQL, overload, unexpected payload)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    labels: dict[str, str]
+    value: float  # may be NaN or ±Inf, as Prometheus reports it
+
+
+class PrometheusClient:
+    """`await client.query("sum(up)")` against one Prometheus server."""
+
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
+
+    async def __aenter__(self) -> PrometheusClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def query(self, promql: str) -> list[Sample]:
+        """Evaluate an instant query; a scalar result comes back as one unlabelled sample."""
+        try:
+            response = await self._http.post("/api/v1/query", data={"query": promql})
+        except httpx.TimeoutException as error:
+            raise PrometheusUnavailable(f"Prometheus at {self.url} timed out: {error!r}") from error
+        except httpx.TransportError as error:
+            raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {error!r}") from error
+        try:
+            payload: dict[str, Any] = response.json()
+        except ValueError as error:
+            raise PrometheusQueryError(
+                f"Prometheus at {self.url} answered HTTP {response.status_code} without JSON"
+            ) from error
+        if payload.get("status") != "success":
+            raise PrometheusQueryError(
+                f"Prometheus at {self.url} rejected {promql!r} (HTTP {response.status_code}): "
+                f"{payload.get('errorType', 'error')}: {payload.get('error', 'no message')}"
+            )
+        return _samples(payload.get("data", {}), promql)
+
+    async def value(self, promql: str) -> float | None:
+        """The single value of a query that aggregates to one series; None for no signal.
+
+        An empty result and a NaN (e.g. a quantile of zero traffic) both mean "no signal".
+        """
+        samples = await self.query(promql)
+        if not samples:
+            return None
+        if len(samples) > 1:
+            raise PrometheusQueryError(f"{promql!r} returned {len(samples)} series, expected one")
+        value = samples[0].value
+        return None if math.isnan(value) else value
+
+
+def _samples(data: dict[str, Any], promql: str) -> list[Sample]:
+    kind = data.get("resultType")
+    result: Any = data.get("result")
+    try:
+        if kind == "vector":
+            return [Sample(dict(item["metric"]), float(item["value"][1])) for item in result]
+        if kind == "scalar":
+            return [Sample({}, float(result[1]))]
+    except (TypeError, KeyError, IndexError, ValueError) as error:
+        raise PrometheusQueryError(f"malformed result for {promql!r}: {error!r}") from error
+    raise PrometheusQueryError(f"{promql!r} gave a {kind!r} result; expected an instant vector or scalar")

@@ -1,0 +1,261 @@
+"""One test per rule of the autoscaling policy (imagefleet.autoscaling.policy)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from imagefleet.autoscaling.policy import (
+    INSUFFICIENT_GPUS,
+    LATENCY,
+    METRICS_MISSING,
+    METRICS_STALE,
+    QUEUE,
+    SCALED_DOWN,
+    SCALED_UP,
+    STABILIZING,
+    STEADY,
+    TOO_FEW,
+    TOO_MANY,
+    UTILIZATION,
+    Decision,
+    History,
+    Observation,
+    Targets,
+    decide,
+)
+
+TARGETS = Targets(
+    min_replicas=1,
+    max_replicas=10,
+    target_queue_depth=2.0,
+    target_p95_seconds=10.0,
+    scale_down_stabilization_seconds=300.0,
+    latency_window_seconds=60.0,
+)
+
+
+def observe(
+    time: float,
+    replicas: int,
+    queue: float | None,
+    p95: float | None,
+    *,
+    ready: int | None = None,
+    **extra: Any,
+) -> Observation:
+    return Observation(
+        time=time,
+        replicas=replicas,
+        ready_replicas=replicas if ready is None else ready,
+        queue_depth=queue,
+        p95_seconds=p95,
+        **extra,
+    )
+
+
+class Fleet:
+    """Feeds observations to the policy every 15 s and applies its decisions."""
+
+    def __init__(self, replicas: int, targets: Targets = TARGETS) -> None:
+        self.replicas = replicas
+        self.targets = targets
+        self.history = History()
+        self.time = 0.0
+        self.decisions: list[Decision] = []
+
+    def step(self, queue: float | None, p95: float | None, **extra: Any) -> Decision:
+        decision = decide(observe(self.time, self.replicas, queue, p95, **extra), self.targets, self.history)
+        self.history = decision.history
+        self.replicas = decision.desired
+        self.decisions.append(decision)
+        self.time += 15.0
+        return decision
+
+
+def test_queue_signal_asks_for_queue_over_target() -> None:
+    decision = decide(observe(0, 2, queue=12, p95=None), TARGETS, History())
+    assert decision.proposals == {QUEUE: 6, LATENCY: None, UTILIZATION: None}
+    assert decision.winner == QUEUE
+    assert (decision.desired, decision.reason) == (6, SCALED_UP)
+
+
+def test_latency_signal_scales_proportionally() -> None:
+    decision = decide(observe(0, 2, queue=4, p95=25.0), TARGETS, History())
+    # queue 4 / 2 per replica = 2 replicas: within tolerance; p95 2.5x target.
+    assert decision.proposals == {QUEUE: 2, LATENCY: 5, UTILIZATION: None}
+    assert (decision.desired, decision.winner) == (5, LATENCY)
+
+
+def test_larger_proposal_wins() -> None:
+    decision = decide(observe(0, 2, queue=16, p95=15.0), TARGETS, History())
+    assert decision.proposals == {QUEUE: 8, LATENCY: 3, UTILIZATION: None}
+    assert (decision.desired, decision.winner) == (8, QUEUE)
+
+
+def test_utilization_asks_for_busy_replicas_over_target() -> None:
+    decision = decide(observe(0, 2, queue=0, p95=3.0, busy_replicas=4.0), TARGETS, History())
+    # 4 replicas busy on average at a 0.8 target: 5.
+    assert decision.proposals == {QUEUE: 0, LATENCY: 1, UTILIZATION: 5}
+    assert (decision.desired, decision.winner) == (5, UTILIZATION)
+
+
+def test_busy_fleet_does_not_shrink_on_low_latency_alone() -> None:
+    """Unsaturated, the queue is empty and p95 is the bare service time: both ask for
+    a fraction of the fleet. Busy replicas keep it where the work needs it."""
+    fleet = Fleet(8)
+    for _ in range(40):
+        decision = fleet.step(queue=0, p95=3.0, busy_replicas=6.0)
+    assert decision.desired == 8
+    assert decision.winner == UTILIZATION
+
+
+@pytest.mark.parametrize(("queue", "p95", "busy"), [(8.7, 10.9, 3.2), (7.3, 9.1, 2.9)])
+def test_within_tolerance_band_holds(queue: float, p95: float, busy: float) -> None:
+    decision = decide(observe(0, 4, queue=queue, p95=p95, busy_replicas=busy), TARGETS, History())
+    assert decision.proposals == {QUEUE: 4, LATENCY: 4, UTILIZATION: 4}
+    assert (decision.desired, decision.reason) == (4, STEADY)
+
+
+def test_just_outside_tolerance_band_acts() -> None:
+    decision = decide(observe(0, 4, queue=9.2, p95=None), TARGETS, History())
+    assert decision.desired == 5
+
+
+def test_scale_up_is_immediate() -> None:
+    fleet = Fleet(1)
+    fleet.step(queue=0, p95=None)
+    decision = fleet.step(queue=20, p95=30.0)
+    assert (decision.desired, decision.reason) == (10, SCALED_UP)
+
+
+def test_scale_up_window_takes_smallest_recommendation() -> None:
+    fleet = Fleet(1, Targets(**{**TARGETS.__dict__, "scale_up_stabilization_seconds": 30.0}))
+    fleet.step(queue=2, p95=None)  # t=0: asks 1
+    assert fleet.step(queue=20, p95=None).desired == 1  # t=15: asks 10, but 1 is in the window
+    assert fleet.step(queue=20, p95=None).desired == 10  # t=30: the 1 at t=0 has left it
+
+
+def test_scale_down_waits_for_the_stabilization_window() -> None:
+    fleet = Fleet(1)
+    fleet.step(queue=20, p95=30.0)  # t=0 -> 10 replicas
+    assert fleet.replicas == 10
+    held = [fleet.step(queue=0, p95=None) for _ in range(19)]  # t=15..285
+    assert {d.desired for d in held} == {10}
+    assert {d.reason for d in held} == {STABILIZING}
+    decision = fleet.step(queue=0, p95=None)  # t=300: the 10 of t=0 has left the window
+    assert (decision.desired, decision.reason) == (1, SCALED_DOWN)
+
+
+def test_scale_down_goes_to_the_largest_recommendation_in_window() -> None:
+    fleet = Fleet(10)
+    fleet.step(queue=20, p95=None)  # t=0 asks 10
+    fleet.step(queue=12, p95=None)  # t=15 asks 6
+    for _ in range(18):
+        fleet.step(queue=2, p95=None)  # t=30..285 asks 1
+    assert fleet.replicas == 10
+    assert fleet.step(queue=2, p95=None).desired == 6  # t=300: 6 (t=15) is the largest left
+    assert fleet.step(queue=2, p95=None).desired == 1  # t=315
+
+
+@pytest.mark.parametrize(
+    ("replicas", "queue", "desired", "limited"),
+    [(5, 100, 10, TOO_MANY), (1, 0, 1, TOO_FEW), (4, 8, 4, None)],
+)
+def test_clamped_to_min_and_max(replicas: int, queue: float, desired: int, limited: str | None) -> None:
+    decision = decide(observe(0, replicas, queue=queue, p95=None), TARGETS, History())
+    assert (decision.desired, decision.limited) == (desired, limited)
+
+
+def test_no_free_gpus_limits_scale_up_and_says_so() -> None:
+    decision = decide(observe(0, 2, queue=16, p95=None, capacity=3), TARGETS, History())
+    assert (decision.desired, decision.limited) == (3, INSUFFICIENT_GPUS)
+    assert "no free GPUs" in decision.message
+    # Never scales down because GPUs are short: pods already there stay.
+    decision = decide(observe(0, 4, queue=16, p95=None, capacity=2), TARGETS, History())
+    assert (decision.desired, decision.limited) == (4, INSUFFICIENT_GPUS)
+
+
+@pytest.mark.parametrize(
+    ("queue", "p95", "extra", "reason"),
+    [
+        (None, None, {}, METRICS_MISSING),
+        (math.nan, math.nan, {}, METRICS_MISSING),
+        (None, None, {"error": "Prometheus unreachable: connection refused"}, METRICS_MISSING),
+        (0.0, 1.0, {"metrics_age_seconds": 600.0}, METRICS_STALE),
+    ],
+)
+def test_holds_on_missing_nan_or_stale_data(
+    queue: float | None, p95: float | None, extra: dict[str, object], reason: str
+) -> None:
+    fleet = Fleet(6)
+    for _ in range(40):  # far past every window
+        decision = fleet.step(queue=queue, p95=p95, **extra)
+        assert (decision.desired, decision.reason, decision.metrics_available) == (6, reason, False)
+    assert "holding 6 replicas" in decision.message
+    if "error" in extra:
+        assert "connection refused" in decision.message
+
+
+def test_missing_data_does_not_count_as_zero_after_an_outage() -> None:
+    fleet = Fleet(6)
+    for _ in range(30):
+        fleet.step(queue=None, p95=None)
+    # Back with low load: the outage counted as "hold", so the window starts now.
+    decision = fleet.step(queue=0, p95=None)
+    assert (decision.desired, decision.reason) == (6, STABILIZING)
+
+
+def test_nan_p95_is_no_traffic_not_zero_latency() -> None:
+    decision = decide(observe(0, 4, queue=8, p95=math.nan), TARGETS, History())
+    assert decision.proposals == {QUEUE: 4, LATENCY: None, UTILIZATION: None}
+    assert (decision.desired, decision.metrics_available) == (4, True)
+
+
+def test_latency_alone_never_scales_down() -> None:
+    fleet = Fleet(6)
+    for _ in range(40):
+        decision = fleet.step(queue=None, p95=1.0)
+        assert decision.desired == 6
+    assert fleet.step(queue=None, p95=30.0).desired == 10
+
+
+def test_lagging_p95_does_not_compound_a_scale_up() -> None:
+    fleet = Fleet(2)
+    assert fleet.step(queue=4, p95=20.0, ready=2).desired == 4
+    # New pods are starting; the 60 s p95 still reflects the two old ones.
+    for _ in range(3):
+        assert fleet.step(queue=4, p95=20.0, ready=2).desired == 4
+    # Four ready for a whole latency window and still slow: scale again.
+    for _ in range(4):
+        fleet.step(queue=4, p95=20.0, ready=4)
+    assert fleet.step(queue=4, p95=20.0, ready=4).desired == 8
+
+
+def test_fresh_autoscaler_never_scales_down_at_once() -> None:
+    decision = decide(observe(1000.0, 8, queue=0, p95=None), TARGETS, History())
+    assert (decision.desired, decision.reason) == (8, STABILIZING)
+
+
+def test_flapping_inputs_do_not_flap_replicas() -> None:
+    fleet = Fleet(2)
+    for i in range(80):  # 20 minutes alternating every evaluation
+        high = i % 2 == 0
+        fleet.step(queue=12 if high else 0, p95=10.5 if high else 3.0)
+    sizes = [d.desired for d in fleet.decisions]
+    assert sizes == [6] * len(sizes)
+
+
+def test_noisy_plateau_inside_tolerance_does_not_move() -> None:
+    fleet = Fleet(5)
+    for i in range(60):
+        fleet.step(queue=10 + (0.9 if i % 3 else -0.9), p95=10.0 + (0.8 if i % 2 else -0.8))
+    assert {d.desired for d in fleet.decisions} == {5}
+
+
+@pytest.mark.parametrize(("low", "high"), [(-1, 3), (3, 2)])
+def test_targets_reject_bad_ranges(low: int, high: int) -> None:
+    with pytest.raises(ValueError, match="minReplicas"):
+        Targets(min_replicas=low, max_replicas=high, target_queue_depth=1, target_p95_seconds=1)

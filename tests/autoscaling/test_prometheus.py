@@ -1,0 +1,226 @@
+"""The Prometheus client and the per-resource queries against a real local Prometheus
+(Debian's /usr/bin/prometheus) scraping real HTTP exporters."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from imagefleet import metrics
+from imagefleet.autoscaling import queries
+from imagefleet.autoscaling.prometheus import (
+    PrometheusClient,
+    PrometheusQueryError,
+    PrometheusUnavailable,
+)
+from imagefleet.dev.processes import HOST, free_port
+from imagefleet.dev.prometheus import LocalPrometheus, Target
+from tests.autoscaling.exporter import Exporter
+from tests.helpers import wait_until
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+NAMESPACE = "team-a"
+WINDOW_SECONDS = 10.0
+
+
+@dataclass
+class Setup:
+    prometheus: LocalPrometheus
+    exporters: dict[str, Exporter]  # pod -> its exporter
+
+
+def labels(name: str, namespace: str = NAMESPACE) -> dict[str, str]:
+    return {queries.NAMESPACE_LABEL: namespace, queries.NAME_LABEL: name}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """Pods a1, a2 of resource `a`, b1 of resource `b` (same namespace), and c1: `a` in another namespace."""
+    exporters = {pod: Exporter() for pod in ("a1", "a2", "b1", "c1")}
+    prometheus = LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval="1s")
+    prometheus.set_targets(
+        [
+            Target(exporters["a1"].address, labels("a")),
+            Target(exporters["a2"].address, labels("a")),
+            Target(exporters["b1"].address, labels("b")),
+            Target(exporters["c1"].address, labels("a", namespace="team-c")),
+        ]
+    )
+    prometheus.start()
+    try:
+        yield Setup(prometheus, exporters)
+    finally:
+        prometheus.stop()
+        for exporter in exporters.values():
+            exporter.close()
+
+
+def read(url: str, name: str, namespace: str = NAMESPACE) -> queries.Readings:
+    async def go() -> queries.Readings:
+        async with PrometheusClient(url) as client:
+            return await queries.read(client, namespace, name, WINDOW_SECONDS)
+
+    return asyncio.run(go())
+
+
+def wait_for_reading(
+    setup: Setup, name: str, check: Callable[[queries.Readings], bool], message: str
+) -> queries.Readings:
+    def ready() -> queries.Readings | None:
+        readings = read(setup.prometheus.url, name)
+        return readings if check(readings) else None
+
+    found = wait_until(ready, timeout=60, message=message)
+    assert found is not None
+    return found
+
+
+def raw(url: str, promql: str) -> list[float]:
+    async def go() -> list[float]:
+        async with PrometheusClient(url) as client:
+            return [sample.value for sample in await client.query(promql)]
+
+    return asyncio.run(go())
+
+
+def wait_scraped(setup: Setup, count: int) -> None:
+    wait_until(
+        lambda: raw(setup.prometheus.url, "count(up == 1)") == [float(count)],
+        timeout=60,
+        message=f"{count} targets up",
+    )
+
+
+def test_queue_depth_is_summed_over_the_resource_pods_only(setup: Setup) -> None:
+    setup.exporters["a1"].queue_depth.set(3)
+    setup.exporters["a2"].queue_depth.set(4)
+    setup.exporters["b1"].queue_depth.set(100)
+    setup.exporters["c1"].queue_depth.set(1000)
+    readings = wait_for_reading(setup, "a", lambda r: r.queue_depth == 7, "queue depth of `a` to read 7")
+    assert readings.age_seconds is not None and 0 <= readings.age_seconds < 5
+    assert read(setup.prometheus.url, "b").queue_depth == 100
+    assert read(setup.prometheus.url, "a", namespace="team-c").queue_depth == 1000
+
+
+def test_p95_comes_from_the_histogram_summed_over_pods(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+    # Counts must rise inside the rate window: observe after the first scrapes.
+    for _ in range(100):
+        setup.exporters["a1"].latency.observe(0.3)
+    for _ in range(3):
+        setup.exporters["a2"].latency.observe(20.0)
+    # 103 requests: the 95th percentile is among a1's 0.3 s ones (bucket 0.25..0.5);
+    # a per-pod maximum would say ~20 s.
+    readings = wait_for_reading(setup, "a", lambda r: r.p95_seconds is not None, "a p95 for `a`")
+    assert readings.p95_seconds is not None and 0.25 < readings.p95_seconds <= 0.5
+
+
+def test_busy_replicas_is_the_rate_of_batch_seconds(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+    setup.exporters["b1"].batch_duration.observe(3.0)
+    readings = wait_for_reading(setup, "b", lambda r: bool(r.busy_replicas), "busy replicas of `b` above 0")
+    # 3 GPU-seconds inside a 10 s window: about 0.3 (rate() extrapolates a little).
+    assert readings.busy_replicas is not None and 0.1 < readings.busy_replicas < 0.6
+
+
+def test_no_traffic_p95_is_nan_and_reads_as_no_signal(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+    query = queries.p95_query(NAMESPACE, "b", WINDOW_SECONDS)
+    values = wait_until(lambda: raw(setup.prometheus.url, query), timeout=60, message="a p95 series for `b`")
+    assert len(values) == 1 and math.isnan(values[0])  # Prometheus says NaN...
+    readings = read(setup.prometheus.url, "b")
+    assert readings.p95_seconds is None  # ...which the autoscaler reads as no signal, not 0
+    assert readings.queue_depth == 100
+
+
+def test_unknown_resource_has_no_signal(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+    assert read(setup.prometheus.url, "nope") == queries.Readings(None, None, None, None)
+
+
+def test_a_target_gone_goes_stale_and_leaves_the_sum(setup: Setup, tmp_path: Path) -> None:
+    extra = Exporter()
+    try:
+        extra.queue_depth.set(5)
+        setup.prometheus.set_targets(
+            [Target(setup.exporters["a1"].address, labels("a")), Target(extra.address, labels("d"))]
+        )
+        wait_until(lambda: read(setup.prometheus.url, "d").queue_depth == 5, timeout=60, message="`d` at 5")
+        extra.close()
+        wait_until(
+            lambda: read(setup.prometheus.url, "d").queue_depth is None,
+            timeout=60,
+            message="`d` to go stale once its target stops answering",
+        )
+    finally:
+        setup.prometheus.set_targets(
+            [
+                Target(setup.exporters["a1"].address, labels("a")),
+                Target(setup.exporters["a2"].address, labels("a")),
+                Target(setup.exporters["b1"].address, labels("b")),
+                Target(setup.exporters["c1"].address, labels("a", namespace="team-c")),
+            ]
+        )
+
+
+def test_bad_promql_is_a_query_error_with_prometheus_message(setup: Setup) -> None:
+    with pytest.raises(PrometheusQueryError, match="bad_data"):
+        raw(setup.prometheus.url, "sum(")
+
+
+def test_more_than_one_series_is_an_error_not_a_guess(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+
+    async def go() -> float | None:
+        async with PrometheusClient(setup.prometheus.url) as client:
+            return await client.value(f'{metrics.QUEUE_DEPTH}{{namespace="{NAMESPACE}"}}')
+
+    with pytest.raises(PrometheusQueryError, match="returned 3 series, expected one"):
+        asyncio.run(go())
+
+
+def test_nothing_listening_is_unavailable() -> None:
+    with pytest.raises(PrometheusUnavailable, match="unreachable"):
+        raw(f"http://{HOST}:{free_port()}", "up")
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    """A real socket that accepts and stays silent: the call gives up, it does not hang."""
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+
+    async def go() -> None:
+        async with PrometheusClient(f"http://{HOST}:{listener.getsockname()[1]}", timeout=0.5) as client:
+            await client.query("up")
+
+    try:
+        with pytest.raises(PrometheusUnavailable, match="timed out"):
+            asyncio.run(go())
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()

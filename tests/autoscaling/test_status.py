@@ -1,0 +1,88 @@
+"""The autoscaler's status patch: what it reports, and no write when nothing changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagefleet import conditions as c
+from imagefleet.autoscaling import loop, policy
+from imagefleet.autoscaling.loop import Metrics, status_patch
+from imagefleet.autoscaling.policy import History, Observation, Targets, decide
+from imagefleet.autoscaling.queries import Readings
+
+TARGETS = Targets(min_replicas=1, max_replicas=4, target_queue_depth=2, target_p95_seconds=10)
+
+
+def merged(status: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch applied as the API server does (null removes)."""
+    result = dict(status)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        elif isinstance(value, dict):
+            result[key] = merged({}, value)
+        else:
+            result[key] = value
+    return result
+
+
+def decision_for(readings: Readings, capacity: int | None = None) -> policy.Decision:
+    observation = Observation(
+        time=0.0, replicas=2, ready_replicas=2, queue_depth=readings.queue_depth, p95_seconds=readings.p95_seconds,
+        busy_replicas=readings.busy_replicas, capacity=capacity,
+    )
+    return decide(observation, TARGETS, History())
+
+
+def test_reports_signals_proposals_and_winner_then_stays_quiet() -> None:
+    readings = Readings(queue_depth=6.0, p95_seconds=4.25, busy_replicas=1.5, age_seconds=1.0)
+    decision = decision_for(readings)
+    patch = status_patch({}, decision, Metrics(readings), generation=3, changed=True)
+    assert patch is not None
+    assert patch["desiredReplicas"] == 3
+    assert (patch["queueDepth"], patch["p95Seconds"]) == (6.0, 4.25)
+    assert patch["autoscaling"] == {
+        "queueDepthReplicas": 3,
+        "p95Replicas": 1,
+        "utilizationReplicas": 2,
+        "busyReplicas": 1.5,
+        "winner": "queueDepth",
+    }
+    status = merged({}, patch)
+    assert c.find(status["conditions"], c.METRICS_AVAILABLE)["status"] == c.TRUE  # type: ignore[index]
+    assert c.find(status["conditions"], loop.SCALING)["reason"] == policy.SCALED_UP  # type: ignore[index]
+    assert c.find(status["conditions"], loop.SCALING_LIMITED)["status"] == c.FALSE  # type: ignore[index]
+    again = status_patch(status, decision, Metrics(readings), generation=3, changed=False)
+    assert again is not None and set(again) == {"conditions"}  # Scaling turns False, nothing else
+    assert status_patch(merged(status, again), decision, Metrics(readings), generation=3, changed=False) is None
+
+
+def test_prometheus_down_is_metrics_unavailable_with_the_reason_and_no_stale_numbers() -> None:
+    readings = Readings(6.0, 4.0, 1.0, 1.0)
+    before = merged({}, status_patch({}, decision_for(readings), Metrics(readings), generation=1, changed=True) or {})
+    failure = (loop.PROMETHEUS_UNREACHABLE, "Prometheus at http://127.0.0.1:9 is unreachable: ConnectError")
+    empty = Readings(None, None, None, None)
+    decision = decide(
+        Observation(time=0.0, replicas=3, ready_replicas=3, queue_depth=None, p95_seconds=None, error=failure[1]),
+        TARGETS, History(),
+    )
+    patch = status_patch(before, decision, Metrics(empty, failure), generation=1, changed=False)
+    assert patch is not None
+    status = merged(before, patch)
+    available = c.find(status["conditions"], c.METRICS_AVAILABLE)
+    assert available is not None
+    assert (available["status"], available["reason"]) == (c.FALSE, loop.PROMETHEUS_UNREACHABLE)
+    assert "holding 3 replicas" in available["message"] and "unreachable" in available["message"]
+    assert status["desiredReplicas"] == 3
+    assert "queueDepth" not in status and "p95Seconds" not in status
+
+
+def test_insufficient_gpus_is_scaling_limited() -> None:
+    readings = Readings(queue_depth=8.0, p95_seconds=None, busy_replicas=None, age_seconds=1.0)
+    decision = decision_for(readings, capacity=2)
+    status = merged({}, status_patch({}, decision, Metrics(readings), generation=1, changed=False) or {})
+    limited = c.find(status["conditions"], loop.SCALING_LIMITED)
+    assert limited is not None
+    assert (limited["status"], limited["reason"]) == (c.TRUE, policy.INSUFFICIENT_GPUS)

@@ -1,0 +1,68 @@
+{{/*
+Least privilege, rule by rule. No secrets, no "*": the operator reads nothing it
+does not reconcile and writes only the children it owns.
+The namespaced rules go into the ClusterRole when the operator watches all
+namespaces, else into a Role in each watched namespace.
+*/}}
+{{- define "imagefleet.namespacedRules" }}
+# The resource it serves: watch every ImageModelDeployment; patch is for kopf's
+# progress and diff-base annotations (prefix imagefleet.io), never the user's spec.
+- apiGroups: [imagefleet.io]
+  resources: [imagemodeldeployments]
+  verbs: [get, list, watch, patch]
+# Status: conditions, replicas, desiredReplicas, queue depth, p95, memory estimate
+# (merge patches with a resourceVersion precondition).
+- apiGroups: [imagefleet.io]
+  resources: [imagemodeldeployments/status]
+  verbs: [patch]
+# The children it owns: one runtime Deployment per ImageModelDeployment, written with
+# server-side apply (a PATCH that may create, hence create + patch; never PUT),
+# drift-corrected, scaled by the autoscaler, deleted when no longer wanted.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [create, get, list, watch, patch, delete]
+# The children it owns: one Service per ImageModelDeployment, the same way.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, get, list, watch, patch, delete]
+# Kubernetes Events on the ImageModelDeployment (scaled, does not fit, ...).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+{{- define "imagefleet.clusterRules" }}
+# Read-only: GPU nodes and their nvidia.com/gpu allocatable (the fleet's capacity),
+# listed by the autoscaler before it scales up.
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list]
+# Read-only: pods on every node, in every namespace, to count the GPUs already
+# requested there (free capacity before scaling up).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+# Read-only: kopf notices when the ImageModelDeployment CRD is installed or removed.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- end }}
+{{- define "imagefleet.namespaceRules" }}
+# Read-only, when watching listed namespaces: kopf starts serving a listed namespace
+# that is created after the operator started.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- define "imagefleet.peeringRules" }}
+{{- $root := index . 0 }}
+{{- $resource := index . 1 }}
+# kopf peering: see the other operator replicas (list/watch cannot be narrowed by name) ...
+- apiGroups: [kopf.dev]
+  resources: [{{ $resource }}]
+  verbs: [list, watch]
+# ... and announce this replica, only in the chart's own peering object.
+- apiGroups: [kopf.dev]
+  resources: [{{ $resource }}]
+  resourceNames: [{{ $root.Values.peering.name | quote }}]
+  verbs: [patch]
+{{- end }}

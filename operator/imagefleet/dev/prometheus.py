@@ -47,6 +47,11 @@ class LocalPrometheus:
     def url(self) -> str:
         return f"http://{processes.HOST}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (None when stopped)."""
+        return None if self._process is None else self._process.pid
+
     def set_targets(self, targets: list[Target]) -> None:
         groups = [{"targets": [t.address], "labels": t.labels} for t in targets]
         staging = self.targets_file.with_suffix(".tmp")

@@ -1,0 +1,212 @@
+"""`imagefleet demo`: a GPU fleet managed end to end on this machine, no cluster, GPU or download needed."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from types import FrameType
+
+import click
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from kubernetes import client
+from rich.text import Text
+
+from imagefleet.demo.scenario import (
+    BULK,
+    BULK_CONCURRENCY,
+    BURST_SECONDS,
+    PREMIUM,
+    PREMIUM_CONCURRENCY,
+    Burst,
+    Expectation,
+    Snapshot,
+    apply_examples,
+    burst_expectation,
+    read_snapshot,
+    settle_expectations,
+)
+from imagefleet.demo.stack import NAMESPACE, Stack, demo_dir
+from imagefleet.demo.stand_ins import StandIns
+from imagefleet.demo.table import fleet_view, last_decision
+from imagefleet.dev.errors import DevError
+
+TICK_SECONDS = 1.0
+LOG_WIDTH = 140
+# --once gives up when the resources have not settled since they were applied, or the
+# burst has not scaled them since it started, within these.
+SETTLE_TIMEOUT_SECONDS = 300.0
+SCALE_TIMEOUT_SECONDS = BURST_SECONDS + 30.0
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Run the scripted scenario once, print the final state and exit "
+              "0 only if every expectation held.")
+def demo(once: bool) -> None:
+    """Run a simulated GPU fleet locally and watch imagefleet manage it.
+
+    Starts a local control plane with simulated GPU nodes, Prometheus, the
+    operator and real runtimes (the `tiny` model on CPU stands in for the pods),
+    applies the sample resources in examples/, sends a burst of load and shows
+    each resource's tier, replicas, queue, p95 and last scaling decision until
+    Ctrl-C; then tears everything down.
+    """
+    # Piped output (logs, CI) has no width to fit: give the table room.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
+    clock = Clock()
+    stack = Stack(demo_dir())
+    stand_ins: StandIns | None = None
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        api = stack.up(lambda message: clock.say(console, message))
+        assert stack.prometheus is not None
+        stand_ins = StandIns(api, NAMESPACE, stack.prometheus, stack.logs, on_start=lambda r: stack.record(r.process.pid))
+        names = apply_examples(api, NAMESPACE)
+        clock.say(console, f"applied {', '.join(names)} from examples/ in namespace {NAMESPACE}")
+        clock.say(console, f"watch it with: kubectl --kubeconfig {stack.kubeconfig} -n {NAMESPACE} get imd")
+        run = Run(console, clock, stack, api, stand_ins, once)
+        held = run.play()
+    except KeyboardInterrupt:
+        held = None
+    except DevError as error:
+        console.print(f"[red]error:[/] {error}")
+        held = False
+    finally:
+        clock.say(console, "tearing down")
+        if stand_ins is not None:
+            stand_ins.stop()
+        stack.down()
+        clock.say(console, f"stopped everything; logs are in {stack.logs} and {stack.plane.logs_dir}")
+    if once and not held:
+        sys.exit(1)
+
+
+class Run:
+    """The scenario, one tick at a time: sync stand-ins, read the fleet, check, show."""
+
+    def __init__(
+        self, console: Console, clock: Clock, stack: Stack, api: client.ApiClient, stand_ins: StandIns, once: bool
+    ) -> None:
+        self.console = console
+        self.clock = clock
+        self.stack = stack
+        self.api = api
+        self.stand_ins = stand_ins
+        self.once = once
+        self.settle = settle_expectations()
+        self.scale = burst_expectation()
+        self.burst: Burst | None = None
+        self.applied_at = clock.elapsed()
+        self.burst_started: float | None = None
+        self.desired: dict[str, int | None] = {}
+
+    @property
+    def expectations(self) -> list[Expectation]:
+        return [*self.settle, self.scale]
+
+    def play(self) -> bool:
+        """Until every expectation held (--once) or Ctrl-C; whether they all held."""
+        live = nullcontext() if self.once else Live(console=self.console, refresh_per_second=2)
+        snapshot = Snapshot({}, frozenset())
+        try:
+            with live as display:
+                while not (self.once and self._finished()):
+                    snapshot = self._tick()
+                    if display is not None:
+                        display.update(self._view(snapshot))
+                    time.sleep(TICK_SECONDS)
+        finally:
+            if self.burst is not None:
+                self.burst.stop()
+        held = all(e.met_after_seconds is not None for e in self.expectations)
+        if self.once:
+            self.console.print(self._view(snapshot))
+            if not held:
+                self.console.print(f"[red]not every expectation held[/]: see the logs in {self.stack.logs}")
+        return held
+
+    def _tick(self) -> Snapshot:
+        if not self.stack.operator_alive():
+            raise DevError(f"the operator exited: see {self.stack.logs / 'operator.log'}")
+        self.stand_ins.sync()
+        snapshot = read_snapshot(self.api, NAMESPACE)
+        now = self.clock.elapsed()
+        for expectation in self.expectations if self.burst is not None else self.settle:
+            before = expectation.met_after_seconds
+            expectation.update(snapshot, now)
+            if before is None and expectation.met_after_seconds is not None:
+                self.clock.say(self.console, f"[green]✓[/] {expectation.description}")
+        self._report_scaling(snapshot)
+        if self.burst is None and all(e.met_after_seconds is not None for e in self.settle):
+            self._start_burst()
+        return snapshot
+
+    def _start_burst(self) -> None:
+        bulk, premium = self.stand_ins.url(BULK), self.stand_ins.url(PREMIUM)
+        if bulk is None or premium is None:
+            return
+        self.burst = Burst({BULK: (bulk, BULK_CONCURRENCY), PREMIUM: (premium, PREMIUM_CONCURRENCY)})
+        self.burst.start()
+        self.burst_started = self.clock.elapsed()
+        self.clock.say(
+            self.console,
+            f"burst: {BULK_CONCURRENCY} requests in flight at {BULK}, {PREMIUM_CONCURRENCY} at {PREMIUM}, "
+            f"for {BURST_SECONDS:.0f} s (64x64, 2 steps)",
+        )
+
+    def _report_scaling(self, snapshot: Snapshot) -> None:
+        """Say when a resource's desired replicas change, with the autoscaler's reason."""
+        for name, resource in sorted(snapshot.resources.items()):
+            desired = (resource.get("status") or {}).get("desiredReplicas")
+            previous = self.desired.get(name)
+            self.desired[name] = desired
+            if previous is not None and desired is not None and desired != previous:
+                reason, message = last_decision(resource.get("status") or {})
+                self.clock.say(self.console, f"{name}: desired replicas {previous} -> {desired} ({reason}: {message})")
+
+    def _finished(self) -> bool:
+        now = self.clock.elapsed()
+        if all(e.met_after_seconds is not None for e in self.expectations):
+            return True
+        if self.burst_started is None:
+            return now - self.applied_at > SETTLE_TIMEOUT_SECONDS
+        return now - self.burst_started > SCALE_TIMEOUT_SECONDS
+
+    def _view(self, snapshot: Snapshot) -> RenderableType:
+        lines: list[RenderableType] = [fleet_view(snapshot.resources.values(), title=self._headline())]
+        for expectation in self.expectations:
+            met = expectation.met_after_seconds
+            mark = f"[green]✓[/] ({met:.0f} s)" if met is not None else "[red]✗[/]" if self.once else "…"
+            lines.append(Text.from_markup(f"{mark} {expectation.description}"))
+        if self.burst is not None:
+            errors = ", ".join(f"{k}: {v}" for k, v in sorted(self.burst.errors.items())) or "no errors"
+            lines.append(Text(f"burst: {self.burst.sent} requests answered ({errors})"))
+        return Group(*lines)
+
+    def _headline(self) -> str:
+        if self.once:
+            return f"final state after {self.clock.elapsed():.0f} s"
+        if self.burst is None:
+            return "waiting for the operator to settle the sample resources"
+        if self.burst.running:
+            return f"burst running ({self.clock.elapsed() - (self.burst_started or 0):.0f} s)"
+        return "burst over; Ctrl-C stops the demo and tears everything down"
+
+
+class Clock:
+    """Seconds since the demo started, for progress lines."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def say(self, console: Console, message: str) -> None:
+        console.print(f"[dim]{self.elapsed():6.1f}s[/] {message}", soft_wrap=True)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,72 @@
+"""The live view: one row per ImageModelDeployment, what a platform engineer watches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from imagefleet import conditions
+from imagefleet.autoscaling.loop import SCALING
+
+HEADERS = ("NAME", "TIER", "MODEL", "GPU", "READY/DESIRED", "QUEUE", "P95", "STATE", "LAST DECISION")
+
+
+def fleet_view(resources: Iterable[Mapping[str, Any]], title: str | None = None) -> Group:
+    """The table, then each resource's last decision in full (too long for a cell)."""
+    ordered = sorted(resources, key=lambda r: str(r["metadata"]["name"]))
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in HEADERS:
+        table.add_column(header, no_wrap=True)
+    details = []
+    for resource in ordered:
+        name, spec, status = resource["metadata"]["name"], resource.get("spec", {}), resource.get("status") or {}
+        reason, message = last_decision(status)
+        table.add_row(
+            name,
+            spec.get("tier", ""),
+            spec.get("model", {}).get("name", ""),
+            spec.get("gpuClass", ""),
+            f"{status.get('readyReplicas', 0)}/{status.get('desiredReplicas', '-')}",
+            _number(status.get("queueDepth"), "{:g}"),
+            _number(status.get("p95Seconds"), "{:.2f} s"),
+            state(status),
+            reason,
+        )
+        if message:
+            details.append(Text(f"  {name}: {message}"))
+    return Group(table, *details)
+
+
+def state(status: Mapping[str, Any]) -> str:
+    """Ready, Refused (does not fit its GPU class), or the Ready condition's reason."""
+    found = status.get("conditions")
+    fits = conditions.find(found, conditions.FITS_GPU)
+    if fits is not None and fits.get("status") == conditions.FALSE:
+        return "[red]Refused[/]"
+    ready = conditions.find(found, conditions.READY)
+    if ready is None:
+        return "Pending"
+    if ready.get("status") == conditions.TRUE:
+        return "[green]Ready[/]"
+    return f"[yellow]{ready.get('reason', 'NotReady')}[/]"
+
+
+def last_decision(status: Mapping[str, Any]) -> tuple[str, str]:
+    """(reason, message) of the autoscaler's last decision, or of the refusal for a resource that never runs."""
+    found = status.get("conditions")
+    fits = conditions.find(found, conditions.FITS_GPU)
+    if fits is not None and fits.get("status") == conditions.FALSE:
+        return str(fits.get("reason", "")), str(fits.get("message", ""))
+    scaling = conditions.find(found, SCALING)
+    if scaling is None:
+        return "-", ""
+    return str(scaling.get("reason", "")), str(scaling.get("message", ""))
+
+
+def _number(value: Any, template: str) -> str:
+    return "-" if value is None else template.format(value)

@@ -1,0 +1,18 @@
+"""The import contracts in pyproject.toml ([tool.importlinter]) hold: the operator never
+imports torch or the runtime, handlers sit above reconcile/autoscaling above builders,
+and builders and the autoscaling policy stay pure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_are_kept() -> None:
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run([str(lint_imports)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 kept, 0 broken" in result.stdout

@@ -1,0 +1,167 @@
+"""Throughput of the runtime with the `tiny` model on CPU: server (batching off / on) beside the raw pipeline.
+
+For each image size, starts `imagefleet-runtime` twice (max batch 1, then max batch B), drives it with
+closed-loop clients at each concurrency, and reads the mean batch size from its /metrics. Right after
+each row, the raw pipeline is called directly in a loop at that row's mean batch size (rounded), for
+as many images: the ceiling the server could reach, measured in the same minute so that other load on
+the machine hits both alike. Prints a table and the load average; asserts nothing.
+
+    python benchmarks/runtime_throughput.py [--sizes 64 128] [--concurrency 1 8 32] [--steps 4] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from imagefleet import metrics as names
+from imagefleet_runtime.models.builtin import build_tiny
+
+PROMPT = "a lighthouse at dusk"
+
+
+@dataclass(frozen=True)
+class Point:
+    images_per_minute: float
+    p50: float
+    p95: float
+    mean_batch: float
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def server(max_batch_size: int, threads: int, delay_ms: float) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
+               "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch_size),
+               "--max-batch-delay-ms", str(delay_ms), "--queue-size", "256"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"runtime exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("runtime not ready after 300 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)  # drains: instant unless a run was interrupted
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def batch_totals(url: str) -> tuple[float, float]:
+    """(requests, pipeline calls) so far, from the batch size histogram."""
+    text = httpx.get(f"{url}/metrics").text
+    values = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    return values[names.BATCH_SIZE + "_sum"], values[names.BATCH_SIZE + "_count"]
+
+
+async def drive(url: str, size: int, steps: int, concurrency: int, requests: int) -> Point:
+    """`concurrency` clients, each sending its next request when the last one returns."""
+    latencies: list[float] = []
+    seeds = iter(range(requests))
+    body = {"prompt": PROMPT, "size": f"{size}x{size}", "steps": steps}
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        async def client_loop() -> None:
+            for seed in seeds:
+                started = time.perf_counter()
+                response = await client.post("/v1/images/generations", json={**body, "seed": seed})
+                response.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+
+        before = batch_totals(url)
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        after = batch_totals(url)
+    cuts = statistics.quantiles(latencies, n=20, method="inclusive")
+    mean_batch = (after[0] - before[0]) / (after[1] - before[1])
+    return Point(len(latencies) / elapsed * 60, statistics.median(latencies), cuts[18], mean_batch)
+
+
+def raw_images_per_minute(pipeline: object, size: int, steps: int, batch: int, images: int) -> float:
+    """The pipeline called directly, `batch` images per call, enough calls for about `images` images."""
+    calls = max(2, round(images / batch))
+
+    def call(seed: int) -> None:
+        generators = [torch.Generator().manual_seed(seed + i) for i in range(batch)]
+        with torch.inference_mode():
+            pipeline(prompt=[PROMPT] * batch, num_inference_steps=steps, guidance_scale=7.0,  # type: ignore[operator]
+                     width=size, height=size, generator=generators)
+
+    call(0)  # warm-up
+    started = time.perf_counter()
+    for index in range(calls):
+        call(index * batch)
+    return calls * batch / (time.perf_counter() - started) * 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--max-batch-size", type=int, default=8, help="max batch size when batching is on")
+    parser.add_argument("--delay-ms", type=float, default=20.0, help="max batch delay when batching is on")
+    parser.add_argument("--rounds", type=int, default=1, help="requests per point = rounds x max(concurrency, 16)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads, server and raw")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    pipeline = build_tiny()
+    pipeline.set_progress_bar_config(disable=True)
+    print(f"tiny model, CPU, torch threads {args.threads}, {args.steps} steps, guidance 7.0 (CFG doubles the batch), "
+          f"batching on = max batch {args.max_batch_size}, delay {args.delay_ms:g} ms", flush=True)
+    header = (f"{'size':>7} {'batching':>8} {'conc':>4} {'req':>4} {'img/min':>8} {'p50 s':>6} {'p95 s':>6} "
+              f"{'batch':>5} | {'raw img/min':>11} {'server/raw':>10}")
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(header)
+    print("-" * len(header), flush=True)
+    for size in args.sizes:
+        for mode, max_batch, delay in (("off", 1, 0.0), ("on", args.max_batch_size, args.delay_ms)):
+            with server(max_batch, args.threads, delay) as url:
+                for concurrency in args.concurrency:
+                    requests = args.rounds * max(concurrency, 16)
+                    point = asyncio.run(drive(url, size, args.steps, concurrency, requests))
+                    raw = raw_images_per_minute(pipeline, size, args.steps, max(1, round(point.mean_batch)), requests)
+                    print(f"{size:>3}x{size:<3} {mode:>8} {concurrency:>4} {requests:>4} "
+                          f"{point.images_per_minute:>8.1f} {point.p50:>6.2f} {point.p95:>6.2f} "
+                          f"{point.mean_batch:>5.1f} | {raw:>11.1f} {point.images_per_minute / raw:>10.0%}",
+                          flush=True)
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""imagefleet-runtime: a diffusers inference server with dynamic batching and Prometheus metrics."""

@@ -1,0 +1,176 @@
+"""The FastAPI application: routes, and a lifespan that loads the model, warms it up and starts the batcher.
+
+Loading runs in the background so /healthz answers at once; /readyz turns 200 after warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from enum import Enum
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from .batcher import Batcher, BatchKey
+from .engine import PipelineEngine
+from .errors import Draining, NotReady, install_handlers
+from .metrics import Metrics
+from .models.loader import ModelLoadError, load_pipeline
+from .schemas import GenerationRequest, GenerationResponse, ImageData, ModelCard, ModelList, Status
+from .settings import Settings
+from .validation import to_work
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(str, Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+class Runtime:
+    """What the routes share: settings, metrics, and the engine and batcher once the model is up."""
+
+    def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.phase = Phase.LOADING
+        self.detail: str | None = None
+        self.started = int(time.time())
+        self.engine: PipelineEngine | None = None
+        self.batcher: Batcher | None = None
+        self._on_fatal = on_fatal
+
+    def default_key(self, engine: PipelineEngine) -> BatchKey:
+        s = self.settings
+        width = s.default_width or engine.native_size
+        height = s.default_height or engine.native_size
+        return BatchKey(width, height, s.default_steps, s.default_guidance_scale)
+
+    async def start(self) -> None:
+        """Load, check the defaults against the model, warm up, start batching; a failure is fatal."""
+        try:
+            pipeline, device = await asyncio.to_thread(load_pipeline, self.settings)
+            engine = PipelineEngine(pipeline, device)
+            key = self.default_key(engine)
+            _check_default_size(key, engine, self.settings)
+            logger.info("model %s loaded on %s; warming up at %dx%d", self.settings.model, device, key.width, key.height)
+            call_seconds = await asyncio.to_thread(engine.warm_up, key)
+        except Exception as error:  # noqa: BLE001 - reported on /healthz and in the log, then the process exits
+            self.phase, self.detail = Phase.FAILED, str(error)
+            logger.exception("model %s failed to load", self.settings.model)
+            if self._on_fatal is not None:
+                self._on_fatal(self.detail)
+            return
+        self.engine = engine
+        self.batcher = Batcher(
+            engine,
+            self.metrics,
+            max_batch_size=self.settings.max_batch_size,
+            max_delay_seconds=self.settings.max_batch_delay_ms / 1000,
+            queue_size=self.settings.queue_size,
+            initial_batch_seconds=call_seconds,
+        )
+        self.batcher.start()
+        if self.phase is Phase.LOADING:
+            self.phase = Phase.READY
+            self.metrics.model_ready.set(1)
+            logger.info("ready: %s", self.settings.model)
+
+    async def drain(self) -> None:
+        """Stop taking requests (503), answer every accepted one, then return."""
+        self.phase = Phase.DRAINING
+        self.metrics.model_ready.set(0)
+        logger.info("draining: no new requests; finishing the queue")
+        if self.batcher is not None:
+            await self.batcher.drain()
+        logger.info("drained")
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+
+    def accepting(self) -> tuple[Batcher, PipelineEngine]:
+        if self.phase is Phase.DRAINING:
+            raise Draining("the server is shutting down and accepts no new requests; retry on another replica")
+        if self.batcher is None or self.engine is None:
+            raise NotReady(f"model {self.settings.model} is {self.phase.value}; retry when /readyz is 200")
+        return self.batcher, self.engine
+
+
+def _check_default_size(key: BatchKey, engine: PipelineEngine, settings: Settings) -> None:
+    if key.width % engine.size_multiple or key.height % engine.size_multiple:
+        raise ModelLoadError(
+            f"default size {key.width}x{key.height} is not a multiple of {engine.size_multiple}, "
+            f"which {settings.model} needs; set default_width/default_height"
+        )
+    if key.width > settings.max_width or key.height > settings.max_height:
+        raise ModelLoadError(
+            f"default size {key.width}x{key.height} is above max_width/max_height "
+            f"{settings.max_width}x{settings.max_height}; raise those or set default_width/default_height"
+        )
+
+
+def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """The application; `on_fatal(message)` is called if the model cannot be loaded."""
+    runtime = Runtime(settings, on_fatal)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(runtime.start(), name="load-model")
+        yield
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+        await runtime.stop()
+
+    app = FastAPI(title="imagefleet-runtime", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_handlers(app, runtime.metrics.count_reject)
+
+    @app.get("/healthz", response_model=Status)
+    async def healthz() -> JSONResponse:
+        """Process alive (503 only when the model failed to load)."""
+        code = 503 if runtime.phase is Phase.FAILED else 200
+        body = Status(status="failed" if code == 503 else "ok", model=settings.model, detail=runtime.detail)
+        return JSONResponse(body.model_dump(), status_code=code)
+
+    @app.get("/readyz", response_model=Status)
+    async def readyz() -> JSONResponse:
+        """200 once the model is loaded and warm; 503 while loading, draining or failed."""
+        code = 200 if runtime.phase is Phase.READY else 503
+        body = Status(status=runtime.phase.value, model=settings.model, detail=runtime.detail)
+        return JSONResponse(body.model_dump(), status_code=code)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=settings.model, created=runtime.started)])
+
+    @app.post("/v1/images/generations", response_model=GenerationResponse)
+    async def generate(request: GenerationRequest) -> GenerationResponse:
+        arrived = time.monotonic()
+        batcher, engine = runtime.accepting()
+        key, images = to_work(request, settings, runtime.default_key(engine), size_multiple=engine.size_multiple)
+        pngs = await batcher.submit(key, images)
+        runtime.metrics.request_duration.observe(time.monotonic() - arrived)
+        runtime.metrics.images_generated.inc(len(pngs))
+        return GenerationResponse(
+            created=int(time.time()),
+            data=[
+                ImageData(b64_json=base64.b64encode(png).decode("ascii"), seed=image.seed)
+                for png, image in zip(pngs, images, strict=True)
+            ],
+        )
+
+    return app

@@ -1,0 +1,57 @@
+"""The runtime's Prometheus metrics, exactly the names in DESIGN.md (from imagefleet.metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from imagefleet import metrics as names
+
+from .errors import RuntimeAPIError
+
+# Requests per pipeline call: powers of two up to the largest batch the settings allow.
+BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+REJECT_REASONS = (names.REJECT_QUEUE_FULL, names.REJECT_INVALID, names.REJECT_OOM, names.REJECT_DRAINING)
+
+
+class Metrics:
+    """One registry per server (so tests can run several apps in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge(
+            names.QUEUE_DEPTH, "Requests waiting, not yet in a batch.", registry=self.registry
+        )
+        self.request_duration = Histogram(
+            names.REQUEST_DURATION_SECONDS,
+            "Seconds from a request's arrival to its response, per served request.",
+            buckets=names.LATENCY_BUCKETS_SECONDS,
+            registry=self.registry,
+        )
+        self.batch_duration = Histogram(
+            names.BATCH_DURATION_SECONDS,
+            "Seconds one pipeline call took.",
+            buckets=names.LATENCY_BUCKETS_SECONDS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            names.BATCH_SIZE, "Requests per pipeline call.", buckets=BATCH_SIZE_BUCKETS, registry=self.registry
+        )
+        self.images_generated = Counter(
+            names.IMAGES_GENERATED_TOTAL, "Images returned to clients.", registry=self.registry
+        )
+        self.requests_rejected = Counter(
+            names.REQUESTS_REJECTED_TOTAL, "Requests refused, by reason.", ["reason"], registry=self.registry
+        )
+        for reason in REJECT_REASONS:
+            self.requests_rejected.labels(reason)
+        self.model_ready = Gauge(
+            names.MODEL_READY, "1 once the model is loaded and warmed up.", registry=self.registry
+        )
+
+    def count_reject(self, error: RuntimeAPIError) -> None:
+        """Count an error answered to a client, if its code is one of the fixed reasons."""
+        if error.code in REJECT_REASONS:
+            self.requests_rejected.labels(error.code).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Model loading: the built-in random-weight pipelines and real ones through diffusers."""

@@ -1,0 +1,54 @@
+"""Runtime settings: flags or IMAGEFLEET_* environment variables (DESIGN.md fixes the names)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Precision = Literal["fp32", "fp16", "bf16"]
+Device = Literal["cpu", "cuda", "auto"]
+
+
+class Settings(BaseSettings):
+    """Everything the server can be told; each field is a flag and an environment variable."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEFLEET_", extra="forbid", frozen=True)
+
+    model: str = Field("tiny", description="catalog name (tiny, sd15-arch, sd15, sdxl, ...) or Hugging Face repo id")
+    model_path: Path | None = Field(
+        None, description="local directory with the weights (a diffusers folder or a hub cache), e.g. a mounted PVC"
+    )
+    offline: bool = Field(False, description="never contact the Hugging Face Hub")
+    precision: Precision = Field("fp32", description="weights and compute dtype")
+    device: Device = Field("auto", description="where the pipeline runs; auto picks cuda when available")
+    max_batch_size: int = Field(4, ge=1, le=256, description="most images in one pipeline call")
+    max_batch_delay_ms: float = Field(
+        20.0, ge=0, le=60_000, description="how long a batch waits for more compatible requests"
+    )
+    queue_size: int = Field(64, ge=1, description="most requests waiting; beyond it requests get 429")
+    default_steps: int = Field(25, ge=1, description="denoising steps when a request gives none")
+    max_steps: int = Field(100, ge=1, description="most denoising steps a request may ask for")
+    default_guidance_scale: float = Field(7.0, ge=0, description="classifier-free guidance when a request gives none")
+    default_width: int | None = Field(
+        None, ge=8, description="image width when a request gives no size; unset: the model's native width"
+    )
+    default_height: int | None = Field(
+        None, ge=8, description="image height when a request gives no size; unset: the model's native height"
+    )
+    max_width: int = Field(1024, ge=8, description="widest image a request may ask for")
+    max_height: int = Field(1024, ge=8, description="tallest image a request may ask for")
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> Self:
+        if self.default_steps > self.max_steps:
+            raise ValueError(f"default_steps ({self.default_steps}) is above max_steps ({self.max_steps})")
+        if self.default_width is not None and self.default_width > self.max_width:
+            raise ValueError(f"default_width ({self.default_width}) is above max_width ({self.max_width})")
+        if self.default_height is not None and self.default_height > self.max_height:
+            raise ValueError(f"default_height ({self.default_height}) is above max_height ({self.max_height})")
+        return self

@@ -1,0 +1,18 @@
+"""A shared tiny-model runtime for the API tests (started once, torn down at the end)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .support import RunningServer, runtime_server
+
+# Batches form reliably when requests arrive together: a long delay, a batch of up to 4.
+SHARED_FLAGS = ("--default-steps", "3", "--max-batch-size", "4", "--max-batch-delay-ms", "200", "--queue-size", "64")
+
+
+@pytest.fixture(scope="session")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    with runtime_server(tmp_path_factory.mktemp("runtime"), *SHARED_FLAGS) as server:
+        yield server

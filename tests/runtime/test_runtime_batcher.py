@@ -1,0 +1,164 @@
+"""The batcher on its own, with an engine that records its calls (no model, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from imagefleet import metrics as names
+from imagefleet_runtime.batcher import Batcher, BatchKey, ImageSpec
+from imagefleet_runtime.errors import Draining, OutOfMemory, QueueFull
+from imagefleet_runtime.metrics import Metrics
+
+SMALL = BatchKey(64, 64, 4, 7.0)
+LARGE = BatchKey(128, 128, 4, 7.0)
+
+
+class RecordingEngine:
+    """Returns b"<seed>" per image; OOMs above `fits` images or on `poison` seeds; `gate` holds calls."""
+
+    def __init__(self, *, fits: int = 1000, poison: frozenset[int] = frozenset()) -> None:
+        self.calls: list[tuple[BatchKey, list[int]]] = []
+        self.entered = 0
+        self.fits = fits
+        self.poison = poison
+        self.gate = threading.Event()
+
+    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[bytes]:
+        self.entered += 1
+        assert self.gate.wait(timeout=10), "test never opened the gate"
+        seeds = [image.seed for image in images]
+        self.calls.append((key, seeds))
+        if len(images) > self.fits or self.poison.intersection(seeds):
+            raise OutOfMemory(f"{len(images)} images do not fit")
+        return [str(seed).encode() for seed in seeds]
+
+
+def images(*seeds: int) -> list[ImageSpec]:
+    return [ImageSpec("p", None, seed) for seed in seeds]
+
+
+async def until(predicate: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {message}"
+        await asyncio.sleep(0.005)
+
+
+def queue_depth(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value(names.QUEUE_DEPTH)
+
+
+def make(engine: RecordingEngine, metrics: Metrics, *, max_batch_size: int = 4, max_delay: float = 0.05,
+         queue_size: int = 16) -> Batcher:
+    batcher = Batcher(engine, metrics, max_batch_size=max_batch_size, max_delay_seconds=max_delay,
+                      queue_size=queue_size, initial_batch_seconds=2.0)
+    batcher.start()
+    return batcher
+
+
+def submit(batcher: Batcher, seeds: Sequence[int], key: BatchKey = SMALL) -> list[asyncio.Task[list[bytes]]]:
+    return [asyncio.create_task(batcher.submit(key, images(seed))) for seed in seeds]
+
+
+async def test_groups_compatible_requests_and_answers_each() -> None:
+    engine, metrics = RecordingEngine(), Metrics()
+    batcher = make(engine, metrics)
+    first = submit(batcher, [0])
+    await until(lambda: engine.entered == 1, "the first call to start")
+    rest = [asyncio.create_task(batcher.submit(key, images(seed)))
+            for seed, key in [(1, SMALL), (2, LARGE), (3, SMALL), (4, SMALL), (5, LARGE), (6, SMALL), (7, SMALL)]]
+    await until(lambda: queue_depth(metrics) == 7, "seven waiting requests")
+    engine.gate.set()
+    assert await asyncio.gather(*first, *rest) == [[str(seed).encode()] for seed in range(8)]
+    # Oldest first; a batch takes only its own key, at most 4 images; the skipped LARGE ones run next.
+    assert engine.calls == [(SMALL, [0]), (SMALL, [1, 3, 4, 6]), (LARGE, [2, 5]), (SMALL, [7])]
+    assert queue_depth(metrics) == 0
+    await batcher.close()
+
+
+async def test_request_with_more_images_than_a_batch_still_runs() -> None:
+    engine, metrics = RecordingEngine(), Metrics()
+    engine.gate.set()
+    batcher = make(engine, metrics, max_batch_size=2)
+    assert await batcher.submit(SMALL, images(1, 2, 3)) == [b"1", b"2", b"3"]
+    assert engine.calls == [(SMALL, [1, 2, 3])]
+    await batcher.close()
+
+
+async def test_out_of_memory_splits_the_batch_until_it_fits() -> None:
+    engine, metrics = RecordingEngine(fits=2), Metrics()
+    batcher = make(engine, metrics, max_batch_size=8)
+    first = submit(batcher, [0])
+    await until(lambda: engine.entered == 1, "the first call to start")
+    rest = submit(batcher, [1, 2, 3, 4, 5])
+    await until(lambda: queue_depth(metrics) == 5, "five waiting requests")
+    engine.gate.set()
+    assert await asyncio.gather(*first, *rest) == [[str(seed).encode()] for seed in range(6)]
+    assert [seeds for _, seeds in engine.calls] == [[0], [1, 2, 3, 4, 5], [1, 2], [3, 4, 5], [3], [4, 5]]
+    assert metrics.registry.get_sample_value(names.BATCH_SIZE + "_sum") == 6  # each request once
+    assert metrics.registry.get_sample_value(names.BATCH_SIZE + "_count") == 4  # calls that succeeded
+    await batcher.close()
+
+
+async def test_image_that_never_fits_fails_alone_with_503() -> None:
+    engine, metrics = RecordingEngine(poison=frozenset({2})), Metrics()
+    batcher = make(engine, metrics)
+    first = submit(batcher, [0])
+    await until(lambda: engine.entered == 1, "the first call to start")
+    rest = submit(batcher, [1, 2, 3])
+    await until(lambda: queue_depth(metrics) == 3, "three waiting requests")
+    engine.gate.set()
+    outcomes = await asyncio.gather(*first, *rest, return_exceptions=True)
+    assert outcomes[0] == [b"0"] and outcomes[1] == [b"1"] and outcomes[3] == [b"3"]
+    assert isinstance(outcomes[2], OutOfMemory) and outcomes[2].status == 503
+    await batcher.close()
+
+
+async def test_full_queue_refuses_with_retry_after() -> None:
+    engine, metrics = RecordingEngine(), Metrics()
+    batcher = make(engine, metrics, max_batch_size=1, max_delay=0, queue_size=2)
+    running = submit(batcher, [0])
+    await until(lambda: engine.entered == 1, "the first call to start")
+    waiting = submit(batcher, [1, 2])
+    await until(lambda: queue_depth(metrics) == 2, "two waiting requests")
+    with pytest.raises(QueueFull) as refused:
+        await batcher.submit(SMALL, images(3))
+    # Two waiting plus the one running, at the initial 2 s per call.
+    assert refused.value.retry_after == pytest.approx(6.0)
+    assert refused.value.headers() == {"Retry-After": str(math.ceil(refused.value.retry_after))}
+    engine.gate.set()
+    assert await asyncio.gather(*running, *waiting) == [[b"0"], [b"1"], [b"2"]]
+    await batcher.close()
+
+
+async def test_drain_answers_everything_then_refuses() -> None:
+    engine, metrics = RecordingEngine(), Metrics()
+    batcher = make(engine, metrics, max_batch_size=1, max_delay=0)
+    tasks = submit(batcher, [0, 1, 2])
+    await until(lambda: engine.entered == 1 and queue_depth(metrics) == 2, "one running, two waiting")
+    drained = asyncio.create_task(batcher.drain())
+    await asyncio.sleep(0)  # one loop turn: the drain task starts and refuses from now on
+    with pytest.raises(Draining):
+        await batcher.submit(SMALL, images(9))
+    assert not drained.done()
+    engine.gate.set()
+    await asyncio.wait_for(drained, timeout=10)
+    assert [task.result() for task in tasks] == [[b"0"], [b"1"], [b"2"]]
+    await batcher.close()
+
+
+async def test_forced_close_answers_unfinished_requests() -> None:
+    engine, metrics = RecordingEngine(), Metrics()
+    batcher = make(engine, metrics, max_batch_size=1, max_delay=0)
+    tasks = submit(batcher, [0, 1, 2])
+    await until(lambda: engine.entered == 1 and queue_depth(metrics) == 2, "one running, two waiting")
+    await batcher.close()
+    engine.gate.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(outcome, Draining) for outcome in outcomes), outcomes

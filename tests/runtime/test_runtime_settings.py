@@ -1,0 +1,52 @@
+"""Settings from flags and IMAGEFLEET_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagefleet_runtime.__main__ import EXIT_BAD_SETTINGS, load_settings
+
+
+def test_defaults() -> None:
+    settings = load_settings([])
+    assert (settings.model, settings.precision, settings.port, settings.offline) == ("tiny", "fp32", 8000, False)
+    assert settings.default_width is None  # the model's native size
+
+
+def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEFLEET_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("IMAGEFLEET_OFFLINE", "true")
+    monkeypatch.setenv("IMAGEFLEET_MODEL_PATH", "/models/sdxl")
+    monkeypatch.setenv("IMAGEFLEET_PORT", "9000")
+    settings = load_settings(["--port", "9100", "--precision", "bf16", "--max-batch-delay-ms", "12.5"])
+    assert settings.max_batch_size == 8 and settings.offline is True
+    assert settings.model_path == Path("/models/sdxl")
+    assert settings.port == 9100  # the flag wins over the variable
+    assert settings.precision == "bf16" and settings.max_batch_delay_ms == 12.5
+    assert load_settings(["--no-offline"]).offline is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--max-batch-size", "0"], "max_batch_size"),
+        (["--default-steps", "50", "--max-steps", "20"], "default_steps"),
+        (["--default-width", "2048"], "default_width"),
+        (["--port", "http"], "port"),
+    ],
+)
+def test_invalid_settings_exit_2_naming_the_field(
+    argv: list[str], field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        load_settings(argv)
+    assert stopped.value.code == EXIT_BAD_SETTINGS
+    assert field in capsys.readouterr().err
+
+
+def test_choices_are_checked_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load_settings(["--precision", "int8"])
+    assert "fp16" in capsys.readouterr().err

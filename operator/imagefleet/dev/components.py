@@ -9,7 +9,7 @@ version (Kubernetes' staging modules are published as `v0.<minor>.<patch>`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
@@ -69,15 +69,6 @@ KUBERNETES = Component(
     replaced_version=_kubernetes_staging_version,
     ldflags=_kubernetes_ldflags,
 )
-# kubectl matching the API server (the machine's own may be several minors off).
-KUBECTL = Component(
-    name="kubectl",
-    module="k8s.io/kubernetes",
-    version=KUBERNETES_VERSION,
-    binaries={"kubectl": "k8s.io/kubernetes/cmd/kubectl"},
-    replaced_version=_kubernetes_staging_version,
-    ldflags=_kubernetes_ldflags,
-)
 ETCD = Component(
     name="etcd",
     module="go.etcd.io/etcd/server/v3",
@@ -85,6 +76,8 @@ ETCD = Component(
     binaries={"etcd": "go.etcd.io/etcd/server/v3"},
     replaced_version=_same_version,
 )
+# kubectl matching the API server (the machine's own may be several minors off).
+KUBECTL = replace(KUBERNETES, name="kubectl", binaries={"kubectl": "k8s.io/kubernetes/cmd/kubectl"})
 KWOK = Component(
     name="kwok",
     module="sigs.k8s.io/kwok",

@@ -71,7 +71,7 @@ def operator(cluster: Cluster, namespace: str, prometheus: LocalPrometheus, tmp_
     install_crd(cluster.api_client)
     log = tmp_path / "operator.log"
     process = processes.start(
-        [sys.executable, "-c", "import sys; from imagefleet.cli import main; sys.exit(main())", "run"],
+        [sys.executable, "-m", "imagefleet", "run"],
         log,
         env={
             "KUBECONFIG": str(cluster.kubeconfig),

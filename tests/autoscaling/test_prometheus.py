@@ -72,10 +72,14 @@ def read(url: str, name: str, namespace: str = NAMESPACE) -> queries.Readings:
 
 
 def wait_for_reading(
-    setup: Setup, name: str, check: Callable[[queries.Readings], bool], message: str
+    setup: Setup,
+    name: str,
+    check: Callable[[queries.Readings], bool],
+    message: str,
+    namespace: str = NAMESPACE,
 ) -> queries.Readings:
     def ready() -> queries.Readings | None:
-        readings = read(setup.prometheus.url, name)
+        readings = read(setup.prometheus.url, name, namespace)
         return readings if check(readings) else None
 
     found = wait_until(ready, timeout=60, message=message)
@@ -106,8 +110,13 @@ def test_queue_depth_is_summed_over_the_resource_pods_only(setup: Setup) -> None
     setup.exporters["c1"].queue_depth.set(1000)
     readings = wait_for_reading(setup, "a", lambda r: r.queue_depth == 7, "queue depth of `a` to read 7")
     assert readings.age_seconds is not None and 0 <= readings.age_seconds < 5
-    assert read(setup.prometheus.url, "b").queue_depth == 100
-    assert read(setup.prometheus.url, "a", namespace="team-c").queue_depth == 1000
+    # Each target is scraped on its own schedule: wait for the others' values too.
+    wait_for_reading(setup, "b", lambda r: r.queue_depth == 100, "queue depth of `b` to read 100")
+    assert read(setup.prometheus.url, "a").queue_depth == 7
+    wait_for_reading(
+        setup, "a", lambda r: r.queue_depth == 1000, "queue depth of `a` in team-c to read 1000",
+        namespace="team-c",
+    )
 
 
 def test_p95_comes_from_the_histogram_summed_over_pods(setup: Setup) -> None:

@@ -67,7 +67,7 @@ class OperatorProcess:
         self.liveness_port = free_port()
         scope = ["--namespace", self.namespace] if self.namespace else ["--all-namespaces"]
         argv = [
-            sys.executable, "-c", "from imagefleet.cli import main; main()", "run", *scope,
+            sys.executable, "-m", "imagefleet", "run", *scope,
             "--kubeconfig", str(self.kubeconfig), "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
         ]
         env = {**os.environ, "IMAGEFLEET_RESYNC_SECONDS": "20", **self.env}

@@ -127,7 +127,12 @@ def test_p95_comes_from_the_histogram_summed_over_pods(setup: Setup) -> None:
     for _ in range(3):
         setup.exporters["a2"].latency.observe(20.0)
     # 103 requests: the 95th percentile is among a1's 0.3 s ones (bucket 0.25..0.5);
-    # a per-pod maximum would say ~20 s.
+    # a per-pod maximum would say ~20 s. Read it once both pods' counts are scraped.
+    count = (
+        f'sum({metrics.REQUEST_DURATION_SECONDS}_count'
+        f'{{{queries.NAMESPACE_LABEL}="{NAMESPACE}",{queries.NAME_LABEL}="a"}})'
+    )
+    wait_until(lambda: raw(setup.prometheus.url, count) == [103.0], timeout=60, message="103 requests scraped")
     readings = wait_for_reading(setup, "a", lambda r: r.p95_seconds is not None, "a p95 for `a`")
     assert readings.p95_seconds is not None and 0.25 < readings.p95_seconds <= 0.5
 

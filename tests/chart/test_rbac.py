@@ -9,6 +9,7 @@ everything the operator does not own.
 
 from __future__ import annotations
 
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -254,7 +255,10 @@ def test_real_requests_with_the_operator_token_get_403(scenario: Scenario) -> No
 def test_operator_never_hit_a_forbidden_request(cluster: Cluster, scenario: Scenario) -> None:
     wait_until(lambda: runtime_deployment(cluster, scenario), timeout=90, message="the runtime Deployment")
     log = scenario.operator_log.read_text(errors="replace")
-    assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+    # An RBAC denial reads 'is forbidden: User "system:serviceaccount:..." cannot <verb> ...'.
+    # (A 403 from namespace lifecycle, writing into another test's terminating namespace, is not one.)
+    denials = re.findall(r'forbidden: User "[^"]+" cannot [^\n]*', log)
+    assert not denials, "\n".join(denials[:5])
 
 
 def test_watch_namespaces_confines_the_operator_to_them(

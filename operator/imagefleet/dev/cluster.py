@@ -66,7 +66,7 @@ class ControlPlane:
     ) -> None:
         self.state_dir = state_dir
         self.kubeconfig = kubeconfig or state_dir / "kubeconfig"
-        self.fleet = fleet or load_fleet()
+        self._fleet = fleet
         self.apiserver_port = apiserver_port
         self.pki_dir = state_dir / "pki"
         self.logs_dir = state_dir / "logs"
@@ -96,8 +96,12 @@ class ControlPlane:
             Path(state.kubeconfig).unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
         for path in self.state_dir.iterdir() if self.state_dir.is_dir() else ():
-            if path != self.logs_dir:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path == self.logs_dir:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         self._state = State()
 
     def clean_stale(self, progress: Progress = print) -> None:
@@ -161,7 +165,7 @@ class ControlPlane:
         self._start("kube-scheduler", self._scheduler_argv(binaries, ports))
         self._start("kwok", self._kwok_argv(binaries, ports))
 
-        nodes = node_manifests(self.fleet)
+        nodes = node_manifests(self._fleet or load_fleet())
         progress(f"creating {len(nodes)} simulated nodes")
         self._create_nodes(nodes)
 

@@ -47,9 +47,17 @@ def validations(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
-def both_set_then(a: str, b: str, comparison: str) -> str:
-    """A CEL rule comparing two optional fields, true when either is unset."""
-    return f"!has(self.{a}) || !has(self.{b}) || self.{a} {comparison} self.{b}"
+_COMPARISON_WORDS = {"<=": "must not exceed", ">=": "must be at least"}
+
+
+def ordered(section: str, a: str, comparison: str, b: str) -> dict[str, str]:
+    """A CEL rule `a <comparison> b` across two optional fields of spec.<section>, true when
+    either is unset; the error names both fields and points at `a`."""
+    return rule(
+        f"!has(self.{a}) || !has(self.{b}) || self.{a} {comparison} self.{b}",
+        f"spec.{section}.{a} {_COMPARISON_WORDS[comparison]} spec.{section}.{b}",
+        f".{a}",
+    )
 
 
 class _ApiModel(BaseModel):
@@ -131,17 +139,8 @@ class AutoscalingSpec(_ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            rule(
-                both_set_then("minReplicas", "maxReplicas", "<="),
-                "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
-                ".minReplicas",
-            ),
-            rule(
-                both_set_then("scaleUpStabilizationSeconds", "scaleDownStabilizationSeconds", "<="),
-                "spec.autoscaling.scaleUpStabilizationSeconds must not exceed "
-                "spec.autoscaling.scaleDownStabilizationSeconds",
-                ".scaleUpStabilizationSeconds",
-            ),
+            ordered("autoscaling", "minReplicas", "<=", "maxReplicas"),
+            ordered("autoscaling", "scaleUpStabilizationSeconds", "<=", "scaleDownStabilizationSeconds"),
         )
     )
 
@@ -168,11 +167,7 @@ class BatchingSpec(_ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            rule(
-                both_set_then("queueSize", "maxBatchSize", ">="),
-                "spec.batching.queueSize must be at least spec.batching.maxBatchSize",
-                ".queueSize",
-            ),
+            ordered("batching", "queueSize", ">=", "maxBatchSize"),
         )
     )
 
@@ -199,21 +194,9 @@ class GenerationSpec(_ApiModel):
 
     model_config = ConfigDict(
         json_schema_extra=validations(
-            rule(
-                both_set_then("defaultSteps", "maxSteps", "<="),
-                "spec.generation.defaultSteps must not exceed spec.generation.maxSteps",
-                ".defaultSteps",
-            ),
-            rule(
-                both_set_then("defaultWidth", "maxWidth", "<="),
-                "spec.generation.defaultWidth must not exceed spec.generation.maxWidth",
-                ".defaultWidth",
-            ),
-            rule(
-                both_set_then("defaultHeight", "maxHeight", "<="),
-                "spec.generation.defaultHeight must not exceed spec.generation.maxHeight",
-                ".defaultHeight",
-            ),
+            ordered("generation", "defaultSteps", "<=", "maxSteps"),
+            ordered("generation", "defaultWidth", "<=", "maxWidth"),
+            ordered("generation", "defaultHeight", "<=", "maxHeight"),
         )
     )
 

@@ -1,7 +1,7 @@
 """The FastAPI application: routes, and a lifespan that loads the model, warms it up and starts the batcher.
 
 Loading runs in the background so /healthz answers at once; /readyz turns 200 after warm-up.
-Nothing here imports torch: only loading the diffusers engine does (engines.load_engine).
+Nothing here imports torch at import time: only loading the diffusers engine does (load_engine).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .batcher import Batcher, BatchKey
-from .engines import ServingEngine, load_engine
+from .engines import ServingEngine
 from .errors import Draining, ModelLoadError, NotReady, install_handlers
 from .metrics import Metrics
 from .schemas import GenerationRequest, GenerationResponse, ImageData, ModelCard, ModelList, Status
@@ -104,6 +104,19 @@ class Runtime:
         if self.batcher is None or self.engine is None:
             raise NotReady(f"model {self.settings.model} is {self.phase.value}; retry when /readyz is 200")
         return self.batcher, self.engine
+
+
+def load_engine(settings: Settings) -> ServingEngine:
+    """Load the model (blocking: run it in a thread); raises ModelLoadError with what to change."""
+    if settings.engine == "emulated":
+        from .emulated.engine import load_emulated
+
+        return load_emulated(settings)
+    from .engine import PipelineEngine
+    from .models.loader import load_pipeline
+
+    pipeline, device = load_pipeline(settings)
+    return PipelineEngine(pipeline, device)
 
 
 def _check_default_size(key: BatchKey, engine: ServingEngine, settings: Settings) -> None:

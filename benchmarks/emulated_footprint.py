@@ -112,8 +112,8 @@ def main() -> None:
         print(f"\n{count} emulated pods, idle window {window:.0f} s (emulated: no GPU work is done)")
         print(f"  total RSS {total.rss_kib / 1024:.0f} MiB, total PSS {total.pss_kib / 1024:.0f} MiB, "
               f"total private {total.private_kib / 1024:.0f} MiB")
-        print(f"  per pod: PSS {total.pss_kib / 1024 / count:.1f} MiB, private {total.private_kib / 1024 / count:.1f} MiB, "
-              f"idle CPU {idle_total / count:.3%} of a core")
+        print(f"  per pod: PSS {total.pss_kib / 1024 / count:.1f} MiB, "
+              f"private {total.private_kib / 1024 / count:.1f} MiB, idle CPU {idle_total / count:.3%} of a core")
         print(f"  MemAvailable dropped by {(available_before - mem_available_kib()) / 1024:.0f} MiB")
         print(f"  idle CPU of all pods together: {idle_total:.2%} of a core; load average {os.getloadavg()}")
     finally:

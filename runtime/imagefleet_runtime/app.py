@@ -62,7 +62,9 @@ class Runtime:
             engine = await asyncio.to_thread(load_engine, self.settings)
             key = self.default_key(engine)
             _check_default_size(key, engine, self.settings)
-            logger.info("model %s loaded, %s; warming up at %dx%d", self.settings.model, engine.summary, key.width, key.height)
+            logger.info(
+                "model %s loaded, %s; warming up at %dx%d", self.settings.model, engine.summary, key.width, key.height
+            )
             call_seconds = await asyncio.to_thread(engine.warm_up, key)
         except Exception as error:  # noqa: BLE001 - reported on /healthz and in the log, then the process exits
             self.phase, self.detail = Phase.FAILED, str(error)

@@ -115,7 +115,9 @@ def test_idle_pod_is_small_and_quiet(emulated: RunningServer) -> None:
     """Runs after the others: the process has served requests, then sits idle."""
     assert post(emulated, n=4).status_code == 200
     pid = emulated.process.pid
-    rss_mib = int(re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())[1]) / 1024  # type: ignore[index]
+    rss = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    assert rss is not None
+    rss_mib = int(rss[1]) / 1024
 
     def cpu_seconds() -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

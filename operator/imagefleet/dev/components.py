@@ -8,6 +8,7 @@ version (Kubernetes' staging modules are published as `v0.<minor>.<patch>`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -15,6 +16,12 @@ KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+KUBECONFORM_VERSION = "v0.8.0"
+KUBE_SCORE_VERSION = "v1.20.0"
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+# Helm's Makefile sets its default Kubernetes version from the k8s.io/client-go it requires:
+# v0.37.0 in helm v3.22.0's go.mod, hence 1.37 (`helm template` checks kubeVersion against it).
+HELM_KUBERNETES_MAJOR, HELM_KUBERNETES_MINOR = "1", "37"
 
 
 def _kubernetes_staging_version(module_version: str) -> str:
@@ -36,6 +43,17 @@ def _kubernetes_ldflags(version: str) -> list[str]:
     ]
 
 
+def _helm_ldflags(version: str) -> list[str]:
+    """What helm's Makefile passes for a release build (less the git commit)."""
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [
+            f"-X {package}.k8sVersionMajor={HELM_KUBERNETES_MAJOR}",
+            f"-X {package}.k8sVersionMinor={HELM_KUBERNETES_MINOR}",
+        ]
+    return flags
+
+
 @dataclass(frozen=True)
 class Component:
     """A Go module version and the commands built from it."""
@@ -54,7 +72,12 @@ class Component:
 
     @property
     def key(self) -> str:
-        return f"{self.name}-{self.version}"
+        """The cache directory's name: the version, plus a short hash of the ldflags if any."""
+        ldflags = self.ldflags(self.version)
+        if not ldflags:
+            return f"{self.name}-{self.version}"
+        digest = hashlib.sha256("\n".join(ldflags).encode()).hexdigest()[:8]
+        return f"{self.name}-{self.version}-{digest}"
 
 
 KUBERNETES = Component(
@@ -97,8 +120,37 @@ HELM = Component(
     module="helm.sh/helm/v3",
     version=HELM_VERSION,
     binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+    ldflags=_helm_ldflags,
+)
+
+# Manifest linters the tests run over the chart, the examples and the operator's output.
+KUBECONFORM = Component(
+    name="kubeconform",
+    module="github.com/yannh/kubeconform",
+    version=KUBECONFORM_VERSION,
+    binaries={"kubeconform": "github.com/yannh/kubeconform/cmd/kubeconform"},
+)
+KUBE_SCORE = Component(
+    name="kube-score",
+    module="github.com/zegl/kube-score",
+    version=KUBE_SCORE_VERSION,
+    binaries={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
+)
+# The ServiceMonitor and PrometheusRule CRDs, to check the chart's monitoring objects against.
+PROMETHEUS_OPERATOR_CRDS = Component(
+    name="prometheus-operator-crds",
+    module="github.com/prometheus-operator/prometheus-operator",
+    version=PROMETHEUS_OPERATOR_VERSION,
+    binaries={},
+    module_files={
+        "crds.yaml": (
+            "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+            "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+        )
+    },
 )
 
 CONTROL_PLANE = (ETCD, KUBERNETES, KWOK)
+LINTERS = (KUBECONFORM, KUBE_SCORE, PROMETHEUS_OPERATOR_CRDS)
 # The control plane and the client tools the tests and the demo use.
-ALL = (*CONTROL_PLANE, KUBECTL, HELM)
+ALL = (*CONTROL_PLANE, KUBECTL, HELM, *LINTERS)

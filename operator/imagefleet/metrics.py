@@ -11,6 +11,8 @@ BATCH_SIZE = "imagefleet_batch_size"
 IMAGES_GENERATED_TOTAL = "imagefleet_images_generated_total"
 REQUESTS_REJECTED_TOTAL = "imagefleet_requests_rejected_total"
 MODEL_READY = "imagefleet_model_ready"
+# Always 1; labels engine ("diffusers" or "emulated"), gpu_class and model say what serves.
+ENGINE_INFO = "imagefleet_engine_info"
 
 # Values of the `reason` label of REQUESTS_REJECTED_TOTAL.
 REJECT_QUEUE_FULL = "queue_full"

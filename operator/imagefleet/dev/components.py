@@ -54,6 +54,24 @@ def _helm_ldflags(version: str) -> list[str]:
     return flags
 
 
+# The simulated pods' IPs: loopback addresses, which answer on this machine without setup.
+SIMULATED_POD_CIDR = "127.100.0.0/16"
+
+
+@dataclass(frozen=True)
+class SourcePatch:
+    """One exact text replacement in a file of the module, applied with `go build -overlay`."""
+
+    path: str  # inside the module
+    old: str
+    new: str
+    why: str
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Component:
     """A Go module version and the commands built from it."""
@@ -69,16 +87,35 @@ class Component:
     ldflags: Callable[[str], list[str]] = field(default=lambda version: [])
     # Data files assembled from the module's own tree: output name -> globs inside the module.
     module_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    patches: tuple[SourcePatch, ...] = ()
 
     @property
     def key(self) -> str:
-        """The cache directory's name: the version, plus a short hash of the ldflags if any."""
+        """The cache key: name and version, plus a short hash of each build input there is
+        (the patches, the ldflags), so that changing either builds anew."""
+        key = f"{self.name}-{self.version}"
+        if self.patches:
+            key += "-patched-" + _digest(repr([(p.path, p.old, p.new) for p in self.patches]))
         ldflags = self.ldflags(self.version)
-        if not ldflags:
-            return f"{self.name}-{self.version}"
-        digest = hashlib.sha256("\n".join(ldflags).encode()).hexdigest()[:8]
-        return f"{self.name}-{self.version}-{digest}"
+        if ldflags:
+            key += "-" + _digest("\n".join(ldflags))
+        return key
 
+
+# EndpointSlices (and Endpoints) refuse loopback addresses. The local fleet's pods have
+# loopback IPs that really answer, so the API server built for it accepts exactly the
+# simulated pod range, and nothing else changes. docs/local-fleet.md says so too.
+_ALLOW_SIMULATED_POD_IPS = SourcePatch(
+    path="pkg/apis/core/validation/validation.go",
+    old="""	if ip.IsLoopback() {
+		allErrs = append(allErrs, field.Invalid(fldPath, ipAddress, "may not be in the loopback range""",
+    new=f"""	if _, simulated, _ := netutils.ParseCIDRSloppy("{SIMULATED_POD_CIDR}"); simulated.Contains(ip) {{
+		return allErrs // imagefleet dev: the simulated pods' loopback IPs
+	}}
+	if ip.IsLoopback() {{
+		allErrs = append(allErrs, field.Invalid(fldPath, ipAddress, "may not be in the loopback range""",
+    why="EndpointSlices may list the simulated pods' loopback IPs",
+)
 
 KUBERNETES = Component(
     name="kubernetes",
@@ -91,6 +128,7 @@ KUBERNETES = Component(
     },
     replaced_version=_kubernetes_staging_version,
     ldflags=_kubernetes_ldflags,
+    patches=(_ALLOW_SIMULATED_POD_IPS,),
 )
 ETCD = Component(
     name="etcd",
@@ -100,7 +138,7 @@ ETCD = Component(
     replaced_version=_same_version,
 )
 # kubectl matching the API server (the machine's own may be several minors off).
-KUBECTL = replace(KUBERNETES, name="kubectl", binaries={"kubectl": "k8s.io/kubernetes/cmd/kubectl"})
+KUBECTL = replace(KUBERNETES, name="kubectl", binaries={"kubectl": "k8s.io/kubernetes/cmd/kubectl"}, patches=())
 KWOK = Component(
     name="kwok",
     module="sigs.k8s.io/kwok",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import urllib.request
 from typing import Any
 
+from kubernetes import client
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
+from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet.dev.processes import HOST
 from imagefleet.resource_metrics import (
     CONDITION,
@@ -18,6 +21,11 @@ from imagefleet.resource_metrics import (
     Sample,
     samples,
 )
+from tests.conftest import Cluster
+from tests.helpers import wait_until
+
+from .conftest import OperatorFactory
+from .harness import Imds, free_port
 
 
 def _resource(name: str = "renders", *, autoscaling: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -70,3 +78,35 @@ def test_served_over_http_and_a_deleted_resource_leaves_no_series() -> None:
     assert text == generate_latest(registry).decode()
     assert f'{DESIRED_REPLICAS}{{imagefleet_io_name="kept",namespace="team-a"}} 3.0' in text
     assert 'imagefleet_io_name="gone"' not in text
+
+
+def test_the_running_operator_exports_its_resources(
+    cluster: Cluster, namespace: str, operator_factory: OperatorFactory
+) -> None:
+    port = free_port()
+    operator_factory(namespace, env={"IMAGEFLEET_METRICS_PORT": str(port)})
+    imds = Imds(cluster.api_client, namespace)
+    imds.create("portraits", {"model": {"name": "sd15"}, "gpuClass": "l4-24gb", "replicas": 2})
+    imds.wait_ready("portraits")
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    key = {("namespace", namespace), ("imagefleet_io_name", "portraits")}
+    wait_until(lambda: scrape().get((READY_REPLICAS, frozenset(key))) == 2.0, timeout=30,
+               message="ready replicas exported")
+    series = scrape()
+    assert series[(DESIRED_REPLICAS, frozenset(key))] == 2.0
+    assert series[(INFO, frozenset(key | {("gpu_class", "l4-24gb"), ("model", "sd15"), ("tier", "standard")}))] == 1.0
+    fits = [labels for name, labels in series if name == CONDITION and ("type", "FitsGPU") in labels]
+    assert len(fits) == 1 and ("status", "True") in fits[0]
+    client.CustomObjectsApi(cluster.api_client).delete_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "portraits")
+    wait_until(lambda: not [labels for _, labels in scrape() if ("imagefleet_io_name", "portraits") in labels],
+               timeout=30, message="the deleted resource's series gone")

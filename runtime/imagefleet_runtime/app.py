@@ -82,6 +82,7 @@ class Runtime:
             initial_batch_seconds=call_seconds,
         )
         self.batcher.start()
+        self.metrics.queue_capacity.set(self.settings.queue_size)
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
             self.metrics.model_ready.set(1)

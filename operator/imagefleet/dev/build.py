@@ -88,17 +88,17 @@ def _build(component: Component, progress: Progress) -> None:
                 )
             return result.stdout
 
+        ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
         if component.replaced_version is None:
             env["GOBIN"] = str(staging)
             for name, package in component.binaries.items():
-                go_run("install", "-trimpath", "-ldflags=-s -w", f"{package}@{component.version}", cwd=work)
+                go_run("install", "-trimpath", f"-ldflags={ldflags}", f"{package}@{component.version}", cwd=work)
                 installed = staging / Path(package).name
                 if installed.name != name:
                     installed.rename(staging / name)
         else:
             _write_wrapper_module(component, work, go_run)
             go_run("mod", "tidy", cwd=work)
-            ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
             for name, package in component.binaries.items():
                 go_run("build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / name), package, cwd=work)
         if component.module_files:

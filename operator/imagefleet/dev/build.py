@@ -89,10 +89,11 @@ def _build(component: Component, progress: Progress) -> None:
             return result.stdout
 
         ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
+        tags = [f"-tags={','.join(component.tags)}"] if component.tags else []
         if component.replaced_version is None:
             env["GOBIN"] = str(staging)
             for name, package in component.binaries.items():
-                go_run("install", "-trimpath", f"-ldflags={ldflags}", f"{package}@{component.version}", cwd=work)
+                go_run("install", "-trimpath", f"-ldflags={ldflags}", *tags, f"{package}@{component.version}", cwd=work)
                 installed = staging / Path(package).name
                 if installed.name != name:
                     installed.rename(staging / name)
@@ -100,7 +101,7 @@ def _build(component: Component, progress: Progress) -> None:
             _write_wrapper_module(component, work, go_run)
             go_run("mod", "tidy", cwd=work)
             for name, package in component.binaries.items():
-                go_run("build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / name), package, cwd=work)
+                go_run("build", "-trimpath", f"-ldflags={ldflags}", *tags, "-o", str(staging / name), package, cwd=work)
         if component.module_files:
             info = json.loads(
                 go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work)

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+# Prometheus 3.16 (its Go module numbers v3.x as v0.3xx). Debian's prometheus package is
+# built without Kubernetes service discovery, which the local fleet needs.
+PROMETHEUS_VERSION = "v0.316.0"
 HELM_VERSION = "v3.22.0"
 KUBECONFORM_VERSION = "v0.8.0"
 KUBE_SCORE_VERSION = "v1.20.0"
@@ -88,17 +91,19 @@ class Component:
     # Data files assembled from the module's own tree: output name -> globs inside the module.
     module_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     patches: tuple[SourcePatch, ...] = ()
+    # Go build tags.
+    tags: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         """The cache key: name and version, plus a short hash of each build input there is
-        (the patches, the ldflags), so that changing either builds anew."""
+        (the patches, the ldflags and build tags), so that changing any of them builds anew."""
         key = f"{self.name}-{self.version}"
         if self.patches:
             key += "-patched-" + _digest(repr([(p.path, p.old, p.new) for p in self.patches]))
-        ldflags = self.ldflags(self.version)
-        if ldflags:
-            key += "-" + _digest("\n".join(ldflags))
+        flags = [*self.ldflags(self.version), *(f"-tags={tag}" for tag in self.tags)]
+        if flags:
+            key += "-" + _digest("\n".join(flags))
         return key
 
 
@@ -188,7 +193,17 @@ PROMETHEUS_OPERATOR_CRDS = Component(
     },
 )
 
+PROMETHEUS = Component(
+    name="prometheus",
+    module="github.com/prometheus/prometheus",
+    version=PROMETHEUS_VERSION,
+    binaries={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    ldflags=lambda version: [f"-X github.com/prometheus/common/version.Version=3.{int(version.split('.')[1]) - 300}.0"],
+    # Static, file and Kubernetes service discovery only: a fraction of the build.
+    tags=("remove_all_sd", "enable_kubernetes_sd"),
+)
+
 CONTROL_PLANE = (ETCD, KUBERNETES, KWOK)
 LINTERS = (KUBECONFORM, KUBE_SCORE, PROMETHEUS_OPERATOR_CRDS)
 # The control plane and the client tools the tests and the demo use.
-ALL = (*CONTROL_PLANE, KUBECTL, HELM, *LINTERS)
+ALL = (*CONTROL_PLANE, KUBECTL, HELM, PROMETHEUS, *LINTERS)

@@ -29,7 +29,7 @@ from imagefleet import conditions as c
 from imagefleet.autoscaling import loop, policy, queries
 from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.bench.stats import percentile
-from imagefleet.demo.endpoints import Rotation
+from imagefleet.demo.endpoints import Endpoints
 from imagefleet.demo.stack import install_crd
 from imagefleet.dev import processes
 from imagefleet.dev.prometheus import LocalPrometheus
@@ -147,16 +147,20 @@ class Answer:
     ready_endpoints: int  # when it was sent
 
 
-async def closed_loop(endpoints: Rotation, seconds: float) -> list[Answer]:
-    """CONCURRENCY clients, each sending its next request when the last is answered."""
+async def closed_loop(endpoints: Endpoints, seconds: float) -> list[Answer]:
+    """CONCURRENCY clients, each sending its next request when the last is answered, to the
+    ready endpoint with the fewest requests in flight."""
     answers: list[Answer] = []
     end = time.monotonic() + seconds
     async with httpx.AsyncClient(timeout=120) as http:
 
         async def one_client() -> None:
             while time.monotonic() < end:
-                sent, url = time.monotonic(), endpoints()
-                response = await http.post(f"{url}/v1/images/generations", json=BODY)
+                sent, url = time.monotonic(), endpoints.pick()
+                try:
+                    response = await http.post(f"{url}/v1/images/generations", json=BODY)
+                finally:
+                    endpoints.release(url)
                 answers.append(
                     Answer(sent, time.monotonic(), response.status_code, response.headers.get("retry-after"),
                            endpoints.count)
@@ -199,8 +203,9 @@ async def test_load_scales_up_p95_recovers_scales_down_and_holds_without_prometh
         wait_until, lambda: view.condition(c.METRICS_AVAILABLE).get("status") == c.TRUE,
         timeout=90, message="MetricsAvailable=True (Prometheus found the pod through the API server)",
     )
-    endpoints = Rotation(cluster.api_client, namespace, NAME)
-    await asyncio.to_thread(wait_until, endpoints, timeout=30, message="a ready endpoint")
+    endpoints = Endpoints(cluster.api_client, namespace, NAME)
+    await asyncio.to_thread(wait_until, lambda: endpoints.release(endpoints.pick()) or True, timeout=30,
+                            message="a ready endpoint")
     assert view.replicas() == 1
 
     # 1. Closed-loop load above one replica's capacity: it scales up; once every new pod is

@@ -49,10 +49,11 @@ def overflow_problems(resources: Mapping[ResourceKey, Resource]) -> dict[Resourc
         elif target.group != resource.group:
             problems[key] = (f"spec.routing.overflowTo: {target.name!r} is in group {target.group!r}, "
                              f"not {resource.group!r}")
+    broken = set(problems)
     for key, resource in resources.items():
         seen = [key]
         current = resource
-        while current.overflow_to is not None and current.key not in problems:
+        while current.overflow_to is not None and current.key not in broken:
             next_key = (current.namespace, current.overflow_to)
             if next_key == key:
                 cycle = " -> ".join(name for _, name in [*seen, key])

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
@@ -129,9 +129,14 @@ class Gateway:
                     try:
                         return await self._send(candidate.url, body)
                     except NotSent as error:
-                        logger.info("retrying on another pod: %s", error)
+                        logger.info("sending again: %s", error)
                         self.metrics.retries.inc()
-                        tried.add(candidate.url)
+                        if error.saturated and candidate.load is not None:
+                            # Full until the next poll says otherwise.
+                            self.loads[candidate.url] = replace(candidate.load, queued=candidate.load.queue_limit,
+                                                                observed_at=time.monotonic())
+                        else:
+                            tried.add(candidate.url)
                         continue
                 if isinstance(decision, ShedAll):
                     self.metrics.shed.labels(route_.group, route_.tier).inc()

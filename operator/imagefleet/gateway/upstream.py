@@ -22,7 +22,12 @@ NOT_TAKEN_CODES = frozenset({"queue_full", "not_ready", "draining"})
 
 
 class NotSent(Exception):
-    """The pod never took the request (connection refused, pool exhausted, or it answered that it did not)."""
+    """The pod never took the request: it is gone or leaving (connection refused, not ready, draining),
+    or its queue was full (`saturated`)."""
+
+    def __init__(self, message: str, *, saturated: bool = False) -> None:
+        super().__init__(message)
+        self.saturated = saturated
 
 
 class Upstream:
@@ -46,8 +51,9 @@ class Upstream:
         except httpx.HTTPError as error:
             raise BadGateway(f"the pod failed while generating ({type(error).__name__}); the request may have "
                              "run, so it was not retried", code="upstream_failed") from error
-        if response.status_code in (429, 503) and _error_code(response) in NOT_TAKEN_CODES:
-            raise NotSent(f"{url}: {response.status_code} {_error_code(response)}")
+        code = _error_code(response) if response.status_code in (429, 503) else None
+        if code in NOT_TAKEN_CODES:
+            raise NotSent(f"{url}: {response.status_code} {code}", saturated=code == "queue_full")
         return response
 
     async def poll(self, url: str) -> PodLoad | None:

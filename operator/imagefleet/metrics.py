@@ -10,6 +10,8 @@ BATCH_SIZE = "imagefleet_batch_size"
 IMAGES_GENERATED_TOTAL = "imagefleet_images_generated_total"
 REQUESTS_REJECTED_TOTAL = "imagefleet_requests_rejected_total"
 MODEL_READY = "imagefleet_model_ready"
+# Always 1; labels engine ("diffusers" or "emulated"), gpu_class and model say what serves.
+ENGINE_INFO = "imagefleet_engine_info"
 # Requests taken from the queue into the batch being collected or run; with QUEUE_DEPTH (the waiting
 # ones) these are the queued/running gauges an endpoint picker reads.
 REQUESTS_RUNNING = "imagefleet_requests_running"

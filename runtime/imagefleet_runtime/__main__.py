@@ -49,7 +49,7 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = load_settings(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .app import create_app  # torch and diffusers load here, after the flags are known good
+    from .app import create_app  # after the flags are known good; torch loads only with the diffusers engine
     from .server import DrainingServer
 
     failures: list[str] = []

@@ -1,6 +1,7 @@
 """The FastAPI application: routes, and a lifespan that loads the model, warms it up and starts the batcher.
 
 Loading runs in the background so /healthz answers at once; /readyz turns 200 after warm-up.
+Nothing here imports torch: only loading the diffusers engine does (engines.load_engine).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .batcher import Batcher, BatchKey
-from .engine import PipelineEngine
-from .errors import Draining, NotReady, install_handlers
+from .engines import ServingEngine, load_engine
+from .errors import Draining, ModelLoadError, NotReady, install_handlers
 from .metrics import Metrics
-from .models.loader import ModelLoadError, load_pipeline
 from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
 from .settings import Settings
 from .validation import to_work
@@ -42,14 +42,15 @@ class Runtime:
     def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.metrics.engine_info.labels(settings.engine, settings.gpu_class or "", settings.model).set(1)
         self.phase = Phase.LOADING
         self.detail: str | None = None
         self.started = int(time.time())
-        self.engine: PipelineEngine | None = None
+        self.engine: ServingEngine | None = None
         self.batcher: Batcher | None = None
         self._on_fatal = on_fatal
 
-    def default_key(self, engine: PipelineEngine) -> BatchKey:
+    def default_key(self, engine: ServingEngine) -> BatchKey:
         s = self.settings
         width = s.default_width or engine.native_size
         height = s.default_height or engine.native_size
@@ -58,11 +59,10 @@ class Runtime:
     async def start(self) -> None:
         """Load, check the defaults against the model, warm up, start batching; a failure is fatal."""
         try:
-            pipeline, device = await asyncio.to_thread(load_pipeline, self.settings)
-            engine = PipelineEngine(pipeline, device)
+            engine = await asyncio.to_thread(load_engine, self.settings)
             key = self.default_key(engine)
             _check_default_size(key, engine, self.settings)
-            logger.info("model %s loaded on %s; warming up at %dx%d", self.settings.model, device, key.width, key.height)
+            logger.info("model %s loaded, %s; warming up at %dx%d", self.settings.model, engine.summary, key.width, key.height)
             call_seconds = await asyncio.to_thread(engine.warm_up, key)
         except Exception as error:  # noqa: BLE001 - reported on /healthz and in the log, then the process exits
             self.phase, self.detail = Phase.FAILED, str(error)
@@ -98,7 +98,7 @@ class Runtime:
         if self.batcher is not None:
             await self.batcher.close()
 
-    def accepting(self) -> tuple[Batcher, PipelineEngine]:
+    def accepting(self) -> tuple[Batcher, ServingEngine]:
         if self.phase is Phase.DRAINING:
             raise Draining("the server is shutting down and accepts no new requests; retry on another replica")
         if self.batcher is None or self.engine is None:
@@ -106,7 +106,7 @@ class Runtime:
         return self.batcher, self.engine
 
 
-def _check_default_size(key: BatchKey, engine: PipelineEngine, settings: Settings) -> None:
+def _check_default_size(key: BatchKey, engine: ServingEngine, settings: Settings) -> None:
     if key.width % engine.size_multiple or key.height % engine.size_multiple:
         raise ModelLoadError(
             f"default size {key.width}x{key.height} is not a multiple of {engine.size_multiple}, "
@@ -170,7 +170,14 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=settings.model, created=runtime.started)])
+        card = ModelCard(
+            id=settings.model,
+            created=runtime.started,
+            engine=settings.engine,
+            emulated=settings.engine == "emulated",
+            gpu_class=settings.gpu_class,
+        )
+        return ModelList(data=[card])
 
     @app.post("/v1/images/generations", response_model=GenerationResponse)
     async def generate(request: GenerationRequest) -> GenerationResponse:

@@ -11,9 +11,8 @@ from typing import Any
 import torch
 
 from .batcher import BatchKey, ImageSpec
+from .engines import WARM_UP_STEPS
 from .errors import OutOfMemory
-
-WARM_UP_STEPS = 2
 
 
 class PipelineEngine:
@@ -22,6 +21,7 @@ class PipelineEngine:
     def __init__(self, pipeline: Any, device: torch.device) -> None:
         self.pipeline = pipeline
         self.device = device
+        self.summary = f"diffusers on {device}"
         self._takes_negative_prompt = "negative_prompt" in inspect.signature(pipeline.__call__).parameters
         # Latents are the image divided by the VAE's factor; transformer models then patch them by 2.
         patch = 2 if getattr(pipeline, "transformer", None) is not None else 1

@@ -17,6 +17,10 @@ from fastapi.responses import JSONResponse
 from imagefleet import metrics as names
 
 
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to change."""
+
+
 class RuntimeAPIError(Exception):
     """An error a client can act on; subclasses fix the status and the `code`."""
 

@@ -50,6 +50,12 @@ class Metrics:
         self.model_ready = Gauge(
             names.MODEL_READY, "1 once the model is loaded and warmed up.", registry=self.registry
         )
+        self.engine_info = Gauge(
+            names.ENGINE_INFO,
+            "Always 1: what serves (engine diffusers, or emulated for a stand-in accelerator), GPU class and model.",
+            ["engine", "gpu_class", "model"],
+            registry=self.registry,
+        )
 
     def count_reject(self, error: RuntimeAPIError) -> None:
         """Count an error answered to a client, if its code is one of the fixed reasons."""

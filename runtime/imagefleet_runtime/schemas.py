@@ -63,10 +63,15 @@ class GenerationResponse(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """OpenAI's model object, plus what serves it (clients ignore the extra fields)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "imagefleet"
+    engine: str = Field(description="diffusers, or emulated: a stand-in that takes a real card's time")
+    emulated: bool
+    gpu_class: str | None = Field(description="the GPU class the pod runs on, or stands in for when emulated")
 
 
 class ModelList(BaseModel):

@@ -8,8 +8,11 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .emulated.cost import builtin_plan
+
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
+Engine = Literal["diffusers", "emulated"]
 
 
 class Settings(BaseSettings):
@@ -40,6 +43,15 @@ class Settings(BaseSettings):
     )
     max_width: int = Field(1024, ge=8, description="widest image a request may ask for")
     max_height: int = Field(1024, ge=8, description="tallest image a request may ask for")
+    engine: Engine = Field(
+        "diffusers", description="diffusers runs the model; emulated takes a real card's time and never loads torch"
+    )
+    gpu_class: str | None = Field(
+        None, description="GPU class (catalog name, e.g. h100-80gb) the emulated engine stands in for; a metric label"
+    )
+    emulation_speedup: float = Field(
+        1.0, gt=0, description="the emulated engine divides every duration by this (time-compressed tests)"
+    )
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
 
@@ -51,4 +63,19 @@ class Settings(BaseSettings):
             raise ValueError(f"default_width ({self.default_width}) is above max_width ({self.max_width})")
         if self.default_height is not None and self.default_height > self.max_height:
             raise ValueError(f"default_height ({self.default_height}) is above max_height ({self.max_height})")
+        return self
+
+    @model_validator(mode="after")
+    def _emulation_has_figures(self) -> Self:
+        """engine=emulated needs a GPU class with figures for the model, a precision it runs, and room for an image."""
+        if self.engine != "emulated":
+            return self
+        if self.gpu_class is None:
+            raise ValueError("engine emulated needs gpu_class (--gpu-class or IMAGEFLEET_GPU_CLASS), e.g. h100-80gb")
+        plan = builtin_plan(model=self.model, gpu_class=self.gpu_class, precision=self.precision)
+        if not plan.fits(1, self.max_width, self.max_height):
+            raise ValueError(
+                f"one {self.max_width}x{self.max_height} image of {self.model} at {self.precision} does not fit "
+                f"the memory of {self.gpu_class}; lower max_width/max_height or the precision, or pick a larger class"
+            )
         return self

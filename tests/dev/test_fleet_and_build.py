@@ -67,3 +67,19 @@ def test_missing_go_is_a_one_line_instruction(monkeypatch: pytest.MonkeyPatch, t
     with pytest.raises(DevError, match="Go is not on PATH") as error:
         build.ensure_built([components.KWOK], progress=lambda _: None)
     assert "\n" not in str(error.value)
+
+
+def test_a_source_patch_applies_exactly_once_or_names_the_file() -> None:
+    patch = components.KUBERNETES.patches[0]
+    original = "before\n" + patch.old + " (127.0.0.0/8, ::1/128)\"))\n\t}\nafter\n"
+    patched = build.patched_source(components.KUBERNETES, patch, original)
+    assert components.SIMULATED_POD_CIDR in patched and patched.startswith("before\n") and patched.endswith("after\n")
+    with pytest.raises(DevError, match=r"pkg/apis/core/validation/validation.go .* occurs 0 times"):
+        build.patched_source(components.KUBERNETES, patch, "moved upstream")
+    with pytest.raises(DevError, match="occurs 2 times"):
+        build.patched_source(components.KUBERNETES, patch, patch.old + patch.old)
+
+
+def test_a_patched_build_has_a_cache_key_of_its_own() -> None:
+    assert components.KUBERNETES.key.startswith("kubernetes-v1.36.3-patched-")
+    assert components.KUBECTL.key == "kubectl-v1.36.3"

@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from .components import ALL, Component
+from .components import ALL, Component, SourcePatch
 from .errors import DevError
 from .paths import cache_dir
 
@@ -96,11 +96,14 @@ def _build(component: Component, progress: Progress) -> None:
                 if installed.name != name:
                     installed.rename(staging / name)
         else:
-            _write_wrapper_module(component, work, go_run)
+            module_dir = _write_wrapper_module(component, work, go_run)
             go_run("mod", "tidy", cwd=work)
             ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
+            overlay = [f"-overlay={_write_overlay(component, module_dir, work)}"] if component.patches else []
             for name, package in component.binaries.items():
-                go_run("build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / name), package, cwd=work)
+                go_run(
+                    "build", "-trimpath", f"-ldflags={ldflags}", *overlay, "-o", str(staging / name), package, cwd=work
+                )
         if component.module_files:
             info = json.loads(
                 go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work)
@@ -110,12 +113,39 @@ def _build(component: Component, progress: Progress) -> None:
     progress(f"built {component.name} {component.version} into {final}")
 
 
-def _write_wrapper_module(component: Component, work: Path, go_run: Callable[..., str]) -> None:
+def _write_wrapper_module(component: Component, work: Path, go_run: Callable[..., str]) -> Path:
+    """Write the wrapper module into `work`; return the directory of the component's module."""
     info = json.loads(go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work))
     (work / "go.mod").write_text(wrapper_go_mod(component, Path(info["GoMod"]).read_text()))
     (work / "go.sum").unlink(missing_ok=True)
     imports = "\n".join(f'\t_ "{package}"' for package in component.binaries.values())
     (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+    return Path(info["Dir"])
+
+
+def patched_source(component: Component, patch: SourcePatch, original: str) -> str:
+    """`original` with `patch` applied; a DevError unless its text occurs exactly once."""
+    count = original.count(patch.old)
+    if count != 1:
+        raise DevError(
+            f"cannot patch {component.module}@{component.version} {patch.path} ({patch.why}): "
+            f"the text to replace occurs {count} times, not once"
+        )
+    return original.replace(patch.old, patch.new)
+
+
+def _write_overlay(component: Component, module_dir: Path, work: Path) -> Path:
+    """Patched copies of the component's patched files and the overlay file naming them."""
+    replace: dict[str, str] = {}
+    for index, patch in enumerate(component.patches):
+        original = module_dir / patch.path
+        copy = work / "patched" / f"{index}-{original.name}"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(patched_source(component, patch, original.read_text()))
+        replace[str(original)] = str(copy)
+    overlay = work / "overlay.json"
+    overlay.write_text(json.dumps({"Replace": replace}, indent=2))
+    return overlay
 
 
 def wrapper_go_mod(component: Component, upstream_go_mod: str) -> str:

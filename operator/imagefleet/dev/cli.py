@@ -42,14 +42,28 @@ def dev() -> None:
               help="A fleet file (like imagefleet/dev/fleet.yaml) describing the simulated nodes.")
 @click.option("--apiserver-port", type=int, default=0, show_default=True,
               help="The API server's port on 127.0.0.1 (0: a free one).")
-def up(state_dir: Path, kubeconfig: Path | None, fleet: Path | None, apiserver_port: int) -> None:
-    """Start etcd, the API server, controller manager, scheduler and KWOK nodes; print the kubeconfig path."""
+@click.option("--node-agent/--no-node-agent", default=True, show_default=True,
+              help="Run each runtime pod as a real (emulated-engine) runtime process at its loopback pod IP.")
+@click.option("--emulation-speedup", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Divide every emulated model-load and generation time by this (time-compressed runs).")
+def up(
+    state_dir: Path,
+    kubeconfig: Path | None,
+    fleet: Path | None,
+    apiserver_port: int,
+    node_agent: bool,
+    emulation_speedup: float,
+) -> None:
+    """Start etcd, the API server, controller manager, scheduler, KWOK nodes and the node agent; print the kubeconfig path."""
     from .cluster import ControlPlane
     from .fleet import load_fleet
 
     started = time.monotonic()
     try:
-        plane = ControlPlane(state_dir, kubeconfig=kubeconfig, fleet=load_fleet(fleet), apiserver_port=apiserver_port)
+        plane = ControlPlane(
+            state_dir, kubeconfig=kubeconfig, fleet=load_fleet(fleet), apiserver_port=apiserver_port,
+            node_agent=node_agent, emulation_speedup=emulation_speedup,
+        )
         path = plane.up(_progress)
     except DevError as error:
         _fail(error)
@@ -65,6 +79,17 @@ def down(state_dir: Path) -> None:
 
     ControlPlane(state_dir).down()
     _progress("stopped")
+
+
+@dev.command()
+@_state_dir_option
+@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--emulation-speedup", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+def agent(state_dir: Path, kubeconfig: Path, emulation_speedup: float) -> None:
+    """The node agent (`dev up` starts it): runs the runtime pods of the simulated nodes."""
+    from ..nodeagent.agent import serve
+
+    serve(state_dir, kubeconfig, emulation_speedup)
 
 
 @dev.command("build")

@@ -1,6 +1,7 @@
 """`imagefleet dev up`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 KWOK as local processes on 127.0.0.1, with client-certificate authentication, RBAC and
-an audit log, and a simulated GPU fleet of KWOK nodes.
+an audit log, a simulated GPU fleet of KWOK nodes, and the node agent that runs every
+runtime pod on those nodes as a real process at the pod's loopback IP (imagefleet.nodeagent).
 
 Every process runs in its own session so that it outlives `up`; their PIDs and ports
 are kept in `<state-dir>/state.json`, which `down` (and a later `up`, after a crash)
@@ -13,6 +14,7 @@ import base64
 import json
 import shutil
 import ssl
+import sys
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from ..nodeagent import plan as agent_plan
+from ..nodeagent.agent import agent_id
 from . import build, components, processes
 from .errors import DevError
 from .fleet import Fleet, load_fleet, node_manifests
@@ -30,6 +34,23 @@ Progress = Callable[[str], None]
 
 SERVICE_CIDR = "10.96.0.0/16"
 CONTEXT = "imagefleet-dev"
+PROMETHEUS_USER = "imagefleet-prometheus"
+# What a Prometheus needs for Kubernetes service discovery of pods, and nothing more.
+PROMETHEUS_RBAC = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": PROMETHEUS_USER},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": PROMETHEUS_USER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": PROMETHEUS_USER},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": PROMETHEUS_USER}],
+    },
+]
 # Writes only, minus the node heartbeats and leader leases every component renews:
 # enough to count an operator's requests without a log that grows by itself.
 AUDIT_POLICY = {
@@ -63,11 +84,17 @@ class ControlPlane:
         kubeconfig: Path | None = None,
         fleet: Fleet | None = None,
         apiserver_port: int = 0,
+        node_agent: bool = True,
+        emulation_speedup: float = 1.0,
     ) -> None:
         self.state_dir = state_dir
         self.kubeconfig = kubeconfig or state_dir / "kubeconfig"
+        # Read-only pod discovery for a Prometheus (kubernetes_sd_configs, role pod).
+        self.prometheus_kubeconfig = state_dir / "prometheus.kubeconfig"
         self._fleet = fleet
         self.apiserver_port = apiserver_port
+        self.node_agent = node_agent
+        self.emulation_speedup = emulation_speedup
         self.pki_dir = state_dir / "pki"
         self.logs_dir = state_dir / "logs"
         self.audit_log = self.logs_dir / "audit.log"
@@ -92,6 +119,10 @@ class ControlPlane:
         state = self._load_state()
         for name in reversed(list(state.pids)):
             processes.stop(state.pids[name])
+        # Runtimes outlive an agent that was killed (a new one adopts them): stop those too.
+        for pids in agent_processes(self.state_dir).values():
+            for pid in pids:
+                processes.stop(pid)
         if state.kubeconfig and Path(state.kubeconfig) != self.kubeconfig:
             Path(state.kubeconfig).unlink(missing_ok=True)
         self.kubeconfig.unlink(missing_ok=True)
@@ -156,9 +187,10 @@ class ControlPlane:
             90,
             "kube-apiserver /readyz (see its log)",
         )
-        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok", "node-agent"):
             self._write_kubeconfig(self.state_dir / f"{name}.kubeconfig", server, pki["ca"], pki[name])
         self._write_kubeconfig(self.kubeconfig, server, pki["ca"], pki["admin"])
+        self._write_kubeconfig(self.prometheus_kubeconfig, server, pki["ca"], pki["prometheus"])
 
         progress("starting kube-controller-manager, kube-scheduler and KWOK")
         self._start("kube-controller-manager", self._controller_manager_argv(binaries, ports, pki))
@@ -168,6 +200,10 @@ class ControlPlane:
         nodes = node_manifests(self._fleet or load_fleet())
         progress(f"creating {len(nodes)} simulated nodes")
         self._create_nodes(nodes)
+        self._create_objects(PROMETHEUS_RBAC)
+        if self.node_agent:
+            progress("starting the node agent (one runtime process per runtime pod, at the pod's IP)")
+            self._start("node-agent", self._node_agent_argv())
 
     def _start(self, name: str, argv: list[str]) -> None:
         process = processes.start(argv, self.logs_dir / f"{name}.log")
@@ -200,8 +236,10 @@ class ControlPlane:
             "admin": ca.issue("admin", "imagefleet-admin", ("system:masters",)),
             "kube-controller-manager": ca.issue("kube-controller-manager", "system:kube-controller-manager"),
             "kube-scheduler": ca.issue("kube-scheduler", "system:kube-scheduler"),
-            # KWOK plays every kubelet of the fleet.
+            # KWOK plays every kubelet of the fleet; the node agent plays it for runtime pods.
             "kwok": ca.issue("kwok", "kwok", ("system:masters",)),
+            "node-agent": ca.issue("node-agent", "imagefleet-node-agent", ("system:masters",)),
+            "prometheus": ca.issue("prometheus", PROMETHEUS_USER),
         }
 
     def _etcd_argv(self, etcd: Path, ports: dict[str, int]) -> list[str]:
@@ -279,9 +317,20 @@ class ControlPlane:
             "--v=1",
         ]
 
+    def _node_agent_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "imagefleet", "dev", "agent",
+            f"--state-dir={self.state_dir}",
+            f"--kubeconfig={self.state_dir / 'node-agent.kubeconfig'}",
+            f"--emulation-speedup={self.emulation_speedup!r}",
+        ]
+
     def _kwok_argv(self, binaries: dict[str, Path], ports: dict[str, int]) -> list[str]:
+        # With the node agent, KWOK leaves runtime pods (their status and deletion) to it.
+        agent_pods = [f"--disregard-status-with-label-selector={agent_plan.RUNTIME_SELECTOR}"] if self.node_agent else []
         return [
             str(binaries["kwok"]),
+            *agent_pods,
             f"--config={binaries['kwok'].with_name('stages.yaml')}",
             "--node-lease-duration-seconds=40",
             f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}",
@@ -315,6 +364,15 @@ class ControlPlane:
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
 
+    def _create_objects(self, manifests: list[dict[str, Any]]) -> None:
+        from kubernetes import config, utils
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            utils.create_from_yaml(api, yaml_objects=manifests)
+        finally:
+            api.close()
+
     def _create_nodes(self, nodes: list[dict[str, Any]]) -> None:
         from kubernetes import client, config
 
@@ -344,6 +402,13 @@ class ControlPlane:
 
     def _save_state(self) -> None:
         self._state_file.write_text(json.dumps(asdict(self._state), indent=2))
+
+
+def agent_processes(state_dir: Path) -> dict[str, list[int]]:
+    """Runtime processes the node agent of the control plane in `state_dir` started, by pod UID."""
+    from ..nodeagent.processes import find
+
+    return find(agent_id(state_dir))
 
 
 def _client_tls(ca: KeyPair, user: KeyPair) -> ssl.SSLContext:

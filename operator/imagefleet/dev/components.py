@@ -8,6 +8,7 @@ version (Kubernetes' staging modules are published as `v0.<minor>.<patch>`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +37,20 @@ def _kubernetes_ldflags(version: str) -> list[str]:
     ]
 
 
+# The simulated pods' IPs: loopback addresses, which answer on this machine without setup.
+SIMULATED_POD_CIDR = "127.100.0.0/16"
+
+
+@dataclass(frozen=True)
+class SourcePatch:
+    """One exact text replacement in a file of the module, applied with `go build -overlay`."""
+
+    path: str  # inside the module
+    old: str
+    new: str
+    why: str
+
+
 @dataclass(frozen=True)
 class Component:
     """A Go module version and the commands built from it."""
@@ -51,11 +66,31 @@ class Component:
     ldflags: Callable[[str], list[str]] = field(default=lambda version: [])
     # Data files assembled from the module's own tree: output name -> globs inside the module.
     module_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    patches: tuple[SourcePatch, ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.name}-{self.version}"
+        """The cache key: name and version, plus a hash of the patches when there are any."""
+        if not self.patches:
+            return f"{self.name}-{self.version}"
+        digest = hashlib.sha256(repr([(p.path, p.old, p.new) for p in self.patches]).encode()).hexdigest()
+        return f"{self.name}-{self.version}-patched-{digest[:8]}"
 
+
+# EndpointSlices (and Endpoints) refuse loopback addresses. The local fleet's pods have
+# loopback IPs that really answer, so the API server built for it accepts exactly the
+# simulated pod range, and nothing else changes. docs/local-fleet.md says so too.
+_ALLOW_SIMULATED_POD_IPS = SourcePatch(
+    path="pkg/apis/core/validation/validation.go",
+    old="""	if ip.IsLoopback() {
+		allErrs = append(allErrs, field.Invalid(fldPath, ipAddress, "may not be in the loopback range""",
+    new=f"""	if _, simulated, _ := netutils.ParseCIDRSloppy("{SIMULATED_POD_CIDR}"); simulated.Contains(ip) {{
+		return allErrs // imagefleet dev: the simulated pods' loopback IPs
+	}}
+	if ip.IsLoopback() {{
+		allErrs = append(allErrs, field.Invalid(fldPath, ipAddress, "may not be in the loopback range""",
+    why="EndpointSlices may list the simulated pods' loopback IPs",
+)
 
 KUBERNETES = Component(
     name="kubernetes",
@@ -68,6 +103,7 @@ KUBERNETES = Component(
     },
     replaced_version=_kubernetes_staging_version,
     ldflags=_kubernetes_ldflags,
+    patches=(_ALLOW_SIMULATED_POD_IPS,),
 )
 ETCD = Component(
     name="etcd",
@@ -77,7 +113,7 @@ ETCD = Component(
     replaced_version=_same_version,
 )
 # kubectl matching the API server (the machine's own may be several minors off).
-KUBECTL = replace(KUBERNETES, name="kubectl", binaries={"kubectl": "k8s.io/kubernetes/cmd/kubectl"})
+KUBECTL = replace(KUBERNETES, name="kubectl", binaries={"kubectl": "k8s.io/kubernetes/cmd/kubectl"}, patches=())
 KWOK = Component(
     name="kwok",
     module="sigs.k8s.io/kwok",

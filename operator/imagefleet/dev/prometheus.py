@@ -1,8 +1,9 @@
-"""A local Prometheus (Debian's `prometheus` package) scraping loopback targets.
+"""A local Prometheus (Debian's `prometheus` package).
 
-Targets come from a file-based service discovery file, so they can change while
-Prometheus runs; each target carries the labels that tie its series to a resource
-(`namespace`, `imagefleet_io_name`), exactly as relabelling does in a cluster.
+Runtime pods are found as in a cluster: Kubernetes service discovery of pods against
+the local API server, with the scrape job the docs give users (scrape-runtime-pods.yaml).
+Other loopback targets (the tests' synthetic exporters) come from a file-based service
+discovery file, so they can change while Prometheus runs.
 """
 
 from __future__ import annotations
@@ -12,12 +13,21 @@ import shutil
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from . import processes
 from .errors import DevError
+
+
+def runtime_pods_job() -> dict[str, Any]:
+    """The scrape job for runtime pods that the docs tell users to add (scrape-runtime-pods.yaml)."""
+    text = resources.files(__package__).joinpath("scrape-runtime-pods.yaml").read_text()
+    job: dict[str, Any] = yaml.safe_load(text)
+    return job
 
 
 @dataclass(frozen=True)
@@ -29,7 +39,15 @@ class Target:
 class LocalPrometheus:
     """Start, stop and restart a Prometheus whose data survives a restart."""
 
-    def __init__(self, directory: Path, *, port: int = 0, scrape_interval: str = "1s") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int = 0,
+        scrape_interval: str = "1s",
+        pods_kubeconfig: Path | None = None,
+    ) -> None:
+        """`pods_kubeconfig`: discover runtime pods in that cluster (ControlPlane.prometheus_kubeconfig)."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise DevError("prometheus is not installed: apt-get install prometheus (Debian's package)")
@@ -37,6 +55,7 @@ class LocalPrometheus:
         self.directory = directory
         self.port = port or processes.free_port()
         self.scrape_interval = scrape_interval
+        self.pods_kubeconfig = pods_kubeconfig
         self.targets_file = directory / "targets.json"
         self.log = directory / "prometheus.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -59,15 +78,24 @@ class LocalPrometheus:
         staging.replace(self.targets_file)
 
     def start(self) -> None:
+        jobs: list[dict[str, Any]] = [
+            {
+                "job_name": "file-targets",
+                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+            }
+        ]
+        if self.pods_kubeconfig is not None:
+            pods = runtime_pods_job()
+            for discovery in pods["kubernetes_sd_configs"]:
+                discovery["kubeconfig_file"] = str(self.pods_kubeconfig)
+            jobs.append(pods)
         config = {
-            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
-            "scrape_configs": [
-                {
-                    "job_name": "imagefleet-runtime",
-                    "scrape_timeout": self.scrape_interval,
-                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
-                }
-            ],
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
+            "scrape_configs": jobs,
         }
         config_file = self.directory / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(config))

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
+from ..errors import ModelLoadError
 from ..settings import Device, Precision, Settings
 from .builtin import BUILDERS
 
@@ -24,10 +25,6 @@ CATALOG: dict[str, str] = {
     "flux1-dev": "black-forest-labs/FLUX.1-dev",
 }
 DTYPES: dict[Precision, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says what to change."""
 
 
 def resolve_device(device: Device) -> torch.device:

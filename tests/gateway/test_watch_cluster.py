@@ -51,7 +51,7 @@ async def test_watch_feeds_the_cache_and_a_restart_lists_it_again(cluster: Clust
     discovery = client.DiscoveryV1Api(cluster.api_client)
     kube = Kube(cluster.api_client)
     gateway = Gateway(Settings())  # not started: no load poller, nothing sent to the slice addresses
-    watch = FleetWatch(gateway, kube, namespace)
+    watch = FleetWatch(gateway, kube, [namespace])
     await watch.start()
     await seen(lambda: watch.synced, "the first lists", within=10)
     key = (namespace, "thumbs")
@@ -74,7 +74,7 @@ async def test_watch_feeds_the_cache_and_a_restart_lists_it_again(cluster: Clust
     await watch.stop()
 
     restarted = Gateway(Settings())  # a gateway restart: everything comes back from the API server
-    again = FleetWatch(restarted, kube, namespace)
+    again = FleetWatch(restarted, kube, [namespace])
     await again.start()
     await seen(lambda: again.synced, "the lists after a restart", within=10)
     assert restarted.fleet.resources == gateway.fleet.resources
@@ -85,7 +85,7 @@ async def test_demand_annotation_is_written_on_the_resource(cluster: Cluster, na
     custom = client.CustomObjectsApi(cluster.api_client)
     await asyncio.to_thread(custom.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, imd("cold"))
     gateway = Gateway(Settings())
-    watch = FleetWatch(gateway, Kube(cluster.api_client), namespace)
+    watch = FleetWatch(gateway, Kube(cluster.api_client), [namespace])
     await watch.start()
     await seen(lambda: (namespace, "cold") in gateway.fleet.resources, "the resource", within=10)
     before = datetime.now(UTC)

@@ -65,7 +65,7 @@ def _option(name: str, **kwargs: Any) -> Any:
 @click.command("gateway")
 @_option("host", default="0.0.0.0", help="Address to listen on.")
 @_option("port", default=8080, type=int, help="Port to listen on.")
-@_option("namespace", default=None, help="Watch this namespace only (default: all).")
+@_option("namespaces", default="", help="Comma-separated namespaces to watch (default: all).")
 @_option("api-keys", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
          help="YAML file of API key hashes (see docs/gateway.md); without it, no key is asked.")
 @_option("hold-timeout", default=Settings.hold_timeout_seconds, type=float,
@@ -77,7 +77,7 @@ def _option(name: str, **kwargs: Any) -> Any:
 @_option("header-timeout", default=HEADER_TIMEOUT_SECONDS, type=float,
          help="Seconds a client has to send its request headers.")
 @_option("body-timeout", default=BODY_TIMEOUT_SECONDS, type=float, help="Seconds a client has to send its body.")
-def gateway(host: str, port: int, namespace: str | None, api_keys: Path | None, hold_timeout: float,
+def gateway(host: str, port: int, namespaces: str, api_keys: Path | None, hold_timeout: float,
             max_held: int, poll_interval: float, max_body_bytes: int, header_timeout: float,
             body_timeout: float) -> None:
     """One OpenAI-compatible front door for the fleet: routes by model group and quality (tier), picks
@@ -87,7 +87,7 @@ def gateway(host: str, port: int, namespace: str | None, api_keys: Path | None, 
     keys = KeyRing.from_yaml(api_keys.read_text()) if api_keys else None
     settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, poll_interval_seconds=poll_interval)
     service = Gateway(settings, signal_demand=demand_signaller(kube), keys=keys)
-    fleet_watch = FleetWatch(service, kube, namespace)
+    fleet_watch = FleetWatch(service, kube, [n.strip() for n in namespaces.split(",") if n.strip()])
     app = create_app(service, ready=lambda: fleet_watch.synced, lifespan_hooks=(fleet_watch.start, fleet_watch.stop),
                      max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     HeaderTimeoutProtocol.header_timeout = header_timeout

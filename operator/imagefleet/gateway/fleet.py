@@ -113,16 +113,15 @@ class Fleet:
         self.version += 1
         return True
 
-    def replace(self, resources: list[dict[str, Any]] | None, slices: list[dict[str, Any]] | None) -> None:
-        """Start over from a full list (after a watch had to relist)."""
-        if resources is not None:
-            self.resources = {}
-            for obj in resources:
-                self.apply_resource("ADDED", obj)
-        if slices is not None:
-            self.slices = {}
-            for obj in slices:
-                self.apply_slice("ADDED", obj)
+    def replace(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        """Start over from a full list of `kind` ("resources" or "slices") in `namespace` (None: all),
+        after a watch had to list again."""
+        table: dict[ResourceKey, Any] = self.resources if kind == "resources" else self.slices
+        for key in [key for key in table if namespace is None or key[0] == namespace]:
+            del table[key]
+        apply = self.apply_resource if kind == "resources" else self.apply_slice
+        for obj in items:
+            apply("ADDED", obj)
         self.version += 1
 
     def endpoints(self, resource: Resource) -> tuple[str, ...]:

@@ -12,8 +12,9 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from kubernetes import client, watch
@@ -36,45 +37,47 @@ def demand_timestamp(now: datetime) -> str:
 
 
 class FleetWatch:
-    """Two list+watch loops (resources, EndpointSlices) in threads; `synced` once both listed."""
+    """List+watch loops (resources, EndpointSlices) in threads, per namespace or cluster-wide;
+    `synced` once each has listed."""
 
-    def __init__(self, gateway: Gateway, kube: Kube, namespace: str | None) -> None:
+    def __init__(self, gateway: Gateway, kube: Kube, namespaces: Sequence[str] = ()) -> None:
         self._gateway = gateway
         self._kube = kube
-        self._namespace = namespace
+        self._scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)
         self._stopping = threading.Event()
-        self._listed: set[str] = set()
+        self._listed: set[tuple[str, str | None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def synced(self) -> bool:
-        return self._listed == {"resources", "slices"}
+        return len(self._listed) == 2 * len(self._scopes)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        custom = client.CustomObjectsApi(self._kube.api_client)
-        discovery = client.DiscoveryV1Api(self._kube.api_client)
-        if self._namespace:
-            list_resources: Callable[..., Any] = lambda **kw: custom.list_namespaced_custom_object(  # noqa: E731
-                GROUP, VERSION, self._namespace, PLURAL, **kw)
-            list_slices: Callable[..., Any] = lambda **kw: discovery.list_namespaced_endpoint_slice(  # noqa: E731
-                self._namespace, label_selector=SERVICE_NAME_LABEL, **kw)
-        else:
-            list_resources = lambda **kw: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kw)  # noqa: E731
-            list_slices = lambda **kw: discovery.list_endpoint_slice_for_all_namespaces(  # noqa: E731
-                label_selector=SERVICE_NAME_LABEL, **kw)
-        for kind, lister in (("resources", list_resources), ("slices", list_slices)):
-            threading.Thread(target=self._run, args=(kind, lister), name=f"watch-{kind}", daemon=True).start()
+        for namespace in self._scopes:
+            for kind in ("resources", "slices"):
+                threading.Thread(target=self._run, args=(kind, namespace, self._lister(kind, namespace)),
+                                 name=f"watch-{kind}-{namespace or 'all'}", daemon=True).start()
 
     async def stop(self) -> None:
         self._stopping.set()
 
-    def _run(self, kind: str, lister: Callable[..., Any]) -> None:
+    def _lister(self, kind: str, namespace: str | None) -> Callable[..., Any]:
+        custom = client.CustomObjectsApi(self._kube.api_client)
+        discovery = client.DiscoveryV1Api(self._kube.api_client)
+        if kind == "resources":
+            if namespace:
+                return partial(custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+            return partial(custom.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+        if namespace:
+            return partial(discovery.list_namespaced_endpoint_slice, namespace, label_selector=SERVICE_NAME_LABEL)
+        return partial(discovery.list_endpoint_slice_for_all_namespaces, label_selector=SERVICE_NAME_LABEL)
+
+    def _run(self, kind: str, namespace: str | None, lister: Callable[..., Any]) -> None:
         while not self._stopping.is_set():
             try:
-                raw = lister(_preload_content=False)
-                listing = json.loads(raw.data)
-                self._post(self._replace, kind, listing.get("items") or [])
+                listing = json.loads(lister(_preload_content=False).data)
+                self._post(self._replace, kind, namespace, listing.get("items") or [])
                 version = listing["metadata"]["resourceVersion"]
                 stream = watch.Watch().stream(lister, resource_version=version, timeout_seconds=WATCH_SECONDS,
                                               allow_watch_bookmarks=True)
@@ -84,20 +87,16 @@ class FleetWatch:
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         self._post(self._apply, kind, event["type"], event["raw_object"])
             except Exception:  # noqa: BLE001 - logged, then listed again
-                logger.exception("watch of %s failed; listing again", kind)
+                logger.exception("watch of %s in %s failed; listing again", kind, namespace or "all namespaces")
             self._stopping.wait(RELIST_BACKOFF_SECONDS)
 
     def _post(self, function: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(function, *args)
 
-    def _replace(self, kind: str, items: list[dict[str, Any]]) -> None:
-        fleet = self._gateway.fleet
-        if kind == "resources":
-            fleet.replace(items, None)
-        else:
-            fleet.replace(None, items)
-        self._listed.add(kind)
+    def _replace(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
+        self._gateway.fleet.replace(kind, namespace, items)
+        self._listed.add((kind, namespace))
         self._gateway.fleet_changed()
 
     def _apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:

@@ -140,7 +140,7 @@ def gateway_kubeconfig(helm: Helm, cluster: Cluster, tmp_path_factory: pytest.Te
 
 ALLOWED = [("watch", "imagemodeldeployments.imagefleet.io"), ("patch", "imagemodeldeployments.imagefleet.io"),
            ("list", "endpointslices.discovery.k8s.io"), ("watch", "endpointslices.discovery.k8s.io")]
-REFUSED = [("update", "imagemodeldeployments.imagefleet.io"), ("patch", "imagemodeldeployments.imagefleet.io/status"),
+REFUSED = [("update", "imagemodeldeployments.imagefleet.io"), ("patch", "imagemodeldeployments.imagefleet.io:status"),
            ("create", "imagemodeldeployments.imagefleet.io"), ("delete", "imagemodeldeployments.imagefleet.io"),
            ("create", "endpointslices.discovery.k8s.io"), ("get", "secrets"), ("list", "pods"),
            ("patch", "deployments.apps"), ("list", "services")]
@@ -148,6 +148,8 @@ REFUSED = [("update", "imagemodeldeployments.imagefleet.io"), ("patch", "imagemo
 
 @pytest.mark.parametrize(("verb", "resource"), ALLOWED + REFUSED)
 def test_gateway_service_account_rights(gateway_kubeconfig: Path, verb: str, resource: str) -> None:
-    result = kubectl("auth", "can-i", verb, resource, "--namespace", "default", kubeconfig=gateway_kubeconfig,
+    kind, _, subresource = resource.partition(":")  # kubectl reads "kind/name": a subresource is a flag
+    extra = ["--subresource", subresource] if subresource else []
+    result = kubectl("auth", "can-i", verb, kind, *extra, "--namespace", "default", kubeconfig=gateway_kubeconfig,
                      check=False)
     assert result.stdout.strip() == ("yes" if (verb, resource) in ALLOWED else "no"), result.stdout + result.stderr

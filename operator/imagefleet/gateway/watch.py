@@ -87,6 +87,8 @@ class FleetWatch:
                     if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
                         self._post(self._apply, kind, event["type"], event["raw_object"])
             except Exception:  # noqa: BLE001 - logged, then listed again
+                if self._stopping.is_set():
+                    return
                 logger.exception("watch of %s in %s failed; listing again", kind, namespace or "all namespaces")
             self._stopping.wait(RELIST_BACKOFF_SECONDS)
 

@@ -83,6 +83,7 @@ def gateway(host: str, port: int, namespaces: str, api_keys: Path | None, hold_t
     """One OpenAI-compatible front door for the fleet: routes by model group and quality (tier), picks
     the least-loaded pod, overflows, holds requests while a resource scales from zero."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll and per request otherwise
     kube = Kube.from_environment()
     keys = KeyRing.from_yaml(api_keys.read_text()) if api_keys else None
     settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, poll_interval_seconds=poll_interval)

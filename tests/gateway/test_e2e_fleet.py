@@ -128,3 +128,39 @@ def test_scale_from_zero_timeline(
     print(f"\nscale-from-zero timeline (emulated sdxl on h100-80gb; the test plays the autoscaler): "
           f"request 0.00 s, signal +{signalled - arrived:.2f} s, Deployment 0->1 +{scaled - arrived:.2f} s, "
           f"pod Ready +{ready - arrived:.2f} s, answer +{answered - arrived:.2f} s")
+
+
+def test_deleting_a_pod_under_load_loses_no_accepted_request(
+    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess, gateway_url: str
+) -> None:
+    """The deleted pod drains (answers what it accepted, 503 `draining` to the rest), then its process
+    exits (connection refused): the gateway sends those elsewhere; nothing accepted is lost."""
+    custom = client.CustomObjectsApi(cluster.api_client)
+    core = client.CoreV1Api(cluster.api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, imd("pair", "standard", replicas=2,
+                                                                                 group="pair"))
+    wait_until(lambda: len(pod_ips(cluster, namespace, "pair")) == 2, timeout=60, message="two pods with IPs")
+    body = {"model": "pair", "prompt": PROMPT, "size": "512x512"}
+    with httpx.Client(timeout=150) as warm:  # held until both are Ready
+        for _ in range(4):
+            assert warm.post(f"{gateway_url}/v1/images/generations", json=body).status_code == 200
+    stop = time.monotonic() + 8
+    codes: list[int] = []
+
+    def client_loop() -> None:
+        with httpx.Client(timeout=150) as session:
+            while time.monotonic() < stop:
+                codes.append(session.post(f"{gateway_url}/v1/images/generations", json=body).status_code)
+
+    with ThreadPoolExecutor(6) as pool:
+        loops = [pool.submit(client_loop) for _ in range(6)]
+        wait_until(lambda: len(codes) >= 6, timeout=30, interval=0.05, message="requests flowing")
+        victim = core.list_namespaced_pod(namespace, label_selector=f"{NAME_LABEL}=pair").items[0].metadata.name
+        core.delete_namespaced_pod(victim, namespace)
+        for item in loops:
+            item.result()
+    assert len(codes) > 12 and set(codes) == {200}, codes
+    remaining = core.list_namespaced_pod(namespace, label_selector=f"{NAME_LABEL}=pair").items
+    assert all(p.metadata.name != victim or p.metadata.deletion_timestamp for p in remaining)
+    retried = sample(httpx.get(f"{gateway_url}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
+    print(f"\n{len(codes)} requests while a pod was deleted, all 200; the gateway sent {retried:.0f} again")

@@ -77,12 +77,13 @@ def ready_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:
 
 @dataclass
 class Fleet:
-    """Resources by key and ready endpoint URLs by EndpointSlice; `version` grows on every change."""
+    """Resources by key and ready endpoint URLs by EndpointSlice."""
 
     resources: dict[ResourceKey, Resource] = field(default_factory=dict)
     # (namespace, slice name) -> (service name, ready URLs)
     slices: dict[ResourceKey, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
-    version: int = 0
+    # (namespace, service) -> ready URLs; rebuilt on the first read after a slice changed.
+    _by_service: dict[ResourceKey, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
 
     def apply_resource(self, event_type: str, obj: dict[str, Any]) -> bool:
         """Apply a watch event of an ImageModelDeployment; True when the routing view changed."""
@@ -95,7 +96,6 @@ class Fleet:
             self.resources.pop(key, None)
         else:
             self.resources[key] = resource
-        self.version += 1
         return True
 
     def apply_slice(self, event_type: str, obj: dict[str, Any]) -> bool:
@@ -110,7 +110,7 @@ class Fleet:
             self.slices.pop(key, None)
         else:
             self.slices[key] = entry
-        self.version += 1
+        self._by_service = None
         return True
 
     def replace(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
@@ -122,15 +122,16 @@ class Fleet:
         apply = self.apply_resource if kind == "resources" else self.apply_slice
         for obj in items:
             apply("ADDED", obj)
-        self.version += 1
+        self._by_service = None
 
     def endpoints(self, resource: Resource) -> tuple[str, ...]:
         """Ready endpoint URLs of a resource's Service, over all its slices."""
-        urls: list[str] = []
-        for (namespace, _), (service, ready) in self.slices.items():
-            if namespace == resource.namespace and service == resource.name:
-                urls.extend(ready)
-        return tuple(sorted(set(urls)))
+        if self._by_service is None:
+            grouped: dict[ResourceKey, set[str]] = {}
+            for (namespace, _), (service, ready) in self.slices.items():
+                grouped.setdefault((namespace, service), set()).update(ready)
+            self._by_service = {key: tuple(sorted(urls)) for key, urls in grouped.items()}
+        return self._by_service.get(resource.key, ())
 
     def all_endpoints(self) -> set[str]:
         """Every ready URL of every known resource (what the load poller polls)."""

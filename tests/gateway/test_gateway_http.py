@@ -151,6 +151,19 @@ def test_held_request_is_answered_once_a_pod_is_ready_and_demand_is_signalled(bu
         assert gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="bulk") == 0
 
 
+def test_a_preferred_resource_at_zero_is_signalled_while_its_overflow_serves(bulk_pod: RunningServer) -> None:
+    with running_gateway() as gw:
+        gw.set_resource("cold", tier="bulk", group="g", overflow_to="warm")
+        gw.set_resource("warm", tier="standard", group="g")
+        gw.set_endpoints("warm", [bulk_pod.base_url])
+        gw.wait_polled([bulk_pod.base_url])
+        answer = post(gw, {"prompt": PROMPT, "model": "g", "quality": "low"})
+        assert answer.status_code == 200, answer.text
+        assert gw.metric(names.GATEWAY_OVERFLOWED_TOTAL, group="g", tier="bulk", to="warm") == 1
+        wait_until(lambda: [name for name, _ in gw.demand] == ["cold"], timeout=5, interval=0.02,
+                   message="the demand signal for the resource at zero")
+
+
 def test_hold_times_out_with_503_and_the_bound_on_held_requests() -> None:
     with running_gateway(Settings(poll_interval_seconds=0.1, hold_timeout_seconds=1.0, max_held=1)) as gw:
         gw.set_resource("cold")

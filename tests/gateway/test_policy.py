@@ -122,8 +122,9 @@ def test_filters_drop_stale_unready_full_and_slow_pods() -> None:
         candidate("full", r, load(queued=8)),
         candidate("own-flood", r, load(queued=0), in_flight=9 + 1),  # the poll lags our own sends
         candidate("slow", r, load(queued=3, seconds=4.0)),  # 4 batches ahead of 4 s > 10 s
+        candidate("idle-but-slow", r, load(seconds=30.0)),  # misses the target even idle: still used
     ]
-    assert [c.url for c in usable(pods, NOW)] == ["ok"]
+    assert [c.url for c in usable(pods, NOW)] == ["ok", "idle-but-slow"]
 
 
 def test_picker_takes_least_outstanding_work_and_rotates_ties() -> None:

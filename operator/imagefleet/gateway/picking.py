@@ -74,7 +74,11 @@ def queue_has_room(candidate: Candidate, now: float) -> bool:
 
 
 def within_p95_target(candidate: Candidate, now: float) -> bool:
-    return candidate.load is not None and candidate.predicted_wait() <= candidate.resource.target_p95_seconds
+    """An idle pod always passes: a target it misses even idle is for the spec to fix, not a reason to shed."""
+    if candidate.load is None:
+        return False
+    idle = candidate.waiting() == 0 and candidate.load.running == 0 and candidate.in_flight == 0
+    return idle or candidate.predicted_wait() <= candidate.resource.target_p95_seconds
 
 
 FILTERS: tuple[Filter, ...] = (polled, fresh, serving, queue_has_room, within_p95_target)

@@ -121,7 +121,14 @@ class Gateway:
                 now = time.monotonic()
                 # The fleet may have changed while held: route again (cheap, no I/O).
                 route_ = route(self.fleet.resources, route_.group, quality, self.ignored)
-                decision = decide(route_, self.candidates(route_, tried), now, self.picker)
+                candidates = self.candidates(route_, tried)
+                decision = decide(route_, candidates, now, self.picker)
+                # A preferred resource without a pod is demand even while its overflow serves.
+                cold = decision.cold if isinstance(decision, Hold) else tuple(
+                    r for r in route_.stages[0] if not candidates.get(r.key))
+                for resource in cold:
+                    if self._signal_demand is not None and self.pacer.due(resource.key, now):
+                        self._spawn(self._signal(resource))
                 if isinstance(decision, Send):
                     candidate = decision.candidate
                     if decision.overflowed:
@@ -143,9 +150,6 @@ class Gateway:
                     raise Shed(f"every pod of model group {route_.group!r} ({route_.tier}) is saturated; retry later",
                                code="saturated", retry_after=decision.retry_after)
                 assert isinstance(decision, Hold)
-                for resource in decision.cold:
-                    if self._signal_demand is not None and self.pacer.due(resource.key, now):
-                        self._spawn(self._signal(resource))
                 if held is None:
                     if not self.slots.take():
                         raise Unavailable(f"{self.slots.limit} requests are already waiting for pods to start; "

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "dev": "imagefleet.dev.cli:dev",
     "run": "imagefleet.runner:run",
     "crd": "imagefleet.crd.generate:crd",
+    "crd-reference": "imagefleet.crd.reference:crd_reference",
     "demo": "imagefleet.demo:demo",
     "bench": "imagefleet.bench:bench",
     "simulate": "imagefleet.autoscaling.simulate:simulate",

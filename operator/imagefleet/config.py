@@ -28,6 +28,9 @@ class OperatorSettings(BaseSettings):
     peering: str | None = Field(
         None, description="kopf peering name, for several operator replicas (one active); unset: standalone."
     )
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the operator's /metrics (resource status as series); unset: none."
+    )
     resync_seconds: float = Field(
         120.0, gt=0, description="How often every resource is re-checked for drift that no event announced."
     )

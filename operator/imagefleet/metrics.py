@@ -4,6 +4,7 @@ the operator's queries and the tests (DESIGN.md fixes them)."""
 PREFIX = "imagefleet_"
 
 QUEUE_DEPTH = "imagefleet_queue_depth"
+QUEUE_CAPACITY = "imagefleet_queue_capacity"
 REQUEST_DURATION_SECONDS = "imagefleet_request_duration_seconds"
 BATCH_DURATION_SECONDS = "imagefleet_batch_duration_seconds"
 BATCH_SIZE = "imagefleet_batch_size"

@@ -1,7 +1,7 @@
 """The FastAPI application: routes, and a lifespan that loads the model, warms it up and starts the batcher.
 
 Loading runs in the background so /healthz answers at once; /readyz turns 200 after warm-up.
-Nothing here imports torch: only loading the diffusers engine does (engines.load_engine).
+Nothing here imports torch at import time: only loading the diffusers engine does (load_engine).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .batcher import Batcher, BatchKey
-from .engines import ServingEngine, load_engine
+from .engines import ServingEngine
 from .errors import Draining, ModelLoadError, NotReady, install_handlers
 from .metrics import Metrics
 from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
@@ -62,7 +62,9 @@ class Runtime:
             engine = await asyncio.to_thread(load_engine, self.settings)
             key = self.default_key(engine)
             _check_default_size(key, engine, self.settings)
-            logger.info("model %s loaded, %s; warming up at %dx%d", self.settings.model, engine.summary, key.width, key.height)
+            logger.info(
+                "model %s loaded, %s; warming up at %dx%d", self.settings.model, engine.summary, key.width, key.height
+            )
             call_seconds = await asyncio.to_thread(engine.warm_up, key)
         except Exception as error:  # noqa: BLE001 - reported on /healthz and in the log, then the process exits
             self.phase, self.detail = Phase.FAILED, str(error)
@@ -80,6 +82,7 @@ class Runtime:
             initial_batch_seconds=call_seconds,
         )
         self.batcher.start()
+        self.metrics.queue_capacity.set(self.settings.queue_size)
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
             self.metrics.model_ready.set(1)
@@ -104,6 +107,19 @@ class Runtime:
         if self.batcher is None or self.engine is None:
             raise NotReady(f"model {self.settings.model} is {self.phase.value}; retry when /readyz is 200")
         return self.batcher, self.engine
+
+
+def load_engine(settings: Settings) -> ServingEngine:
+    """Load the model (blocking: run it in a thread); raises ModelLoadError with what to change."""
+    if settings.engine == "emulated":
+        from .emulated.engine import load_emulated
+
+        return load_emulated(settings)
+    from .engine import PipelineEngine
+    from .models.loader import load_pipeline
+
+    pipeline, device = load_pipeline(settings)
+    return PipelineEngine(pipeline, device)
 
 
 def _check_default_size(key: BatchKey, engine: ServingEngine, settings: Settings) -> None:

@@ -1,6 +1,6 @@
-"""What the runtime serves with, and loading it: the diffusers pipeline or the emulated accelerator.
+"""What the app serves with: the diffusers pipeline (engine.py) or the emulated accelerator (emulated/).
 
-torch and diffusers are imported only when the diffusers engine is loaded.
+Torch-free: the app loads either (app.load_engine) and imports torch only for the diffusers one.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Protocol
 
 from .batcher import BatchKey, Engine
-from .settings import Settings
 
 # Steps of the warm-up call, which also estimates a full call for Retry-After.
 WARM_UP_STEPS = 2
@@ -24,16 +23,3 @@ class ServingEngine(Engine, Protocol):
     def warm_up(self, key: BatchKey) -> float:
         """Run one short generation and estimate one call at `key`, in seconds."""
         ...
-
-
-def load_engine(settings: Settings) -> ServingEngine:
-    """Load the model (blocking: run it in a thread); raises errors.ModelLoadError with what to change."""
-    if settings.engine == "emulated":
-        from .emulated.engine import load_emulated
-
-        return load_emulated(settings)
-    from .engine import PipelineEngine
-    from .models.loader import load_pipeline
-
-    pipeline, device = load_pipeline(settings)
-    return PipelineEngine(pipeline, device)

@@ -21,6 +21,9 @@ class Metrics:
         self.queue_depth = Gauge(
             names.QUEUE_DEPTH, "Requests waiting, not yet in a batch.", registry=self.registry
         )
+        self.queue_capacity = Gauge(
+            names.QUEUE_CAPACITY, "Most requests that may wait; beyond it requests get 429.", registry=self.registry
+        )
         self.request_duration = Histogram(
             names.REQUEST_DURATION_SECONDS,
             "Seconds from a request's arrival to its response, per served request.",

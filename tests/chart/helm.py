@@ -15,9 +15,6 @@ from imagefleet.dev.build import binaries
 from imagefleet.dev.components import KUBECTL
 
 ROOT = Path(__file__).resolve().parents[2]
-# `helm template` assumes Kubernetes v1.20 when helm is built without its version
-# ldflags (as `imagefleet dev` builds it); render for the control plane's version.
-KUBE_VERSION = "v1.36.3"
 CHART = ROOT / "charts" / "imagefleet"
 
 
@@ -53,7 +50,7 @@ class Helm:
         return [doc for doc in yaml.safe_load_all(self.render(*args, values=values)) if doc]
 
     def render(self, *args: str, values: dict[str, Any] | None = None, check: bool = True) -> str:
-        result = self.with_values("template", "imagefleet", str(CHART), "--kube-version", KUBE_VERSION, *args,
+        result = self.with_values("template", "imagefleet", str(CHART), *args,
                                   values=values, check=check)
         return result.stdout if check else result.stdout + result.stderr
 

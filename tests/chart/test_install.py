@@ -15,7 +15,7 @@ from kubernetes import client
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
-from .helm import CHART, KUBE_VERSION, Helm, kubectl
+from .helm import CHART, Helm, kubectl
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,7 @@ def release(helm: Helm, cluster: Cluster, namespace: str) -> Iterator[str]:
 
 
 def manifests(helm: Helm, release: str, namespace: str, values: dict[str, Any]) -> str:
-    return helm.with_values("template", release, str(CHART), "--namespace", namespace,
-                            "--kube-version", KUBE_VERSION, values=values).stdout
+    return helm.with_values("template", release, str(CHART), "--namespace", namespace, values=values).stdout
 
 
 @pytest.mark.parametrize("mode", ["all-namespaces", "watch-namespaces"])

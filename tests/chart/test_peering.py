@@ -31,8 +31,8 @@ def test_two_replicas_one_active(helm: Helm, cluster: Cluster, namespace: str, t
         kubeconfig = service_account_kubeconfig(cluster.api_client, cluster.kubeconfig, namespace,
                                                 chart_service_account(cluster, release, namespace),
                                                 tmp_path / "operator.kubeconfig")
-        env = chart_operator_env(core, release, namespace, tmp_path)
         for replica in range(2):
+            env = chart_operator_env(core, release, namespace, tmp_path)  # a metrics port each
             operators.append(OperatorProcess(kubeconfig, namespace, tmp_path / f"replica-{replica}.log", env))
             operators[-1].start()
         custom = client.CustomObjectsApi(cluster.api_client)

@@ -27,7 +27,7 @@ from imagefleet.dev.prometheus import LocalPrometheus, Target
 from tests.autoscaling.exporter import Exporter
 from tests.conftest import Cluster
 from tests.helpers import wait_until
-from tests.operator.harness import OperatorProcess
+from tests.operator.harness import OperatorProcess, free_port
 
 from .credentials import service_account_kubeconfig
 from .helm import CHART, Helm, kubectl
@@ -65,13 +65,15 @@ def user_manifest(namespace: str) -> dict[str, Any]:
 
 
 def chart_operator_env(core: client.CoreV1Api, release: str, namespace: str, directory: Path) -> dict[str, str]:
-    """The installed operator container's environment, its GPU class ConfigMap written to a local file."""
+    """The installed operator container's environment, its GPU class ConfigMap written to a local file
+    and its metrics port a free one (pods have a network of their own; processes here share one)."""
     deployment = client.AppsV1Api(core.api_client).read_namespaced_deployment(f"{release}-imagefleet", namespace)
     env = {item.name: item.value or "" for item in deployment.spec.template.spec.containers[0].env}
+    assert env["IMAGEFLEET_METRICS_PORT"]
     catalog = directory / "gpu-classes.yaml"
     catalog.write_text(core.read_namespaced_config_map(f"{release}-imagefleet-gpu-classes", namespace)
                        .data["gpu-classes.yaml"])
-    return env | {"IMAGEFLEET_GPU_CLASSES_FILE": str(catalog)}
+    return env | {"IMAGEFLEET_GPU_CLASSES_FILE": str(catalog), "IMAGEFLEET_METRICS_PORT": str(free_port())}
 
 
 def chart_service_account(cluster: Cluster, release: str, namespace: str) -> str:

@@ -29,6 +29,12 @@ def verbs_for(rules: list[dict[str, Any]], group: str, resource: str) -> set[str
     }
 
 
+def runtimes_monitor(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ServiceMonitor of the runtime pods (the other one scrapes the operator)."""
+    (monitor,) = [doc for doc in by_kind(documents, "ServiceMonitor") if doc["metadata"]["name"].endswith("-runtimes")]
+    return monitor
+
+
 @pytest.mark.parametrize("values", [{}, {"watchNamespaces": ["team-a", "team-b"]}, {"replicaCount": 2}])
 def test_helm_lint_passes(helm: Helm, values: dict[str, Any]) -> None:
     result = helm.with_values("lint", "--strict", str(CHART), values=values)
@@ -52,6 +58,13 @@ def test_operator_pod_is_restricted(helm: Helm) -> None:
     assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/etc/imagefleet", "/tmp"}
 
 
+def test_helm_carries_its_release_version(helm: Helm) -> None:
+    """Built with helm's release ldflags: its own version, and Kubernetes 1.37 as the default (not 1.20)."""
+    assert helm.run("version", "--template", "{{.Version}}").stdout == "v3.22.0"
+    rendered = helm.run("template", "imagefleet", str(CHART), "--show-only", "templates/deployment.yaml").stdout
+    assert "kind: Deployment" in rendered
+
+
 def test_operator_environment_follows_the_settings_contract(helm: Helm) -> None:
     values = {"prometheus": {"url": "http://prom.monitoring:9090"}, "watchNamespaces": ["a", "b"],
               "runtimeImage": {"repository": "registry.local/rt", "tag": "1.2.3"}}
@@ -64,6 +77,7 @@ def test_operator_environment_follows_the_settings_contract(helm: Helm) -> None:
         "IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS": "15",
         "IMAGEFLEET_NAMESPACES": "a,b",
         "IMAGEFLEET_PEERING": "imagefleet",
+        "IMAGEFLEET_METRICS_PORT": "8081",
     }
 
 
@@ -135,7 +149,7 @@ def test_optional_pdb_and_servicemonitor(helm: Helm) -> None:
     })
     pdb = one(documents, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"] == one(documents, "Deployment")["spec"]["selector"]["matchLabels"]
-    monitor = one(documents, "ServiceMonitor")
+    monitor = runtimes_monitor(documents)
     assert monitor["spec"]["podTargetLabels"] == ["imagefleet.io/name"]
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -145,7 +159,7 @@ def test_servicemonitor_selects_the_services_the_operator_builds(helm: Helm) -> 
     from imagefleet.builders.labels import Owner
     from imagefleet.builders.service import build_service
 
-    monitor = one(helm.template(values={"serviceMonitor": {"enabled": True}}), "ServiceMonitor")
+    monitor = runtimes_monitor(helm.template(values={"serviceMonitor": {"enabled": True}}))
     service = build_service(Owner(name="sdxl-premium", namespace="team-a", uid="0"), "premium")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] in {port["name"] for port in service["spec"]["ports"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 import pytest
@@ -82,4 +84,12 @@ def test_a_source_patch_applies_exactly_once_or_names_the_file() -> None:
 
 def test_a_patched_build_has_a_cache_key_of_its_own() -> None:
     assert components.KUBERNETES.key.startswith("kubernetes-v1.36.3-patched-")
-    assert components.KUBECTL.key == "kubectl-v1.36.3"
+    assert components.KUBECTL.key.startswith("kubectl-v1.36.3-") and "patched" not in components.KUBECTL.key
+
+
+def test_the_cache_key_changes_with_the_ldflags() -> None:
+    assert components.ETCD.key == "etcd-v3.6.16"  # no ldflags, no patches: the version alone
+    helm = components.HELM
+    assert helm.key.startswith("helm-v3.22.0-")
+    assert replace(helm, ldflags=lambda version: [f"-X helm.sh/helm/v3/internal/version.version={version}"]).key \
+        not in {helm.key, "helm-v3.22.0"}

@@ -71,7 +71,12 @@ def test_the_runtime_selector_matches_the_pods_the_operator_makes() -> None:
     ],
 )
 def test_pod_ips_come_from_the_loopback_range_of_their_own(used: set[str], expected: str) -> None:
-    assert plan.allocate_ip(used) == expected
+    assert plan.allocate_ip(used, "127.100.0.0/16") == expected
+
+
+def test_each_agent_allocates_from_a_block_of_its_own() -> None:
+    blocks = {plan.agent_pod_cidr(f"{n:016x}") for n in range(64)}
+    assert len(blocks) == 64 and "127.100.0.0/22" in blocks and "127.100.252.0/22" in blocks
 
 
 def test_a_full_range_is_an_error() -> None:
@@ -167,3 +172,7 @@ def test_a_condition_keeps_its_transition_time_while_unchanged() -> None:
     moved = {c["type"]: c for c in plan.pod_status(pod, ready)["conditions"]}["Ready"]
     assert kept["lastTransitionTime"] == "2026-11-29T06:00:00Z"
     assert moved["lastTransitionTime"] != "2026-11-29T06:00:00Z"
+
+
+def test_a_process_killed_by_a_signal_exits_as_a_container_does() -> None:
+    assert plan.terminated(-9, "", T0, T1).exit_code == 137

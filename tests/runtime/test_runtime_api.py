@@ -55,6 +55,8 @@ def test_openai_client_sees_validation_error(runtime: RunningServer) -> None:
 def test_models_health_and_readiness(runtime: RunningServer) -> None:
     models = httpx.get(f"{runtime.base_url}/v1/models").json()
     assert [model["id"] for model in models["data"]] == ["tiny"]
+    assert (models["data"][0]["engine"], models["data"][0]["emulated"]) == ("diffusers", False)
+    assert runtime.metric(names.ENGINE_INFO, engine="diffusers", gpu_class="", model="tiny") == 1
     assert httpx.get(f"{runtime.base_url}/healthz").status_code == 200
     assert httpx.get(f"{runtime.base_url}/readyz").json()["status"] == "ready"
     assert runtime.metric(names.MODEL_READY) == 1

@@ -76,7 +76,7 @@ def test_concurrent_load_every_request_answered_and_metrics_follow(runtime: Runn
 def test_metrics_pass_promtool(runtime: RunningServer, tmp_path: Path) -> None:
     assert post(runtime, steps=2).status_code == 200
     text = runtime.metrics_text()
-    for name in (names.QUEUE_DEPTH, names.REQUEST_DURATION_SECONDS, names.BATCH_DURATION_SECONDS,
+    for name in (names.QUEUE_DEPTH, names.QUEUE_CAPACITY, names.REQUEST_DURATION_SECONDS, names.BATCH_DURATION_SECONDS,
                  names.BATCH_SIZE, names.IMAGES_GENERATED_TOTAL, names.REQUESTS_REJECTED_TOTAL, names.MODEL_READY):
         assert f"# TYPE {name.removesuffix('_total')}" in text
     assert f'{names.REQUEST_DURATION_SECONDS}_bucket{{le="600.0"}}' in text

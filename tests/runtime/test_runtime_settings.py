@@ -13,6 +13,7 @@ def test_defaults() -> None:
     settings = load_settings([])
     assert (settings.model, settings.precision, settings.port, settings.offline) == ("tiny", "fp32", 8000, False)
     assert settings.default_width is None  # the model's native size
+    assert (settings.engine, settings.gpu_class, settings.emulation_speedup) == ("diffusers", None, 1.0)
 
 
 def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:

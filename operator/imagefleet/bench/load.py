@@ -13,6 +13,8 @@ import httpx
 from imagefleet.bench.stats import RequestRecord
 
 GENERATIONS_PATH = "/v1/images/generations"
+NO_ENDPOINT = "no-endpoint"
+NO_ENDPOINT_WAIT_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,18 @@ def generations_url(base_url: str) -> str:
 
 
 async def run_load(
-    base_url: str,
+    base_url: str | Callable[[], str],
     body: dict[str, Any],
     plan: Plan,
     on_record: Callable[[RequestRecord], None] = lambda _: None,
 ) -> Run:
-    """Send `body` to the runtime at `base_url` as `plan` says; one record per request."""
-    url = generations_url(base_url)
+    """Send `body` to the runtime at `base_url` as `plan` says; one record per request.
+
+    `base_url` may be a function giving the base URL for each request (spreading the load
+    over a resource's ready endpoints, say); while it raises LookupError (no endpoint), each
+    worker records a "no-endpoint" error and waits NO_ENDPOINT_WAIT_SECONDS.
+    """
+    pick = base_url if callable(base_url) else lambda: base_url
     start = time.perf_counter()
     deadline = None if plan.duration_s is None else start + plan.duration_s
     remaining = plan.requests or 0
@@ -92,7 +99,13 @@ async def run_load(
 
         async def worker() -> None:
             while claim():
-                record = await _send(client, url, body, start)
+                try:
+                    url = generations_url(pick())
+                except LookupError:
+                    record = RequestRecord(time.perf_counter() - start, 0.0, NO_ENDPOINT, 0)
+                    await asyncio.sleep(NO_ENDPOINT_WAIT_SECONDS)
+                else:
+                    record = await _send(client, url, body, start)
                 records.append(record)
                 on_record(record)
 

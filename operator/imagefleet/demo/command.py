@@ -14,23 +14,27 @@ from rich.live import Live
 from kubernetes import client
 from rich.text import Text
 
+from imagefleet.demo.endpoints import Rotation
 from imagefleet.demo.scenario import (
     BULK,
     BULK_CONCURRENCY,
     BURST_SECONDS,
     PREMIUM,
     PREMIUM_CONCURRENCY,
+    WINDOW_SECONDS,
     Burst,
     Expectation,
     Snapshot,
+    WindowFigures,
     apply_examples,
     burst_expectation,
     read_snapshot,
     settle_expectations,
+    target_p95,
+    window_figures,
 )
 from imagefleet.demo.stack import NAMESPACE, Stack, demo_dir
-from imagefleet.demo.stand_ins import StandIns
-from imagefleet.demo.table import fleet_view, last_decision
+from imagefleet.demo.table import before_after_view, fleet_view, last_decision
 from imagefleet.dev.errors import DevError
 
 TICK_SECONDS = 1.0
@@ -39,6 +43,8 @@ LOG_WIDTH = 140
 # burst has not scaled them since it started, within these.
 SETTLE_TIMEOUT_SECONDS = 300.0
 SCALE_TIMEOUT_SECONDS = BURST_SECONDS + 30.0
+# The bulk tier's p95 is judged over the end of the burst, once the scale-up has settled.
+AFTER_WINDOW_SECONDS = 2 * WINDOW_SECONDS
 
 
 @click.command()
@@ -47,26 +53,25 @@ SCALE_TIMEOUT_SECONDS = BURST_SECONDS + 30.0
 def demo(once: bool) -> None:
     """Run a simulated GPU fleet locally and watch imagefleet manage it.
 
-    Starts a local control plane with simulated GPU nodes, Prometheus, the
-    operator and real runtimes (the `tiny` model on CPU stands in for the pods),
-    applies the sample resources in examples/, sends a burst of load and shows
-    each resource's tier, replicas, queue, p95 and last scaling decision until
-    Ctrl-C; then tears everything down.
+    Starts a local control plane with simulated GPU nodes whose runtime pods are
+    real runtime processes at loopback pod IPs (an emulated GPU engine: it takes
+    the time a real card would, from published figures), Prometheus discovering
+    those pods, and the operator; applies the sample resources in examples/, sends
+    a burst of load to each resource's ready endpoints and shows each resource's
+    tier, replicas, queue, p95 (the operator's and the clients') and last scaling
+    decision until Ctrl-C; then tears everything down.
     """
     # Piped output (logs, CI) has no width to fit: give the table room.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
     clock = Clock()
     stack = Stack(demo_dir())
-    stand_ins: StandIns | None = None
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         api = stack.up(lambda message: clock.say(console, message))
-        assert stack.prometheus is not None
-        stand_ins = StandIns(api, NAMESPACE, stack.prometheus, stack.logs, on_start=lambda r: stack.record(r.process.pid))
         names = apply_examples(api, NAMESPACE)
         clock.say(console, f"applied {', '.join(names)} from examples/ in namespace {NAMESPACE}")
-        clock.say(console, f"watch it with: kubectl --kubeconfig {stack.kubeconfig} -n {NAMESPACE} get imd")
-        run = Run(console, clock, stack, api, stand_ins, once)
+        clock.say(console, f"watch it with: kubectl --kubeconfig {stack.kubeconfig} -n {NAMESPACE} get imd,pods -o wide")
+        run = Run(console, clock, stack, api, once)
         held = run.play()
     except KeyboardInterrupt:
         held = None
@@ -75,8 +80,6 @@ def demo(once: bool) -> None:
         held = False
     finally:
         clock.say(console, "tearing down")
-        if stand_ins is not None:
-            stand_ins.stop()
         stack.down()
         clock.say(console, f"stopped everything; logs are in {stack.logs} and {stack.plane.logs_dir}")
     if once and not held:
@@ -84,19 +87,19 @@ def demo(once: bool) -> None:
 
 
 class Run:
-    """The scenario, one tick at a time: sync stand-ins, read the fleet, check, show."""
+    """The scenario, one tick at a time: read the fleet, check, show."""
 
-    def __init__(
-        self, console: Console, clock: Clock, stack: Stack, api: client.ApiClient, stand_ins: StandIns, once: bool
-    ) -> None:
+    def __init__(self, console: Console, clock: Clock, stack: Stack, api: client.ApiClient, once: bool) -> None:
         self.console = console
         self.clock = clock
         self.stack = stack
         self.api = api
-        self.stand_ins = stand_ins
         self.once = once
         self.settle = settle_expectations()
         self.scale = burst_expectation()
+        self.holds_p95 = Expectation(
+            f"{BULK} (bulk): p95 at the clients after the scale-up is under its target", self._bulk_p95_held
+        )
         self.burst: Burst | None = None
         self.applied_at = clock.elapsed()
         self.burst_started: float | None = None
@@ -104,7 +107,22 @@ class Run:
 
     @property
     def expectations(self) -> list[Expectation]:
-        return [*self.settle, self.scale]
+        return [*self.settle, self.scale, self.holds_p95]
+
+    def _after_scale_up(self) -> tuple[float, float] | None:
+        """The burst's last AFTER_WINDOW_SECONDS (or less, from the moment the scale-up was
+        ready), once the burst is over."""
+        if self.burst is None or self.burst.running or self.scale.met_after_seconds is None:
+            return None
+        end = self.clock.elapsed()
+        return max(self.scale.met_after_seconds, end - AFTER_WINDOW_SECONDS), end
+
+    def _bulk_p95_held(self, snapshot: Snapshot) -> bool:
+        window, target = self._after_scale_up(), target_p95(snapshot, BULK)
+        if window is None or target is None or self.burst is None:
+            return False
+        after = window_figures(self.burst.answers, BULK, *window)
+        return after.p95_seconds is not None and after.p95_seconds < target and after.errors == 0
 
     def play(self) -> bool:
         """Until every expectation held (--once) or Ctrl-C; whether they all held."""
@@ -123,6 +141,14 @@ class Run:
         held = all(e.met_after_seconds is not None for e in self.expectations)
         if self.once:
             self.console.print(self._view(snapshot))
+            if self.burst is not None and self.burst_started is not None:
+                after = self._after_scale_up()
+                self.console.print(
+                    before_after_view(
+                        snapshot.resources, self.burst.answers, (self.burst_started, self.burst_started + WINDOW_SECONDS),
+                        after,
+                    )
+                )
             if not held:
                 self.console.print(f"[red]not every expectation held[/]: see the logs in {self.stack.logs}")
         return held
@@ -130,7 +156,6 @@ class Run:
     def _tick(self) -> Snapshot:
         if not self.stack.operator_alive():
             raise DevError(f"the operator exited: see {self.stack.logs / 'operator.log'}")
-        self.stand_ins.sync()
         snapshot = read_snapshot(self.api, NAMESPACE)
         now = self.clock.elapsed()
         for expectation in self.expectations if self.burst is not None else self.settle:
@@ -144,16 +169,18 @@ class Run:
         return snapshot
 
     def _start_burst(self) -> None:
-        bulk, premium = self.stand_ins.url(BULK), self.stand_ins.url(PREMIUM)
-        if bulk is None or premium is None:
-            return
-        self.burst = Burst({BULK: (bulk, BULK_CONCURRENCY), PREMIUM: (premium, PREMIUM_CONCURRENCY)})
+        bulk, premium = Rotation(self.api, NAMESPACE, BULK), Rotation(self.api, NAMESPACE, PREMIUM)
+        try:
+            endpoints = f"{bulk()} and {premium()}"
+        except LookupError:
+            return  # the Services' EndpointSlices do not list a ready pod yet
+        self.burst = Burst({BULK: (bulk, BULK_CONCURRENCY), PREMIUM: (premium, PREMIUM_CONCURRENCY)}, self.clock.elapsed)
         self.burst.start()
         self.burst_started = self.clock.elapsed()
         self.clock.say(
             self.console,
             f"burst: {BULK_CONCURRENCY} requests in flight at {BULK}, {PREMIUM_CONCURRENCY} at {PREMIUM}, "
-            f"for {BURST_SECONDS:.0f} s (64x64, 2 steps)",
+            f"for {BURST_SECONDS:.0f} s, spread over each Service's ready endpoints (first: {endpoints})",
         )
 
     def _report_scaling(self, snapshot: Snapshot) -> None:
@@ -174,8 +201,19 @@ class Run:
             return now - self.applied_at > SETTLE_TIMEOUT_SECONDS
         return now - self.burst_started > SCALE_TIMEOUT_SECONDS
 
+    def _recent(self) -> dict[str, WindowFigures]:
+        """Each loaded resource's figures at the clients over the last WINDOW_SECONDS."""
+        if self.burst is None:
+            return {}
+        now = self.clock.elapsed()
+        return {
+            name: window_figures(self.burst.answers, name, now - WINDOW_SECONDS, now) for name in self.burst.targets
+        }
+
     def _view(self, snapshot: Snapshot) -> RenderableType:
-        lines: list[RenderableType] = [fleet_view(snapshot.resources.values(), title=self._headline())]
+        lines: list[RenderableType] = [
+            fleet_view(snapshot.resources.values(), title=self._headline(), clients=self._recent())
+        ]
         for expectation in self.expectations:
             met = expectation.met_after_seconds
             mark = f"[green]✓[/] ({met:.0f} s)" if met is not None else "[red]✗[/]" if self.once else "…"

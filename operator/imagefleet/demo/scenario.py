@@ -14,7 +14,7 @@ from kubernetes import client
 
 from imagefleet import GROUP, PLURAL, VERSION, conditions
 from imagefleet.bench.load import Plan, request_body, run_load
-from imagefleet.bench.stats import RequestRecord
+from imagefleet.bench.stats import RequestRecord, summarize
 from imagefleet.fit import INSUFFICIENT_MEMORY
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -22,11 +22,17 @@ BULK = "thumbnails"
 PREMIUM = "renders"
 REFUSED = "renders-on-l4"
 
-# The burst: many small requests at the bulk tier, one at a time at the premium tier.
-BURST_SECONDS = 60.0
+# The burst: many requests at the bulk tier, one at a time at the premium tier, each at
+# its resource's default size and steps (the emulated pods take the time a card would).
+# Long enough for the bulk tier to scale up, load its model and serve a while after.
+BURST_SECONDS = 150.0
 BULK_CONCURRENCY = 48
 PREMIUM_CONCURRENCY = 1
-BURST_BODY = request_body(prompt="a lighthouse at dusk", size="64x64", steps=2)
+BURST_BODY = request_body(prompt="a lighthouse at dusk")
+# The client-side figures in the live table cover this much of the recent past.
+WINDOW_SECONDS = 30.0
+# A client p95 needs this many answers in its window to be shown or judged.
+MIN_WINDOW_REQUESTS = 20
 
 Resource = Mapping[str, Any]
 
@@ -125,15 +131,51 @@ def burst_expectation() -> Expectation:
     )
 
 
+def target_p95(snapshot: Snapshot, name: str) -> float | None:
+    resource = snapshot.resources.get(name) or {}
+    target = ((resource.get("spec") or {}).get("autoscaling") or {}).get("targetP95Seconds")
+    return None if target is None else float(target)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered request of the burst: when it finished (demo clock) and how it went."""
+
+    resource: str
+    finished: float
+    record: RequestRecord
+
+
+@dataclass(frozen=True)
+class WindowFigures:
+    """What the clients saw of one resource over a window."""
+
+    requests: int
+    p95_seconds: float | None
+    images_per_minute: float
+    errors: int
+
+
+def window_figures(answers: list[Answer], resource: str, start: float, end: float) -> WindowFigures:
+    """p95 latency and images/min of `resource`'s answers that finished in [start, end)."""
+    records = [a.record for a in answers if a.resource == resource and start <= a.finished < end]
+    summary = summarize(records, end - start)
+    p95 = summary.latency_p95_seconds if summary.succeeded >= MIN_WINDOW_REQUESTS else None
+    return WindowFigures(summary.requests, p95, summary.images_per_minute, summary.failed)
+
+
 @dataclass
 class Burst:
-    """The load, in a thread of its own; counts what it has sent."""
+    """The load, in a thread of its own; keeps every answer with the time it came."""
 
-    targets: dict[str, tuple[str, int]]  # resource -> (endpoint URL, concurrency)
+    # resource -> (a function giving one of its ready endpoints per request, concurrency)
+    targets: dict[str, tuple[Callable[[], str], int]]
+    clock: Callable[[], float]
     seconds: float = BURST_SECONDS
     sent: int = 0
     failed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    answers: list[Answer] = field(default_factory=list)
     _thread: threading.Thread | None = None
     _loop: asyncio.AbstractEventLoop | None = None
     _task: asyncio.Task[Any] | None = None
@@ -156,8 +198,9 @@ class Burst:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def _count(self, record: RequestRecord) -> None:
+    def _count(self, resource: str, record: RequestRecord) -> None:
         self.sent += 1
+        self.answers.append(Answer(resource, self.clock(), record))
         if record.error is not None:
             self.failed += 1
             self.errors[record.error] = self.errors.get(record.error, 0) + 1
@@ -167,8 +210,13 @@ class Burst:
             self._task = asyncio.current_task()
             await asyncio.gather(
                 *(
-                    run_load(url, BURST_BODY, Plan(concurrency=concurrency, duration_s=self.seconds), self._count)
-                    for url, concurrency in self.targets.values()
+                    run_load(
+                        endpoints,
+                        BURST_BODY,
+                        Plan(concurrency=concurrency, duration_s=self.seconds),
+                        lambda record, resource=resource: self._count(resource, record),  # type: ignore[misc]
+                    )
+                    for resource, (endpoints, concurrency) in self.targets.items()
                 )
             )
 

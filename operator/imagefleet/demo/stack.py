@@ -1,7 +1,9 @@
 """Everything the demo runs, brought up in order and torn down in reverse.
 
-The control plane with simulated GPU nodes (imagefleet.dev), the CRD, a local
-Prometheus, and the operator as its own process (`imagefleet run`). The demo's
+The control plane with simulated GPU nodes and the node agent that runs each runtime
+pod as an emulated-engine runtime at its loopback pod IP (imagefleet.dev), the CRD, a
+local Prometheus that discovers those pods through the API server, and the operator
+as its own process (`imagefleet run`). The demo's
 own PID and every process it starts are recorded in `pids.json`: a second demo
 refuses to start while the first runs, and cleans up after one that was killed
 before its teardown.
@@ -81,7 +83,7 @@ class Stack:
         install_crd(self.api)
         client.CoreV1Api(self.api).create_namespace({"metadata": {"name": NAMESPACE}})
         progress("starting Prometheus")
-        self.prometheus = LocalPrometheus(self._prometheus_dir)
+        self.prometheus = LocalPrometheus(self._prometheus_dir, pods_kubeconfig=self.plane.prometheus_kubeconfig)
         self.prometheus.start()
         self.record(self.prometheus.pid)
         progress("starting the operator (imagefleet run)")

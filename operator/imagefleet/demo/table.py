@@ -12,12 +12,23 @@ from rich.text import Text
 
 from imagefleet import conditions
 from imagefleet.autoscaling.loop import SCALING
+from imagefleet.demo.scenario import Answer, WindowFigures, window_figures
 
-HEADERS = ("NAME", "TIER", "MODEL", "GPU", "READY/DESIRED", "QUEUE", "P95", "STATE", "LAST DECISION")
+HEADERS = (
+    "NAME", "TIER", "MODEL", "GPU", "READY/DESIRED", "QUEUE", "P95", "CLIENT P95", "IMG/MIN", "STATE", "LAST DECISION"
+)
 
 
-def fleet_view(resources: Iterable[Mapping[str, Any]], title: str | None = None) -> Group:
-    """The table, then each resource's last decision in full (too long for a cell)."""
+def fleet_view(
+    resources: Iterable[Mapping[str, Any]],
+    title: str | None = None,
+    clients: Mapping[str, WindowFigures] | None = None,
+) -> Group:
+    """The table, then each resource's last decision in full (too long for a cell).
+
+    P95 is the operator's (Prometheus, over the pods); CLIENT P95 and IMG/MIN are what the
+    demo's clients saw over the last WINDOW_SECONDS.
+    """
     ordered = sorted(resources, key=lambda r: str(r["metadata"]["name"]))
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for header in HEADERS:
@@ -26,6 +37,7 @@ def fleet_view(resources: Iterable[Mapping[str, Any]], title: str | None = None)
     for resource in ordered:
         name, spec, status = resource["metadata"]["name"], resource.get("spec", {}), resource.get("status") or {}
         reason, message = last_decision(status)
+        seen = (clients or {}).get(name)
         table.add_row(
             name,
             spec.get("tier", ""),
@@ -34,12 +46,43 @@ def fleet_view(resources: Iterable[Mapping[str, Any]], title: str | None = None)
             f"{status.get('readyReplicas', 0)}/{status.get('desiredReplicas', '-')}",
             _number(status.get("queueDepth"), "{:g}"),
             _number(status.get("p95Seconds"), "{:.2f} s"),
+            _number(seen.p95_seconds if seen else None, "{:.2f} s"),
+            _number(seen.images_per_minute if seen else None, "{:.0f}"),
             state(status),
             reason,
         )
         if message:
             details.append(Text(f"  {name}: {message}"))
     return Group(table, *details)
+
+
+def before_after_view(
+    resources: Mapping[str, Mapping[str, Any]],
+    answers: list[Answer],
+    before: tuple[float, float],
+    after: tuple[float, float] | None,
+) -> Table:
+    """Each loaded tier as its clients saw it at the start of the burst and after the scale-up."""
+    table = Table(
+        title="at the clients: the burst's first window, and its end after the scale-up (emulated GPUs)",
+        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+    )
+    for header in ("NAME", "TIER", "TARGET P95", "P95 BEFORE", "P95 AFTER", "IMG/MIN BEFORE", "IMG/MIN AFTER"):
+        table.add_column(header, no_wrap=True)
+    for name in sorted({answer.resource for answer in answers}):
+        spec = resources.get(name, {}).get("spec", {})
+        first = window_figures(answers, name, *before)
+        last = window_figures(answers, name, *after) if after else None
+        table.add_row(
+            name,
+            spec.get("tier", ""),
+            _number((spec.get("autoscaling") or {}).get("targetP95Seconds"), "{:g} s"),
+            _number(first.p95_seconds, "{:.2f} s"),
+            _number(last.p95_seconds if last else None, "{:.2f} s"),
+            _number(first.images_per_minute, "{:.0f}"),
+            _number(last.images_per_minute if last else None, "{:.0f}"),
+        )
+    return table
 
 
 def state(status: Mapping[str, Any]) -> str:

@@ -88,22 +88,20 @@ def _build(component: Component, progress: Progress) -> None:
                 )
             return result.stdout
 
+        ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
+        tags = [f"-tags={','.join(component.tags)}"] if component.tags else []
         if component.replaced_version is None:
             env["GOBIN"] = str(staging)
             for name, package in component.binaries.items():
-                go_run("install", "-trimpath", "-ldflags=-s -w", f"{package}@{component.version}", cwd=work)
+                go_run("install", "-trimpath", f"-ldflags={ldflags}", *tags, f"{package}@{component.version}", cwd=work)
                 installed = staging / Path(package).name
                 if installed.name != name:
                     installed.rename(staging / name)
         else:
-            module_dir = _write_wrapper_module(component, work, go_run)
+            _write_wrapper_module(component, work, go_run)
             go_run("mod", "tidy", cwd=work)
-            ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
-            overlay = [f"-overlay={_write_overlay(component, module_dir, work)}"] if component.patches else []
             for name, package in component.binaries.items():
-                go_run(
-                    "build", "-trimpath", f"-ldflags={ldflags}", *overlay, "-o", str(staging / name), package, cwd=work
-                )
+                go_run("build", "-trimpath", f"-ldflags={ldflags}", *tags, "-o", str(staging / name), package, cwd=work)
         if component.module_files:
             info = json.loads(
                 go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work)
@@ -113,14 +111,39 @@ def _build(component: Component, progress: Progress) -> None:
     progress(f"built {component.name} {component.version} into {final}")
 
 
-def _write_wrapper_module(component: Component, work: Path, go_run: Callable[..., str]) -> Path:
-    """Write the wrapper module into `work`; return the directory of the component's module."""
+def _write_wrapper_module(component: Component, work: Path, go_run: Callable[..., str]) -> None:
     info = json.loads(go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work))
-    (work / "go.mod").write_text(wrapper_go_mod(component, Path(info["GoMod"]).read_text()))
+    local = _patched_copy(component, Path(info["Dir"]), work) if component.patches else None
+    (work / "go.mod").write_text(wrapper_go_mod(component, Path(info["GoMod"]).read_text(), local))
     (work / "go.sum").unlink(missing_ok=True)
     imports = "\n".join(f'\t_ "{package}"' for package in component.binaries.values())
     (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
-    return Path(info["Dir"])
+
+
+PATCHED_MODULE_DIR = "patched-module"
+
+
+def _patched_copy(component: Component, module_dir: Path, work: Path) -> str:
+    """A copy of the module (hard links: seconds, no extra space) with the patched files
+    written anew; Go refuses overlays of files in its module cache. Its path for `replace`."""
+    copy = work / PATCHED_MODULE_DIR
+    if copy.exists():
+        _make_writable(copy)
+        shutil.rmtree(copy)
+    shutil.copytree(module_dir, copy, copy_function=os.link)
+    _make_writable(copy)
+    for patch in component.patches:
+        target = copy / patch.path
+        text = patched_source(component, patch, target.read_text())
+        target.unlink()  # the link, not the module cache's file
+        target.write_text(text)
+    return f"./{PATCHED_MODULE_DIR}"
+
+
+def _make_writable(tree: Path) -> None:
+    """Module cache directories are read-only; make a copy's directories writable."""
+    for directory in [tree, *(path for path in tree.rglob("*") if path.is_dir())]:
+        directory.chmod(0o755)
 
 
 def patched_source(component: Component, patch: SourcePatch, original: str) -> str:
@@ -134,22 +157,9 @@ def patched_source(component: Component, patch: SourcePatch, original: str) -> s
     return original.replace(patch.old, patch.new)
 
 
-def _write_overlay(component: Component, module_dir: Path, work: Path) -> Path:
-    """Patched copies of the component's patched files and the overlay file naming them."""
-    replace: dict[str, str] = {}
-    for index, patch in enumerate(component.patches):
-        original = module_dir / patch.path
-        copy = work / "patched" / f"{index}-{original.name}"
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(patched_source(component, patch, original.read_text()))
-        replace[str(original)] = str(copy)
-    overlay = work / "overlay.json"
-    overlay.write_text(json.dumps({"Replace": replace}, indent=2))
-    return overlay
-
-
-def wrapper_go_mod(component: Component, upstream_go_mod: str) -> str:
-    """A go.mod that requires `component` and pins each required module its go.mod replaces locally."""
+def wrapper_go_mod(component: Component, upstream_go_mod: str, local: str | None = None) -> str:
+    """A go.mod that requires `component` and pins each required module its go.mod replaces
+    locally; `local` (a patched copy) replaces the component's own module."""
     assert component.replaced_version is not None
     go_version = _GO_DIRECTIVE.search(upstream_go_mod)
     pinned = component.replaced_version(component.version)
@@ -166,6 +176,7 @@ def wrapper_go_mod(component: Component, upstream_go_mod: str) -> str:
         f"require {component.module} {component.version}",
         "",
         "replace (",
+        *([f"\t{component.module} => {local}"] if local else []),
         *(f"\t{module} => {module} {pinned}" for module in replaced),
         ")",
         "",

@@ -203,7 +203,11 @@ class ControlPlane:
         self._create_objects(PROMETHEUS_RBAC)
         if self.node_agent:
             progress("starting the node agent (one runtime process per runtime pod, at the pod's IP)")
-            self._start("node-agent", self._node_agent_argv())
+            self.start_node_agent()
+
+    def start_node_agent(self) -> None:
+        """Start the node agent (again, after it died: it adopts the runtimes that still run)."""
+        self._start("node-agent", self._node_agent_argv())
 
     def _start(self, name: str, argv: list[str]) -> None:
         process = processes.start(argv, self.logs_dir / f"{name}.log")

@@ -15,7 +15,16 @@ from dataclasses import dataclass, field, replace
 KUBERNETES_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+# Prometheus 3.16 (its Go module numbers v3.x as v0.3xx). Debian's prometheus package is
+# built without Kubernetes service discovery, which the local fleet needs.
+PROMETHEUS_VERSION = "v0.316.0"
 HELM_VERSION = "v3.22.0"
+KUBECONFORM_VERSION = "v0.8.0"
+KUBE_SCORE_VERSION = "v1.20.0"
+PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+# Helm's Makefile sets its default Kubernetes version from the k8s.io/client-go it requires:
+# v0.37.0 in helm v3.22.0's go.mod, hence 1.37 (`helm template` checks kubeVersion against it).
+HELM_KUBERNETES_MAJOR, HELM_KUBERNETES_MINOR = "1", "37"
 
 
 def _kubernetes_staging_version(module_version: str) -> str:
@@ -37,6 +46,17 @@ def _kubernetes_ldflags(version: str) -> list[str]:
     ]
 
 
+def _helm_ldflags(version: str) -> list[str]:
+    """What helm's Makefile passes for a release build (less the git commit)."""
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for package in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [
+            f"-X {package}.k8sVersionMajor={HELM_KUBERNETES_MAJOR}",
+            f"-X {package}.k8sVersionMinor={HELM_KUBERNETES_MINOR}",
+        ]
+    return flags
+
+
 # The simulated pods' IPs: loopback addresses, which answer on this machine without setup.
 SIMULATED_POD_CIDR = "127.100.0.0/16"
 
@@ -49,6 +69,10 @@ class SourcePatch:
     old: str
     new: str
     why: str
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -67,14 +91,20 @@ class Component:
     # Data files assembled from the module's own tree: output name -> globs inside the module.
     module_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     patches: tuple[SourcePatch, ...] = ()
+    # Go build tags.
+    tags: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        """The cache key: name and version, plus a hash of the patches when there are any."""
-        if not self.patches:
-            return f"{self.name}-{self.version}"
-        digest = hashlib.sha256(repr([(p.path, p.old, p.new) for p in self.patches]).encode()).hexdigest()
-        return f"{self.name}-{self.version}-patched-{digest[:8]}"
+        """The cache key: name and version, plus a short hash of each build input there is
+        (the patches, the ldflags and build tags), so that changing any of them builds anew."""
+        key = f"{self.name}-{self.version}"
+        if self.patches:
+            key += "-patched-" + _digest(repr([(p.path, p.old, p.new) for p in self.patches]))
+        flags = [*self.ldflags(self.version), *(f"-tags={tag}" for tag in self.tags)]
+        if flags:
+            key += "-" + _digest("\n".join(flags))
+        return key
 
 
 # EndpointSlices (and Endpoints) refuse loopback addresses. The local fleet's pods have
@@ -133,8 +163,47 @@ HELM = Component(
     module="helm.sh/helm/v3",
     version=HELM_VERSION,
     binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+    ldflags=_helm_ldflags,
+)
+
+# Manifest linters the tests run over the chart, the examples and the operator's output.
+KUBECONFORM = Component(
+    name="kubeconform",
+    module="github.com/yannh/kubeconform",
+    version=KUBECONFORM_VERSION,
+    binaries={"kubeconform": "github.com/yannh/kubeconform/cmd/kubeconform"},
+)
+KUBE_SCORE = Component(
+    name="kube-score",
+    module="github.com/zegl/kube-score",
+    version=KUBE_SCORE_VERSION,
+    binaries={"kube-score": "github.com/zegl/kube-score/cmd/kube-score"},
+)
+# The ServiceMonitor and PrometheusRule CRDs, to check the chart's monitoring objects against.
+PROMETHEUS_OPERATOR_CRDS = Component(
+    name="prometheus-operator-crds",
+    module="github.com/prometheus-operator/prometheus-operator",
+    version=PROMETHEUS_OPERATOR_VERSION,
+    binaries={},
+    module_files={
+        "crds.yaml": (
+            "example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",
+            "example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+        )
+    },
+)
+
+PROMETHEUS = Component(
+    name="prometheus",
+    module="github.com/prometheus/prometheus",
+    version=PROMETHEUS_VERSION,
+    binaries={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    ldflags=lambda version: [f"-X github.com/prometheus/common/version.Version=3.{int(version.split('.')[1]) - 300}.0"],
+    # Static, file and Kubernetes service discovery only: a fraction of the build.
+    tags=("remove_all_sd", "enable_kubernetes_sd"),
 )
 
 CONTROL_PLANE = (ETCD, KUBERNETES, KWOK)
+LINTERS = (KUBECONFORM, KUBE_SCORE, PROMETHEUS_OPERATOR_CRDS)
 # The control plane and the client tools the tests and the demo use.
-ALL = (*CONTROL_PLANE, KUBECTL, HELM)
+ALL = (*CONTROL_PLANE, KUBECTL, HELM, PROMETHEUS, *LINTERS)

@@ -1,4 +1,5 @@
-"""A local Prometheus (Debian's `prometheus` package).
+"""A local Prometheus, built from its Go module with Kubernetes service discovery
+(Debian's package leaves that out; see components.PROMETHEUS).
 
 Runtime pods are found as in a cluster: Kubernetes service discovery of pods against
 the local API server, with the scrape job the docs give users (scrape-runtime-pods.yaml).
@@ -9,7 +10,6 @@ discovery file, so they can change while Prometheus runs.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.request
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from . import processes
+from . import build, components, processes
 from .errors import DevError
 
 
@@ -48,10 +48,7 @@ class LocalPrometheus:
         pods_kubeconfig: Path | None = None,
     ) -> None:
         """`pods_kubeconfig`: discover runtime pods in that cluster (ControlPlane.prometheus_kubeconfig)."""
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise DevError("prometheus is not installed: apt-get install prometheus (Debian's package)")
-        self.binary = binary
+        self.binary = build.ensure_built([components.PROMETHEUS], progress=lambda _: None)["prometheus"]
         self.directory = directory
         self.port = port or processes.free_port()
         self.scrape_interval = scrape_interval
@@ -101,7 +98,7 @@ class LocalPrometheus:
         config_file.write_text(yaml.safe_dump(config))
         self._process = processes.start(
             [
-                self.binary,
+                str(self.binary),
                 f"--config.file={config_file}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address={processes.HOST}:{self.port}",

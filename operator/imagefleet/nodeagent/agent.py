@@ -52,7 +52,8 @@ class AgentConfig:
 
     @property
     def logs(self) -> Path:
-        return self.state_dir / "pods"
+        """Each runtime's output, kept after `dev down` with the control plane's logs."""
+        return self.state_dir / "logs" / "pods"
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class NodeAgent:
     def __init__(self, config: AgentConfig, api_client: client.ApiClient) -> None:
         self.config = config
         self.id = agent_id(config.state_dir)
+        self.pod_cidr = plan.agent_pod_cidr(self.id)
         self.api_client = api_client
         self.core = client.CoreV1Api(api_client)
         self.workers: dict[str, PodWorker] = {}
@@ -160,7 +162,7 @@ class NodeAgent:
         async with self._ip_lock:
             used = {worker.report.ip for worker in self.workers.values() if worker.report is not None}
             used |= {worker.pod.pod_ip for worker in self.workers.values() if worker.pod.pod_ip}
-            return plan.allocate_ip(used)
+            return plan.allocate_ip(used, self.pod_cidr)
 
     def forget(self, uid: str) -> None:
         self.workers.pop(uid, None)
@@ -408,6 +410,7 @@ def serve(state_dir: Path, kubeconfig: Path, emulation_speedup: float) -> None:
     from ..catalog import load_gpu_classes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per probe
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
     agent = NodeAgent(AgentConfig(state_dir, load_gpu_classes(), emulation_speedup), api_client)
 

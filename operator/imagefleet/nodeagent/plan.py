@@ -137,7 +137,19 @@ def _probe(spec: Mapping[str, Any] | None, ports: Mapping[str | None, int]) -> P
     )
 
 
-def allocate_ip(used: Iterable[str], cidr: str = SIMULATED_POD_CIDR) -> str:
+# Each control plane's agent takes one block of the simulated range, so that two control
+# planes on one machine (a test session and the demo, say) never hand out the same address.
+AGENT_BLOCK_PREFIX = 22
+
+
+def agent_pod_cidr(agent_id: str) -> str:
+    """The block of SIMULATED_POD_CIDR that the agent with `agent_id` (hex) allocates from."""
+    network = ipaddress.ip_network(SIMULATED_POD_CIDR)
+    blocks = list(network.subnets(new_prefix=AGENT_BLOCK_PREFIX))
+    return str(blocks[int(agent_id, 16) % len(blocks)])
+
+
+def allocate_ip(used: Iterable[str], cidr: str) -> str:
     """The lowest free host address of `cidr` after the highest one in use (wrapping once).
 
     Moving past the highest keeps a just-freed address out of use for a while, as a
@@ -220,6 +232,7 @@ def terminated(
 ) -> Terminated:
     """How an exited process shows in its container status: exit code, reason and the log's tail.
 
+    A process killed by a signal exits 128 + the signal's number, as a container's does.
     An adopted process is not the agent's child, so its exit code cannot be read: that is
     reported as the kubelet reports a container it lost track of.
     """
@@ -228,6 +241,8 @@ def terminated(
     if exit_code is None:
         return Terminated(137, "ContainerStatusUnknown", message or "the process exited after the agent restarted",
                           started_at, finished_at)
+    if exit_code < 0:
+        exit_code = 128 - exit_code
     reason = "Completed" if exit_code == 0 else "Error"
     if "address already in use" in message.lower():
         reason = "AddressInUse"

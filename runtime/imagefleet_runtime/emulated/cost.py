@@ -25,7 +25,7 @@ from imagefleet.catalog import (
     load_gpu_classes,
     model_catalog,
 )
-from imagefleet.fit import estimate, usable_mib
+from imagefleet.fit import BYTES_PER_PARAMETER, estimate, usable_mib
 
 
 class EmulationError(ValueError):
@@ -53,8 +53,8 @@ class Plan:
         return self.model.defaults.width
 
     @property
-    def weights_mib(self) -> int:
-        return sum(estimate(self.model, self.precision, 1, 8, 8).weights_mib.values())
+    def weights_mib(self) -> float:
+        return self.model.parameters_billions * 1e9 * BYTES_PER_PARAMETER[self.precision] / 2**20
 
     def fits(self, images: int, width: int, height: int) -> bool:
         """Whether a call fits the class's memory, by the operator's own FitsGPU estimate."""

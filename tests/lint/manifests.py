@@ -1,0 +1,45 @@
+"""The manifests a platform team's linters see: the rendered chart, the examples, and the
+Deployment and Service the operator builds for each example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imagefleet.builders import Owner, build_deployment, build_service
+from imagefleet.catalog import load_gpu_classes
+from imagefleet.config import DEFAULT_RUNTIME_IMAGE
+from imagefleet.crd.models import ImageModelDeploymentSpec
+from imagefleet.resolve import resolve
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+# Chart values that between them render every template.
+CHART_VALUES: dict[str, dict[str, Any]] = {
+    "chart-defaults": {},
+    "chart-everything": {
+        "replicaCount": 2,
+        "podDisruptionBudget": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
+    },
+    "chart-watch-namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+}
+
+
+def operator_output() -> list[dict[str, Any]]:
+    """The runtime Deployment and Service the operator builds for each example that fits its GPU class."""
+    classes = load_gpu_classes()
+    built = []
+    for path in EXAMPLES:
+        for resource in yaml.safe_load_all(path.read_text()):
+            resolved = resolve(ImageModelDeploymentSpec.model_validate(resource["spec"]), classes)
+            if resolved.gpu_class is None:
+                continue
+            owner = Owner(name=resource["metadata"]["name"], namespace="team-a", uid="00000000-0000-0000-0000-000000000001")
+            built.append(build_deployment(owner, resolved, 1, DEFAULT_RUNTIME_IMAGE))
+            built.append(build_service(owner, resolved.spec.tier))
+    return built

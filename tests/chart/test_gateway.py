@@ -39,7 +39,8 @@ def test_helm_lint_passes_with_the_gateway(helm: Helm) -> None:
 def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     documents = gateway_docs(helm.template(values=ENABLED))
     assert sorted(d["kind"] for d in documents) == sorted(
-        ["ServiceAccount", "Deployment", "Service", "Secret", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy"])
+        ["ServiceAccount", "Deployment", "Service", "Secret", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
+         "PodDisruptionBudget"])
     deployment = one(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
@@ -49,6 +50,11 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     assert env["IMAGEFLEET_GATEWAY_API_KEYS"] == "/etc/imagefleet-gateway/keys.yaml"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert one(documents, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    single = gateway_docs(helm.template(values={"gateway": {**ENABLED["gateway"], "replicas": 1}}))
+    assert by_kind(single, "PodDisruptionBudget") == []  # a budget of one replica would block every drain
     service = one(documents, "Service")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     secret = one(documents, "Secret")

@@ -14,6 +14,7 @@ from kubernetes import client
 
 from imagefleet.builders.labels import selector_labels
 from tests.conftest import Cluster
+from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
 
 from .credentials import service_account_kubeconfig
 from .helm import CHART, Helm, by_kind, kubectl, one
@@ -159,3 +160,48 @@ def test_gateway_service_account_rights(gateway_kubeconfig: Path, verb: str, res
     result = kubectl("auth", "can-i", verb, kind, *extra, "--namespace", "default", kubeconfig=gateway_kubeconfig,
                      check=False)
     assert result.stdout.strip() == ("yes" if (verb, resource) in ALLOWED else "no"), result.stdout + result.stderr
+
+
+async def test_the_gateway_runs_with_only_its_chart_rights(
+    cluster: Cluster, gateway_kubeconfig: Path, imd_crd: None, namespace: str
+) -> None:
+    """With the chart ServiceAccount's token: the watches list and watch cluster-wide, and the demand
+    annotation is written; a 403 anywhere fails the test."""
+    import asyncio
+
+    from kubernetes import config
+
+    from imagefleet import GROUP, PLURAL, VERSION
+    from imagefleet.gateway.fleet import Resource
+    from imagefleet.gateway.service import Gateway, Settings
+    from imagefleet.gateway.watch import DEMAND_ANNOTATION, FleetWatch, demand_signaller
+    from imagefleet.kube import Kube
+
+    admin = client.CustomObjectsApi(cluster.api_client)
+    admin.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "cold"},
+        "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu"}})
+    kube = Kube(config.new_client_from_config(config_file=str(gateway_kubeconfig)))
+    gateway = Gateway(Settings())  # not started: nothing is sent to any pod
+    watch = FleetWatch(gateway, kube)
+    await watch.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not (watch.synced and (namespace, "cold") in gateway.fleet.resources):
+            assert asyncio.get_running_loop().time() < deadline, "the watches did not sync with the chart's rights"
+            await asyncio.sleep(0.05)
+        resource: Resource = gateway.fleet.resources[(namespace, "cold")]
+        await demand_signaller(kube)(resource)
+    finally:
+        await watch.stop()
+        kube.close()
+    obj = admin.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "cold")
+    assert DEMAND_ANNOTATION in obj["metadata"]["annotations"]
+
+
+def test_chart_environment_names_are_the_commands_variables(helm: Helm) -> None:
+    from imagefleet.gateway.command import gateway
+
+    known = {param.envvar for param in gateway.params if isinstance(param.envvar, str)}
+    container = one(gateway_docs(helm.template(values=ENABLED)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert {item["name"] for item in container["env"]} <= known

@@ -13,6 +13,19 @@ REQUESTS_REJECTED_TOTAL = "imagefleet_requests_rejected_total"
 MODEL_READY = "imagefleet_model_ready"
 # Always 1; labels engine ("diffusers" or "emulated"), gpu_class and model say what serves.
 ENGINE_INFO = "imagefleet_engine_info"
+# Requests taken from the queue into the batch being collected or run; with QUEUE_DEPTH (the waiting
+# ones) these are the queued/running gauges an endpoint picker reads.
+REQUESTS_RUNNING = "imagefleet_requests_running"
+
+# The gateway's own metrics (`imagefleet gateway`), labelled by model group and tier.
+GATEWAY_REQUESTS_TOTAL = "imagefleet_gateway_requests_total"  # by group, tier, code
+GATEWAY_OVERFLOWED_TOTAL = "imagefleet_gateway_overflowed_total"  # by group, tier, and the resource taking them
+GATEWAY_SHED_TOTAL = "imagefleet_gateway_shed_total"  # by group, tier: 429 because every pod was saturated
+GATEWAY_HELD_REQUESTS = "imagefleet_gateway_held_requests"  # waiting for a ready pod, by group and tier
+GATEWAY_HOLD_TIMEOUTS_TOTAL = "imagefleet_gateway_hold_timeouts_total"  # by group, tier
+GATEWAY_RETRIES_TOTAL = "imagefleet_gateway_retries_total"  # sent again to another pod: the first never got it
+GATEWAY_UPSTREAM_SECONDS = "imagefleet_gateway_upstream_seconds"  # time spent waiting on the pod
+GATEWAY_IGNORED_OVERFLOW = "imagefleet_gateway_ignored_overflow"  # resources whose overflowTo is missing or loops
 
 # Values of the `reason` label of REQUESTS_REJECTED_TOTAL.
 REJECT_QUEUE_FULL = "queue_full"

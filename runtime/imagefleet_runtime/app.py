@@ -22,7 +22,7 @@ from .batcher import Batcher, BatchKey
 from .engines import ServingEngine
 from .errors import Draining, ModelLoadError, NotReady, install_handlers
 from .metrics import Metrics
-from .schemas import GenerationRequest, GenerationResponse, ImageData, ModelCard, ModelList, Status
+from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
 from .settings import Settings
 from .validation import to_work
 
@@ -168,6 +168,21 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    runtime.metrics.requests_running.set_function(lambda: runtime.batcher.running if runtime.batcher else 0)
+
+    @app.get("/v1/load", response_model=Load)
+    async def load() -> Load:
+        """The queue as the gateway's picker sees it (polled every few hundred milliseconds)."""
+        batcher = runtime.batcher
+        return Load(
+            ready=runtime.phase is Phase.READY,
+            queued=batcher.queued if batcher else 0,
+            running=batcher.running if batcher else 0,
+            queue_limit=settings.queue_size,
+            max_batch_size=settings.max_batch_size,
+            batch_seconds=batcher.batch_seconds if batcher else None,
+        )
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:

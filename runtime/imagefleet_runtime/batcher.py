@@ -130,6 +130,21 @@ class Batcher:
         self._metrics.queue_depth.set(0)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting, not yet in a batch."""
+        return len(self._pending)
+
+    @property
+    def running(self) -> int:
+        """Requests taken into the batch being collected or run."""
+        return len(self._in_hand)
+
+    @property
+    def batch_seconds(self) -> float:
+        """The running average of one pipeline call, in seconds."""
+        return self._batch_seconds
+
     def _retry_after(self) -> float:
         batches_ahead = len(self._pending) / self._max_batch_size + 1
         return batches_ahead * self._batch_seconds

@@ -87,13 +87,14 @@ def simulate(
     replicas = [_Replica(started=0.0, ready_at=0.0) for _ in range(initial_replicas)]
     replica_seconds = 0.0
     completed: deque[tuple[float, float]] = deque()  # (completion time, latency) in the window
-    batches: deque[tuple[float, float]] = deque()  # (completion time, duration) in the window
+    batches: deque[tuple[float, float, int]] = deque()  # (completion time, duration, size) in the window
     latencies_by_minute: dict[int, list[float]] = {}
     all_latencies: list[float] = []
     changes = 0
 
     def finish(time: float, replica: _Replica) -> None:
-        batches.append((time, fleet.batch_seconds + fleet.image_seconds * len(replica.batch)))
+        size = len(replica.batch)
+        batches.append((time, fleet.batch_seconds + fleet.image_seconds * size, size))
         for arrival in replica.batch:
             latency = time - arrival
             completed.append((time, latency))
@@ -130,6 +131,7 @@ def simulate(
                 completed.popleft()
             while batches and batches[0][0] < time - fleet.latency_window_seconds:
                 batches.popleft()
+            calls = len(batches)
             active = [r for r in replicas if not r.leaving]
             observation = Observation(
                 time=time,
@@ -137,7 +139,10 @@ def simulate(
                 ready_replicas=sum(1 for r in active if r.ready_at <= time),
                 queue_depth=float(len(queue)),
                 p95_seconds=_p95([latency for _, latency in completed]),
-                busy_replicas=sum(duration for _, duration in batches) / fleet.latency_window_seconds,
+                busy_replicas=sum(duration for _, duration, _ in batches) / fleet.latency_window_seconds,
+                arrival_rate=len(completed) / min(time, fleet.latency_window_seconds),
+                batch_seconds=sum(d for _, d, _ in batches) / calls if calls else None,
+                batch_size=sum(n for _, _, n in batches) / calls if calls else None,
             )
             desired = autoscaler(observation)
             if desired != len(active):

@@ -309,10 +309,10 @@ def test_pods_without_a_fresh_series_block_scale_down_and_count_at_target() -> N
     assert "2 of 3 ready pods have no fresh queue depth" in decision.message
 
 
-def test_missing_series_do_not_stop_a_scale_up() -> None:
-    # One of three pods reports 16 waiting; the two silent ones count at target: (16 + 4) / 2 = 10.
+def test_missing_series_count_as_idle_on_a_scale_up() -> None:
+    # One of three pods reports 16 waiting; on a scale-up the two silent ones count as idle: 16 / 2 = 8.
     decision = decide(observe(0, 3, queue=16, p95=None, queue_series=1), TARGETS, History())
-    assert (decision.desired, decision.reason, decision.proposals[QUEUE]) == (10, SCALED_UP, 10)
+    assert (decision.desired, decision.reason, decision.proposals[QUEUE]) == (8, SCALED_UP, 8)
 
 
 def test_all_series_present_scales_down_as_usual() -> None:

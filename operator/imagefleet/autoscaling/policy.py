@@ -22,8 +22,9 @@ Rules, in order:
 3. Capacity, when it has its inputs, decides alone: the queue, utilization and
    latency proxies are its fallback (before the first batch, or when latency is
    unreachable), and then the largest proposal wins. Nothing scales down
-   without a fresh queue reading from every ready pod: a pod without one counts
-   as at target (as HPA does). Without any signal the count holds.
+   without a fresh queue reading from every ready pod: as HPA does, a pod
+   without one counts as at target on a scale-down, as idle on a scale-up.
+   Without any signal the count holds.
 4. Stabilization as HPA does it: scale up to the smallest recommendation of the
    scale-up window, scale down to the largest of the scale-down window.
 5. Clamp to [minReplicas, maxReplicas], then to what free GPUs can host, never
@@ -221,8 +222,11 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
 
     proposals: dict[str, int | None] = {QUEUE: None, LATENCY: None, UTILIZATION: None, CAPACITY: None}
     if queue is not None:
-        # Pods without a fresh series count as holding the target (HPA's rule for scale-down).
-        wanted = (queue + missing * targets.target_queue_depth) / targets.target_queue_depth
+        wanted = queue / targets.target_queue_depth
+        if missing and wanted < current:
+            # On a scale-down, pods without a fresh series count as holding the target
+            # (HPA's rule); on a scale-up, as idle.
+            wanted += missing
         proposals[QUEUE] = _ratio_proposal(wanted, current, targets.tolerance)
     if busy is not None:
         proposals[UTILIZATION] = _ratio_proposal(busy / targets.target_utilization, current, targets.tolerance)

@@ -21,7 +21,8 @@ from pydantic.alias_generators import to_camel
 from ..catalog import MODEL_NAMES, ModelName, Precision
 
 Tier = Literal["bulk", "standard", "premium"]
-DemandSource = Literal["Gateway"]
+# One value today: spelled as an enum (pydantic would write a `const`, which CRDs do not know).
+DemandSource = Annotated[Literal["Gateway"], WithJsonSchema({"type": "string", "enum": ["Gateway"]})]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 MAX_REPLICAS = 100

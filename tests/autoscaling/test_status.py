@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from imagefleet import conditions as c
@@ -9,6 +10,7 @@ from imagefleet.autoscaling import loop, policy
 from imagefleet.autoscaling.loop import Metrics, status_patch
 from imagefleet.autoscaling.policy import History, Observation, Targets, decide
 from imagefleet.autoscaling.queries import Readings
+from imagefleet.tiers import Autoscaling
 
 TARGETS = Targets(min_replicas=1, max_replicas=4, target_queue_depth=2, target_p95_seconds=10)
 
@@ -139,3 +141,27 @@ def test_at_zero_the_conditions_say_why() -> None:
     assert (found[loop.SCALING]["status"], found[loop.SCALING]["reason"]) == (c.FALSE, policy.SCALED_TO_ZERO)
     assert found[c.METRICS_AVAILABLE]["reason"] == policy.SCALED_TO_ZERO
     assert found[c.METRICS_AVAILABLE]["message"].startswith("no pods, so no series: 0 replicas: idle")
+
+
+def test_rate_window_spans_four_scrape_intervals() -> None:
+    """A 60 s annotation scrape: a window of 4 evaluation intervals (60 s) would hold one
+    sample and read as no traffic; it spans 4 scrapes instead."""
+    settings = Autoscaling(True, 1, 4, 2, 10, 0, 300)
+    assert loop.targets_of(settings, 15.0, scrape_interval_seconds=60.0).latency_window_seconds == 240.0
+    assert loop.targets_of(settings, 15.0, scrape_interval_seconds=5.0).latency_window_seconds == 60.0
+    assert loop.targets_of(settings, 15.0).latency_window_seconds == 60.0
+
+
+def test_min_replicas_zero_counts_only_with_a_demand_source() -> None:
+    settings = Autoscaling(True, 0, 4, 2, 10, 0, 300)
+    assert loop.targets_of(settings, 15.0).min_replicas == 1  # stored before the API server refused it
+    zero = loop.targets_of(settings, 15.0, demand_source="Gateway")
+    assert (zero.min_replicas, zero.scale_to_zero) == (0, True)
+
+
+def test_demand_age_from_the_gateway_annotation() -> None:
+    now = datetime(2026, 11, 29, 7, 0, 10, 500000, tzinfo=UTC)
+    annotations = {loop.DEMAND_ANNOTATION: "2026-11-29T07:00:00.250000Z"}
+    assert loop.demand_age_seconds(annotations, now) == 10.25
+    assert loop.demand_age_seconds({}, now) is None
+    assert loop.demand_age_seconds({loop.DEMAND_ANNOTATION: "yesterday"}, now) is None

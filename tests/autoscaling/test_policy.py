@@ -370,15 +370,32 @@ def test_capacity_sizes_for_the_p95_target_and_decides_alone() -> None:
     assert decision.winner == CAPACITY
 
 
-def test_capacity_adds_what_drains_the_backlog_before_new_pods_serve() -> None:
-    # 120 waiting, 2 ready keep up with 2/s: the backlog drains within 0.7 * 60 s at
-    # (2 + 120 / 42) / 1 = 4.86 -> 5 replicas.
+@pytest.mark.parametrize(
+    ("replicas", "ready", "expected"),
+    [
+        # 120 waiting, 2 ready keep up with 2/s: over the 60 s start-up the backlog stays 120,
+        # to drain within 0.3 * 60 = 18 s: (2 + 120 / 18) / 1 = 8.67 -> 9.
+        (2, 2, 9),
+        # Two more already starting serve half the start-up: 120 - 0.5 * 2 * 1 * 60 = 60 -> 5.33 -> 6.
+        (4, 2, 6),
+    ],
+)
+def test_capacity_adds_what_drains_the_backlog_before_new_pods_serve(replicas: int, ready: int, expected: int) -> None:
+    steady_queue = History(queue=(-15.0, 120.0))  # the same 120 a moment ago: no growth
     decision = decide(
-        observe(0, 2, queue=120, p95=20.0, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+        observe(0, replicas, queue=120, p95=20.0, ready=ready, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0),
         TARGETS,
-        History(),
+        steady_queue,
     )
-    assert (decision.proposals[CAPACITY], decision.desired, decision.winner) == (5, 5, CAPACITY)
+    assert (decision.proposals[CAPACITY], decision.desired, decision.winner) == (expected, expected, CAPACITY)
+
+
+def test_a_first_look_takes_the_queue_as_built_within_the_window() -> None:
+    # 30 waiting and no earlier reading: 30 / 60 s more arrivals than the 2/s served.
+    decision = decide(
+        observe(0, 3, queue=30, p95=3.0, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0), TARGETS, History()
+    )
+    assert "2.50 requests/s" in decision.message
 
 
 def test_a_growing_queue_counts_as_arrivals_not_yet_served() -> None:

@@ -243,9 +243,12 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
             basis = max(1, min(window_ready))
             proposals[LATENCY] = _latency_proposal(p95, current, basis, targets)
     rate = None if stale else valid(observation.arrival_rate)
-    if rate is not None and queue is not None and history.queue is not None and now > history.queue[0]:
-        # Served is what the fleet managed; a growing queue is arrivals it did not.
-        rate += max(0.0, (queue - history.queue[1]) / (now - history.queue[0]))
+    if rate is not None and queue is not None:
+        # Served is what the fleet managed; a growing queue is arrivals it did not. A
+        # first look takes the queue as built within the window.
+        since, before = history.queue or (now - targets.latency_window_seconds, 0.0)
+        if now > since:
+            rate += max(0.0, (queue - before) / (now - since))
     if rate is not None and queue is not None and service is not None and unreachable is None:
         sized = replicas_for(
             arrival_rate=rate,
@@ -253,6 +256,7 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
             batch_size=valid(observation.batch_size) or 1.0,
             queue=queue,
             ready=observation.ready_replicas,
+            starting=max(0, current - observation.ready_replicas),
             target_p95_seconds=targets.target_p95_seconds,
             startup_seconds=targets.startup_seconds,
         )

@@ -10,8 +10,9 @@ batch, so n meets the target when the 95th percentile of the wait is at most the
 slack, targetP95Seconds - batch_seconds.
 
 Replicas asked for now serve only after the start-up time. The requests waiting
-now, plus what the ready replicas fall behind by until then, are to drain within
-DRAIN_SHARE of the start-up time once the new ones serve.
+now, plus what the fleet falls behind by until then (the ready replicas serving
+throughout, those still starting for half of it), are to drain within DRAIN_SHARE
+of the start-up time once the new ones serve.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ VARIABILITY = 0.5
 # The backlog is to drain within this share of the start-up time once new replicas serve
 # (at least within the slack): a trade between replicas held and minutes over the target,
 # chosen with `imagefleet simulate` on the shipped traces.
-DRAIN_SHARE = 0.7
+DRAIN_SHARE = 0.3
+# Replicas already asked for serve, on average, halfway through the coming start-up time.
+STARTING_SHARE = 0.5
 
 
 def erlang_c(servers: int, load: float) -> float:
@@ -55,6 +58,7 @@ def replicas_for(
     batch_size: float,
     queue: float,
     ready: int,
+    starting: int,
     target_p95_seconds: float,
     startup_seconds: float,
 ) -> int | None:
@@ -70,6 +74,7 @@ def replicas_for(
             (n for n in range(stable, MOST_REPLICAS + 1) if wait_quantile(n, arrival_rate, service_rate) <= slack),
             MOST_REPLICAS,
         )
-    backlog = max(0.0, queue + (arrival_rate - ready * service_rate) * startup_seconds)
+    backlog = max(0.0, queue + (arrival_rate - ready * service_rate) * startup_seconds
+                  - STARTING_SHARE * starting * service_rate * startup_seconds)
     drain = (arrival_rate + backlog / max(slack, DRAIN_SHARE * startup_seconds)) / service_rate
     return max(steady, math.ceil(drain) if backlog > 0 else 0)

@@ -131,7 +131,7 @@ def test_a_trace_without_the_header_is_a_usage_error(tmp_path: Path) -> None:
     [
         (["--min-replicas", "5", "--max-replicas", "2"], "--min-replicas 5 is above --max-replicas 2"),
         (["--scale-down-window", "10", "--interval", "15"], "shorter than --interval"),
-        (["--min-replicas", "0"], "0"),
+        (["--min-replicas", "0"], "--min-replicas 0 needs a demand source"),
         (["--seeds", "0"], "--seeds"),
         (["--target-p95-seconds", "0"], "--target-p95-seconds"),
     ],

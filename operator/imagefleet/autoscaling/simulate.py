@@ -133,7 +133,7 @@ def table_rows(trace_name: str, summaries: dict[str, dict[str, Summary]]) -> lis
 
 @click.command()
 @click.argument("trace", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--min-replicas", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-replicas", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--max-replicas", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--target-queue-depth", default=4.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Waiting requests per replica.")
@@ -173,6 +173,8 @@ def simulate(
     changes for both, as mean ± standard deviation over the seeds. Example
     traces ship in imagefleet/autoscaling/traces/.
     """
+    if min_replicas == 0:
+        raise click.UsageError("--min-replicas 0 needs a demand source (the gateway), which simulate does not model")
     if min_replicas > max_replicas:
         raise click.UsageError(f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}")
     if scale_down_window and scale_down_window < interval:

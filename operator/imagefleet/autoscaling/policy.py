@@ -244,11 +244,12 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
             proposals[LATENCY] = _latency_proposal(p95, current, basis, targets)
     rate = None if stale else valid(observation.arrival_rate)
     if rate is not None and queue is not None:
-        # Served is what the fleet managed; a growing queue is arrivals it did not. A
-        # first look takes the queue as built within the window.
-        since, before = history.queue or (now - targets.latency_window_seconds, 0.0)
+        # Served is what the fleet managed; a queue growing past the target is arrivals it
+        # did not (below it, batching noise). A first look takes it as built within the window.
+        normal = targets.target_queue_depth * observation.ready_replicas
+        since, before = history.queue or (now - targets.latency_window_seconds, normal)
         if now > since:
-            rate += max(0.0, (queue - before) / (now - since))
+            rate += max(0.0, (queue - max(before, normal)) / (now - since))
     if rate is not None and queue is not None and service is not None and unreachable is None:
         sized = replicas_for(
             arrival_rate=rate,

@@ -24,7 +24,7 @@ from .policy import WINDOW_INTERVALS, History, Observation, Targets, decide
 from .simulation import Fleet, Result, simulate as run_simulation
 
 TRACES = Path(__file__).with_name("traces")
-FIGURES = ("replica_minutes", "slo_violation_minutes", "scale_changes")
+FIGURES = ("replica_minutes", "slo_violation_minutes", "scale_changes", "rejected")
 POLICIES = ("imagefleet", "hpa")
 
 
@@ -126,7 +126,8 @@ def table_rows(trace_name: str, summaries: dict[str, dict[str, Summary]]) -> lis
         figures = summaries[name]
         rows.append(
             f"| {trace_name if index == 0 else ''} | {name} | {figures['replica_minutes'].show(1)} | "
-            f"{figures['slo_violation_minutes'].show(1)} | {figures['scale_changes'].show(1)} |"
+            f"{figures['slo_violation_minutes'].show(1)} | {figures['scale_changes'].show(1)} | "
+            f"{figures['rejected'].show(1)} |"
         )
     return rows
 
@@ -145,10 +146,16 @@ def table_rows(trace_name: str, summaries: dict[str, dict[str, Summary]]) -> lis
 @click.option("--image-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Added cost per image in a batch.")
 @click.option("--max-batch-size", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--queue-size", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Requests waiting per pod before it answers 429.")
+@click.option("--max-delay-seconds", default=0.1, show_default=True, type=click.FloatRange(min=0),
+              help="Longest wait for a batch to fill.")
 @click.option("--startup-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Until a new replica serves.")
 @click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds between evaluations.")
+@click.option("--scrape-interval", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds between Prometheus scrapes.")
 @click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1),
               help="Runs with different Poisson arrivals (seeds 0..N-1).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
@@ -162,21 +169,26 @@ def simulate(
     batch_seconds: float,
     image_seconds: float,
     max_batch_size: int,
+    queue_size: int,
+    max_delay_seconds: float,
     startup_seconds: float,
     interval: float,
+    scrape_interval: float,
     seeds: int,
     as_json: bool,
 ) -> None:
     """Replay TRACE (CSV: time,rate) through the autoscaling policy and Kubernetes' HPA.
 
-    Prints replica-minutes, minutes whose p95 is above the target, and scale
-    changes for both, as mean ± standard deviation over the seeds. Example
+    Prints replica-minutes, minutes whose p95 is above the target, scale changes
+    and requests refused for both, as mean ± standard deviation over the seeds. Example
     traces ship in imagefleet/autoscaling/traces/.
     """
     if min_replicas == 0:
         raise click.UsageError("--min-replicas 0 needs a demand source (the gateway), which simulate does not model")
     if min_replicas > max_replicas:
         raise click.UsageError(f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}")
+    if queue_size < max_batch_size:
+        raise click.UsageError(f"--queue-size {queue_size} is below --max-batch-size {max_batch_size}")
     if scale_down_window and scale_down_window < interval:
         raise click.UsageError(
             f"--scale-down-window {scale_down_window:g} is shorter than --interval {interval:g}: "
@@ -188,15 +200,18 @@ def simulate(
         target_queue_depth=target_queue_depth,
         target_p95_seconds=target_p95_seconds,
         scale_down_stabilization_seconds=scale_down_window,
-        latency_window_seconds=WINDOW_INTERVALS * interval,
+        latency_window_seconds=WINDOW_INTERVALS * max(interval, scrape_interval),
         startup_seconds=startup_seconds,
     )
     fleet = Fleet(
         batch_seconds=batch_seconds,
         image_seconds=image_seconds,
         max_batch_size=max_batch_size,
+        queue_size=queue_size,
+        max_delay_seconds=max_delay_seconds,
         startup_seconds=startup_seconds,
         interval_seconds=interval,
+        scrape_interval_seconds=scrape_interval,
         latency_window_seconds=targets.latency_window_seconds,
     )
     results = compare(read_trace(trace), targets, fleet, initial_replicas=min_replicas, seeds=range(seeds))
@@ -213,6 +228,7 @@ def simulate(
     table.add_column("replica-minutes", justify="right")
     table.add_column("SLO-violation minutes", justify="right")
     table.add_column("scale changes", justify="right")
+    table.add_column("refused (429)", justify="right")
     for name, figures in summaries.items():
         table.add_row(name, *(figures[figure].show(1) for figure in FIGURES))
     Console().print(table)

@@ -276,7 +276,7 @@ def test_unreachable_p95_target_holds_and_says_why_with_both_figures() -> None:
     fleet = Fleet(1, targets)
     for _ in range(40):
         decision = fleet.step(
-            queue=0, p95=1.5, busy_replicas=0.45, arrival_rate=0.3, batch_seconds=1.5, batch_size=1.0
+            queue=0, p95=1.5, busy_replicas=0.45, served_rate=0.3, batch_seconds=1.5, batch_size=1.0
         )
         assert decision.desired == 1
         assert decision.proposals[LATENCY] is None
@@ -362,7 +362,7 @@ def test_capacity_sizes_for_the_p95_target_and_decides_alone() -> None:
     3 replicas wait 0.5 * ln(C(3, 2) / 0.05) / (3 - 2) = 1.09 s at the 95th percentile,
     within the 8 s slack (2 would be saturated). The proxies are shown, not used."""
     decision = decide(
-        observe(0, 5, queue=0, p95=3.0, busy_replicas=2.0, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+        observe(0, 5, queue=0, p95=3.0, busy_replicas=2.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0),
         TARGETS,
         History(),
     )
@@ -383,7 +383,7 @@ def test_capacity_sizes_for_the_p95_target_and_decides_alone() -> None:
 def test_capacity_adds_what_drains_the_backlog_before_new_pods_serve(replicas: int, ready: int, expected: int) -> None:
     steady_queue = History(queue=(-15.0, 120.0))  # the same 120 a moment ago: no growth
     decision = decide(
-        observe(0, replicas, queue=120, p95=20.0, ready=ready, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+        observe(0, replicas, queue=120, p95=20.0, ready=ready, served_rate=2.0, batch_seconds=2.0, batch_size=2.0),
         TARGETS,
         steady_queue,
     )
@@ -393,19 +393,19 @@ def test_capacity_adds_what_drains_the_backlog_before_new_pods_serve(replicas: i
 def test_a_first_look_takes_the_queue_as_built_within_the_window() -> None:
     # 30 waiting, 24 past the target, and no earlier reading: 24 / 60 s more than the 2/s served.
     decision = decide(
-        observe(0, 3, queue=30, p95=3.0, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0), TARGETS, History()
+        observe(0, 3, queue=30, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0), TARGETS, History()
     )
     assert "2.40 requests/s" in decision.message
 
 
 def test_a_growing_queue_counts_as_arrivals_not_yet_served() -> None:
     fleet = Fleet(3)
-    fleet.step(queue=0, p95=3.0, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0)
+    fleet.step(queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0)
     # 30 waiting 15 s later, 24 of them past the target (2 per ready replica): 1.6/s more
     # arrive than are served. A queue within the target is batching noise, not arrivals.
-    decision = fleet.step(queue=30, p95=3.0, arrival_rate=2.0, batch_seconds=2.0, batch_size=2.0)
+    decision = fleet.step(queue=30, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0)
     assert decision.message.count("3.60 requests/s") == 1
-    assert "2.00 requests/s" in fleet.step(queue=6, p95=3.0, arrival_rate=2.0, batch_seconds=2.0,
+    assert "2.00 requests/s" in fleet.step(queue=6, p95=3.0, served_rate=2.0, batch_seconds=2.0,
                                            batch_size=2.0).message
 
 

@@ -132,7 +132,7 @@ def test_served_rate_and_mean_batch_are_observed() -> None:
     seen, autoscaler = fixed(4)
     run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0)
     late = seen[8:]
-    assert all(o.arrival_rate is not None and 0.6 < o.arrival_rate < 1.4 for o in late)
+    assert all(o.served_rate is not None and 0.6 < o.served_rate < 1.4 for o in late)
     # Batch time is 0.5 s + 1 s per image: the mean obeys it exactly.
     assert all(o.batch_seconds == pytest.approx(0.5 + (o.batch_size or 0)) for o in late)
 

@@ -249,7 +249,7 @@ class Autoscaler:
                 busy_replicas=readings.busy_replicas,
                 metrics_age_seconds=readings.age_seconds,
                 queue_series=readings.queue_series,
-                arrival_rate=readings.arrival_rate,
+                served_rate=readings.served_rate,
                 batch_seconds=readings.batch_seconds,
                 batch_size=readings.batch_size,
                 capacity=capacity,

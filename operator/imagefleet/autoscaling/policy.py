@@ -7,7 +7,7 @@ Rules, in order:
 
 1. Signals. Queue depth (waiting requests summed over the pods with a fresh
    series), p95 latency, busy replicas (GPU-seconds spent in batches per second)
-   and the arrival rate with the mean batch time and size. A missing, NaN, Inf or
+   and the served rate with the mean batch time and size. A missing, NaN, Inf or
    stale reading is *no signal*, never zero. An empty p95 with a queue reading
    means "no traffic".
 2. Per-signal proposals. Queue: ceil(queue / targetQueueDepth). Utilization:
@@ -16,9 +16,10 @@ Rules, in order:
    p95 does not compound a scale-up; when the target is at or below one
    request's time on an idle replica, latency proposes nothing (more replicas
    cannot reach it) and the decision says so. Capacity (`sizing.replicas_for`):
-   the fewest replicas whose queue meets the p95 target at the arrival rate, plus
-   what drains the backlog before new pods are ready. A signal within the
-   tolerance band of its target proposes the current count.
+   the fewest replicas whose queue meets the p95 target at the arrival rate (the
+   served rate plus the queue's growth beyond its target), raised to drain the
+   backlog soon after new pods are ready. A proxy within the tolerance band of
+   its target proposes the current count.
 3. Capacity, when it has its inputs, decides alone: the queue, utilization and
    latency proxies are its fallback (before the first batch, or when latency is
    unreachable), and then the largest proposal wins. Nothing scales down
@@ -111,8 +112,8 @@ class Observation:
     metrics_age_seconds: float | None = None
     # Pods whose fresh queue-depth series make up queue_depth; None: every ready pod.
     queue_series: int | None = None
-    # Requests per second arriving, and the mean pipeline call (seconds, requests) over the window.
-    arrival_rate: float | None = None
+    # Requests per second served, and the mean pipeline call (seconds, requests) over the window.
+    served_rate: float | None = None
     batch_seconds: float | None = None
     batch_size: float | None = None
     # Most replicas the free GPUs of the class can host now; None = no limit known.
@@ -242,7 +243,7 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
             window_ready = [s.replicas for s in ready if now - s.time <= targets.latency_window_seconds]
             basis = max(1, min(window_ready))
             proposals[LATENCY] = _latency_proposal(p95, current, basis, targets)
-    rate = None if stale else valid(observation.arrival_rate)
+    rate = None if stale else valid(observation.served_rate)
     if rate is not None and queue is not None:
         # Served is what the fleet managed; a queue growing past the target is arrivals it
         # did not (below it, batching noise). A first look takes it as built within the window.

@@ -118,7 +118,7 @@ class Readings:
     age_seconds: float | None
     queue_series: int | None = None
     stale_series: int = 0
-    arrival_rate: float | None = None
+    served_rate: float | None = None
     batch_seconds: float | None = None
     batch_size: float | None = None
     # The most samples a pod has in the rate window (None: no series).
@@ -147,7 +147,7 @@ async def read(
         age_seconds=queue.newest_age_seconds,
         queue_series=queue.fresh,
         stale_series=queue.stale,
-        arrival_rate=rate,
+        served_rate=rate,
         batch_seconds=batch_seconds,
         batch_size=batch_size,
         window_samples=samples,

@@ -225,7 +225,7 @@ def simulate(
             busy_replicas=rate(lambda s: s.batch_seconds) if rates else None,
             metrics_age_seconds=time - max(p.scrapes[-1].time for p in reporting) if reporting else None,
             queue_series=sum(1 for p in reporting if not p.leaving),
-            arrival_rate=rate(lambda s: s.served) if rates else None,
+            served_rate=rate(lambda s: s.served) if rates else None,
             batch_seconds=rate(lambda s: s.batch_seconds) / calls if calls > 0 else None,
             batch_size=rate(lambda s: s.batched) / calls if calls > 0 else None,
         )

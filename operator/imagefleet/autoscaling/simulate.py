@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -223,9 +224,10 @@ def simulate(
             for name, figures in summaries.items()
         }))
         return
-    table = Table(title=f"{trace.name}: p95 target {target_p95_seconds:g}s, {seeds} seeds, mean ± std dev")
+    table = Table(title=f"{trace.name}: p95 target {target_p95_seconds:g}s, {seeds} seeds, mean ± std dev",
+                  box=box.SIMPLE_HEAD)
     table.add_column("policy")
-    table.add_column("replica-minutes", justify="right")
+    table.add_column("replica-minutes", justify="right", no_wrap=True, min_width=15)
     table.add_column("SLO-violation minutes", justify="right")
     table.add_column("scale changes", justify="right")
     table.add_column("refused (429)", justify="right")

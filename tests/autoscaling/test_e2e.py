@@ -217,7 +217,7 @@ async def test_load_scales_up_p95_recovers_scales_down_and_holds_without_prometh
     )
     scaled_at = time.monotonic()
     status = view.status()
-    assert status["autoscaling"]["winner"] in (policy.QUEUE, policy.LATENCY, policy.UTILIZATION)
+    assert status["autoscaling"]["winner"] in (policy.CAPACITY, policy.QUEUE, policy.LATENCY, policy.UTILIZATION)
     settled = await asyncio.to_thread(
         wait_until, lambda: view.all_ready() if view.replicas() > 1 else None, timeout=40,
         message="every desired replica Ready",

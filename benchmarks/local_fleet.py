@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from imagefleet import GROUP, PLURAL, VERSION  # noqa: E402
 from imagefleet.autoscaling.prometheus import PrometheusClient  # noqa: E402
 from imagefleet.builders.labels import selector_string  # noqa: E402
-from imagefleet.demo.endpoints import Endpoints  # noqa: E402
+from imagefleet.bench.endpoints import Endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane, agent_processes  # noqa: E402
 from imagefleet.dev.fleet import load_fleet  # noqa: E402
 from imagefleet.dev.prometheus import LocalPrometheus  # noqa: E402

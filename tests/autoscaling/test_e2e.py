@@ -29,7 +29,7 @@ from imagefleet import conditions as c
 from imagefleet.autoscaling import loop, policy, queries
 from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.bench.stats import percentile
-from imagefleet.demo.endpoints import Endpoints
+from imagefleet.bench.endpoints import Endpoints
 from imagefleet.demo.stack import install_crd
 from imagefleet.dev import processes
 from imagefleet.dev.prometheus import LocalPrometheus

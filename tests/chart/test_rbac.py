@@ -187,6 +187,7 @@ ALLOWED = [
     ("patch", "imagemodeldeployments.imagefleet.io/status"),
     ("create", "deployments.apps"),
     ("delete", "services"),
+    ("patch", "inferencepools.inference.networking.k8s.io"),
     ("create", "events"),
     ("list", "pods"),
     ("list", "nodes"),
@@ -209,6 +210,7 @@ REFUSED = [
     ("delete", "namespaces"),
     ("create", "statefulsets.apps"),
     ("update", "deployments.apps"),
+    ("update", "inferencepools.inference.networking.k8s.io"),
     ("watch", "nodes"),
     ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
 ]

@@ -45,7 +45,7 @@ def _event_reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
 def test_overflow_targets_are_judged_on_apply_and_again_when_the_namespace_changes(
     cluster: Cluster, namespace: str, operator_factory: OperatorFactory
 ) -> None:
-    operator_factory(namespace)
+    operator_factory(namespace, env={"IMAGEFLEET_RESYNC_SECONDS": "3600"})  # only events can re-judge a
     imds = Imds(cluster.api_client, namespace)
     imds.create("a", {**TINY, "routing": {"group": "sdxl", "overflowTo": "b"}})
 
@@ -60,14 +60,14 @@ def test_overflow_targets_are_judged_on_apply_and_again_when_the_namespace_chang
     imds.wait_ready("a", timeout=90)
 
     imds.create("b", {**TINY, "routing": {"group": "other"}})  # a appears: another group
-    wait_until(lambda: reason("a") == "False/OverflowTargetInOtherGroup", timeout=30, message="a: other group")
+    wait_until(lambda: reason("a") == "False/OverflowTargetInOtherGroup", timeout=10, message="a: other group")
 
     imds.patch_spec("b", {"routing": {"group": "sdxl", "overflowTo": "a"}})  # a -> b -> a
-    wait_until(lambda: reason("a") == reason("b") == "False/OverflowCycle", timeout=30, message="a, b: a cycle")
+    wait_until(lambda: reason("a") == reason("b") == "False/OverflowCycle", timeout=10, message="a, b: a cycle")
     assert "(a -> b -> a)" in (_condition(imds, "a", "RoutingValid") or ("", "", ""))[2]
 
     imds.patch_spec("b", {"routing": {"overflowTo": None}})  # b ends the chain
-    wait_until(lambda: reason("a") == "True/OverflowTargetValid" and reason("b") is None, timeout=30,
+    wait_until(lambda: reason("a") == "True/OverflowTargetValid" and reason("b") is None, timeout=10,
                message="a valid again, b without RoutingValid")
     assert imds.is_ready("a")
     wait_until(lambda: {"OverflowTargetNotFound", "OverflowTargetInOtherGroup", "OverflowCycle",
@@ -75,7 +75,7 @@ def test_overflow_targets_are_judged_on_apply_and_again_when_the_namespace_chang
                timeout=15, message="one Event per change of a's verdict")
 
     imds.delete("b")  # the target goes away
-    wait_until(lambda: reason("a") == "False/OverflowTargetNotFound", timeout=30, message="a: target gone")
+    wait_until(lambda: reason("a") == "False/OverflowTargetNotFound", timeout=10, message="a: target gone")
 
 
 @pytest.fixture
@@ -134,7 +134,8 @@ def test_inference_pool_follows_its_crd_and_its_resource(
     cluster: Cluster, namespace: str, operator_factory: OperatorFactory, no_pool_crd: client.ApiextensionsV1Api
 ) -> None:
     operator_factory(namespace, env={"IMAGEFLEET_ENDPOINT_PICKER_SERVICE": "{name}-epp",
-                                     "IMAGEFLEET_ENDPOINT_PICKER_PORT": "9002"})
+                                     "IMAGEFLEET_ENDPOINT_PICKER_PORT": "9002",
+                                     "IMAGEFLEET_RESYNC_SECONDS": "3600"})  # only events drive the flips
     imds = Imds(cluster.api_client, namespace)
     imd = imds.create("sdxl-bulk", {**TINY, "tier": "bulk", "routing": {"inferencePool": {"enabled": True}}})
     imds.create("plain", TINY)
@@ -147,8 +148,8 @@ def test_inference_pool_follows_its_crd_and_its_resource(
     assert POOL_CRD in (_condition(imds, "sdxl-bulk", "InferencePoolReady") or ("", "", ""))[2]
 
     _install_crd(no_pool_crd)
-    pool = wait_until(lambda: _pool(cluster, namespace, "sdxl-bulk"), timeout=60, message="the InferencePool")
-    wait_until(lambda: pool_reason() == "True/PoolConfigured", timeout=30, message="InferencePoolReady=True")
+    pool = wait_until(lambda: _pool(cluster, namespace, "sdxl-bulk"), timeout=15, message="the InferencePool")
+    wait_until(lambda: pool_reason() == "True/PoolConfigured", timeout=15, message="InferencePoolReady=True")
     # Owned by its resource; selects exactly the runtime pods; the API server's own defaults are there,
     # so the real v1.6.0 schema took it.
     (owner,) = pool["metadata"]["ownerReferences"]
@@ -167,14 +168,14 @@ def test_inference_pool_follows_its_crd_and_its_resource(
                                           {"spec": {"targetPorts": [{"number": 9999}]}},
                                           _content_type="application/merge-patch+json")
     wait_until(lambda: (_pool(cluster, namespace, "sdxl-bulk") or {}).get("spec", {}).get("targetPorts")
-               == [{"number": 8000}], timeout=30, message="the pool's targetPorts restored")
+               == [{"number": 8000}], timeout=15, message="the pool's targetPorts restored")
 
     # The CRD goes (taking the pool with it) and comes back.
     _delete_crd(no_pool_crd)
-    wait_until(lambda: pool_reason() == "False/CRDNotInstalled", timeout=30, message="back to CRDNotInstalled")
+    wait_until(lambda: pool_reason() == "False/CRDNotInstalled", timeout=15, message="back to CRDNotInstalled")
     _install_crd(no_pool_crd)
-    wait_until(lambda: _pool(cluster, namespace, "sdxl-bulk"), timeout=60, message="the pool recreated")
-    wait_until(lambda: pool_reason() == "True/PoolConfigured", timeout=30, message="InferencePoolReady=True again")
+    wait_until(lambda: _pool(cluster, namespace, "sdxl-bulk"), timeout=15, message="the pool recreated")
+    wait_until(lambda: pool_reason() == "True/PoolConfigured", timeout=15, message="InferencePoolReady=True again")
     assert {"CRDNotInstalled", "InferencePoolReady"} <= set(_event_reasons(cluster, namespace, "sdxl-bulk"))
 
     # Turned off: the pool is deleted and the condition removed.

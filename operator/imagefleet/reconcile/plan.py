@@ -201,11 +201,12 @@ def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
         return replace(child, events=tuple(events) if child.action == "delete" else ()), None
     manifest = with_spec_hash(build_inference_pool(owner, spec.tier, picker))
     child = _child(INFERENCE_POOL, manifest, live)
-    message = (f"InferencePool {owner.name} selects the runtime pods on port {RUNTIME_PORT}; endpoint picker: "
-               f"Service {picker.service_for(owner.name)} port {picker.port}")
+    details = (f"the runtime pods on port {RUNTIME_PORT}, endpoint picker Service {picker.service_for(owner.name)} "
+               f"port {picker.port}")
+    message = f"InferencePool {owner.name} selects {details}"
     events = _child_events(child, live, owner.name, created_before=False)
     if child.action == "apply" and live is None:
-        events.append(Event("Normal", CREATED, f"created {message}"))
+        events.append(Event("Normal", CREATED, f"created InferencePool {owner.name}: {details}"))
     return replace(child, events=tuple(events)), (c.TRUE, s.POOL_CONFIGURED, message)
 
 

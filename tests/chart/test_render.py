@@ -78,6 +78,8 @@ def test_operator_environment_follows_the_settings_contract(helm: Helm) -> None:
         "IMAGEFLEET_NAMESPACES": "a,b",
         "IMAGEFLEET_PEERING": "imagefleet",
         "IMAGEFLEET_METRICS_PORT": "8081",
+        "IMAGEFLEET_ENDPOINT_PICKER_SERVICE": "{name}-epp",
+        "IMAGEFLEET_ENDPOINT_PICKER_PORT": "9002",
     }
 
 

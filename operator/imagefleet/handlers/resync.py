@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 import kopf
 
 from .common import Indexes, reconcile_from_indexes

@@ -253,6 +253,15 @@ class RolloutSpec(_ApiModel):
     )
 
 
+class InferencePoolSpec(_ApiModel):
+    """An InferencePool (Gateway API Inference Extension) selecting this resource's runtime pods."""
+
+    enabled: bool = Field(
+        False, description="Create the InferencePool named after the resource when its CRD is installed "
+        "(the InferencePoolReady condition says when it is not).",
+    )
+
+
 class RoutingSpec(_ApiModel):
     """How `imagefleet gateway` routes to this resource: its model group and where its excess goes."""
 
@@ -264,9 +273,10 @@ class RoutingSpec(_ApiModel):
     overflow_to: str | None = Field(
         None, min_length=1, max_length=63, pattern=DNS_LABEL,
         description="Another resource of the same group and namespace that takes the requests this one cannot "
-        "when every pod is saturated. A missing target or a cycle of targets is reported by the gateway "
-        "(log and metric) and the field is then ignored.",
+        "when every pod is saturated. A missing target, one in another group or a cycle of targets is reported "
+        "in the RoutingValid condition, and the gateway then ignores the field.",
     )
+    inference_pool: InferencePoolSpec | None = Field(None, description=InferencePoolSpec.__doc__)
 
 
 # A root rule (it needs metadata.name): the shortest overflow cycle is refused by the API server itself.
@@ -364,7 +374,8 @@ class ImageModelDeploymentStatus(_ApiModel):
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(
         None, max_length=32,
-        description="Ready, Progressing, FitsGPU and MetricsAvailable (and the autoscaler's own).",
+        description="Ready, Progressing, FitsGPU, MetricsAvailable, RoutingValid and InferencePoolReady "
+        "(and the autoscaler's own).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int | None = Field(None, ge=0, description="Pods of the runtime Deployment.")

@@ -19,11 +19,12 @@ ANSWERED, REFUSED, UNSENT, LOST = "answered", "refused", "unsent", "lost"
 
 
 class Load:
-    """`clients` clients, each sending its next request when the last one is done."""
+    """`clients` clients, each sending its next request `pause` seconds after the last one ended."""
 
-    def __init__(self, pick: Callable[[], str], clients: int) -> None:
+    def __init__(self, pick: Callable[[], str], clients: int, pause: float = 0.0) -> None:
         self.pick = pick
         self.clients = clients
+        self.pause = pause
         self.outcomes: Counter[str] = Counter()
         self.lost: list[str] = []  # what each lost request saw
         self._stop = threading.Event()
@@ -59,8 +60,7 @@ class Load:
             self.outcomes[outcome] += 1
             if outcome == LOST:
                 self.lost.append(f"{base}: {detail}")
-            if outcome != ANSWERED:
-                await asyncio.sleep(0.2)
+            await asyncio.sleep(self.pause if outcome == ANSWERED else max(self.pause, 0.2))
 
 
 async def _send(http: httpx.AsyncClient, base: str) -> tuple[str, str]:

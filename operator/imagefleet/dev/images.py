@@ -8,8 +8,10 @@ base cannot be pulled, the base is a Debian bookworm root filesystem made by mmd
 Images stay in buildah's own storage, tagged with a hash of their inputs (the Dockerfile,
 the pinned requirements, the base and the project files the Dockerfile copies): an
 unchanged image is found, not rebuilt, and `--layers` reuses the slow pip layer when only
-the code changed. The build stage mounts the host's pip cache, so wheels the virtual
-environment already downloaded (torch) are not downloaded again.
+the code changed. The pinned wheels are downloaded once per requirements file into a
+wheelhouse outside the repository, which the build reads offline (a pip.conf with
+`no-index` and the wheelhouse mounted into the RUN steps, never into an image): torch is
+downloaded once per machine, not once per build.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +37,7 @@ SUITE = "bookworm"
 # passwd: groupadd and useradd.
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "passwd", "ca-certificates")
 BASE_REPOSITORY = "localhost/imagefleet-base"
-PIP_CACHE = Path.home() / ".cache" / "pip"
-# The build machine's pip settings and CA bundle (e.g. a TLS proxy's CA), mounted into RUN
-# steps when present: they reach pip during the build and never enter an image.
-HOST_SETTINGS = (Path("/etc/pip.conf"), Path("/etc/ssl/certs/ca-certificates.crt"))
+WHEELS_INSIDE = "/wheels"
 SKIPPED_PARTS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 
 
@@ -45,15 +46,16 @@ class ImageSpec:
     name: str
     dockerfile: str
     base_arg: str  # the build argument that names the base image
+    requirements: str
     inputs: tuple[str, ...]  # files and directories (relative to the project root) the build reads
 
 
 OPERATOR = ImageSpec(
-    "imagefleet-operator", "docker/Dockerfile.operator", "PYTHON_IMAGE",
+    "imagefleet-operator", "docker/Dockerfile.operator", "PYTHON_IMAGE", "docker/requirements-operator.txt",
     ("docker/Dockerfile.operator", "docker/requirements-operator.txt", "pyproject.toml", "README.md", "operator"),
 )
 RUNTIME = ImageSpec(
-    "imagefleet-runtime", "docker/Dockerfile.runtime", "CUDA_IMAGE",
+    "imagefleet-runtime", "docker/Dockerfile.runtime", "CUDA_IMAGE", "docker/requirements-runtime.txt",
     ("docker/Dockerfile.runtime", "docker/requirements-runtime.txt", "pyproject.toml", "README.md", "operator",
      "runtime"),
 )
@@ -132,12 +134,35 @@ def input_key(spec: ImageSpec, root: Path, base: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def wheelhouse(spec: ImageSpec, root: Path, progress: Progress = print) -> Path:
+    """Every pinned wheel of `spec` (and the project's build requirements), downloaded once
+    into a directory keyed by their hash, with the pip.conf that installs from it offline."""
+    requirements = (root / spec.requirements).read_text()
+    build_requires = tomllib.loads((root / "pyproject.toml").read_text())["build-system"]["requires"]
+    key = hashlib.sha256("\n".join([requirements, *build_requires]).encode()).hexdigest()[:16]
+    directory = cache_dir() / "wheels" / key
+    config = directory / "pip.conf"
+    if config.is_file():
+        return directory
+    progress(f"downloading the pinned wheels of {spec.requirements} into {directory} (once)")
+    staging = directory.with_name(f".{key}.partial")
+    staging.mkdir(parents=True, exist_ok=True)
+    for args in (["--no-deps", "-r", str(root / spec.requirements)], build_requires):
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(staging), *args],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise DevError(f"a pinned requirement of {spec.requirements} does not resolve: {result.stderr.strip()[-2000:]}")
+    (staging / "pip.conf").write_text(f"[global]\nno-index = true\nfind-links = {WHEELS_INSIDE}\n")
+    staging.rename(directory)
+    return directory
+
+
 def build(spec: ImageSpec, root: Path, base: str, progress: Progress = print) -> Image:
     """The image of `spec` on `base`, built unless an image of the same inputs is in storage."""
     reference = f"localhost/{spec.name}:{input_key(spec, root, base)}"
     if _found(reference):
         return Image(reference, None, size_bytes(reference))
-    PIP_CACHE.mkdir(parents=True, exist_ok=True)
+    wheels = wheelhouse(spec, root, progress)
     log = cache_dir() / "images" / f"{spec.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     progress(f"building {reference} on {base} (log: {log})")
@@ -146,8 +171,8 @@ def build(spec: ImageSpec, root: Path, base: str, progress: Progress = print) ->
         "buildah", "bud", "--isolation", "chroot", "--layers",
         "--file", str(root / spec.dockerfile),
         "--build-arg", f"{spec.base_arg}={base}",
-        "--volume", f"{PIP_CACHE}:/root/.cache/pip",
-        *(option for path in HOST_SETTINGS if path.is_file() for option in ("--volume", f"{path}:{path}:ro")),
+        "--volume", f"{wheels}:{WHEELS_INSIDE}:ro",
+        "--volume", f"{wheels / 'pip.conf'}:/etc/pip.conf:ro",
         "--tag", reference,
         str(root),
     ]

@@ -204,7 +204,7 @@ def test_operator_killed_during_a_scale_up_then_prometheus_restarted_during_the_
 def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller_fleet(
     plane: Cluster, fault_namespace: str, start_operator: StartOperator
 ) -> None:
-    """Last in the module: it removes a node (put back at the end)."""
+    """It removes a node, and puts it back at the end."""
     fleet = Fleet(plane, fault_namespace, "moving")
     start_operator()
     fleet.imds.create("moving", autoscaled_sd15(max_replicas=3))
@@ -219,22 +219,24 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
         node = victim.spec.node_name
         deleted = time.monotonic()
         fleet.core.delete_node(node)
-        wait_until(lambda: all(p.metadata.uid != victim.metadata.uid for p in fleet.pods()), timeout=120,
-                   message=f"the pod on the deleted node {node} to be removed")
-        removed = time.monotonic() - deleted
-        wait_until(lambda: fleet.converged(3) and all(p.spec.node_name != node for p in fleet.pods()), timeout=90,
-                   message="3 ready replicas again, none on the deleted node")
-        moved = time.monotonic() - deleted
-        # Only 3 L4 nodes are left and each runs a replica: more replicas find no GPU.
-        fleet.imds.patch_spec("moving", {"autoscaling": {"maxReplicas": 5}})
-        limited = wait_until(lambda: _limited(fleet, "moving"), timeout=60,
-                             message="ScalingLimited=True InsufficientGPUs")
-        assert fleet.replicas() == 3
+        try:
+            wait_until(lambda: all(p.metadata.uid != victim.metadata.uid for p in fleet.pods()), timeout=120,
+                       message=f"the pod on the deleted node {node} to be removed")
+            removed = time.monotonic() - deleted
+            wait_until(lambda: fleet.converged(3) and all(p.spec.node_name != node for p in fleet.pods()), timeout=90,
+                       message="3 ready replicas again, none on the deleted node")
+            moved = time.monotonic() - deleted
+            # Only 3 L4 nodes are left and each runs a replica: more replicas find no GPU.
+            fleet.imds.patch_spec("moving", {"autoscaling": {"maxReplicas": 5}})
+            limited = wait_until(lambda: _limited(fleet, "moving"), timeout=60,
+                                 message="ScalingLimited=True InsufficientGPUs")
+            assert fleet.replicas() == 3
+        finally:  # the node comes back for the other tests of the module
+            fleet.core.create_node(next(n for n in nodes if n["metadata"]["name"] == node))
     assert_nothing_lost(load)
     print(f"node {node} deleted: its pod removed after {removed:.1f}s, 3 ready replicas again after {moved:.1f}s; "
           f"ScalingLimited: {limited}")
     assert "no free GPUs for more than 3 replicas" in limited
-    fleet.core.create_node(next(n for n in nodes if n["metadata"]["name"] == node))
 
 
 def _scaling_reason(fleet: Fleet, name: str) -> str | None:

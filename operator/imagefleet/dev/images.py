@@ -181,4 +181,19 @@ def build(spec: ImageSpec, root: Path, base: str, progress: Progress = print) ->
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
         raise DevError(f"building {spec.name} failed ({result.returncode}); the end of {log}:\n{tail}")
-    return Image(reference, time.monotonic() - started, size_bytes(reference))
+    seconds = time.monotonic() - started
+    _remove_older(spec, reference)
+    return Image(reference, seconds, size_bytes(reference))
+
+
+def _remove_older(spec: ImageSpec, keep: str) -> None:
+    """Remove the earlier builds of `spec` (other tags of its name): storage keeps the latest."""
+    prefix = f"localhost/{spec.name}:"
+    older = [
+        name
+        for listed in json.loads(buildah("images", "--json"))
+        for name in listed.get("names") or []
+        if name.startswith(prefix) and name != keep
+    ]
+    if older:
+        subprocess.run(["buildah", "rmi", *older], capture_output=True)

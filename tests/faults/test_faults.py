@@ -47,7 +47,7 @@ def autoscaled_sd15(max_replicas: int) -> dict[str, Any]:
     }
 
 
-class Fleet:
+class ResourceView:
     """One resource's Deployment, pods and events, read through the API server."""
 
     def __init__(self, cluster: Cluster, namespace: str, name: str) -> None:
@@ -131,7 +131,7 @@ def test_restarted_while_the_operator_runs_the_watch_resumes_and_nothing_is_writ
         # Changes made after the restart reach the operator only through a resumed watch.
         imds.patch_spec("edited", {"replicas": 2})
         imds.create("late", TINY)
-        edited, late = Fleet(plane, fault_namespace, "edited"), Fleet(plane, fault_namespace, "late")
+        edited, late = ResourceView(plane, fault_namespace, "edited"), ResourceView(plane, fault_namespace, "late")
         wait_until(lambda: edited.converged(2) and late.converged(1), timeout=120,
                    message="the edit and the new resource to converge")
         converged = time.monotonic() - started
@@ -151,13 +151,13 @@ def test_restarted_while_the_operator_runs_the_watch_resumes_and_nothing_is_writ
         ("deployments", "steady"): 1, ("services", "steady"): 1, ("deployments", "edited"): 2,
         ("services", "edited"): 1, ("deployments", "late"): 1, ("services", "late"): 1,
     })
-    assert Fleet(plane, fault_namespace, "steady").children() == Counter(Deployment=3, Service=3, ReplicaSet=3)
+    assert ResourceView(plane, fault_namespace, "steady").children() == Counter(Deployment=3, Service=3, ReplicaSet=3)
 
 
 def test_operator_killed_during_a_scale_up_then_prometheus_restarted_during_the_scale_down(
     plane: Cluster, fault_namespace: str, start_operator: StartOperator, prometheus: LocalPrometheus
 ) -> None:
-    fleet = Fleet(plane, fault_namespace, "burst")
+    fleet = ResourceView(plane, fault_namespace, "burst")
     first = start_operator()
     fleet.imds.create("burst", autoscaled_sd15(max_replicas=3))
     wait_until(lambda: fleet.imds.condition("burst", c.METRICS_AVAILABLE)["status"] == c.TRUE,  # type: ignore[index]
@@ -205,7 +205,7 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
     plane: Cluster, fault_namespace: str, start_operator: StartOperator
 ) -> None:
     """It removes a node, and puts it back at the end."""
-    fleet = Fleet(plane, fault_namespace, "moving")
+    fleet = ResourceView(plane, fault_namespace, "moving")
     start_operator()
     fleet.imds.create("moving", autoscaled_sd15(max_replicas=3))
     fleet.imds.wait_ready("moving", timeout=90)
@@ -239,12 +239,12 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
     assert "no free GPUs for more than 3 replicas" in limited
 
 
-def _scaling_reason(fleet: Fleet, name: str) -> str | None:
+def _scaling_reason(fleet: ResourceView, name: str) -> str | None:
     condition = fleet.imds.condition(name, SCALING)
     return None if condition is None else str(condition["reason"])
 
 
-def _limited(fleet: Fleet, name: str) -> str | None:
+def _limited(fleet: ResourceView, name: str) -> str | None:
     condition = fleet.imds.condition(name, SCALING_LIMITED)
     if condition and condition["status"] == c.TRUE and condition["reason"] == policy.INSUFFICIENT_GPUS:
         return str(condition["message"])

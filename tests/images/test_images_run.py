@@ -75,6 +75,7 @@ def test_operator_image_reconciles_with_the_charts_service_account(
     assert writers == {f"system:serviceaccount:{namespace}:{account}"}, writers
 
 
+@pytest.mark.runtime_image
 def test_runtime_image_serves_the_tiny_model_to_the_openai_client(runtime_image: images.Image, tmp_path: Path) -> None:
     port = free_port()
     cache = tmp_path / "cache"

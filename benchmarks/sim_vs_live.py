@@ -237,7 +237,7 @@ class Replayed:
 
     latencies: list[tuple[float, float]] = field(default_factory=list)
     refused: int = 0
-    send_lags: list[float] = field(default_factory=list)
+    send_lags: list[tuple[float, float]] = field(default_factory=list)  # (arrival, lag)
 
 
 async def replay(endpoints: Picker, arrivals: list[float], speedup: float) -> Replayed:
@@ -248,7 +248,7 @@ async def replay(endpoints: Picker, arrivals: list[float], speedup: float) -> Re
     start = time.monotonic()
 
     async def one(http: httpx.AsyncClient, arrival: float) -> None:
-        replayed.send_lags.append((time.monotonic() - start) * speedup - arrival)
+        replayed.send_lags.append((arrival, (time.monotonic() - start) * speedup - arrival))
         try:
             url = endpoints.pick()
         except LookupError:  # no ready endpoint: refused, as the simulator counts it
@@ -279,6 +279,28 @@ async def replay(endpoints: Picker, arrivals: list[float], speedup: float) -> Re
     return replayed
 
 
+def print_violations(replayed: Replayed, target: float) -> None:
+    """Each live SLO-violation minute with its p95 and the client's worst send lag in it (a busy
+    machine shows as lag, not as serving time)."""
+    by_minute: dict[int, list[float]] = {}
+    for arrival, latency in replayed.latencies:
+        by_minute.setdefault(int(arrival // 60), []).append(latency)
+    worst_lag: dict[int, float] = {}
+    for arrival, lag in replayed.send_lags:
+        worst_lag[int(arrival // 60)] = max(lag, worst_lag.get(int(arrival // 60), 0.0))
+    minutes = [
+        f"{minute} (p95 {p95_of(values):.0f} s, send lag <= {worst_lag.get(minute, 0.0):.1f} s)"
+        for minute, values in sorted(by_minute.items()) if p95_of(values) > target
+    ]
+    print(f"  live SLO-violation minutes (trace minute of arrival): {', '.join(minutes) or 'none'}", flush=True)
+
+
+def p95_of(values: list[float]) -> float:
+    """As the simulator counts a minute's p95 (the value at rank ceil(0.95 n))."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
 async def run_live(api: client.ApiClient, namespace: str, settings: Settings, trace: list[tuple[float, float]],
                    arrivals: list[float]) -> tuple[Figures, list[float], list[float]]:
     """The live figures; the start-ups of the run's scale-ups (asked to serving) and of every pod
@@ -301,13 +323,17 @@ async def run_live(api: client.ApiClient, namespace: str, settings: Settings, tr
     start = time.monotonic()
     end = start + trace[-1][0] / settings.speedup
     sending = asyncio.create_task(replay(endpoints, arrivals, settings.speedup))
+    loads = []
     while not sending.done():
         await asyncio.to_thread(watch.poll, api, namespace)
+        loads.append(os.getloadavg()[0])
         await asyncio.sleep(POLL_SECONDS)
     replayed = await sending
-    lags = sorted(replayed.send_lags)
+    lags = sorted(lag for _, lag in replayed.send_lags)
     print(f"  client send lag (trace s): p50 {statistics.median(lags):.2f}, p95 {lags[int(0.95 * len(lags))]:.2f}, "
-          f"max {lags[-1]:.2f}; load average {os.getloadavg()[0]:.1f} at {os.cpu_count()} cores", flush=True)
+          f"max {lags[-1]:.2f}; 1-minute load average {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} cores",
+          flush=True)
+    print_violations(replayed, settings.target_p95_seconds)
     replica_seconds = watch.pod_seconds(start, end) * settings.speedup
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, NAME)
     live = figures(replayed.latencies, replica_seconds, settings.target_p95_seconds, watch.scale_changes(start, end),

@@ -1,6 +1,6 @@
 """Replay the shipped load traces through the live emulated fleet and through the simulator, side by side.
 
-    python benchmarks/sim_vs_live.py [--traces spike noisy-plateau] [--speedup 15] [--rate-scale 0.25]
+    python benchmarks/sim_vs_live.py [--traces spike noisy-plateau] [--speedup 10] [--rate-scale 0.25]
 
 Live: a control plane whose node agent runs every runtime pod as a real runtime process
 (emulated engine: SDXL 1024², 30 steps on an A100's published timings), a Prometheus that
@@ -237,6 +237,7 @@ class Replayed:
 
     latencies: list[tuple[float, float]] = field(default_factory=list)
     refused: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)  # HTTP status (-1: no answer) -> requests
     send_lags: list[tuple[float, float]] = field(default_factory=list)  # (arrival, lag)
 
 
@@ -262,6 +263,7 @@ async def replay(endpoints: Picker, arrivals: list[float], speedup: float) -> Re
             status = -1
         finally:
             endpoints.release(url)
+        replayed.statuses[status] = replayed.statuses.get(status, 0) + 1
         if status == 200:
             results.append((arrival, (time.monotonic() - start) * speedup - arrival))
         else:
@@ -333,6 +335,7 @@ async def run_live(api: client.ApiClient, namespace: str, settings: Settings, tr
     print(f"  client send lag (trace s): p50 {statistics.median(lags):.2f}, p95 {lags[int(0.95 * len(lags))]:.2f}, "
           f"max {lags[-1]:.2f}; 1-minute load average {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} cores",
           flush=True)
+    print(f"  answers by HTTP status (-1: none): {dict(sorted(replayed.statuses.items()))}", flush=True)
     print_violations(replayed, settings.target_p95_seconds)
     replica_seconds = watch.pod_seconds(start, end) * settings.speedup
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, NAME)
@@ -375,7 +378,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--traces", nargs="+", default=["spike", "noisy-plateau"],
                         help="names in imagefleet/autoscaling/traces/, run one at a time in this order")
-    parser.add_argument("--speedup", type=float, default=15.0, help="time compression of everything compressible")
+    parser.add_argument("--speedup", type=float, default=10.0, help="time compression of everything compressible")
     parser.add_argument("--rate-scale", type=float, default=0.25, help="the traces' rates are multiplied by this")
     parser.add_argument("--target-p95-seconds", type=float, default=20.0, help="trace seconds")
     parser.add_argument("--max-replicas", type=int, default=8)

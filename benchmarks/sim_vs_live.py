@@ -54,6 +54,7 @@ from imagefleet.autoscaling.simulate import TRACES, PolicyAutoscaler, read_trace
 from imagefleet.autoscaling.simulation import (  # noqa: E402
     Fleet,
     Result,
+    nearest_rank_p95,
     poisson_arrivals,
     simulate,
     slo_violation_minutes,
@@ -291,16 +292,10 @@ def print_violations(replayed: Replayed, target: float) -> None:
     for arrival, lag in replayed.send_lags:
         worst_lag[int(arrival // 60)] = max(lag, worst_lag.get(int(arrival // 60), 0.0))
     minutes = [
-        f"{minute} (p95 {p95_of(values):.0f} s, send lag <= {worst_lag.get(minute, 0.0):.1f} s)"
-        for minute, values in sorted(by_minute.items()) if p95_of(values) > target
+        f"{minute} (p95 {nearest_rank_p95(values):.0f} s, send lag <= {worst_lag.get(minute, 0.0):.1f} s)"
+        for minute, values in sorted(by_minute.items()) if nearest_rank_p95(values) > target
     ]
     print(f"  live SLO-violation minutes (trace minute of arrival): {', '.join(minutes) or 'none'}", flush=True)
-
-
-def p95_of(values: list[float]) -> float:
-    """As the simulator counts a minute's p95 (the value at rank ceil(0.95 n))."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 async def run_live(api: client.ApiClient, namespace: str, settings: Settings, trace: list[tuple[float, float]],
@@ -424,7 +419,8 @@ def main() -> None:
             namespace = f"replay-{name}"
             client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
             arrivals = poisson_arrivals(trace, random.Random(0))
-            print(f"\n{name}: {len(arrivals)} requests over {trace[-1][0] / settings.speedup:.0f} s live ...", flush=True)
+            live_seconds = trace[-1][0] / settings.speedup
+            print(f"\n{name}: {len(arrivals)} requests over {live_seconds:.0f} s live ...", flush=True)
             live, startups, pod_startups = asyncio.run(run_live(api, namespace, settings, trace, arrivals))
             if not startups:
                 raise SystemExit(f"{name}: no scale-up, so no start-up time to give the simulator")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.sim_vs_live import replay
-from imagefleet.autoscaling.simulation import Fleet, poisson_arrivals, simulate
+from imagefleet.autoscaling.simulation import Fleet, nearest_rank_p95, poisson_arrivals, simulate
 from imagefleet_runtime.emulated.cost import builtin_plan, call_seconds
 from tests.runtime.support import runtime_server
 
@@ -41,11 +41,6 @@ class OnePod:
         pass
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
-
-
 async def test_one_pod_queues_and_batches_as_simulated(tmp_path: Path) -> None:
     plan = builtin_plan(model="sdxl", gpu_class="a100-80gb", precision="fp16")
     base = call_seconds(plan, width=1024, height=1024, steps=30, images=1)
@@ -62,11 +57,11 @@ async def test_one_pod_queues_and_batches_as_simulated(tmp_path: Path) -> None:
         replayed = await replay(OnePod(server.base_url), arrivals, SPEEDUP)
 
     live = [latency for _, latency in replayed.latencies]
-    print(f"{len(arrivals)} requests: p95 live {p95(live):.1f} s, simulated {simulated.p95_seconds:.1f} s "
+    print(f"{len(arrivals)} requests: p95 live {nearest_rank_p95(live):.1f} s, simulated {simulated.p95_seconds:.1f} s "
           f"(trace seconds, emulated; one call of 1 image {base:.2f} s)")
     assert simulated.requests == len(live) == len(arrivals)
     assert replayed.refused == simulated.rejected == 0
     assert all(latency < float("inf") for latency in live)
     # The burst queued: the tail is several calls long, so batching and queueing decide it.
     assert simulated.p95_seconds > 4 * base
-    assert simulated.p95_seconds == pytest.approx(p95(live), rel=0.2)
+    assert simulated.p95_seconds == pytest.approx(nearest_rank_p95(live), rel=0.2)

@@ -141,7 +141,7 @@ def poisson_arrivals(trace: Sequence[tuple[float, float]], rng: random.Random) -
 
 def slo_violation_minutes(latencies_by_minute: dict[int, list[float]], target_p95_seconds: float) -> int:
     """Minutes of arrival whose p95 latency is above the target (a refused request is `math.inf`)."""
-    return sum(1 for values in latencies_by_minute.values() if _p95(values) > target_p95_seconds)
+    return sum(1 for values in latencies_by_minute.values() if nearest_rank_p95(values) > target_p95_seconds)
 
 
 def simulate(
@@ -302,11 +302,12 @@ def simulate(
         scale_changes=changes,
         requests=len(all_latencies),
         rejected=rejected,
-        p95_seconds=_p95(all_latencies),
+        p95_seconds=nearest_rank_p95(all_latencies),
     )
 
 
-def _p95(values: Sequence[float]) -> float:
+def nearest_rank_p95(values: Sequence[float]) -> float:
+    """The 95th percentile by nearest rank (the value at rank ceil(0.95 n)); 0 for no values."""
     if not values:
         return 0.0
     ordered = sorted(values)

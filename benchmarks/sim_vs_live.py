@@ -59,7 +59,7 @@ from imagefleet.autoscaling.simulation import (  # noqa: E402
     simulate,
     slo_violation_minutes,
 )
-from imagefleet.demo.endpoints import REFRESH_SECONDS, Endpoints, ready_endpoints  # noqa: E402
+from imagefleet.bench.endpoints import REFRESH_SECONDS, Endpoints, ready_endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane  # noqa: E402
 from imagefleet.dev.prometheus import LocalPrometheus  # noqa: E402
 from imagefleet_runtime.emulated.cost import builtin_plan, call_seconds  # noqa: E402
@@ -223,7 +223,7 @@ class Watch:
 
 
 class Picker(Protocol):
-    """Where to send the next request (imagefleet.demo.endpoints.Endpoints, or one fixed pod)."""
+    """Where to send the next request (imagefleet.bench.endpoints.Endpoints, or one fixed pod)."""
 
     def pick(self) -> str: ...  # a base URL; LookupError when there is none
 

@@ -6,12 +6,13 @@ lost: accepted and then not answered (the connection broke, a timeout, any other
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections import Counter
-from collections.abc import Callable
 
 import httpx
 
+from imagefleet.bench.load import Picker
 from imagefleet.metrics import REJECT_DRAINING, REJECT_QUEUE_FULL
 
 BODY = {"prompt": "a lighthouse at dusk", "response_format": "b64_json", "steps": 10}
@@ -21,8 +22,8 @@ ANSWERED, REFUSED, UNSENT, LOST = "answered", "refused", "unsent", "lost"
 class Load:
     """`clients` clients, each sending its next request `pause` seconds after the last one ended."""
 
-    def __init__(self, pick: Callable[[], str], clients: int, pause: float = 0.0) -> None:
-        self.pick = pick
+    def __init__(self, endpoints: Picker, clients: int, pause: float = 0.0) -> None:
+        self.endpoints = endpoints
         self.clients = clients
         self.pause = pause
         self.outcomes: Counter[str] = Counter()
@@ -51,12 +52,15 @@ class Load:
     async def _client(self, http: httpx.AsyncClient) -> None:
         while not self._stop.is_set():
             try:
-                base = await asyncio.to_thread(self.pick)
+                base = await asyncio.to_thread(self.endpoints.pick)
             except Exception:  # noqa: BLE001 - no endpoint known right now (e.g. the API server is down)
                 self.outcomes[UNSENT] += 1
                 await asyncio.sleep(0.5)
                 continue
-            outcome, detail = await _send(http, base)
+            try:
+                outcome, detail = await _send(http, base)
+            finally:
+                self.endpoints.release(base)
             self.outcomes[outcome] += 1
             if outcome == LOST:
                 self.lost.append(f"{base}: {detail}")
@@ -85,14 +89,15 @@ def _error_code(response: httpx.Response) -> str:
         return ""
 
 
-def pick_from(urls: list[str]) -> Callable[[], str]:
-    """Round robin over fixed URLs (a client that cached the endpoints)."""
-    state = {"next": 0}
+class Cached:
+    """Round robin over fixed URLs: a client that read the endpoints once and keeps them."""
 
-    def pick() -> str:
-        url = urls[state["next"] % len(urls)]
-        state["next"] += 1
-        return url
+    def __init__(self, urls: list[str]) -> None:
+        self._turn = itertools.cycle(urls)
 
-    return pick
+    def pick(self) -> str:
+        return next(self._turn)
+
+    def release(self, url: str) -> None:
+        """Nothing to count: the URLs never change."""
 

@@ -21,7 +21,7 @@ from imagefleet import KIND
 from imagefleet import conditions as c
 from imagefleet.autoscaling import policy
 from imagefleet.autoscaling.loop import SCALING, SCALING_LIMITED
-from imagefleet.demo.endpoints import Rotation, ready_endpoints
+from imagefleet.bench.endpoints import Endpoints, ready_endpoints
 from imagefleet.dev.fleet import node_manifests
 from imagefleet.dev.prometheus import LocalPrometheus
 from tests.conftest import Cluster
@@ -29,7 +29,7 @@ from tests.helpers import wait_until
 from tests.operator.harness import Imds, operator_writes
 
 from .conftest import FLEET, StartOperator
-from .load import ANSWERED, LOST, Load, pick_from
+from .load import ANSWERED, LOST, Cached, Load
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -121,7 +121,7 @@ def test_restarted_while_the_operator_runs_the_watch_resumes_and_nothing_is_writ
     urls = ready_endpoints(plane.api_client, fault_namespace, "steady")
     steady_version = imds.get("steady")["metadata"]["resourceVersion"]
 
-    with Load(pick_from(urls), clients=2) as load:  # a client that cached the endpoints keeps sending
+    with Load(Cached(urls), clients=2) as load:  # a client that cached the endpoints keeps sending
         restarted = time.time()
         started = time.monotonic()
         plane.plane.restart(component)
@@ -162,8 +162,8 @@ def test_operator_killed_during_a_scale_up_then_prometheus_restarted_during_the_
     fleet.imds.create("burst", autoscaled_sd15(max_replicas=3))
     wait_until(lambda: fleet.imds.condition("burst", c.METRICS_AVAILABLE)["status"] == c.TRUE,  # type: ignore[index]
                timeout=90, message="MetricsAvailable=True")
-    endpoints = Rotation(plane.api_client, fault_namespace, "burst")
-    wait_until(endpoints, timeout=60, message="a ready endpoint")
+    endpoints = Endpoints(plane.api_client, fault_namespace, "burst")
+    wait_until(endpoints.any_ready, timeout=60, message="a ready endpoint")
 
     # 1. The operator is killed (SIGKILL) the moment it has scaled up; a new one takes over.
     with Load(endpoints, clients=16) as burst:
@@ -209,8 +209,8 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
     start_operator()
     fleet.imds.create("moving", autoscaled_sd15(max_replicas=3))
     fleet.imds.wait_ready("moving", timeout=90)
-    endpoints = Rotation(plane.api_client, fault_namespace, "moving")
-    wait_until(endpoints, timeout=60, message="a ready endpoint")
+    endpoints = Endpoints(plane.api_client, fault_namespace, "moving")
+    wait_until(endpoints.any_ready, timeout=60, message="a ready endpoint")
     nodes = [n for n in node_manifests(FLEET) if n["metadata"]["labels"].get("nvidia.com/gpu.product") == "NVIDIA-L4"]
 
     with Load(endpoints, clients=16) as load:

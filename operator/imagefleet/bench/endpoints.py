@@ -42,11 +42,20 @@ class Endpoints:
         self._turn = itertools.count()
         self._read_at = 0.0
 
+    def any_ready(self) -> bool:
+        """Whether the Service has a ready endpoint (reread at most every REFRESH_SECONDS)."""
+        with self._lock:
+            self._refresh()
+            return bool(self._urls)
+
+    def _refresh(self) -> None:
+        if time.monotonic() - self._read_at >= REFRESH_SECONDS:
+            self._read_at = time.monotonic()
+            self._urls = ready_endpoints(self.api, self.namespace, self.service)
+
     def pick(self) -> str:
         with self._lock:
-            if time.monotonic() - self._read_at >= REFRESH_SECONDS:
-                self._read_at = time.monotonic()
-                self._urls = ready_endpoints(self.api, self.namespace, self.service)
+            self._refresh()
             if not self._urls:
                 raise LookupError(f"service {self.namespace}/{self.service} has no ready endpoint")
             fewest = min(self._in_flight.get(url, 0) for url in self._urls)

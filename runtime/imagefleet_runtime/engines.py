@@ -19,6 +19,11 @@ class ServingEngine(Engine, Protocol):
     native_size: int
     size_multiple: int
     summary: str
+    output_formats: frozenset[str]
+
+    def encode(self, image: object, output_format: str) -> bytes:
+        """One of this engine's images as bytes in `output_format` (one of `output_formats`)."""
+        ...
 
     def warm_up(self, key: BatchKey) -> float:
         """Run one short generation and estimate one call at `key`, in seconds."""

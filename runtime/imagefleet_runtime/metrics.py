@@ -10,6 +10,7 @@ from .errors import RuntimeAPIError
 
 # Requests per pipeline call: powers of two up to the largest batch the settings allow.
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+PIPELINE_ERROR_KINDS = ("error", "device", "timeout")
 REJECT_REASONS = (names.REJECT_QUEUE_FULL, names.REJECT_INVALID, names.REJECT_OOM, names.REJECT_DRAINING)
 
 
@@ -22,7 +23,7 @@ class Metrics:
             names.QUEUE_DEPTH, "Requests waiting, not yet in a batch.", registry=self.registry
         )
         self.queue_capacity = Gauge(
-            names.QUEUE_CAPACITY, "Most requests that may wait; beyond it requests get 429.", registry=self.registry
+            names.QUEUE_CAPACITY, "Most images that may wait; beyond it requests get 429.", registry=self.registry
         )
         self.request_duration = Histogram(
             names.REQUEST_DURATION_SECONDS,
@@ -54,6 +55,24 @@ class Metrics:
             names.ENGINE_INFO,
             "Always 1: what serves (engine diffusers, or emulated for a stand-in accelerator), GPU class and model.",
             ["engine", "gpu_class", "model"],
+            registry=self.registry,
+        )
+
+        self.pipeline_errors = Counter(
+            names.PIPELINE_ERRORS_TOTAL,
+            "Pipeline faults: error (one batch got a 500), device (sticky device error), timeout (watchdog).",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in PIPELINE_ERROR_KINDS:
+            self.pipeline_errors.labels(kind)
+        self.oom_splits = Counter(
+            names.OOM_SPLITS_TOTAL, "Pipeline calls that ran out of memory and were split.", registry=self.registry
+        )
+        self.fitting_batch_pixels = Gauge(
+            names.FITTING_BATCH_PIXELS,
+            "Largest images x width x height that fitted one call since an out-of-memory error; batches stay "
+            "under it (0: no such error yet).",
             registry=self.registry,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from diffusers import StableDiffusionPipeline
 
 from imagefleet_runtime.batcher import BatchKey, ImageSpec
 from imagefleet_runtime.engine import PipelineEngine
+from imagefleet_runtime.errors import DeviceFailure
 from imagefleet_runtime.models import builtin
 from imagefleet_runtime.models.loader import ModelLoadError, load_pipeline, resolve_device
 from imagefleet_runtime.settings import Settings
@@ -53,7 +54,7 @@ def test_tiny_engine_native_size_and_reproducible_images() -> None:
     first = engine.generate(KEY, [ImageSpec("a red square", None, 1)])
     assert first == engine.generate(KEY, [ImageSpec("a red square", None, 1)])
     assert first != engine.generate(KEY, [ImageSpec("a red square", None, 2)])
-    assert first[0].startswith(b"\x89PNG")
+    assert engine.encode(first[0], "png").startswith(b"\x89PNG")
 
 
 def test_loads_a_local_diffusers_folder_offline(tmp_path: Path) -> None:
@@ -78,3 +79,23 @@ def test_cuda_without_gpu_is_refused() -> None:
     with pytest.raises(ModelLoadError, match="--device cpu"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_sticky_cuda_error_is_a_device_failure_and_other_errors_pass_through() -> None:
+    """The classification the batcher relies on, with the pipeline raising what CUDA would."""
+    pipeline, device = load_pipeline(Settings(model="tiny", device="cpu"))
+    engine = PipelineEngine(pipeline, device)
+    spec = [ImageSpec("a red square", None, 1)]
+
+    def raising(message: str) -> Callable[..., object]:
+        def call(**_: object) -> object:
+            raise RuntimeError(message)
+        return call
+
+    engine.pipeline = raising("CUDA error: an illegal memory access was encountered")
+    with pytest.raises(DeviceFailure, match="illegal memory access"):
+        engine.generate(KEY, spec)
+    engine.pipeline = raising("Expected all tensors to be on the same device")
+    with pytest.raises(RuntimeError, match="same device") as error:
+        engine.generate(KEY, spec)
+    assert not isinstance(error.value, DeviceFailure)

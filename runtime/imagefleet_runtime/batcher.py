@@ -63,7 +63,8 @@ class Engine(Protocol):
     """What the batcher runs: one pipeline call for images sharing a key, one image object each, in order.
 
     The images are whatever the engine's encoder takes (PIL images for diffusers); the batcher
-    only passes them on.
+    only passes them on. An image that failed on its own (the safety checker flagged it) is a
+    RuntimeAPIError in its place: its request gets that error, the others their images.
     """
 
     def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[object]:

@@ -13,7 +13,7 @@ import torch
 from .batcher import BatchKey, ImageSpec
 from .encoding import encode_pil, pillow_formats
 from .engines import WARM_UP_STEPS
-from .errors import DeviceFailure, OutOfMemory
+from .errors import ContentFiltered, DeviceFailure, OutOfMemory
 
 # Words of CUDA errors after which the context is unusable until the process restarts.
 STICKY_CUDA_ERRORS = (
@@ -81,7 +81,17 @@ class PipelineEngine:
                 f"{len(images)} image(s) of {key.width}x{key.height} do not fit in the accelerator's memory: "
                 f"{out_of_memory}"
             )
-        return list(output.images)
+        # The safety checker (SD 1.5 from the Hub) blacks out what it flags; the request gets a 400 instead.
+        flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
+        return [
+            ContentFiltered(
+                f"image {index} (seed {spec.seed}) was flagged by the model's safety checker; change the prompt",
+                param="prompt",
+            )
+            if hit
+            else image
+            for index, (image, spec, hit) in enumerate(zip(output.images, images, flagged, strict=True))
+        ]
 
     def warm_up(self, key: BatchKey) -> float:
         """Run one short generation (kernels, allocator, caches) and estimate one call at `key`, in seconds."""

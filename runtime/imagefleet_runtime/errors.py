@@ -104,6 +104,17 @@ class PipelineFailed(RuntimeAPIError):
     code = "pipeline_error"
 
 
+class ContentFiltered(RuntimeAPIError):
+    """The model's safety checker flagged an image of the request (400, as OpenAI answers a moderation block).
+
+    The pipeline would return it blacked out; the API never returns that black image with a 200.
+    """
+
+    status = 400
+    type = "invalid_request_error"
+    code = "content_policy_violation"
+
+
 class BodyTooLarge(RuntimeAPIError):
     """The request body is above the server's bound (413)."""
 

@@ -13,7 +13,7 @@ import pytest
 
 from imagefleet import metrics as names
 from imagefleet_runtime.batcher import Batcher, BatchKey, ImageSpec
-from imagefleet_runtime.errors import Broken, DeviceFailure, Draining, OutOfMemory, PipelineFailed, QueueFull
+from imagefleet_runtime.errors import Broken, ContentFiltered, DeviceFailure, Draining, OutOfMemory, PipelineFailed, QueueFull
 from imagefleet_runtime.metrics import Metrics
 
 SMALL = BatchKey(64, 64, 4, 7.0)
@@ -304,4 +304,28 @@ async def test_out_of_memory_frees_first_then_plans_under_what_fitted() -> None:
     assert splits() == after_first
     assert max(len(seeds) for _, seeds in engine.calls[-12:]) == 3  # planned at the bound, not below it
     assert engine.retried_while_held == 0, "a retry ran while the failed call's memory was still held"
+    await batcher.close()
+
+
+class FilteringEngine(RecordingEngine):
+    """Flags the images with seeds in `flagged`, as a safety checker does."""
+
+    def __init__(self, flagged: frozenset[int]) -> None:
+        super().__init__()
+        self.flagged = flagged
+        self.gate.set()
+
+    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[object]:
+        made: list[object] = list(super().generate(key, images))
+        return [ContentFiltered("flagged") if image.seed in self.flagged else out for image, out in zip(images, made)]
+
+
+async def test_a_flagged_image_fails_only_its_own_request() -> None:
+    engine, metrics = FilteringEngine(frozenset({2})), Metrics()
+    batcher = make(engine, metrics, max_batch_size=8, max_delay=1.0)
+    outcomes = await asyncio.gather(batcher.submit(SMALL, images(1)), batcher.submit(SMALL, images(2, 3)),
+                                    return_exceptions=True)
+    assert engine.calls == [(SMALL, [1]), (SMALL, [2, 3])] or engine.calls == [(SMALL, [1, 2, 3])]
+    assert outcomes[0] == [b"1"]
+    assert isinstance(outcomes[1], ContentFiltered) and outcomes[1].status == 400
     await batcher.close()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 
 from imagefleet_runtime.batcher import BatchKey, ImageSpec
 from imagefleet_runtime.engine import PipelineEngine
-from imagefleet_runtime.errors import DeviceFailure
+from imagefleet_runtime.errors import ContentFiltered, DeviceFailure
 from imagefleet_runtime.models import builtin
 from imagefleet_runtime.models.loader import ModelLoadError, load_pipeline, resolve_device
 from imagefleet_runtime.settings import Settings
@@ -99,3 +101,19 @@ def test_sticky_cuda_error_is_a_device_failure_and_other_errors_pass_through() -
     with pytest.raises(RuntimeError, match="same device") as error:
         engine.generate(KEY, spec)
     assert not isinstance(error.value, DeviceFailure)
+
+
+def test_flagged_image_becomes_a_content_policy_error_not_a_black_image() -> None:
+    """What a pipeline with a safety checker returns: the flagged image blacked out, and the flags."""
+    pipeline, device = load_pipeline(Settings(model="tiny", device="cpu"))
+    engine = PipelineEngine(pipeline, device)
+    black = Image.new("RGB", (64, 64))
+
+    def checked(**_: object) -> object:
+        return SimpleNamespace(images=[black, black], nsfw_content_detected=[False, True])
+
+    engine.pipeline = checked
+    kept, flagged = engine.generate(KEY, [ImageSpec("a", None, 1), ImageSpec("b", None, 2)])
+    assert kept is black
+    assert isinstance(flagged, ContentFiltered)
+    assert (flagged.status, flagged.code, flagged.param) == (400, "content_policy_violation", "prompt")

@@ -34,7 +34,7 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
         "MODEL": spec.model.name,
         **({"MODEL_PATH": MODEL_DIR} if source else {}),
         "OFFLINE": "true" if source else "false",
-        "PRECISION": spec.precision,
+        "PRECISION": resolved.precision,
         "DEVICE": resolved.gpu_class.device,
         "MAX_BATCH_SIZE": batching.max_batch_size,
         "MAX_BATCH_DELAY_MS": batching.max_delay_milliseconds,

@@ -253,7 +253,11 @@ class ImageModelDeploymentSpec(_ApiModel):
         description="Preset for the batching and autoscaling fields left out: bulk (large batches, throughput), "
         "standard, premium (batch 1, tight p95, never below one replica).",
     )
-    precision: Precision = Field("fp16", description="Weight and activation precision: fp16, bf16 or fp32.")
+    precision: Precision | None = Field(
+        None,
+        description="Weight and activation precision: fp16, bf16 or fp32. Left out: the model's preferred one from the "
+        "catalog (bf16 for FLUX and SD 3.5; fp16 for SD 1.5, SDXL and a repo id without model.family).",
+    )
     gpu_class: str = Field(
         min_length=1, max_length=63, pattern=DNS_LABEL,
         description="A class from the operator's GPU class catalog (built in: cpu, t4-16gb, l4-24gb, a100-80gb, "

@@ -3,12 +3,13 @@
 1. the server reaches >= 90 % of the raw pipeline's images/min at the same batch size (64x64 and 128x128);
 2. batching on is never below batching off, at every concurrency (1..16 by default).
 
-For each image size, two servers run at once (batching off: max batch 1; on: max batch B), and for
-each concurrency, closed-loop clients drive off, then on; the mean batch size comes from each server's
-/metrics. Right after each point the raw pipeline is called directly in a loop at that point's mean
-batch size (rounded), for as many images: the ceiling the server could reach, measured in the same
-minute so that other load on the machine hits both alike. Prints a table, the goals met or missed,
-and the load average; asserts nothing.
+For each image size, two servers run at once (batching off: max batch 1; on: max batch B). For each
+concurrency, closed-loop clients drive off, then the raw pipeline runs at batch 1, then clients drive
+on, then the raw pipeline runs at on's mean batch size (rounded; from the server's /metrics), for as
+many images each. That cycle repeats (--repeats) and every ratio is taken within one cycle, then the
+median over cycles is printed: on a shared machine, load moves within a minute, and interleaving
+lets it hit server and raw alike. Prints a table, the goals met or missed, and the load average;
+asserts nothing.
 
     python benchmarks/runtime_throughput.py [--sizes 64 128] [--concurrency 1 2 4 8 16] [--steps 4] [--threads 1]
 """
@@ -24,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -140,14 +141,17 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=8, help="max batch size when batching is on")
     parser.add_argument("--delay-ms", type=float, default=20.0, help="max batch delay when batching is on")
     parser.add_argument("--rounds", type=int, default=1, help="requests per point = rounds x max(concurrency, 16)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads, server and raw")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved cycles per point; medians printed")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads, server and raw (1: oversubscribed OpenMP threads crawl on a shared machine)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     pipeline = build_tiny()
     pipeline.set_progress_bar_config(disable=True)
     print(f"tiny model, CPU, torch threads {args.threads}, {args.steps} steps, guidance 7.0 (CFG doubles the batch), "
-          f"batching on = max batch {args.max_batch_size}, delay {args.delay_ms:g} ms; img/min of served images",
+          f"batching on = max batch {args.max_batch_size}, delay {args.delay_ms:g} ms; img/min of served images; "
+          f"medians of {args.repeats} interleaved cycles",
           flush=True)
     header = (f"{'size':>7} {'conc':>4} {'req':>4} | {'off':>6} {'p95 s':>6} {'raw b1':>6} {'srv/raw':>7} | "
               f"{'on':>6} {'p95 s':>6} {'batch':>5} {'raw bN':>6} {'srv/raw':>7} | {'on/off':>6}")
@@ -161,17 +165,28 @@ def main() -> None:
                 server(args.max_batch_size, args.threads, args.delay_ms) as on_url:
             for concurrency in args.concurrency:
                 requests = args.rounds * max(concurrency, 16)
-                off = asyncio.run(drive(off_url, size, args.steps, concurrency, requests))
-                raw_off = raw_images_per_minute(pipeline, size, args.steps, 1, requests)
-                on = asyncio.run(drive(on_url, size, args.steps, concurrency, requests))
-                raw_on = raw_images_per_minute(pipeline, size, args.steps, max(1, round(on.mean_batch)), requests)
-                ratios_to_raw += [off.images_per_minute / raw_off, on.images_per_minute / raw_on]
-                on_over_off.append(on.images_per_minute / off.images_per_minute)
+                cycles = []
+                for _ in range(args.repeats):
+                    off = asyncio.run(drive(off_url, size, args.steps, concurrency, requests))
+                    raw_off = raw_images_per_minute(pipeline, size, args.steps, 1, requests)
+                    on = asyncio.run(drive(on_url, size, args.steps, concurrency, requests))
+                    raw_on = raw_images_per_minute(pipeline, size, args.steps, max(1, round(on.mean_batch)), requests)
+                    cycles.append((off, raw_off, on, raw_on))
+                off_ratio = statistics.median(c[0].images_per_minute / c[1] for c in cycles)
+                on_ratio = statistics.median(c[2].images_per_minute / c[3] for c in cycles)
+                on_off = statistics.median(c[2].images_per_minute / c[0].images_per_minute for c in cycles)
+                ratios_to_raw += [off_ratio, on_ratio]
+                on_over_off.append(on_off)
+
+                def median(pick: Callable[[tuple[Point, float, Point, float]], float]) -> float:
+                    return statistics.median(pick(c) for c in cycles)
+
                 print(f"{size:>3}x{size:<3} {concurrency:>4} {requests:>4} | "
-                      f"{off.images_per_minute:>6.1f} {off.p95:>6.2f} {raw_off:>6.1f} "
-                      f"{off.images_per_minute / raw_off:>7.0%} | "
-                      f"{on.images_per_minute:>6.1f} {on.p95:>6.2f} {on.mean_batch:>5.1f} {raw_on:>6.1f} "
-                      f"{on.images_per_minute / raw_on:>7.0%} | {on.images_per_minute / off.images_per_minute:>6.0%}",
+                      f"{median(lambda c: c[0].images_per_minute):>6.1f} {median(lambda c: c[0].p95):>6.2f} "
+                      f"{median(lambda c: c[1]):>6.1f} {off_ratio:>7.0%} | "
+                      f"{median(lambda c: c[2].images_per_minute):>6.1f} {median(lambda c: c[2].p95):>6.2f} "
+                      f"{median(lambda c: c[2].mean_batch):>5.1f} {median(lambda c: c[3]):>6.1f} "
+                      f"{on_ratio:>7.0%} | {on_off:>6.0%}",
                       flush=True)
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     lowest_raw, lowest_on = min(ratios_to_raw), min(on_over_off)

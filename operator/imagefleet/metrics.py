@@ -18,6 +18,9 @@ PIPELINE_ERRORS_TOTAL = "imagefleet_pipeline_errors_total"
 # Out-of-memory errors that split a pipeline call, and the largest images x pixels that fitted since.
 OOM_SPLITS_TOTAL = "imagefleet_oom_splits_total"
 FITTING_BATCH_PIXELS = "imagefleet_fitting_batch_pixels"
+# Measured memory, by `kind` (allocated, reserved, peak) and `source` (cuda: the card's allocator;
+# process: resident memory of the server process, on CPU and with the emulated engine).
+MEMORY_BYTES = "imagefleet_memory_bytes"
 
 # Values of the `reason` label of REQUESTS_REJECTED_TOTAL.
 REJECT_QUEUE_FULL = "queue_full"

@@ -199,6 +199,8 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if runtime.engine is not None:
+            runtime.metrics.record_memory(runtime.engine.memory())
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", response_model=ModelList)

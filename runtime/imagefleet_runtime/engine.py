@@ -14,6 +14,7 @@ from .batcher import BatchKey, ImageSpec
 from .encoding import encode_pil, pillow_formats
 from .engines import WARM_UP_STEPS
 from .errors import ContentFiltered, DeviceFailure, OutOfMemory
+from .memory import MemoryReading, process_memory
 
 # Words of CUDA errors after which the context is unusable until the process restarts.
 STICKY_CUDA_ERRORS = (
@@ -46,6 +47,16 @@ class PipelineEngine:
 
     def encode(self, image: object, output_format: str) -> bytes:
         return encode_pil(image, output_format)
+
+    def memory(self) -> MemoryReading:
+        if self.device.type != "cuda":
+            return process_memory()
+        return MemoryReading(
+            "cuda",
+            torch.cuda.memory_allocated(self.device),
+            torch.cuda.memory_reserved(self.device),
+            torch.cuda.max_memory_allocated(self.device),
+        )
 
     def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[object]:
         # CPU generators, one per image: the same seed gives the same starting noise on any

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from imagefleet import metrics as names
 
 from .errors import RuntimeAPIError
+from .memory import MemoryReading
 
 # Requests per pipeline call: powers of two up to the largest batch the settings allow.
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
@@ -75,6 +76,21 @@ class Metrics:
             "under it (0: no such error yet).",
             registry=self.registry,
         )
+
+        self.memory = Gauge(
+            names.MEMORY_BYTES,
+            "Measured memory by kind (allocated, reserved, peak) and source (cuda: the card's allocator; "
+            "process: the server process's resident memory, on CPU and with the emulated engine).",
+            ["kind", "source"],
+            registry=self.registry,
+        )
+
+    def record_memory(self, reading: MemoryReading) -> None:
+        """Set the kinds the reading has; kinds it cannot tell are not exported."""
+        for kind in ("allocated", "reserved", "peak"):
+            value = getattr(reading, kind)
+            if value is not None:
+                self.memory.labels(kind, reading.source).set(value)
 
     def count_reject(self, error: RuntimeAPIError) -> None:
         """Count an error answered to a client, if its code is one of the fixed reasons."""

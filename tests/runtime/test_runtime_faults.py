@@ -133,3 +133,14 @@ def test_output_format_the_server_cannot_write_is_422_naming_the_field() -> None
         assert response.status_code == 422
         assert response.json()["error"]["param"] == "output_format"
         assert "writes png" in response.json()["error"]["message"]
+
+
+def test_memory_is_what_can_be_measured_and_says_its_source() -> None:
+    """The emulated engine has no card to read: the process's resident memory, labelled source="process"."""
+    with app_client() as client:
+        text = client.get("/metrics").text
+    allocated = sample(text, names.MEMORY_BYTES, kind="allocated", source="process")
+    peak = sample(text, names.MEMORY_BYTES, kind="peak", source="process")
+    assert 10 * 2**20 < allocated <= peak  # a Python process with FastAPI loaded holds more than 10 MiB
+    assert f'{names.MEMORY_BYTES}{{kind="reserved"' not in text  # a process has no allocator reserve
+    assert 'source="cuda"' not in text

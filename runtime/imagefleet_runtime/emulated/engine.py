@@ -11,6 +11,7 @@ from ..batcher import BatchKey, ImageSpec
 from ..encoding import encode_pil, pillow_formats
 from ..engines import WARM_UP_STEPS
 from ..errors import OutOfMemory
+from ..memory import MemoryReading, process_memory
 from ..settings import Settings
 from .cost import Plan, builtin_plan, call_seconds, load_seconds
 from .png import FlatImage, flat_png
@@ -26,6 +27,10 @@ class EmulatedEngine:
         self.size_multiple = plan.size_multiple
         self.summary = f"an emulated {plan.gpu_class.name} at {plan.precision} (speedup {speedup:g})"
         self.output_formats = pillow_formats()
+
+    def memory(self) -> MemoryReading:
+        """The emulated card's memory cannot be measured: the process's resident memory, labelled so."""
+        return process_memory()
 
     def encode(self, image: object, output_format: str) -> bytes:
         """PNG with the cheap writer; JPEG and WebP through Pillow."""

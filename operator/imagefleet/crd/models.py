@@ -172,13 +172,15 @@ class BatchingSpec(_ApiModel):
     )
 
     max_batch_size: int | None = Field(
-        None, ge=1, le=MAX_BATCH_SIZE, description="Most requests run as one pipeline call (tier default)."
+        None, ge=1, le=MAX_BATCH_SIZE, description="Most images run as one pipeline call (tier default)."
     )
     max_delay_milliseconds: int | None = Field(
-        None, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds (tier default)."
+        None, ge=0, le=60_000,
+        description="A batch takes the waiting requests that arrived within this many milliseconds of its "
+        "oldest; an idle replica starts a request at once (tier default).",
     )
     queue_size: int | None = Field(
-        None, ge=1, le=10_000, description="Requests waiting per replica before it answers 429 (tier default)."
+        None, ge=1, le=10_000, description="Images waiting per replica before it answers 429 (tier default)."
     )
 
 

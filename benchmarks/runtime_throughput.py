@@ -54,11 +54,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(max_batch_size: int, threads: int, delay_ms: float) -> Iterator[str]:
+def server(max_batch_size: int, threads: int, delay_ms: float, *flags: str) -> Iterator[str]:
+    """A runtime (tiny on CPU unless `flags` say otherwise: a later flag wins), ready when yielded."""
     port = free_port()
     command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
                "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch_size),
-               "--max-batch-delay-ms", str(delay_ms), "--queue-size", "256"]
+               "--max-batch-delay-ms", str(delay_ms), "--queue-size", "256", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

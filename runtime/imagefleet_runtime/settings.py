@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .emulated.cost import builtin_plan
+from imagefleet.cost import builtin_plan
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]

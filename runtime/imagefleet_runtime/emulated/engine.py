@@ -13,7 +13,7 @@ from ..engines import WARM_UP_STEPS
 from ..errors import OutOfMemory
 from ..memory import MemoryReading, process_memory
 from ..settings import Settings
-from .cost import Plan, builtin_plan, call_seconds, load_seconds
+from imagefleet.cost import Plan, builtin_plan, call_seconds, load_seconds
 from .png import FlatImage, flat_png
 
 

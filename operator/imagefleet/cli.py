@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "imagefleet.demo:demo",
     "bench": "imagefleet.bench:bench",
     "simulate": "imagefleet.autoscaling.simulate:simulate",
+    "gateway": "imagefleet.gateway.command:gateway",
 }
 
 

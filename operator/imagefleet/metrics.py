@@ -21,6 +21,19 @@ FITTING_BATCH_PIXELS = "imagefleet_fitting_batch_pixels"
 # Measured memory, by `kind` (allocated, reserved, peak) and `source` (cuda: the card's allocator;
 # process: resident memory of the server process, on CPU and with the emulated engine).
 MEMORY_BYTES = "imagefleet_memory_bytes"
+# Requests taken from the queue into the batch being collected or run; with QUEUE_DEPTH (the waiting
+# ones) these are the queued/running gauges an endpoint picker reads.
+REQUESTS_RUNNING = "imagefleet_requests_running"
+
+# The gateway's own metrics (`imagefleet gateway`), labelled by model group and tier.
+GATEWAY_REQUESTS_TOTAL = "imagefleet_gateway_requests_total"  # by group, tier, code
+GATEWAY_OVERFLOWED_TOTAL = "imagefleet_gateway_overflowed_total"  # by group, tier, and the resource taking them
+GATEWAY_SHED_TOTAL = "imagefleet_gateway_shed_total"  # by group, tier: 429 because every pod was saturated
+GATEWAY_HELD_REQUESTS = "imagefleet_gateway_held_requests"  # waiting for a ready pod, by group and tier
+GATEWAY_HOLD_TIMEOUTS_TOTAL = "imagefleet_gateway_hold_timeouts_total"  # by group, tier
+GATEWAY_RETRIES_TOTAL = "imagefleet_gateway_retries_total"  # sent again to another pod: the first never got it
+GATEWAY_UPSTREAM_SECONDS = "imagefleet_gateway_upstream_seconds"  # time spent waiting on the pod
+GATEWAY_IGNORED_OVERFLOW = "imagefleet_gateway_ignored_overflow"  # resources whose overflowTo is missing or loops
 
 # Values of the `reason` label of REQUESTS_REJECTED_TOTAL.
 REJECT_QUEUE_FULL = "queue_full"

@@ -25,7 +25,7 @@ from .engines import ServingEngine
 from .errors import Broken, Draining, ModelLoadError, NotReady, install_handlers
 from .limits import BodyLimit
 from .metrics import Metrics
-from .schemas import GenerationRequest, GenerationResponse, ImageData, ModelCard, ModelList, Status
+from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
 from .settings import Settings
 from .validation import to_work
 
@@ -202,6 +202,21 @@ def create_app(
         if runtime.engine is not None:
             runtime.metrics.record_memory(runtime.engine.memory())
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    runtime.metrics.requests_running.set_function(lambda: runtime.batcher.running if runtime.batcher else 0)
+
+    @app.get("/v1/load", response_model=Load)
+    async def load() -> Load:
+        """The queue as the gateway's picker sees it (polled every few hundred milliseconds)."""
+        batcher = runtime.batcher
+        return Load(
+            ready=runtime.phase is Phase.READY,
+            queued=batcher.waiting_images if batcher else 0,
+            running=batcher.running if batcher else 0,
+            queue_limit=settings.queue_size,
+            max_batch_size=settings.max_batch_size,
+            batch_seconds=batcher.batch_seconds if batcher else None,
+        )
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:

@@ -167,6 +167,16 @@ class Batcher:
         self._metrics.queue_depth.set(0)
         self._changed.set()
 
+    @property
+    def running(self) -> int:
+        """Requests taken into the batch being collected or run."""
+        return len(self._in_hand)
+
+    @property
+    def batch_seconds(self) -> float:
+        """The running average of one pipeline call, in seconds."""
+        return self._batch_seconds
+
     def _retry_after(self, images_ahead: int) -> float:
         """Seconds until `images_ahead` waiting images have run, plus the batch now running."""
         batch = self._batch_limit(self._pending[0].key) if self._pending else self._max_batch_size

@@ -49,6 +49,9 @@ class Metrics:
         )
         for reason in REJECT_REASONS:
             self.requests_rejected.labels(reason)
+        self.requests_running = Gauge(
+            names.REQUESTS_RUNNING, "Requests in the batch being collected or run.", registry=self.registry
+        )
         self.model_ready = Gauge(
             names.MODEL_READY, "1 once the model is loaded and warmed up.", registry=self.registry
         )

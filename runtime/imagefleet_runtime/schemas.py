@@ -89,3 +89,14 @@ class Status(BaseModel):
     status: str
     model: str
     detail: str | None = None
+
+
+class Load(BaseModel):
+    """Body of GET /v1/load: what the gateway's picker polls, cheaper than parsing /metrics."""
+
+    ready: bool
+    queued: int = Field(description="images waiting, not yet in a batch (the unit of queue_limit)")
+    running: int = Field(description="requests in the batch being collected or run")
+    queue_limit: int = Field(description="images that may wait; a request that would pass it gets 429")
+    max_batch_size: int
+    batch_seconds: float | None = Field(description="running average of one pipeline call; null until loaded")

@@ -25,8 +25,9 @@ CHART_VALUES: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True},
+        "gateway": {"enabled": True, "apiKeys": {"keys": [{"name": "team-a", "sha256": "0" * 64}]}},
     },
-    "chart-watch-namespaces": {"watchNamespaces": ["team-a", "team-b"]},
+    "chart-watch-namespaces": {"watchNamespaces": ["team-a", "team-b"], "gateway": {"enabled": True}},
 }
 
 

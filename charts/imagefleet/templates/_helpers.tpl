@@ -46,3 +46,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "imagefleet.clusterScoped" -}}
 {{- if not .Values.watchNamespaces -}}true{{- end -}}
 {{- end -}}
+
+{{- define "imagefleet.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "imagefleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{- define "imagefleet.gatewayLabels" -}}
+{{ include "imagefleet.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}

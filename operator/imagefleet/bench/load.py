@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -15,6 +15,18 @@ from imagefleet.bench.stats import RequestRecord
 GENERATIONS_PATH = "/v1/images/generations"
 NO_ENDPOINT = "no-endpoint"
 NO_ENDPOINT_WAIT_SECONDS = 0.2
+
+
+class Picker(Protocol):
+    """Chooses the base URL for each request (over a resource's ready endpoints, say)."""
+
+    def pick(self) -> str:
+        """A base URL; LookupError while there is none."""
+        ...
+
+    def release(self, url: str) -> None:
+        """The request sent to `url` is over."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -68,18 +80,16 @@ def generations_url(base_url: str) -> str:
 
 
 async def run_load(
-    base_url: str | Callable[[], str],
+    base_url: str | Picker,
     body: dict[str, Any],
     plan: Plan,
     on_record: Callable[[RequestRecord], None] = lambda _: None,
 ) -> Run:
     """Send `body` to the runtime at `base_url` as `plan` says; one record per request.
 
-    `base_url` may be a function giving the base URL for each request (spreading the load
-    over a resource's ready endpoints, say); while it raises LookupError (no endpoint), each
-    worker records a "no-endpoint" error and waits NO_ENDPOINT_WAIT_SECONDS.
+    `base_url` may be a Picker choosing the base URL of each request; while it has none,
+    each worker records a "no-endpoint" error and waits NO_ENDPOINT_WAIT_SECONDS.
     """
-    pick = base_url if callable(base_url) else lambda: base_url
     start = time.perf_counter()
     deadline = None if plan.duration_s is None else start + plan.duration_s
     remaining = plan.requests or 0
@@ -99,13 +109,19 @@ async def run_load(
 
         async def worker() -> None:
             while claim():
-                try:
-                    url = generations_url(pick())
-                except LookupError:
-                    record = RequestRecord(time.perf_counter() - start, 0.0, NO_ENDPOINT, 0)
-                    await asyncio.sleep(NO_ENDPOINT_WAIT_SECONDS)
+                if isinstance(base_url, str):
+                    record = await _send(client, generations_url(base_url), body, start)
                 else:
-                    record = await _send(client, url, body, start)
+                    try:
+                        url = base_url.pick()
+                    except LookupError:
+                        record = RequestRecord(time.perf_counter() - start, 0.0, NO_ENDPOINT, 0)
+                        await asyncio.sleep(NO_ENDPOINT_WAIT_SECONDS)
+                    else:
+                        try:
+                            record = await _send(client, generations_url(url), body, start)
+                        finally:
+                            base_url.release(url)
                 records.append(record)
                 on_record(record)
 

@@ -15,7 +15,7 @@ import click
 import yaml
 
 from .. import GROUP, KIND, PLURAL, VERSION
-from .models import DNS_LABEL, ImageModelDeploymentSpec, ImageModelDeploymentStatus
+from .models import DNS_LABEL, OVERFLOW_NOT_SELF, ImageModelDeploymentSpec, ImageModelDeploymentStatus
 
 Schema = dict[str, Any]
 
@@ -110,7 +110,7 @@ def build_crd() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [NAME_RULE],
+        "x-kubernetes-validations": [NAME_RULE, OVERFLOW_NOT_SELF],
     }
     singular = KIND.lower()
     return {

@@ -235,6 +235,31 @@ class RolloutSpec(_ApiModel):
     )
 
 
+class RoutingSpec(_ApiModel):
+    """How `imagefleet gateway` routes to this resource: its model group and where its excess goes."""
+
+    group: str | None = Field(
+        None, min_length=1, max_length=63, pattern=DNS_LABEL,
+        description="The model group a request names in its `model` field (default: the resource's name). "
+        "Resources of one group differ by tier: quality low, medium and high pick bulk, standard and premium.",
+    )
+    overflow_to: str | None = Field(
+        None, min_length=1, max_length=63, pattern=DNS_LABEL,
+        description="Another resource of the same group and namespace that takes the requests this one cannot "
+        "when every pod is saturated. A missing target or a cycle of targets is reported by the gateway "
+        "(log and metric) and the field is then ignored.",
+    )
+
+
+# A root rule (it needs metadata.name): the shortest overflow cycle is refused by the API server itself.
+OVERFLOW_NOT_SELF = rule(
+    "!has(self.spec.routing) || !has(self.spec.routing.overflowTo) "
+    "|| self.spec.routing.overflowTo != self.metadata.name",
+    "spec.routing.overflowTo must name another resource of the group, not this one",
+    ".spec.routing.overflowTo",
+)
+
+
 class ImageModelDeploymentSpec(_ApiModel):
     """What to serve, on which GPUs, and how to scale it."""
 
@@ -279,6 +304,7 @@ class ImageModelDeploymentSpec(_ApiModel):
         RolloutSpec(), description=RolloutSpec.__doc__,
         json_schema_extra={"default": RolloutSpec().model_dump(by_alias=True)},
     )
+    routing: RoutingSpec | None = Field(None, description=RoutingSpec.__doc__)
 
 
 class Condition(_ApiModel):

@@ -14,7 +14,7 @@ from rich.live import Live
 from kubernetes import client
 from rich.text import Text
 
-from imagefleet.demo.endpoints import Rotation
+from imagefleet.demo.endpoints import Endpoints
 from imagefleet.demo.scenario import (
     BULK,
     BULK_CONCURRENCY,
@@ -43,8 +43,6 @@ LOG_WIDTH = 140
 # burst has not scaled them since it started, within these.
 SETTLE_TIMEOUT_SECONDS = 300.0
 SCALE_TIMEOUT_SECONDS = BURST_SECONDS + 30.0
-# The bulk tier's p95 is judged over the end of the burst, once the scale-up has settled.
-AFTER_WINDOW_SECONDS = 2 * WINDOW_SECONDS
 
 
 @click.command()
@@ -110,12 +108,11 @@ class Run:
         return [*self.settle, self.scale, self.holds_p95]
 
     def _after_scale_up(self) -> tuple[float, float] | None:
-        """The burst's last AFTER_WINDOW_SECONDS (or less, from the moment the scale-up was
-        ready), once the burst is over."""
+        """From the moment the scale-up was ready to the burst's end, once the burst is over."""
         if self.burst is None or self.burst.running or self.scale.met_after_seconds is None:
             return None
-        end = self.clock.elapsed()
-        return max(self.scale.met_after_seconds, end - AFTER_WINDOW_SECONDS), end
+        assert self.burst_started is not None
+        return self.scale.met_after_seconds, self.burst_started + BURST_SECONDS
 
     def _bulk_p95_held(self, snapshot: Snapshot) -> bool:
         window, target = self._after_scale_up(), target_p95(snapshot, BULK)
@@ -169,18 +166,21 @@ class Run:
         return snapshot
 
     def _start_burst(self) -> None:
-        bulk, premium = Rotation(self.api, NAMESPACE, BULK), Rotation(self.api, NAMESPACE, PREMIUM)
+        bulk, premium = Endpoints(self.api, NAMESPACE, BULK), Endpoints(self.api, NAMESPACE, PREMIUM)
         try:
-            endpoints = f"{bulk()} and {premium()}"
+            first = [bulk.pick(), premium.pick()]
         except LookupError:
             return  # the Services' EndpointSlices do not list a ready pod yet
+        bulk.release(first[0])
+        premium.release(first[1])
         self.burst = Burst({BULK: (bulk, BULK_CONCURRENCY), PREMIUM: (premium, PREMIUM_CONCURRENCY)}, self.clock.elapsed)
         self.burst.start()
         self.burst_started = self.clock.elapsed()
         self.clock.say(
             self.console,
             f"burst: {BULK_CONCURRENCY} requests in flight at {BULK}, {PREMIUM_CONCURRENCY} at {PREMIUM}, "
-            f"for {BURST_SECONDS:.0f} s, spread over each Service's ready endpoints (first: {endpoints})",
+            f"for {BURST_SECONDS:.0f} s, each to the ready endpoint with the fewest in flight (from the Services' "
+            f"EndpointSlices; first: {' and '.join(first)})",
         )
 
     def _report_scaling(self, snapshot: Snapshot) -> None:

@@ -1,5 +1,5 @@
 """A resource's ready endpoints, read from the EndpointSlices of its Service (as a client in
-the cluster would reach its pods), handed out in turn."""
+the cluster reaches its pods), and a client-side picker over them."""
 
 from __future__ import annotations
 
@@ -28,30 +28,39 @@ def ready_endpoints(api: client.ApiClient, namespace: str, service: str) -> list
     return sorted(urls)
 
 
-class Rotation:
-    """Round robin over a Service's ready endpoints, refreshed at most every REFRESH_SECONDS.
-
-    Callable from any thread; raises LookupError while the Service has no ready endpoint.
+class Endpoints:
+    """The fewest-requests-in-flight endpoint of a Service (ties in turn), as a client-side
+    load balancer such as Envoy's LEAST_REQUEST picks; the ready set is reread at most every
+    REFRESH_SECONDS. Thread-safe; `pick` raises LookupError while no endpoint is ready.
     """
 
     def __init__(self, api: client.ApiClient, namespace: str, service: str) -> None:
         self.api, self.namespace, self.service = api, namespace, service
         self._lock = threading.Lock()
         self._urls: list[str] = []
-        self._cycle: itertools.cycle[str] = itertools.cycle(())
+        self._in_flight: dict[str, int] = {}
+        self._turn = itertools.count()
         self._read_at = 0.0
 
-    def __call__(self) -> str:
+    def pick(self) -> str:
         with self._lock:
             if time.monotonic() - self._read_at >= REFRESH_SECONDS:
                 self._read_at = time.monotonic()
-                urls = ready_endpoints(self.api, self.namespace, self.service)
-                if urls != self._urls:
-                    self._urls, self._cycle = urls, itertools.cycle(urls)
+                self._urls = ready_endpoints(self.api, self.namespace, self.service)
             if not self._urls:
                 raise LookupError(f"service {self.namespace}/{self.service} has no ready endpoint")
-            return next(self._cycle)
+            fewest = min(self._in_flight.get(url, 0) for url in self._urls)
+            candidates = [url for url in self._urls if self._in_flight.get(url, 0) == fewest]
+            url = candidates[next(self._turn) % len(candidates)]
+            self._in_flight[url] = self._in_flight.get(url, 0) + 1
+            return url
+
+    def release(self, url: str) -> None:
+        """The request sent to `url` has been answered (or failed)."""
+        with self._lock:
+            self._in_flight[url] -= 1
 
     @property
     def count(self) -> int:
+        """Ready endpoints at the last read."""
         return len(self._urls)

@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 
 from imagefleet import GROUP, PLURAL, VERSION, conditions
-from imagefleet.bench.load import Plan, request_body, run_load
+from imagefleet.bench.load import Picker, Plan, request_body, run_load
 from imagefleet.bench.stats import RequestRecord, summarize
 from imagefleet.fit import INSUFFICIENT_MEMORY
 
@@ -139,9 +139,10 @@ def target_p95(snapshot: Snapshot, name: str) -> float | None:
 
 @dataclass(frozen=True)
 class Answer:
-    """One answered request of the burst: when it finished (demo clock) and how it went."""
+    """One answered request of the burst: when it was sent and answered (demo clock), and how."""
 
     resource: str
+    sent: float
     finished: float
     record: RequestRecord
 
@@ -157,19 +158,21 @@ class WindowFigures:
 
 
 def window_figures(answers: list[Answer], resource: str, start: float, end: float) -> WindowFigures:
-    """p95 latency and images/min of `resource`'s answers that finished in [start, end)."""
-    records = [a.record for a in answers if a.resource == resource and start <= a.finished < end]
-    summary = summarize(records, end - start)
-    p95 = summary.latency_p95_seconds if summary.succeeded >= MIN_WINDOW_REQUESTS else None
-    return WindowFigures(summary.requests, p95, summary.images_per_minute, summary.failed)
+    """For `resource` over [start, end): the p95 latency of the requests sent then, and the
+    images/min and errors of the answers that came then."""
+    mine = [a for a in answers if a.resource == resource]
+    sent = summarize([a.record for a in mine if start <= a.sent < end], end - start)
+    answered = summarize([a.record for a in mine if start <= a.finished < end], end - start)
+    p95 = sent.latency_p95_seconds if sent.succeeded >= MIN_WINDOW_REQUESTS else None
+    return WindowFigures(sent.requests, p95, answered.images_per_minute, answered.failed)
 
 
 @dataclass
 class Burst:
     """The load, in a thread of its own; keeps every answer with the time it came."""
 
-    # resource -> (a function giving one of its ready endpoints per request, concurrency)
-    targets: dict[str, tuple[Callable[[], str], int]]
+    # resource -> (the picker over its ready endpoints, concurrency)
+    targets: dict[str, tuple[Picker, int]]
     clock: Callable[[], float]
     seconds: float = BURST_SECONDS
     sent: int = 0
@@ -200,7 +203,8 @@ class Burst:
 
     def _count(self, resource: str, record: RequestRecord) -> None:
         self.sent += 1
-        self.answers.append(Answer(resource, self.clock(), record))
+        finished = self.clock()
+        self.answers.append(Answer(resource, finished - record.latency_s, finished, record))
         if record.error is not None:
             self.failed += 1
             self.errors[record.error] = self.errors.get(record.error, 0) + 1

@@ -64,7 +64,10 @@ def before_after_view(
 ) -> Table:
     """Each loaded tier as its clients saw it at the start of the burst and after the scale-up."""
     table = Table(
-        title="at the clients: the burst's first window, and its end after the scale-up (emulated GPUs)",
+        title=(
+            "at the clients (emulated GPUs): requests sent in the burst's first window (one replica), and "
+            "sent after the scale-up was ready; images/min answered in those windows"
+        ),
         title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
     )
     for header in ("NAME", "TIER", "TARGET P95", "P95 BEFORE", "P95 AFTER", "IMG/MIN BEFORE", "IMG/MIN AFTER"):

@@ -1,0 +1,138 @@
+"""The gateway's HTTP API (FastAPI): thin routes over `service.Gateway`.
+
+Slow or oversized clients are cut off at the edge: a declared Content-Length over the limit is a
+413 before any byte of the body is read, a streamed body is counted as it arrives, and the body
+must arrive within a timeout (the header timeout is the server's, see `command.py`). A client that
+disconnects cancels its request, held or in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import Receive
+
+from .auth import ApiKey
+from .errors import GatewayError, InvalidRequest, RequestTimeout, TooLarge
+from .service import Gateway
+
+# Generation requests are small JSON: 2 prompts of 4,000 characters fit many times over.
+MAX_BODY_BYTES = 64 * 1024
+BODY_TIMEOUT_SECONDS = 10.0
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidRequest("Content-Length must be a number", param="body", code="invalid")
+        if int(declared) > limit:
+            raise TooLarge(f"the body is {declared} bytes; the limit is {limit}", param="body", code="body_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(f"the body is over the limit of {limit} bytes", param="body",
+                                   code="body_too_large")
+                chunks.append(chunk)
+    except TimeoutError as error:
+        raise RequestTimeout(f"the body did not arrive within {timeout:.0f}s", param="body",
+                             code="body_timeout") from error
+    return b"".join(chunks)
+
+
+async def until_disconnect(receive: Receive) -> None:
+    """Return when the client goes away (call only after the body was read whole)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
+    """`work`'s result, or None after cancelling it if the client disconnected first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(until_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return None
+    return task.result()
+
+
+def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
+               lifespan_hooks: tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]] | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, body_timeout: float = BODY_TIMEOUT_SECONDS) -> FastAPI:
+    """The app; `ready()` says when the watches have synced; `lifespan_hooks` start and stop the edges."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        if lifespan_hooks:
+            await lifespan_hooks[0]()
+        try:
+            yield
+        finally:
+            if lifespan_hooks:
+                await lifespan_hooks[1]()
+            await gateway.stop()
+
+    app = FastAPI(title="imagefleet-gateway", lifespan=lifespan)
+    started = int(time.time())
+
+    def caller(request: Request) -> ApiKey | None:
+        return None if gateway.keys is None else gateway.keys.identify(request.headers.get("authorization"))
+
+    @app.exception_handler(GatewayError)
+    async def handle(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, GatewayError)
+        return error_response(error)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 once the watches have listed the resources and their endpoints."""
+        is_ready = ready()
+        return JSONResponse({"status": "ready" if is_ready else "syncing"}, status_code=200 if is_ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        """The model groups (with their tiers) this caller may use."""
+        data = [{"id": group, "object": "model", "created": started, "owned_by": "imagefleet", "tiers": list(tiers)}
+                for group, tiers in gateway.model_groups(caller(request)).items()]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/images/generations")
+    async def generate(request: Request) -> Response:
+        key = caller(request)
+        raw = await read_body(request, max_body_bytes, body_timeout)
+        answer = await unless_disconnected(request, gateway.generate(raw, key))
+        if answer is None:  # the client is gone; nobody reads this
+            return Response(status_code=499)
+        return Response(answer.content, status_code=answer.status_code, media_type="application/json",
+                        headers={k: v for k, v in answer.headers.items() if k.lower() == "retry-after"})
+
+    return app

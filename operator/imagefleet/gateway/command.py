@@ -1,0 +1,99 @@
+"""`imagefleet gateway`: serve the fleet's front door (flags, or IMAGEFLEET_GATEWAY_* variables)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..kube import Kube
+from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app
+from .auth import KeyRing
+from .service import Gateway, Settings
+from .watch import FleetWatch, demand_signaller
+
+HEADER_TIMEOUT_SECONDS = 10.0
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """Closes a connection whose request headers are not complete within the header timeout of it
+    opening or of the previous response (uvicorn alone waits forever on a slow client's headers)."""
+
+    header_timeout = HEADER_TIMEOUT_SECONDS
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and not self.cycle.response_complete and self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._timed_out)
+
+    def _timed_out(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def _option(name: str, **kwargs: Any) -> Any:
+    return click.option(f"--{name}", envvar=f"IMAGEFLEET_GATEWAY_{name.upper().replace('-', '_')}",
+                        show_default=True, show_envvar=True, **kwargs)
+
+
+@click.command("gateway")
+@_option("host", default="0.0.0.0", help="Address to listen on.")
+@_option("port", default=8080, type=int, help="Port to listen on.")
+@_option("namespaces", default="", help="Comma-separated namespaces to watch (default: all).")
+@_option("api-keys", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+         help="YAML file of API key hashes (see docs/gateway.md); without it, no key is asked.")
+@_option("hold-timeout", default=Settings.hold_timeout_seconds, type=float,
+         help="Seconds a request waits for a pod to become ready before a 503.")
+@_option("max-held", default=Settings.max_held, type=int, help="Requests held at once; more get a 503.")
+@_option("poll-interval", default=Settings.poll_interval_seconds, type=float,
+         help="Seconds between polls of each pod's /v1/load.")
+@_option("max-body-bytes", default=MAX_BODY_BYTES, type=int, help="Largest request body; more is a 413.")
+@_option("header-timeout", default=HEADER_TIMEOUT_SECONDS, type=float,
+         help="Seconds a client has to send its request headers.")
+@_option("body-timeout", default=BODY_TIMEOUT_SECONDS, type=float, help="Seconds a client has to send its body.")
+def gateway(host: str, port: int, namespaces: str, api_keys: Path | None, hold_timeout: float,
+            max_held: int, poll_interval: float, max_body_bytes: int, header_timeout: float,
+            body_timeout: float) -> None:
+    """One OpenAI-compatible front door for the fleet: routes by model group and quality (tier), picks
+    the least-loaded pod, overflows, holds requests while a resource scales from zero."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll and per request otherwise
+    kube = Kube.from_environment()
+    keys = KeyRing.from_yaml(api_keys.read_text()) if api_keys else None
+    settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, poll_interval_seconds=poll_interval)
+    service = Gateway(settings, signal_demand=demand_signaller(kube), keys=keys)
+    fleet_watch = FleetWatch(service, kube, [n.strip() for n in namespaces.split(",") if n.strip()])
+    app = create_app(service, ready=lambda: fleet_watch.synced, lifespan_hooks=(fleet_watch.start, fleet_watch.stop),
+                     max_body_bytes=max_body_bytes, body_timeout=body_timeout)
+    HeaderTimeoutProtocol.header_timeout = header_timeout
+    try:
+        uvicorn.run(app, host=host, port=port, http=HeaderTimeoutProtocol, log_level="warning",
+                    timeout_keep_alive=int(header_timeout))
+    finally:
+        kube.close()

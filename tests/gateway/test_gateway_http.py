@@ -1,0 +1,264 @@
+"""The gateway over HTTP, in front of real runtime processes (tiny model, CPU, loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from imagefleet import metrics as names
+from imagefleet.gateway.auth import ApiKey, KeyRing, digest
+from imagefleet.gateway.picking import PodLoad
+from imagefleet.gateway.service import Settings
+from tests.helpers import wait_until
+from tests.runtime.support import RunningServer, free_port
+
+from .support import RunningGateway, running_gateway
+
+pytestmark = pytest.mark.slow
+PROMPT = "a lighthouse at dusk"
+
+
+def post(gw: RunningGateway, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{gw.base_url}/v1/images/generations", json=body, timeout=kwargs.pop("timeout", 60), **kwargs)
+
+
+def images(server: RunningServer) -> float:
+    return server.metric(names.IMAGES_GENERATED_TOTAL)
+
+
+def tiered(gw: RunningGateway, bulk: RunningServer, premium: RunningServer) -> None:
+    gw.set_resource("sdxl-bulk", tier="bulk", group="sdxl")
+    gw.set_resource("sdxl-premium", tier="premium", group="sdxl")
+    gw.set_endpoints("sdxl-bulk", [bulk.base_url])
+    gw.set_endpoints("sdxl-premium", [premium.base_url])
+    gw.wait_polled([bulk.base_url, premium.base_url])
+
+
+def test_openai_client_quality_low_and_high_land_on_bulk_and_premium(
+    bulk_pod: RunningServer, premium_pod: RunningServer
+) -> None:
+    with running_gateway() as gw:
+        tiered(gw, bulk_pod, premium_pod)
+        client = openai.OpenAI(base_url=f"{gw.base_url}/v1", api_key="unused", max_retries=0, timeout=60)
+        models = client.models.list()
+        assert [(m.id, m.model_extra and m.model_extra["tiers"]) for m in models.data] == [("sdxl", ["bulk", "premium"])]
+        for quality, pod, other in (("low", bulk_pod, premium_pod), ("high", premium_pod, bulk_pod)):
+            before, other_before = images(pod), images(other)
+            result = client.images.generate(model="sdxl", prompt=PROMPT, quality=quality, size="64x64",  # type: ignore[arg-type]
+                                            response_format="b64_json", n=2)
+            assert result.data is not None and len(result.data) == 2
+            assert images(pod) == before + 2 and images(other) == other_before
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.images.generate(model="sdxl", prompt=PROMPT, quality="medium", size="64x64")  # type: ignore[arg-type]
+        assert "low (bulk), high (premium)" in str(missing.value)
+        with pytest.raises(openai.NotFoundError) as unknown:
+            client.images.generate(model="flux", prompt=PROMPT)
+        assert "known groups: sdxl" in str(unknown.value)
+        assert gw.metric(names.GATEWAY_REQUESTS_TOTAL, group="sdxl", tier="premium", code="200") == 1
+
+
+@pytest.mark.parametrize("body", [{"prompt": PROMPT, "n": 0}, {"prompt": PROMPT, "size": "large"},
+                                  {"prompt": PROMPT, "stepz": 3}, {"prompt": "  "}])
+def test_bad_body_gets_the_runtimes_422_at_the_gateway(bulk_pod: RunningServer, body: dict[str, Any]) -> None:
+    with running_gateway() as gw:
+        gw.set_resource("sdxl", tier="bulk")
+        gw.set_endpoints("sdxl", [bulk_pod.base_url])
+        direct = httpx.post(f"{bulk_pod.base_url}/v1/images/generations", json=body, timeout=30)
+        rejected = bulk_pod.metric(names.REQUESTS_REJECTED_TOTAL, reason=names.REJECT_INVALID)
+        via = post(gw, {**body, "model": "sdxl"})
+        assert via.status_code == direct.status_code == 422
+        assert via.json()["error"]["param"] == direct.json()["error"]["param"]
+        assert bulk_pod.metric(names.REQUESTS_REJECTED_TOTAL, reason=names.REJECT_INVALID) == rejected  # never sent
+
+
+def raw_connection(gw: RunningGateway) -> socket.socket:
+    host, port = gw.base_url.split("//")[1].split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    """One HTTP response, head and whole body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    match = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
+    assert match is not None, head
+    while len(body) < int(match.group(1)):
+        body += conn.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def test_oversized_body_413_before_it_is_sent_and_slow_clients_are_cut_off() -> None:
+    with running_gateway(header_timeout=1.0, body_timeout=1.0) as gw:
+        with raw_connection(gw) as conn:  # declares 10 MB, sends none of it
+            conn.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 10000000\r\n\r\n")
+            answer = read_answer(conn)
+        assert answer.startswith(b"HTTP/1.1 413") and b"body_too_large" in answer
+        chunked = post(gw, {"prompt": "x" * 100_000, "model": "any"})
+        assert chunked.status_code == 413
+        with raw_connection(gw) as conn:  # slowloris: headers never end
+            conn.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            assert conn.recv(4096) == b""  # closed by the gateway
+            assert time.monotonic() - started < 5
+        with raw_connection(gw) as conn:  # the body never ends
+            conn.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            answer = read_answer(conn)
+        assert answer.startswith(b"HTTP/1.1 408") and b"body_timeout" in answer
+
+
+def test_keys_401_and_403_in_the_openai_shape(bulk_pod: RunningServer, premium_pod: RunningServer) -> None:
+    keys = KeyRing([ApiKey(name="thumbs", sha256=digest("k-thumbs"), tiers=frozenset({"bulk"}))])
+    with running_gateway(keys=keys) as gw:
+        tiered(gw, bulk_pod, premium_pod)
+        body = {"prompt": PROMPT, "model": "sdxl", "quality": "high"}
+        assert post(gw, body).status_code == 401
+        wrong = post(gw, body, headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        forbidden = post(gw, body, headers={"authorization": "Bearer k-thumbs"})
+        assert forbidden.status_code == 403 and forbidden.json()["error"]["param"] == "quality"
+        ok = post(gw, {**body, "quality": "low"}, headers={"authorization": "Bearer k-thumbs"})
+        assert ok.status_code == 200, ok.text
+
+
+def test_held_request_is_answered_once_a_pod_is_ready_and_demand_is_signalled(bulk_pod: RunningServer) -> None:
+    with running_gateway(Settings(poll_interval_seconds=0.1, hold_timeout_seconds=60)) as gw:
+        gw.set_resource("cold", tier="bulk")
+        with ThreadPoolExecutor(1) as pool:
+            arrived = time.monotonic()
+            pending = pool.submit(post, gw, {"prompt": PROMPT, "model": "cold"})
+            wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="bulk") == 1,
+                       timeout=10, interval=0.05, message="the request to be held")
+            wait_until(lambda: len(gw.demand) >= 2, timeout=5, interval=0.05, message="two demand signals")
+            gaps = [b - a for (_, a), (_, b) in zip(gw.demand, gw.demand[1:])]
+            assert all(gap >= 0.99 for gap in gaps), gaps  # at most once a second while held
+            assert not pending.done()
+            gw.set_endpoints("cold", [bulk_pod.base_url])  # the pod became ready
+            answer = pending.result(timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - arrived < 30
+        assert gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="bulk") == 0
+
+
+def test_a_preferred_resource_at_zero_is_signalled_while_its_overflow_serves(bulk_pod: RunningServer) -> None:
+    with running_gateway() as gw:
+        gw.set_resource("cold", tier="bulk", group="g", overflow_to="warm")
+        gw.set_resource("warm", tier="standard", group="g")
+        gw.set_endpoints("warm", [bulk_pod.base_url])
+        gw.wait_polled([bulk_pod.base_url])
+        answer = post(gw, {"prompt": PROMPT, "model": "g", "quality": "low"})
+        assert answer.status_code == 200, answer.text
+        assert gw.metric(names.GATEWAY_OVERFLOWED_TOTAL, group="g", tier="bulk", to="warm") == 1
+        wait_until(lambda: [name for name, _ in gw.demand] == ["cold"], timeout=5, interval=0.02,
+                   message="the demand signal for the resource at zero")
+
+
+def test_hold_times_out_with_503_and_the_bound_on_held_requests() -> None:
+    with running_gateway(Settings(poll_interval_seconds=0.1, hold_timeout_seconds=1.0, max_held=1)) as gw:
+        gw.set_resource("cold")
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(post, gw, {"prompt": PROMPT, "model": "cold"})
+            wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == 1,
+                       timeout=10, interval=0.02, message="the first request to be held")
+            second = post(gw, {"prompt": PROMPT, "model": "cold"})
+            assert second.status_code == 503 and second.json()["error"]["code"] == "too_many_held"
+            timed_out = first.result(timeout=10)
+        assert timed_out.status_code == 503 and int(timed_out.headers["retry-after"]) >= 1
+        assert timed_out.json()["error"]["code"] == "no_ready_pod"
+        assert gw.metric(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, group="cold", tier="standard") == 1
+
+
+def test_client_disconnect_cancels_a_held_request() -> None:
+    with running_gateway(Settings(poll_interval_seconds=0.1, hold_timeout_seconds=60)) as gw:
+        gw.set_resource("cold")
+        with pytest.raises(httpx.ReadTimeout):
+            post(gw, {"prompt": PROMPT, "model": "cold"}, timeout=1.0)
+        wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == 0,
+                   timeout=5, interval=0.05, message="the held request to be cancelled")
+        assert gw.metric(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, group="cold", tier="standard") == 0
+
+
+def test_a_pod_gone_since_its_last_poll_is_retried_elsewhere(bulk_pod: RunningServer) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: the connection is refused, nothing ran
+    with running_gateway(Settings(poll_interval_seconds=60)) as gw:
+        gw.set_resource("sdxl", tier="bulk")
+        gw.set_endpoints("sdxl", [bulk_pod.base_url, dead])
+        gw.wait_polled([bulk_pod.base_url])
+        # Its last poll said idle (it died right after): the picker prefers it, the send is refused.
+        gw.call(lambda: gw.gateway.loads.__setitem__(
+            dead, PodLoad(True, 0, 0, 64, 4, 0.1, asyncio.get_running_loop().time())))
+        # ... and the live pod looks busier (in flight, which no poll overwrites): the dead one is picked first.
+        gw.call(lambda: gw.gateway.in_flight.__setitem__(bulk_pod.base_url, 3))
+        before = images(bulk_pod)
+        answer = post(gw, {"prompt": PROMPT, "model": "sdxl"})
+        assert answer.status_code == 200, answer.text
+        assert images(bulk_pod) == before + 1
+        assert gw.metric(names.GATEWAY_RETRIES_TOTAL) == 1
+
+
+def burst(gw: RunningGateway, body: dict[str, Any], count: int) -> list[httpx.Response]:
+    barrier = threading.Barrier(count)
+
+    def one(_: int) -> httpx.Response:
+        barrier.wait()
+        return post(gw, body)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_overflow_under_saturation_and_never_otherwise(bulk_pod: RunningServer, premium_pod: RunningServer) -> None:
+    with running_gateway(Settings(poll_interval_seconds=0.1)) as gw:
+        gw.set_resource("p", tier="premium", group="g", overflow_to="b")
+        gw.set_resource("b", tier="premium", group="g")  # a second premium resource, on the bulk pod
+        gw.set_endpoints("p", [premium_pod.base_url])
+        gw.set_endpoints("b", [bulk_pod.base_url])
+        gw.wait_polled([premium_pod.base_url, bulk_pod.base_url])
+        for _ in range(3):
+            assert post(gw, {"prompt": PROMPT, "model": "g"}).status_code == 200
+        assert gw.metric(names.GATEWAY_OVERFLOWED_TOTAL, group="g", tier="premium", to="b") == 0
+        answers = burst(gw, {"prompt": PROMPT, "model": "g"}, 8)
+        assert [a.status_code for a in answers] == [200] * 8
+        assert gw.metric(names.GATEWAY_OVERFLOWED_TOTAL, group="g", tier="premium", to="b") >= 1
+
+
+def test_shed_with_429_when_every_pod_is_saturated(premium_pod: RunningServer) -> None:
+    with running_gateway(Settings(poll_interval_seconds=0.1)) as gw:
+        gw.set_resource("alone", tier="premium")
+        gw.set_endpoints("alone", [premium_pod.base_url])
+        gw.wait_polled([premium_pod.base_url])
+        answers = burst(gw, {"prompt": PROMPT, "model": "alone"}, 8)
+        codes = sorted(a.status_code for a in answers)
+        assert 200 in codes and 429 in codes, codes
+        shed = [a for a in answers if a.status_code == 429]
+        assert all(a.json()["error"]["code"] == "saturated" and int(a.headers["retry-after"]) >= 1 for a in shed)
+        assert gw.metric(names.GATEWAY_SHED_TOTAL, group="alone", tier="premium") == len(shed)
+
+
+def test_runtime_load_endpoint_and_running_gauge(premium_pod: RunningServer) -> None:
+    """What the picker polls, and the queued/running gauges an endpoint picker scrapes."""
+    idle = httpx.get(f"{premium_pod.base_url}/v1/load", timeout=10).json()
+    assert idle["ready"] is True and idle["queued"] == 0 and idle["running"] == 0
+    assert idle["queue_limit"] == 1 and idle["max_batch_size"] == 1 and idle["batch_seconds"] > 0
+    seen: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(2) as pool:
+        pending = [pool.submit(httpx.post, f"{premium_pod.base_url}/v1/images/generations",
+                               json={"prompt": PROMPT, "steps": 40}, timeout=60) for _ in range(2)]
+        wait_until(lambda: seen.append(httpx.get(f"{premium_pod.base_url}/v1/load", timeout=10).json())
+                   or seen[-1]["running"] == 1, timeout=30, interval=0.01, message="a running request")
+        wait_until(lambda: premium_pod.metric(names.REQUESTS_RUNNING) == 1, timeout=30, interval=0.01,
+                   message="the running gauge at 1")
+        for item in pending:
+            item.result()
+    assert premium_pod.metric(names.REQUESTS_RUNNING) == 0

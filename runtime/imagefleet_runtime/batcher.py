@@ -131,7 +131,8 @@ class Batcher:
         if self._draining:
             raise Draining("the server is shutting down and accepts no new requests; retry on another replica")
         waiting = self.waiting_images
-        if waiting + len(images) > self._queue_size:
+        # A request alone in the queue always gets in, so one of more images than the bound can still run.
+        if waiting and waiting + len(images) > self._queue_size:
             raise QueueFull(
                 f"the queue is full ({waiting} images waiting, room for {self._queue_size}); retry later",
                 retry_after=self._retry_after(waiting + len(images)),

@@ -197,6 +197,8 @@ async def test_queue_bound_counts_images() -> None:
     one = asyncio.create_task(batcher.submit(SMALL, images(6)))
     engine.gate.set()
     assert await asyncio.gather(*running, three, one) == [[b"0"], [b"1", b"2", b"3"], [b"6"]]
+    # Alone in an empty queue, a request of more images than the bound still gets in.
+    assert await batcher.submit(SMALL, images(7, 8, 9, 10, 11)) == [b"7", b"8", b"9", b"10", b"11"]
     await batcher.close()
 
 

@@ -106,7 +106,8 @@ class Runtime:
 
     async def drain(self) -> None:
         """Stop taking requests (503), answer every accepted one, then return."""
-        self.phase = Phase.DRAINING
+        if self.phase is not Phase.BROKEN:  # out of service stays so, for the probes, until the exit
+            self.phase = Phase.DRAINING
         self.metrics.model_ready.set(0)
         logger.info("draining: no new requests; finishing the queue")
         if self.batcher is not None:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from torch.utils.flop_counter import FlopCounterMode
 
 from imagefleet_runtime.models.builtin import build_sd15_arch, build_tiny
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True, help="where to write the JSON")
     parser.add_argument("--repeats", type=int, default=None, help="timed generations per point (default 10; 3)")
     args = parser.parse_args()
+    diffusers_logging.set_verbosity_error()  # a line per dtype cast of random weights says nothing here
 
     if args.self_test:
         device, build, model, size, steps = torch.device("cpu"), build_tiny, "tiny", 64, 2
@@ -221,10 +223,7 @@ def main() -> None:
     latent = size // build().vae_scale_factor
     report = Report(
         device=name, gpu=device.type == "cuda", torch=torch.__version__, self_test=args.self_test, size=size,
-        steps=steps, dense_peak_tflops=peaks,
-        memory_note="peak_memory_mib: torch.cuda.max_memory_allocated" if device.type == "cuda" else
-        f"no GPU memory to measure on CPU: peak_memory_mib is null (process peak RSS at the end: "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)",
+        steps=steps, dense_peak_tflops=peaks, memory_note="peak_memory_mib: torch.cuda.max_memory_allocated",
     )
     variants = [[], *([option] for option in OPTIONS), list(OPTIONS)]
     print(f"{name}, torch {torch.__version__}, {size}x{size}, {steps} steps, CFG on")
@@ -253,6 +252,9 @@ def main() -> None:
         print(f"server {precision}: {result['images_per_second']:.2f} img/s, p95 {result['p95_seconds']:.2f} s, "
               f"mean batch {result['mean_batch']:.1f}, raw {result['raw_pipeline_images_per_second']:.2f} img/s, "
               f"server/raw {result['server_over_raw']:.0%}", flush=True)
+    if device.type != "cuda":
+        report.memory_note = (f"no GPU memory to measure on CPU: peak_memory_mib is null (this process's peak "
+                              f"RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB)")
     args.output.write_text(json.dumps(asdict(report), indent=2, allow_nan=False))
     print(f"wrote {args.output}")
 

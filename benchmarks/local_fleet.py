@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from imagefleet import GROUP, PLURAL, VERSION  # noqa: E402
 from imagefleet.autoscaling.prometheus import PrometheusClient  # noqa: E402
 from imagefleet.builders.labels import selector_string  # noqa: E402
-from imagefleet.demo.endpoints import Endpoints  # noqa: E402
+from imagefleet.bench.endpoints import Endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane, agent_processes  # noqa: E402
 from imagefleet.dev.fleet import load_fleet  # noqa: E402
 from imagefleet.dev.prometheus import LocalPrometheus  # noqa: E402
@@ -118,7 +118,7 @@ class Load:
     def __init__(self, api: client.ApiClient, names: list[str], concurrency: int) -> None:
         self.targets = {name: Endpoints(api, NAMESPACE, name) for name in names}
         self.concurrency = concurrency
-        self.answered: dict[int, int] = {}
+        self.answered: dict[str, int] = {}  # HTTP status or transport error name -> count
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -136,14 +136,14 @@ class Load:
                 continue
             try:
                 response = await http.post(f"{url}/v1/images/generations", json=BODY)
-                self.answered[response.status_code] = self.answered.get(response.status_code, 0) + 1
-                if response.status_code == 429:
-                    await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+                outcome = str(response.status_code)
             except httpx.HTTPError as error:
-                key = -1 if not isinstance(error, httpx.TimeoutException) else -2
-                self.answered[key] = self.answered.get(key, 0) + 1
+                response, outcome = None, type(error).__name__
             finally:
                 endpoints.release(url)
+            self.answered[outcome] = self.answered.get(outcome, 0) + 1
+            if response is not None and response.status_code == 429:
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
 
 async def decision_latencies(prometheus: str, names: list[str], replica_changes: dict[str, list[tuple[float, int]]],
@@ -292,7 +292,7 @@ async def run(api: client.ApiClient, plane: ControlPlane, prometheus: LocalProme
           f"PSS {pss:.0f} MiB total; CPU {100 * pod_cpu:.0f}% of a core together (last 30 s, under load)")
     print(f"  agent + pods: PSS {(pss + agent_pss / 1024) / 1024:.2f} GiB (goal < 8 GiB); "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"  answers during the run by status: {dict(sorted(load.answered.items()))} (-1 transport error, -2 timeout)")
+    print(f"  answers during the run, by HTTP status or transport error: {dict(sorted(load.answered.items()))}")
 
 
 def _alive(pid: int) -> bool:

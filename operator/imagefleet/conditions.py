@@ -17,6 +17,8 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 FITS_GPU = "FitsGPU"
 METRICS_AVAILABLE = "MetricsAvailable"
+ROUTING_VALID = "RoutingValid"
+INFERENCE_POOL_READY = "InferencePoolReady"
 
 TRUE = "True"
 FALSE = "False"

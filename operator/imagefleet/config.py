@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .builders.inference_pool import DEFAULT_ENDPOINT_PICKER, EndpointPicker
 from .catalog import GPUClass, load_gpu_classes
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/imagefleet/imagefleet-runtime:0.1.0"
@@ -34,6 +35,19 @@ class OperatorSettings(BaseSettings):
     resync_seconds: float = Field(
         120.0, gt=0, description="How often every resource is re-checked for drift that no event announced."
     )
+
+    endpoint_picker_service: str = Field(
+        DEFAULT_ENDPOINT_PICKER.service, min_length=1, max_length=253,
+        description="The endpoint picker Service each InferencePool names; '{name}' is the resource's name "
+        "(the default is the name the Inference Extension's inferencepool chart gives its picker).",
+    )
+    endpoint_picker_port: int = Field(
+        DEFAULT_ENDPOINT_PICKER.port, ge=1, le=65535, description="The endpoint picker Service's port."
+    )
+
+    @property
+    def endpoint_picker(self) -> EndpointPicker:
+        return EndpointPicker(self.endpoint_picker_service, self.endpoint_picker_port)
 
     @property
     def namespace_list(self) -> list[str]:

@@ -59,6 +59,7 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
         "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
         "Service": "/api/v1/namespaces/{ns}/services",
         "ImageModelDeployment": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
+        "InferencePool": "/apis/inference.networking.k8s.io/v1/namespaces/{ns}/inferencepools",
     }
     path = prefixes[kind].format(ns=namespace)
     if name:

@@ -29,7 +29,7 @@ from imagefleet import conditions as c
 from imagefleet.autoscaling import loop, policy, queries
 from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.bench.stats import percentile
-from imagefleet.demo.endpoints import Endpoints
+from imagefleet.bench.endpoints import Endpoints
 from imagefleet.demo.stack import install_crd
 from imagefleet.dev import processes
 from imagefleet.dev.prometheus import LocalPrometheus
@@ -217,7 +217,7 @@ async def test_load_scales_up_p95_recovers_scales_down_and_holds_without_prometh
     )
     scaled_at = time.monotonic()
     status = view.status()
-    assert status["autoscaling"]["winner"] in (policy.QUEUE, policy.LATENCY, policy.UTILIZATION)
+    assert status["autoscaling"]["winner"] in (policy.CAPACITY, policy.QUEUE, policy.LATENCY, policy.UTILIZATION)
     settled = await asyncio.to_thread(
         wait_until, lambda: view.all_ready() if view.replicas() > 1 else None, timeout=40,
         message="every desired replica Ready",

@@ -53,7 +53,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPromet
 
 @pytest.fixture
 def exporters(prometheus: LocalPrometheus) -> Iterator[list[Exporter]]:
-    pods = [Exporter(), Exporter()]
+    """One metrics endpoint per pod the tests may run (max 6)."""
+    pods = [Exporter() for _ in range(6)]
     try:
         yield pods
     finally:
@@ -91,7 +92,7 @@ def imd(name: str, gpu_class: str, max_replicas: int) -> dict[str, Any]:
     }
 
 
-def deployment(name: str, gpu_class: str, owner_uid: str) -> dict[str, Any]:
+def deployment(name: str, gpu_class: str, owner_uid: str, replicas: int = 1) -> dict[str, Any]:
     """A stand-in for the operator's Deployment: what matters here is replicas, GPU requests, owner."""
     klass = load_gpu_classes()[gpu_class]
     labels = selector_labels(name)
@@ -101,7 +102,7 @@ def deployment(name: str, gpu_class: str, owner_uid: str) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -124,7 +125,9 @@ def deployment(name: str, gpu_class: str, owner_uid: str) -> dict[str, Any]:
 class Scene:
     """One resource, its Deployment and its metrics, seen through the API."""
 
-    def __init__(self, cluster: Cluster, namespace: str, name: str, gpu_class: str, max_replicas: int) -> None:
+    def __init__(
+        self, cluster: Cluster, namespace: str, name: str, gpu_class: str, max_replicas: int, replicas: int = 1
+    ) -> None:
         self.namespace, self.name = namespace, name
         self.custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
         self.apps: Any = cast(Any, client.AppsV1Api(cluster.api_client))
@@ -133,7 +136,20 @@ class Scene:
             GROUP, VERSION, namespace, PLURAL, imd(name, gpu_class, max_replicas)
         )
         uid = created["metadata"]["uid"]
-        self.apps.create_namespaced_deployment(namespace, deployment(name, gpu_class, uid))
+        self.apps.create_namespaced_deployment(namespace, deployment(name, gpu_class, uid, replicas))
+
+    def track(self, prometheus: LocalPrometheus, exporters: list[Exporter]) -> None:
+        """Scrape one exporter per ready pod, as Prometheus scrapes each runtime pod."""
+        self._scraped = (prometheus, exporters)
+
+    def sync_targets(self) -> None:
+        if getattr(self, "_scraped", None) is None:
+            return
+        prometheus, exporters = self._scraped
+        status = self.apps.read_namespaced_deployment(self.name, self.namespace).status
+        labels = {queries.NAMESPACE_LABEL: self.namespace, queries.NAME_LABEL: self.name}
+        ready = max(1, int(status.ready_replicas or 0))
+        prometheus.set_targets([Target(pod.address, labels) for pod in exporters[:ready]])
 
     def resource(self) -> dict[str, Any]:
         found: dict[str, Any] = self.custom.get_namespaced_custom_object(
@@ -160,6 +176,7 @@ class Scene:
 
 
 async def tick(autoscaler: Autoscaler, scene: Scene) -> policy.Decision:
+    scene.sync_targets()
     decision = await autoscaler.evaluate(scene.resource())
     assert decision is not None
     await asyncio.sleep(INTERVAL)  # the daemon's evaluation interval
@@ -188,18 +205,22 @@ async def test_burst_scales_up_fast_down_after_window_and_holds_without_promethe
     autoscaler: Autoscaler,
 ) -> None:
     scene = Scene(cluster, namespace, "burst", "a100-80gb", max_replicas=6)
-    labels = {queries.NAMESPACE_LABEL: namespace, queries.NAME_LABEL: "burst"}
-    prometheus.set_targets([Target(pod.address, labels) for pod in exporters])
+    scene.track(prometheus, exporters)
+    scene.sync_targets()
     await asyncio.to_thread(prometheus_sees, prometheus.url, namespace, "burst", 0)
     first = await ticks_until(autoscaler, scene, lambda d: d.metrics_available, 30, "metrics")
     assert first.desired == 1
     assert scene.condition(c.METRICS_AVAILABLE)["status"] == c.TRUE
 
     # Burst: 10 waiting at 2 per replica -> 5 replicas, within two intervals of Prometheus seeing it.
-    for pod in exporters:
+    for pod in exporters[:2]:
         pod.queue_depth.set(5)
+    prometheus.set_targets([Target(pod.address, {queries.NAMESPACE_LABEL: namespace, queries.NAME_LABEL: "burst"})
+                            for pod in exporters[:2]])
     await asyncio.to_thread(prometheus_sees, prometheus.url, namespace, "burst", 10)
-    decisions = [await tick(autoscaler, scene) for _ in range(2)]
+    decisions = [await autoscaler.evaluate(scene.resource())]  # the two loaded pods, before the new ones
+    await asyncio.sleep(INTERVAL)
+    decisions.append(await tick(autoscaler, scene))
     assert scene.replicas() == 5, decisions
     status = scene.status()
     assert status["desiredReplicas"] == 5
@@ -214,6 +235,7 @@ async def test_burst_scales_up_fast_down_after_window_and_holds_without_promethe
     # Load stops, then Prometheus goes down: hold 5 replicas and say why, for well past the window.
     for pod in exporters:
         pod.queue_depth.set(0)
+    scene.sync_targets()
     await asyncio.to_thread(prometheus_sees, prometheus.url, namespace, "burst", 0)
     prometheus.stop()
     outage_start = time.monotonic()
@@ -230,7 +252,8 @@ async def test_burst_scales_up_fast_down_after_window_and_holds_without_promethe
     prometheus.start()
     await asyncio.to_thread(prometheus_sees, prometheus.url, namespace, "burst", 0)
     back = time.monotonic()
-    await ticks_until(autoscaler, scene, lambda d: d.metrics_available, 30, "metrics after the restart")
+    await ticks_until(autoscaler, scene, lambda d: d.metrics_available and not d.missing_series, 30,
+                      "every pod's metrics after the restart")
     assert scene.condition(c.METRICS_AVAILABLE)["status"] == c.TRUE
     down = await ticks_until(autoscaler, scene, lambda d: d.desired < 5, DOWN_WINDOW + 30, "the scale-down")
     assert time.monotonic() - back >= DOWN_WINDOW - INTERVAL
@@ -258,8 +281,41 @@ async def test_no_free_gpus_limits_the_scale_up_and_says_so(
     decision = await ticks_until(autoscaler, scene, lambda d: d.limited is not None, 30, "a limited decision")
     assert decision.proposals[policy.QUEUE] == 6
     assert decision.limited == policy.INSUFFICIENT_GPUS
-    assert decision.desired <= 2
+    assert decision.desired == 2  # its own pod and the one free T4
     limited = scene.condition(loop.SCALING_LIMITED)
     assert (limited["status"], limited["reason"]) == (c.TRUE, policy.INSUFFICIENT_GPUS)
     assert "no free GPUs" in limited["message"]
     assert scene.replicas() == decision.desired
+
+
+async def test_a_pod_whose_series_vanish_blocks_the_scale_down_and_is_reported(
+    cluster: Cluster, namespace: str, crd: None, prometheus: LocalPrometheus, exporters: list[Exporter],
+    autoscaler: Autoscaler,
+) -> None:
+    """Two ready pods, both idle; one pod's target leaves Prometheus. The queue sum (0) would
+    ask for 1, but one of two ready pods reports nothing: hold 2 past the window, and say so."""
+    scene = Scene(cluster, namespace, "partial", "a100-80gb", max_replicas=4, replicas=2)
+    labels = {queries.NAMESPACE_LABEL: namespace, queries.NAME_LABEL: "partial"}
+    prometheus.set_targets([Target(pod.address, labels) for pod in exporters])
+    wait_until(
+        lambda: scene.apps.read_namespaced_deployment(scene.name, namespace).status.ready_replicas == 2,
+        timeout=60, message="two ready replicas",
+    )
+    await asyncio.to_thread(prometheus_sees, prometheus.url, namespace, "partial", 0)
+    first = await ticks_until(autoscaler, scene, lambda d: d.metrics_available, 30, "metrics")
+    assert (first.desired, first.missing_series) == (2, 0)
+    available = scene.condition(c.METRICS_AVAILABLE)
+    assert available["message"] == (
+        f"queue depth and latency read from Prometheus (rate window {4 * INTERVAL:.0f}s: 4 x the 1s scrape interval)"
+    )
+
+    prometheus.set_targets([Target(exporters[0].address, labels)])
+    await ticks_until(autoscaler, scene, lambda d: d.missing_series == 1, 30, "the lost series to show")
+    start = time.monotonic()
+    while time.monotonic() - start < DOWN_WINDOW + 5:
+        decision = await tick(autoscaler, scene)
+        assert (decision.desired, decision.reason, decision.missing_series) == (2, policy.PARTIAL_METRICS, 1)
+    assert scene.replicas() == 2
+    available = scene.condition(c.METRICS_AVAILABLE)
+    assert (available["status"], available["reason"]) == (c.FALSE, policy.PARTIAL_METRICS)
+    assert available["message"].startswith("1 ready pods have no fresh queue-depth series: no scale-down")

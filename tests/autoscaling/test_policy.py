@@ -8,12 +8,17 @@ from typing import Any
 import pytest
 
 from imagefleet.autoscaling.policy import (
+    CAPACITY,
+    IDLE_WINDOW_ELAPSED,
     INSUFFICIENT_GPUS,
     LATENCY,
     METRICS_MISSING,
     METRICS_STALE,
+    PARTIAL_METRICS,
     QUEUE,
     SCALED_DOWN,
+    SCALED_FROM_ZERO,
+    SCALED_TO_ZERO,
     SCALED_UP,
     STABILIZING,
     STEADY,
@@ -77,7 +82,7 @@ class Fleet:
 
 def test_queue_signal_asks_for_queue_over_target() -> None:
     decision = decide(observe(0, 2, queue=12, p95=None), TARGETS, History())
-    assert decision.proposals == {QUEUE: 6, LATENCY: None, UTILIZATION: None}
+    assert decision.proposals == {QUEUE: 6, LATENCY: None, UTILIZATION: None, CAPACITY: None}
     assert decision.winner == QUEUE
     assert (decision.desired, decision.reason) == (6, SCALED_UP)
 
@@ -85,20 +90,20 @@ def test_queue_signal_asks_for_queue_over_target() -> None:
 def test_latency_signal_scales_proportionally() -> None:
     decision = decide(observe(0, 2, queue=4, p95=25.0), TARGETS, History())
     # queue 4 / 2 per replica = 2 replicas: within tolerance; p95 2.5x target.
-    assert decision.proposals == {QUEUE: 2, LATENCY: 5, UTILIZATION: None}
+    assert decision.proposals == {QUEUE: 2, LATENCY: 5, UTILIZATION: None, CAPACITY: None}
     assert (decision.desired, decision.winner) == (5, LATENCY)
 
 
 def test_larger_proposal_wins() -> None:
     decision = decide(observe(0, 2, queue=16, p95=15.0), TARGETS, History())
-    assert decision.proposals == {QUEUE: 8, LATENCY: 3, UTILIZATION: None}
+    assert decision.proposals == {QUEUE: 8, LATENCY: 3, UTILIZATION: None, CAPACITY: None}
     assert (decision.desired, decision.winner) == (8, QUEUE)
 
 
 def test_utilization_asks_for_busy_replicas_over_target() -> None:
     decision = decide(observe(0, 2, queue=0, p95=3.0, busy_replicas=4.0), TARGETS, History())
     # 4 replicas busy on average at a 0.8 target: 5.
-    assert decision.proposals == {QUEUE: 0, LATENCY: 1, UTILIZATION: 5}
+    assert decision.proposals == {QUEUE: 0, LATENCY: 1, UTILIZATION: 5, CAPACITY: None}
     assert (decision.desired, decision.winner) == (5, UTILIZATION)
 
 
@@ -115,7 +120,7 @@ def test_busy_fleet_does_not_shrink_on_low_latency_alone() -> None:
 @pytest.mark.parametrize(("queue", "p95", "busy"), [(8.7, 10.9, 3.2), (7.3, 9.1, 2.9)])
 def test_within_tolerance_band_holds(queue: float, p95: float, busy: float) -> None:
     decision = decide(observe(0, 4, queue=queue, p95=p95, busy_replicas=busy), TARGETS, History())
-    assert decision.proposals == {QUEUE: 4, LATENCY: 4, UTILIZATION: 4}
+    assert decision.proposals == {QUEUE: 4, LATENCY: 4, UTILIZATION: 4, CAPACITY: None}
     assert (decision.desired, decision.reason) == (4, STEADY)
 
 
@@ -210,7 +215,7 @@ def test_missing_data_does_not_count_as_zero_after_an_outage() -> None:
 
 def test_nan_p95_is_no_traffic_not_zero_latency() -> None:
     decision = decide(observe(0, 4, queue=8, p95=math.nan), TARGETS, History())
-    assert decision.proposals == {QUEUE: 4, LATENCY: None, UTILIZATION: None}
+    assert decision.proposals == {QUEUE: 4, LATENCY: None, UTILIZATION: None, CAPACITY: None}
     assert (decision.desired, decision.metrics_available) == (4, True)
 
 
@@ -259,3 +264,192 @@ def test_noisy_plateau_inside_tolerance_does_not_move() -> None:
 def test_targets_reject_bad_ranges(low: int, high: int) -> None:
     with pytest.raises(ValueError, match="minReplicas"):
         Targets(min_replicas=low, max_replicas=high, target_queue_depth=1, target_p95_seconds=1)
+
+
+# The latency ratchet: a target no replica count can reach.
+
+
+def test_unreachable_p95_target_holds_and_says_why_with_both_figures() -> None:
+    """0.3 requests/s, batches of one taking 1.5 s, queue 0, target 1 s: latency cannot be
+    fixed by replicas. It used to ask for more every interval, up to maxReplicas."""
+    targets = Targets(**{**TARGETS.__dict__, "target_p95_seconds": 1.0})
+    fleet = Fleet(1, targets)
+    for _ in range(40):
+        decision = fleet.step(
+            queue=0, p95=1.5, busy_replicas=0.45, served_rate=0.3, batch_seconds=1.5, batch_size=1.0
+        )
+        assert decision.desired == 1
+        assert decision.proposals[LATENCY] is None
+    assert (decision.reason, decision.winner) == (STEADY, UTILIZATION)
+    assert decision.latency_unreachable is not None
+    assert "targetP95Seconds 1s" in decision.latency_unreachable and "(1.50s)" in decision.latency_unreachable
+
+
+def test_idle_service_time_is_a_lower_bound_from_the_mean_batch() -> None:
+    # Batches of 4 taking 4.5 s: one request alone takes at least 4.5 / 4 s.
+    targets = Targets(**{**TARGETS.__dict__, "target_p95_seconds": 1.0})
+    decision = decide(
+        observe(0, 2, queue=0, p95=5.0, batch_seconds=4.5, batch_size=4.0), targets, History()
+    )
+    assert decision.latency_unreachable is not None and "(1.12s)" in decision.latency_unreachable
+
+
+# Partial metric loss.
+
+
+def test_pods_without_a_fresh_series_block_scale_down_and_count_at_target() -> None:
+    """Three ready pods, one reports an empty queue: the other two count as holding the
+    target (2 each), which asks for 2, but nothing scales down while any are missing."""
+    fleet = Fleet(3)
+    for _ in range(30):  # far past the scale-down window
+        decision = fleet.step(queue=0, p95=None, queue_series=1)
+        assert decision.desired == 3
+    assert decision.proposals[QUEUE] == 2
+    assert (decision.reason, decision.missing_series) == (PARTIAL_METRICS, 2)
+    assert "2 of 3 ready pods have no fresh queue depth" in decision.message
+
+
+def test_missing_series_count_as_idle_on_a_scale_up() -> None:
+    # One of three pods reports 16 waiting; on a scale-up the two silent ones count as idle: 16 / 2 = 8.
+    decision = decide(observe(0, 3, queue=16, p95=None, queue_series=1), TARGETS, History())
+    assert (decision.desired, decision.reason, decision.proposals[QUEUE]) == (8, SCALED_UP, 8)
+
+
+def test_all_series_present_scales_down_as_usual() -> None:
+    fleet = Fleet(3)
+    for _ in range(21):
+        decision = fleet.step(queue=0, p95=None, queue_series=3)
+    assert (decision.desired, decision.reason) == (1, SCALED_DOWN)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"queue": math.inf},
+        {"queue": 0.0, "metrics_age_seconds": math.nan},
+        {"queue": 0.0, "metrics_age_seconds": math.inf},
+    ],
+    ids=["inf-queue", "nan-age", "inf-age"],
+)
+def test_nan_and_inf_readings_are_no_signal(extra: dict[str, float]) -> None:
+    fleet = Fleet(6)
+    queue = extra.pop("queue")
+    for _ in range(30):
+        decision = fleet.step(queue=queue, p95=None, **extra)
+        assert (decision.desired, decision.metrics_available) == (6, False)
+    assert decision.reason == (METRICS_MISSING if "metrics_age_seconds" not in extra else METRICS_STALE)
+
+
+def test_inf_busy_and_p95_give_no_proposal() -> None:
+    decision = decide(observe(0, 2, queue=4, p95=math.inf, busy_replicas=math.inf), TARGETS, History())
+    assert decision.proposals == {QUEUE: 2, LATENCY: None, UTILIZATION: None, CAPACITY: None}
+
+
+# The free-GPU cap.
+
+
+def test_free_gpu_cap_never_goes_below_min_replicas() -> None:
+    targets = Targets(**{**TARGETS.__dict__, "min_replicas": 3})
+    decision = decide(observe(0, 1, queue=20, p95=None, capacity=1), targets, History())
+    assert (decision.desired, decision.limited) == (3, INSUFFICIENT_GPUS)
+
+
+# The queueing model.
+
+
+def test_capacity_sizes_for_the_p95_target_and_decides_alone() -> None:
+    """2 requests/s served in batches of 2 taking 2 s (mu = 1/s per replica), target 10 s:
+    3 replicas wait 0.5 * ln(C(3, 2) / 0.05) / (3 - 2) = 1.09 s at the 95th percentile,
+    within the 8 s slack (2 would be saturated). The proxies are shown, not used."""
+    decision = decide(
+        observe(0, 5, queue=0, p95=3.0, busy_replicas=2.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+        TARGETS,
+        History(),
+    )
+    assert decision.proposals == {QUEUE: 0, LATENCY: 2, UTILIZATION: 3, CAPACITY: 3}
+    assert decision.winner == CAPACITY
+
+
+@pytest.mark.parametrize(
+    ("replicas", "ready", "expected"),
+    [
+        # 120 waiting, 2 ready keep up with 2/s: over the 60 s start-up the backlog stays 120,
+        # to drain within 0.3 * 60 = 18 s: (2 + 120 / 18) / 1 = 8.67 -> 9.
+        (2, 2, 9),
+        # Two more already starting serve half the start-up: 120 - 0.5 * 2 * 1 * 60 = 60 -> 5.33 -> 6.
+        (4, 2, 6),
+    ],
+)
+def test_capacity_adds_what_drains_the_backlog_before_new_pods_serve(replicas: int, ready: int, expected: int) -> None:
+    steady_queue = History(queue=(-15.0, 120.0))  # the same 120 a moment ago: no growth
+    decision = decide(
+        observe(0, replicas, queue=120, p95=20.0, ready=ready, served_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+        TARGETS,
+        steady_queue,
+    )
+    assert (decision.proposals[CAPACITY], decision.desired, decision.winner) == (expected, expected, CAPACITY)
+
+
+def test_a_first_look_takes_the_queue_as_built_within_the_window() -> None:
+    # 30 waiting, 24 past the target, and no earlier reading: 24 / 60 s more than the 2/s served.
+    decision = decide(
+        observe(0, 3, queue=30, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0), TARGETS, History()
+    )
+    assert "2.40 requests/s" in decision.message
+
+
+def test_a_growing_queue_counts_as_arrivals_not_yet_served() -> None:
+    fleet = Fleet(3)
+    fleet.step(queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0)
+    # 30 waiting 15 s later, 24 of them past the target (2 per ready replica): 1.6/s more
+    # arrive than are served. A queue within the target is batching noise, not arrivals.
+    decision = fleet.step(queue=30, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0)
+    assert decision.message.count("3.60 requests/s") == 1
+    assert "2.00 requests/s" in fleet.step(queue=6, p95=3.0, served_rate=2.0, batch_seconds=2.0,
+                                           batch_size=2.0).message
+
+
+# Scale to and from zero.
+
+ZERO = Targets(**{**TARGETS.__dict__, "min_replicas": 0, "scale_to_zero": True})
+
+
+def test_min_replicas_zero_needs_a_demand_source() -> None:
+    with pytest.raises(ValueError, match="demand source"):
+        Targets(min_replicas=0, max_replicas=3, target_queue_depth=1, target_p95_seconds=1)
+
+
+def test_at_zero_without_demand_it_stays_and_says_so() -> None:
+    decision = decide(observe(0, 0, queue=None, p95=None, demand_age_seconds=301.0), ZERO, History())
+    assert (decision.desired, decision.reason) == (0, SCALED_TO_ZERO)
+    assert "gateway wakes it" in decision.message
+
+
+@pytest.mark.parametrize("age", [0.2, -3.0, 299.0], ids=["fresh", "clock-ahead", "end-of-window"])
+def test_demand_wakes_a_resource_at_zero_at_once(age: float) -> None:
+    decision = decide(observe(0, 0, queue=None, p95=None, demand_age_seconds=age), ZERO, History())
+    assert (decision.desired, decision.reason) == (1, SCALED_FROM_ZERO)
+
+
+def test_idle_resource_reaches_zero_only_after_the_window_without_demand() -> None:
+    fleet = Fleet(1, ZERO)
+    idle = {"busy_replicas": 0.0}
+    held = [fleet.step(queue=0, p95=None, **idle) for _ in range(20)]  # t = 0..285
+    assert {d.desired for d in held} == {1}
+    decision = fleet.step(queue=0, p95=None, **idle)  # t = 300
+    assert (decision.desired, decision.reason) == (0, IDLE_WINDOW_ELAPSED)
+    assert fleet.step(queue=None, p95=None).reason == SCALED_TO_ZERO
+
+
+def test_recent_demand_keeps_one_replica() -> None:
+    fleet = Fleet(1, ZERO)
+    for _ in range(40):
+        decision = fleet.step(queue=0, p95=None, busy_replicas=0.0, demand_age_seconds=100.0)
+        assert decision.desired == 1
+    assert "gateway demand 100s ago keeps 1 replica" in decision.message
+
+
+def test_without_a_demand_source_it_never_reaches_zero() -> None:
+    fleet = Fleet(1)
+    for _ in range(40):
+        assert fleet.step(queue=0, p95=None, busy_replicas=0.0).desired == 1

@@ -145,6 +145,33 @@ def test_busy_replicas_is_the_rate_of_batch_seconds(setup: Setup) -> None:
     assert readings.busy_replicas is not None and 0.1 < readings.busy_replicas < 0.6
 
 
+def test_series_count_mean_batch_and_window_samples(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+    readings = wait_for_reading(setup, "a", lambda r: r.queue_series == 2, "two queue series of `a`")
+    assert readings.stale_series == 0
+    assert readings.window_samples is not None and readings.window_samples >= queries.MIN_WINDOW_SAMPLES
+    # a1 runs two batches of 3 requests taking 4.5 s each and one of 1 taking 1.5 s. (One pod:
+    # rate() extrapolates each series on its own, so a mean across pods is only near the truth.)
+    for size, seconds in ((3, 4.5), (3, 4.5), (1, 1.5)):
+        setup.exporters["a1"].metrics.batch_size.observe(size)
+        setup.exporters["a1"].batch_duration.observe(seconds)
+    # rate(sum) / rate(count): (9 + 1.5) / 3 s and (3 + 3 + 1) / 3 requests.
+    readings = wait_for_reading(
+        setup, "a", lambda r: r.batch_size is not None and abs(r.batch_size - 7 / 3) < 1e-6, "the mean batch of `a`"
+    )
+    assert readings.batch_seconds == pytest.approx(3.5)
+
+
+def test_scrape_intervals_come_from_prometheus_targets(setup: Setup) -> None:
+    wait_scraped(setup, 4)
+
+    async def targets() -> dict[tuple[str, str], float]:
+        async with PrometheusClient(setup.prometheus.url) as client:
+            return queries.scrape_intervals(await client.active_targets())
+
+    assert asyncio.run(targets()) == {(NAMESPACE, "a"): 1.0, (NAMESPACE, "b"): 1.0, ("team-c", "a"): 1.0}
+
+
 def test_no_traffic_p95_is_nan_and_reads_as_no_signal(setup: Setup) -> None:
     wait_scraped(setup, 4)
     query = queries.p95_query(NAMESPACE, "b", WINDOW_SECONDS)
@@ -157,7 +184,7 @@ def test_no_traffic_p95_is_nan_and_reads_as_no_signal(setup: Setup) -> None:
 
 def test_unknown_resource_has_no_signal(setup: Setup) -> None:
     wait_scraped(setup, 4)
-    assert read(setup.prometheus.url, "nope") == queries.Readings(None, None, None, None)
+    assert read(setup.prometheus.url, "nope") == queries.Readings(None, None, None, None, queue_series=0)
 
 
 def test_a_target_gone_goes_stale_and_leaves_the_sum(setup: Setup, tmp_path: Path) -> None:

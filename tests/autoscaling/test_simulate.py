@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from imagefleet.autoscaling.policy import Observation
-from imagefleet.autoscaling.simulate import TRACES, simulate
-from imagefleet.autoscaling.simulation import Fleet
+from imagefleet.autoscaling.policy import Targets
+from imagefleet.autoscaling.simulate import TRACES, compare, read_trace, simulate, summarize, table_rows
+from imagefleet.autoscaling.simulation import Fleet, histogram_quantile
 from imagefleet.autoscaling.simulation import simulate as run_simulation
 from imagefleet.cli import main
 
-FIGURES = {"replica_minutes", "slo_violation_minutes", "scale_changes"}
+FIGURES = {"replica_minutes", "slo_violation_minutes", "scale_changes", "rejected"}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "autoscaling.md"
 
 
 def fixed(replicas: int) -> tuple[list[Observation], Callable[[Observation], int]]:
@@ -41,14 +44,72 @@ def test_a_fixed_fleet_with_headroom_meets_the_slo_and_pays_for_every_minute() -
     assert all(o.busy_replicas is not None and 1.0 < o.busy_replicas < 2.0 for o in seen[8:])
 
 
-def test_an_overloaded_fleet_violates_and_its_queue_grows() -> None:
+def test_an_overloaded_pod_fills_its_queue_then_refuses() -> None:
+    """3 requests/s on one pod that serves at most 4 per 4.5 s: its queue reaches the
+    bound (64) and stays there, and the excess is refused (429), counted as over target."""
     seen, autoscaler = fixed(1)
     result = run_simulation(
         [(0.0, 3.0), (600.0, 3.0)], autoscaler, Fleet(), initial_replicas=1, target_p95_seconds=10.0
     )
-    assert result.slo_violation_minutes >= 8
-    depths = [o.queue_depth or 0.0 for o in seen]
-    assert depths[-1] > depths[len(depths) // 2] > depths[0]
+    assert result.slo_violation_minutes == 10
+    depths = [o.queue_depth for o in seen]
+    assert depths[0] is not None and depths[0] < 64
+    assert all(d is not None and 64 - 4 <= d <= 64 for d in depths[len(depths) // 2 :])  # full, less a batch
+    # Served: at most 4 / 4.5 s for 600 s (533); the rest of ~1800 arrivals refused.
+    assert 1000 < result.rejected < 1500
+    assert result.requests - result.rejected < 600
+
+
+def test_a_queue_bound_per_pod_with_two_pods() -> None:
+    _, autoscaler = fixed(2)
+    small = run_simulation([(0.0, 1.6), (300.0, 1.6)], autoscaler, Fleet(queue_size=4), initial_replicas=2,
+                           target_p95_seconds=10.0)
+    _, autoscaler = fixed(2)
+    large = run_simulation([(0.0, 1.6), (300.0, 1.6)], autoscaler, Fleet(queue_size=400), initial_replicas=2,
+                           target_p95_seconds=10.0)
+    assert small.rejected > large.rejected == 0
+
+
+def test_the_batching_delay_fills_batches() -> None:
+    """At 0.4 requests/s, mostly batches of one without a delay; waiting up to 8 s for
+    more, about 1 + 0.4 * 8 (at most 4)."""
+    sizes = {}
+    for delay in (0.0, 8.0):
+        seen, autoscaler = fixed(1)
+        run_simulation([(0.0, 0.4), (1200.0, 0.4)], autoscaler, Fleet(max_delay_seconds=delay), initial_replicas=1,
+                       target_p95_seconds=10.0)
+        sizes[delay] = statistics.fmean(o.batch_size or 0.0 for o in seen[8:])
+    assert sizes[0.0] < 1.3 and sizes[8.0] > 2.5, sizes
+
+
+def test_the_autoscaler_reads_what_was_last_scraped() -> None:
+    """Scrapes every 10 s, evaluations every 15 s: the newest sample is 5 s or 0 s old."""
+    seen, autoscaler = fixed(2)
+    run_simulation([(0.0, 1.0), (120.0, 1.0)], autoscaler, Fleet(scrape_interval_seconds=10.0),
+                   initial_replicas=2, target_p95_seconds=10.0)
+    assert [o.metrics_age_seconds for o in seen] == [5.0, 0.0] * 3 + [5.0]
+    assert all(o.queue_series == 2 for o in seen)
+
+
+def test_histogram_quantile_as_prometheus_computes_it() -> None:
+    bounds = (0.25, 0.5, 1.0)
+    # 100 requests in (0.25, 0.5] and 3 above 1 s: rank 97.85 falls in (0.25, 0.5].
+    assert histogram_quantile(0.95, bounds, [0, 100, 100, 103]) == pytest.approx(0.25 + 0.25 * 97.85 / 100)
+    # In the first bucket the lower bound is 0.
+    assert histogram_quantile(0.5, bounds, [10, 10, 10, 10]) == pytest.approx(0.125)
+    # In the +Inf bucket: the highest finite bound.
+    assert histogram_quantile(0.95, bounds, [0, 0, 1, 100]) == 1.0
+    assert histogram_quantile(0.95, bounds, [0, 0, 0, 0]) is None  # NaN: no observations
+
+
+def test_p95_seen_is_the_bucketed_one() -> None:
+    seen, autoscaler = fixed(4)
+    run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0)
+    # Most requests take 1.5 s plus up to 0.1 s of batching delay, all in the (1, 2] bucket:
+    # interpolated within it, the 95th percentile reads about 1 + 0.95 = 1.95 s, not ~1.6 s.
+    p95s = [o.p95_seconds for o in seen[8:]]
+    assert all(p is not None and 1.0 < p <= 3.0 for p in p95s), p95s
+    assert statistics.median(p for p in p95s if p is not None) > 1.8
 
 
 def test_new_replicas_hold_a_gpu_before_they_serve() -> None:
@@ -67,26 +128,88 @@ def test_new_replicas_hold_a_gpu_before_they_serve() -> None:
     assert result.scale_changes == 1
 
 
-@pytest.mark.parametrize("trace", sorted(TRACES.glob("*.csv")), ids=lambda p: p.stem)
-def test_json_figures_for_each_shipped_trace(trace: Path) -> None:
-    result = CliRunner().invoke(main, ["simulate", str(trace), "--json"])
+def test_served_rate_and_mean_batch_are_observed() -> None:
+    seen, autoscaler = fixed(4)
+    run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0)
+    late = seen[8:]
+    assert all(o.served_rate is not None and 0.6 < o.served_rate < 1.4 for o in late)
+    # Batch time is 0.5 s + 1 s per image: the mean obeys it exactly.
+    assert all(o.batch_seconds == pytest.approx(0.5 + (o.batch_size or 0)) for o in late)
+
+
+def test_json_gives_mean_and_spread_over_the_seeds() -> None:
+    result = CliRunner().invoke(main, ["simulate", str(TRACES / "spike.csv"), "--json", "--seeds", "3"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
-    assert set(figures) == {"imagefleet", "baseline"}
+    assert set(figures) == {"imagefleet", "hpa"}
     for name in figures:
         assert set(figures[name]) == FIGURES
-        assert figures[name]["replica_minutes"] > 0
+        for figure in FIGURES:
+            assert set(figures[name][figure]) == {"mean", "spread"}
+        assert figures[name]["replica_minutes"]["mean"] > 0
+        assert figures[name]["replica_minutes"]["spread"] > 0  # three different sets of arrivals
 
 
-def test_table_names_both_policies() -> None:
-    result = CliRunner().invoke(simulate, [str(TRACES / "spike.csv")])
+def test_table_names_both_policies_and_the_seeds() -> None:
+    result = CliRunner().invoke(simulate, [str(TRACES / "spike.csv"), "--seeds", "2"])
     assert result.exit_code == 0, result.output
-    assert "imagefleet" in result.output and "baseline" in result.output
+    assert "imagefleet" in result.output and "hpa" in result.output
+    assert "2 seeds, mean ± std dev" in result.output
+    assert " ± " in result.output
 
 
-def test_a_malformed_trace_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("rows", "row", "problem"),
+    [
+        ("0,1\n60,\n120,2\n", 3, "must be numbers"),
+        ("0,1\n60,nan\n120,2\n", 3, "finite"),
+        ("0,1\n60,-2\n120,2\n", 3, "must be >= 0"),
+        ("0,1\n120,2\n60,2\n", 4, "is not after"),
+        ("0,1\n0,2\n", 3, "is not after"),
+    ],
+    ids=["gap", "nan", "negative", "unsorted", "repeated-time"],
+)
+def test_a_bad_trace_is_a_one_line_error_naming_the_row(tmp_path: Path, rows: str, row: int, problem: str) -> None:
+    trace = tmp_path / "bad.csv"
+    trace.write_text("time,rate\n" + rows)
+    result = CliRunner().invoke(simulate, [str(trace)])
+    assert result.exit_code == 2
+    assert f"row {row}:" in result.output and problem in result.output
+
+
+def test_a_trace_without_the_header_is_a_usage_error(tmp_path: Path) -> None:
     trace = tmp_path / "bad.csv"
     trace.write_text("t,r\n0,1\n60,2\n")
     result = CliRunner().invoke(simulate, [str(trace)])
     assert result.exit_code == 2
     assert "time,rate" in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--min-replicas", "5", "--max-replicas", "2"], "--min-replicas 5 is above --max-replicas 2"),
+        (["--scale-down-window", "10", "--interval", "15"], "shorter than --interval"),
+        (["--min-replicas", "0"], "--min-replicas 0 needs a demand source"),
+        (["--seeds", "0"], "--seeds"),
+        (["--queue-size", "2", "--max-batch-size", "4"], "--queue-size 2 is below --max-batch-size 4"),
+        (["--target-p95-seconds", "0"], "--target-p95-seconds"),
+    ],
+)
+def test_contradictory_flags_are_a_usage_error(flags: list[str], problem: str) -> None:
+    result = CliRunner().invoke(simulate, [str(TRACES / "spike.csv"), *flags])
+    assert result.exit_code == 2, result.output
+    assert problem in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trace", sorted(TRACES.glob("*.csv")), ids=lambda p: p.stem)
+def test_the_docs_table_is_what_simulate_prints(trace: Path) -> None:
+    """docs/autoscaling.md shows every shipped trace with the default flags (5 seeds)."""
+    targets = Targets(min_replicas=1, max_replicas=20, target_queue_depth=4.0, target_p95_seconds=10.0,
+                      latency_window_seconds=60.0)
+    results = compare(read_trace(trace), targets, Fleet(), initial_replicas=1, seeds=range(5))
+    rows = table_rows(trace.stem, {name: summarize(runs) for name, runs in results.items()})
+    text = DOCS.read_text()
+    for row in rows:
+        assert row in text, f"docs/autoscaling.md lacks {row!r}: rerun `imagefleet simulate` on {trace.name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from imagefleet import conditions as c
@@ -9,6 +10,7 @@ from imagefleet.autoscaling import loop, policy
 from imagefleet.autoscaling.loop import Metrics, status_patch
 from imagefleet.autoscaling.policy import History, Observation, Targets, decide
 from imagefleet.autoscaling.queries import Readings
+from imagefleet.tiers import Autoscaling
 
 TARGETS = Targets(min_replicas=1, max_replicas=4, target_queue_depth=2, target_p95_seconds=10)
 
@@ -47,6 +49,7 @@ def test_reports_signals_proposals_and_winner_then_stays_quiet() -> None:
         "queueDepthReplicas": 3,
         "p95Replicas": 1,
         "utilizationReplicas": 2,
+        "capacityReplicas": None,
         "busyReplicas": 1.5,
         "winner": "queueDepth",
     }
@@ -86,3 +89,79 @@ def test_insufficient_gpus_is_scaling_limited() -> None:
     limited = c.find(status["conditions"], loop.SCALING_LIMITED)
     assert limited is not None
     assert (limited["status"], limited["reason"]) == (c.TRUE, policy.INSUFFICIENT_GPUS)
+
+
+def conditions_of(decision: policy.Decision, readings: Readings, metrics: Metrics | None = None) -> dict[str, Any]:
+    patch = status_patch({}, decision, metrics or Metrics(readings), generation=1, changed=False) or {}
+    return {condition["type"]: condition for condition in merged({}, patch)["conditions"]}
+
+
+def test_unreachable_latency_target_is_a_condition_with_both_figures() -> None:
+    readings = Readings(0.0, 1.5, 0.45, 1.0, batch_seconds=1.5, batch_size=1.0)
+    targets = Targets(min_replicas=1, max_replicas=4, target_queue_depth=2, target_p95_seconds=1)
+    decision = decide(
+        Observation(time=0.0, replicas=1, ready_replicas=1, queue_depth=0.0, p95_seconds=1.5, busy_replicas=0.45,
+                    batch_seconds=1.5, batch_size=1.0),
+        targets, History(),
+    )
+    reachable = conditions_of(decision, readings)[loop.LATENCY_TARGET_REACHABLE]
+    assert (reachable["status"], reachable["reason"]) == (c.FALSE, loop.BELOW_SERVICE_TIME)
+    assert "targetP95Seconds 1s" in reachable["message"] and "(1.50s)" in reachable["message"]
+    # A target above the service time: True, with the figure.
+    decision = decide(
+        Observation(time=0.0, replicas=1, ready_replicas=1, queue_depth=0.0, p95_seconds=1.5, busy_replicas=0.45,
+                    batch_seconds=1.5, batch_size=1.0),
+        TARGETS, History(),
+    )
+    reachable = conditions_of(decision, readings)[loop.LATENCY_TARGET_REACHABLE]
+    assert (reachable["status"], reachable["reason"]) == (c.TRUE, loop.ABOVE_SERVICE_TIME)
+
+
+def test_partial_metrics_is_metrics_available_false_with_the_count() -> None:
+    readings = Readings(0.0, None, None, 1.0, queue_series=1)
+    decision = decide(
+        Observation(time=0.0, replicas=3, ready_replicas=3, queue_depth=0.0, p95_seconds=None, queue_series=1),
+        TARGETS, History(),
+    )
+    available = conditions_of(decision, readings, Metrics(readings, window="rate window 60s: 4 x the 15s scrape interval"))[
+        c.METRICS_AVAILABLE
+    ]
+    assert (available["status"], available["reason"]) == (c.FALSE, policy.PARTIAL_METRICS)
+    assert available["message"] == (
+        "2 ready pods have no fresh queue-depth series: no scale-down (rate window 60s: 4 x the 15s scrape interval)"
+    )
+
+
+def test_at_zero_the_conditions_say_why() -> None:
+    zero = Targets(min_replicas=0, max_replicas=4, target_queue_depth=2, target_p95_seconds=10, scale_to_zero=True)
+    empty = Readings(None, None, None, None)
+    decision = decide(Observation(time=0.0, replicas=0, ready_replicas=0, queue_depth=None, p95_seconds=None),
+                      zero, History())
+    found = conditions_of(decision, empty)
+    assert (found[loop.SCALING]["status"], found[loop.SCALING]["reason"]) == (c.FALSE, policy.SCALED_TO_ZERO)
+    assert found[c.METRICS_AVAILABLE]["reason"] == policy.SCALED_TO_ZERO
+    assert found[c.METRICS_AVAILABLE]["message"].startswith("no pods, so no series: 0 replicas: idle")
+
+
+def test_rate_window_spans_four_scrape_intervals() -> None:
+    """A 60 s annotation scrape: a window of 4 evaluation intervals (60 s) would hold one
+    sample and read as no traffic; it spans 4 scrapes instead."""
+    settings = Autoscaling(True, 1, 4, 2, 10, 0, 300)
+    assert loop.targets_of(settings, 15.0, scrape_interval_seconds=60.0).latency_window_seconds == 240.0
+    assert loop.targets_of(settings, 15.0, scrape_interval_seconds=5.0).latency_window_seconds == 60.0
+    assert loop.targets_of(settings, 15.0).latency_window_seconds == 60.0
+
+
+def test_min_replicas_zero_counts_only_with_a_demand_source() -> None:
+    settings = Autoscaling(True, 0, 4, 2, 10, 0, 300)
+    assert loop.targets_of(settings, 15.0).min_replicas == 1  # stored before the API server refused it
+    zero = loop.targets_of(settings, 15.0, demand_source="Gateway")
+    assert (zero.min_replicas, zero.scale_to_zero) == (0, True)
+
+
+def test_demand_age_from_the_gateway_annotation() -> None:
+    now = datetime(2026, 11, 29, 7, 0, 10, 500000, tzinfo=UTC)
+    annotations = {loop.DEMAND_ANNOTATION: "2026-11-29T07:00:00.250000Z"}
+    assert loop.demand_age_seconds(annotations, now) == 10.25
+    assert loop.demand_age_seconds({}, now) is None
+    assert loop.demand_age_seconds({loop.DEMAND_ANNOTATION: "yesterday"}, now) is None

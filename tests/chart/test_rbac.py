@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from imagefleet import GROUP, PLURAL, VERSION
@@ -219,6 +219,20 @@ def can_i(scenario: Scenario, verb: str, resource: str) -> bool:
                      kubeconfig=scenario.service_account_kubeconfig, check=False)
     assert result.stdout.strip() in {"yes", "no"}, result.stdout + result.stderr
     return result.stdout.strip() == "yes"
+
+
+@pytest.mark.parametrize(("verb", "allowed"), [
+    *((verb, True) for verb in ("create", "list", "watch", "patch", "delete")), ("get", False), ("update", False),
+])
+def test_service_account_has_exactly_the_operators_rights_on_inference_pools(
+    scenario: Scenario, verb: str, allowed: bool
+) -> None:
+    """Asked of the authorizer directly (kubectl can-i cannot name a resource whose CRD is not installed)."""
+    with config.new_client_from_config(config_file=str(scenario.service_account_kubeconfig)) as api_client:
+        review = client.AuthorizationV1Api(api_client).create_self_subject_access_review({"spec": {
+            "resourceAttributes": {"namespace": scenario.workload_namespace, "verb": verb,
+                                   "group": "inference.networking.k8s.io", "resource": "inferencepools"}}})
+    assert review.status.allowed is allowed
 
 
 @pytest.mark.parametrize(("verb", "resource"), ALLOWED)

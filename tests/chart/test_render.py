@@ -78,6 +78,8 @@ def test_operator_environment_follows_the_settings_contract(helm: Helm) -> None:
         "IMAGEFLEET_NAMESPACES": "a,b",
         "IMAGEFLEET_PEERING": "imagefleet",
         "IMAGEFLEET_METRICS_PORT": "8081",
+        "IMAGEFLEET_ENDPOINT_PICKER_SERVICE": "{name}-epp",
+        "IMAGEFLEET_ENDPOINT_PICKER_PORT": "9002",
     }
 
 
@@ -107,6 +109,7 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     crud = {"create", "get", "list", "watch", "patch", "delete"}  # server-side apply: no PUT
     assert verbs_for(rules, "apps", "deployments") == crud
     assert verbs_for(rules, "", "services") == crud
+    assert verbs_for(rules, "inference.networking.k8s.io", "inferencepools") == crud - {"get"}
     # Writing to the peering object is narrowed to the chart's own.
     (named,) = [rule for rule in rules if "resourceNames" in rule]
     assert named["resources"] == ["clusterkopfpeerings"] and named["resourceNames"] == ["imagefleet"]

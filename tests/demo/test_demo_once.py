@@ -24,8 +24,10 @@ def test_demo_once_shows_every_expected_state() -> None:
         (PREMIUM, "(premium) becomes Ready"),
         (REFUSED, "is refused: FitsGPU=False (InsufficientMemory), no Deployment"),
         (BULK, "scales up under the burst"),
+        (BULK, "(bulk): p95 at the clients after the scale-up is under its target"),
     ):
         assert any(f"✓ {name} {outcome}" in line for line in lines), output
     assert "✗" not in output
     assert any(f"{BULK}: desired replicas 1 ->" in line for line in lines), output
+    assert any("burst through the gateway" in line for line in lines), output
     assert "stopped everything" in output

@@ -22,7 +22,7 @@ from imagefleet.builders.labels import Owner, selector_string
 from imagefleet.builders.service import build_service
 from imagefleet.catalog import load_gpu_classes
 from imagefleet.crd.models import ImageModelDeploymentSpec
-from imagefleet.demo.endpoints import ready_endpoints
+from imagefleet.bench.endpoints import ready_endpoints
 from imagefleet.dev import build, components
 from imagefleet.dev.cluster import agent_processes
 from imagefleet.nodeagent.agent import agent_id

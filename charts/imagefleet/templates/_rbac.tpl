@@ -25,6 +25,12 @@ namespaces, else into a Role in each watched namespace.
 - apiGroups: [""]
   resources: [services]
   verbs: [create, get, list, watch, patch, delete]
+# The children it owns when a resource sets spec.routing.inferencePool.enabled: one
+# InferencePool per ImageModelDeployment (Gateway API Inference Extension), the same
+# way, but never read one by one (no get). Harmless while that CRD is not installed.
+- apiGroups: [inference.networking.k8s.io]
+  resources: [inferencepools]
+  verbs: [create, list, watch, patch, delete]
 # Kubernetes Events on the ImageModelDeployment (scaled, does not fit, ...).
 - apiGroups: [""]
   resources: [events]

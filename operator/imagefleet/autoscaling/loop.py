@@ -1,10 +1,13 @@
 """Observe -> decide -> act for one autoscaled ImageModelDeployment.
 
-Observe: the Deployment's replicas, Prometheus's readings, the free GPUs of the
-class. Decide: `policy.decide`. Act, writing only what changed and in this order:
-the status (desiredReplicas first, so a reconcile never applies a stale count),
-the Deployment's spec.replicas, then an Event when the count changed. The
-user's spec is never written.
+Observe: the Deployment's replicas, Prometheus's readings (over a window of at
+least four scrape intervals, read from Prometheus's targets), the free GPUs of
+the class, and the gateway's demand (the imagefleet.io/demand-at annotation).
+Decide: `policy.decide`. Act, writing only what changed and in this order: the
+status (desiredReplicas first, so a reconcile never applies a stale count), the
+Deployment's spec.replicas, then an Event when the count changed. The user's
+spec is never written. Evaluations of one resource never overlap (the daemon's
+interval and a demand wake-up may meet).
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .capacity import replica_capacity
 from .policy import (
+    CAPACITY,
     LATENCY,
     METRICS_STALE,
+    PARTIAL_METRICS,
     QUEUE,
+    SCALED_FROM_ZERO,
+    SCALED_TO_ZERO,
     UTILIZATION,
     WINDOW_INTERVALS,
     Decision,
@@ -36,6 +43,7 @@ from .policy import (
     Observation,
     Targets,
     decide,
+    idle_service_seconds,
 )
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
@@ -47,8 +55,21 @@ NO_METRICS = "NoMetrics"
 PROMETHEUS_NOT_CONFIGURED = "PrometheusNotConfigured"
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
 QUERY_FAILED = "QueryFailed"
+RATE_WINDOW_TOO_SHORT = "RateWindowTooShort"
 # ScalingLimited reason when no limit cut the recommendation.
 WITHIN_LIMITS = "WithinLimits"
+# Whether scaling can reach the p95 target at all.
+LATENCY_TARGET_REACHABLE = "LatencyTargetReachable"
+ABOVE_SERVICE_TIME = "AboveServiceTime"
+BELOW_SERVICE_TIME = "BelowServiceTime"
+# `kubectl scale imd` while autoscaling is on.
+MANUAL_SCALING = "ManualScaling"
+MANUAL_SCALE_IGNORED = "ManualScaleIgnored"
+
+# The gateway's annotation: when it last held a request for a resource it could not serve.
+DEMAND_ANNOTATION = "imagefleet.io/demand-at"
+# How long Prometheus's scrape intervals are trusted before they are read again.
+TARGETS_TTL_SECONDS = 60.0
 
 FIELD_MANAGER = "imagefleet-autoscaler"
 CLOSE_TIMEOUT_SECONDS = 10.0
@@ -57,17 +78,42 @@ STATUS_ATTEMPTS = 3
 logger = logging.getLogger(__name__)
 
 
-def targets_of(settings: Autoscaling, interval_seconds: float) -> Targets:
-    """The policy's targets from the effective (tier-filled) autoscaling settings."""
+def targets_of(
+    settings: Autoscaling, interval_seconds: float, *, scrape_interval_seconds: float | None = None,
+    demand_source: str | None = None,
+) -> Targets:
+    """The policy's targets from the effective (tier-filled) autoscaling settings.
+
+    The rate window spans four evaluation intervals and at least four scrape
+    intervals. Without a demand source the floor is one replica, whatever an
+    object stored before the API server refused minReplicas 0 says.
+    """
+    scrape = scrape_interval_seconds or 0.0
     return Targets(
-        min_replicas=settings.min_replicas,
+        min_replicas=settings.min_replicas if demand_source else max(1, settings.min_replicas),
         max_replicas=settings.max_replicas,
         target_queue_depth=settings.target_queue_depth,
         target_p95_seconds=settings.target_p95_seconds,
         scale_up_stabilization_seconds=settings.scale_up_stabilization_seconds,
         scale_down_stabilization_seconds=settings.scale_down_stabilization_seconds,
-        latency_window_seconds=WINDOW_INTERVALS * interval_seconds,
+        latency_window_seconds=WINDOW_INTERVALS * max(interval_seconds, scrape),
+        scale_to_zero=demand_source is not None,
     )
+
+
+def demand_age_seconds(annotations: Mapping[str, str] | None, now: datetime) -> float | None:
+    """Seconds since the gateway's demand-at annotation; None when absent or not an RFC 3339 time."""
+    value = (annotations or {}).get(DEMAND_ANNOTATION)
+    if not value:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        logger.warning("ignoring %s=%r: not an RFC 3339 timestamp", DEMAND_ANNOTATION, value)
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (now - at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -75,6 +121,8 @@ class Metrics:
     readings: queries.Readings
     # (reason, message) when the readings could not be taken.
     failure: tuple[str, str] | None = None
+    # The rate window and where its length came from, for MetricsAvailable's message.
+    window: str = ""
 
 
 class Autoscaler:
@@ -96,6 +144,12 @@ class Autoscaler:
         self.clock = clock
         self.instance = socket.gethostname()
         self._histories: dict[str, History] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._scrape_intervals: dict[tuple[str, str], float] = {}
+        self._targets_read_at: float | None = None
+        # Per uid: the demand-at value last acted on, and the spec.replicas last seen.
+        self._woken_by: dict[str, str] = {}
+        self._spec_replicas: dict[str, int] = {}
         self._closed = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -117,6 +171,33 @@ class Autoscaler:
 
     def forget(self, uid: str) -> None:
         self._histories.pop(uid, None)
+        self._locks.pop(uid, None)
+        self._woken_by.pop(uid, None)
+        self._spec_replicas.pop(uid, None)
+
+    async def on_event(self, resource: Mapping[str, Any]) -> Decision | None:
+        """Called on every watch event of an autoscaled resource, between the interval's evaluations.
+
+        Fresh gateway demand on a resource at zero evaluates it at once (so 0 -> 1 does
+        not wait for the interval); a changed spec.replicas (kubectl scale) is reported
+        as ignored. Returns the wake-up's decision, None when there was none.
+        """
+        uid = resource["metadata"]["uid"]
+        spec = resource.get("spec") or {}
+        replicas = spec.get("replicas")
+        seen = self._spec_replicas.get(uid)
+        if isinstance(replicas, int):
+            self._spec_replicas[uid] = replicas
+            if seen is not None and seen != replicas:
+                await self.manual_scale(resource, replicas)
+        demand = (resource["metadata"].get("annotations") or {}).get(DEMAND_ANNOTATION)
+        at_zero = (resource.get("status") or {}).get("desiredReplicas") == 0
+        if not demand or not at_zero or self._woken_by.get(uid) == demand:
+            return None
+        if not (spec.get("autoscaling") or {}).get("demandSource"):
+            return None
+        self._woken_by[uid] = demand
+        return await self.evaluate(resource)
 
     async def evaluate(self, resource: Mapping[str, Any]) -> Decision | None:
         """One evaluation; None when there is nothing to scale (off, closed, or no Deployment of ours yet)."""
@@ -125,7 +206,9 @@ class Autoscaler:
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await self._evaluate(resource)
+            lock = self._locks.setdefault(resource["metadata"]["uid"], asyncio.Lock())
+            async with lock:
+                return await self._evaluate(resource)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
@@ -142,10 +225,17 @@ class Autoscaler:
         deployment = await self.kube.get("Deployment", namespace, name)
         if deployment is None or not _controlled_by(deployment, uid):
             return None
-        targets = targets_of(settings, self.interval_seconds)
         replicas = int(deployment.get("spec", {}).get("replicas", 1))
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
-        metrics = await self._metrics(namespace, name, targets.latency_window_seconds)
+        demand_source = spec.autoscaling.demand_source
+        # At zero there are no pods and so no series: nothing to read, and nothing to wait for.
+        at_zero = replicas == 0 and demand_source is not None and settings.min_replicas == 0
+        scrape = None if at_zero else await self._scrape_interval(namespace, name)
+        targets = targets_of(settings, self.interval_seconds, scrape_interval_seconds=scrape,
+                             demand_source=demand_source)
+        metrics = Metrics(queries.Readings(None, None, None, None)) if at_zero else await self._metrics(
+            namespace, name, targets, scrape
+        )
         gpu_class = self.gpu_classes.get(spec.gpu_class)
         capacity = None if gpu_class is None else await replica_capacity(self.kube, gpu_class, namespace, name)
         readings = metrics.readings
@@ -158,7 +248,12 @@ class Autoscaler:
                 p95_seconds=readings.p95_seconds,
                 busy_replicas=readings.busy_replicas,
                 metrics_age_seconds=readings.age_seconds,
+                queue_series=readings.queue_series,
+                served_rate=readings.served_rate,
+                batch_seconds=readings.batch_seconds,
+                batch_size=readings.batch_size,
                 capacity=capacity,
+                demand_age_seconds=demand_age_seconds(metadata.get("annotations"), datetime.now(UTC)),
                 error=None if metrics.failure is None else metrics.failure[1],
             ),
             targets,
@@ -178,28 +273,90 @@ class Autoscaler:
             logger.info("%s/%s: %s", namespace, name, decision.message)
         return decision
 
-    async def _metrics(self, namespace: str, name: str, window_seconds: float) -> Metrics:
-        empty = queries.Readings(None, None, None, None)
+    async def manual_scale(self, resource: Mapping[str, Any], replicas: int) -> None:
+        """spec.replicas changed (kubectl scale) while autoscaling is on: say that it is ignored.
+
+        A Warning Event and ManualScaling=True ManualScaleIgnored; the autoscaler keeps
+        owning the count.
+        """
+        if self._closed:
+            return
+        status = resource.get("status") or {}
+        message = (
+            f"spec.replicas was set to {replicas} (kubectl scale) while autoscaling is on: ignored, the "
+            f"autoscaler owns the replica count (now {status.get('desiredReplicas', 'not yet decided')}). "
+            "Change spec.autoscaling.minReplicas/maxReplicas, or set spec.autoscaling.enabled=false to scale by hand"
+        )
+        await self.kube.post_event(resource, "Warning", MANUAL_SCALE_IGNORED, message, self.instance)
+        generation = resource["metadata"].get("generation")
+        await self._patch_status(
+            resource,
+            lambda current: {"conditions": c.set_condition(
+                current.get("conditions"), MANUAL_SCALING, c.TRUE, MANUAL_SCALE_IGNORED, message,
+                generation=generation,
+            )},
+        )
+
+    async def _scrape_interval(self, namespace: str, name: str) -> float | None:
+        """The longest scrape interval of the resource's targets (None: unknown), re-read every minute."""
         if self.prometheus is None:
-            return Metrics(empty, (PROMETHEUS_NOT_CONFIGURED, "IMAGEFLEET_PROMETHEUS_URL is not set"))
+            return None
+        now = self.clock()
+        if self._targets_read_at is None or now - self._targets_read_at >= TARGETS_TTL_SECONDS:
+            try:
+                self._scrape_intervals = queries.scrape_intervals(await self.prometheus.active_targets())
+            except PrometheusError as error:
+                logger.warning("cannot read Prometheus's scrape intervals: %s", error)
+            self._targets_read_at = now
+        return self._scrape_intervals.get((namespace, name))
+
+    async def _metrics(self, namespace: str, name: str, targets: Targets, scrape: float | None) -> Metrics:
+        empty = queries.Readings(None, None, None, None)
+        window = targets.latency_window_seconds
+        source = (
+            f"rate window {window:.0f}s: 4 x the {scrape:g}s scrape interval"
+            if scrape is not None and scrape >= self.interval_seconds
+            else f"rate window {window:.0f}s: 4 x the {self.interval_seconds:g}s evaluation interval"
+            + ("" if scrape is not None else " (scrape interval not found in Prometheus's targets)")
+        )
+        if self.prometheus is None:
+            return Metrics(empty, (PROMETHEUS_NOT_CONFIGURED, "IMAGEFLEET_PROMETHEUS_URL is not set"), source)
         try:
-            return Metrics(await queries.read(self.prometheus, namespace, name, window_seconds))
+            readings = await queries.read(self.prometheus, namespace, name, window, targets.max_metric_age_seconds)
         except PrometheusUnavailable as error:
-            return Metrics(empty, (PROMETHEUS_UNREACHABLE, str(error)))
+            return Metrics(empty, (PROMETHEUS_UNREACHABLE, str(error)), source)
         except PrometheusError as error:
-            return Metrics(empty, (QUERY_FAILED, str(error)))
+            return Metrics(empty, (QUERY_FAILED, str(error)), source)
+        if (
+            readings.window_samples is not None
+            and readings.window_samples < queries.MIN_WINDOW_SAMPLES
+            and readings.queue_series
+        ):
+            message = (
+                f"the {window:.0f}s rate window holds {readings.window_samples:.0f} sample of any pod: too short "
+                "for the scrape interval, so latency and busy time cannot be read (not taken as no traffic)"
+            )
+            return Metrics(empty, (RATE_WINDOW_TOO_SHORT, message), source)
+        return Metrics(readings, None, source)
 
     async def _write_status(
         self, resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, changed: bool
     ) -> None:
-        """Merge-patch the autoscaler's status fields; re-read and retry on a conflict."""
+        await self._patch_status(
+            resource,
+            lambda status: status_patch(status, decision, metrics, generation=resource["metadata"].get("generation"),
+                                        changed=changed),
+        )
+
+    async def _patch_status(
+        self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+    ) -> None:
+        """Merge-patch status with `make(current status)`; re-read and retry on a conflict."""
         metadata = resource["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
         current = resource
         for attempt in range(1, STATUS_ATTEMPTS + 1):
-            status = current.get("status") or {}
-            patch = status_patch(status, decision, metrics, generation=current["metadata"].get("generation"),
-                                 changed=changed)
+            patch = make(current.get("status") or {})
             if patch is None:
                 return
             try:
@@ -219,23 +376,38 @@ def status_patch(
 ) -> dict[str, Any] | None:
     """The autoscaler's status fields as they should be, as a merge patch; None when nothing differs."""
     readings = metrics.readings
-    if decision.metrics_available:
-        available = (c.TRUE, METRICS_FOUND, "queue depth and latency read from Prometheus")
+    window = f" ({metrics.window})" if metrics.window else ""
+    if decision.reason in (SCALED_TO_ZERO, SCALED_FROM_ZERO):
+        available = (c.FALSE, decision.reason, f"no pods, so no series: {decision.message}")
+    elif decision.metrics_available and decision.missing_series:
+        available = (
+            c.FALSE, PARTIAL_METRICS,
+            f"{decision.missing_series} ready pods have no fresh queue-depth series: no scale-down{window}",
+        )
+    elif decision.metrics_available:
+        available = (c.TRUE, METRICS_FOUND, f"queue depth and latency read from Prometheus{window}")
     elif metrics.failure is not None:
-        available = (c.FALSE, metrics.failure[0], decision.message)  # the message carries the failure
+        available = (c.FALSE, metrics.failure[0], decision.message + window)  # the message carries the failure
     else:
-        available = (c.FALSE, METRICS_STALE if decision.reason == METRICS_STALE else NO_METRICS, decision.message)
+        available = (
+            c.FALSE, METRICS_STALE if decision.reason == METRICS_STALE else NO_METRICS, decision.message + window
+        )
     if decision.limited is None:
         limited = (c.FALSE, WITHIN_LIMITS, "the recommendation is within minReplicas, maxReplicas and free GPUs")
     else:
         limited = (c.TRUE, decision.limited, decision.message)
     scaling = (c.TRUE if changed else c.FALSE, decision.reason, decision.message)
+    verdicts = [(c.METRICS_AVAILABLE, available), (SCALING, scaling), (SCALING_LIMITED, limited)]
+    service = idle_service_seconds(readings.batch_seconds, readings.batch_size)
+    if decision.latency_unreachable is not None:
+        verdicts.append((LATENCY_TARGET_REACHABLE, (c.FALSE, BELOW_SERVICE_TIME, decision.latency_unreachable)))
+    elif decision.metrics_available and service is not None:
+        verdicts.append((LATENCY_TARGET_REACHABLE, (
+            c.TRUE, ABOVE_SERVICE_TIME,
+            f"the p95 target is above one request's time on an idle replica ({service:.2f}s)",
+        )))
     conditions = status.get("conditions") or []
-    for type_, (state, reason, message) in (
-        (c.METRICS_AVAILABLE, available),
-        (SCALING, scaling),
-        (SCALING_LIMITED, limited),
-    ):
+    for type_, (state, reason, message) in verdicts:
         conditions = c.set_condition(conditions, type_, state, reason, message, generation=generation)
     wanted: dict[str, Any] = {
         "desiredReplicas": decision.desired,
@@ -245,6 +417,7 @@ def status_patch(
             "queueDepthReplicas": decision.proposals[QUEUE],
             "p95Replicas": decision.proposals[LATENCY],
             "utilizationReplicas": decision.proposals[UTILIZATION],
+            "capacityReplicas": decision.proposals[CAPACITY],
             "busyReplicas": _round(readings.busy_replicas, 2) if decision.metrics_available else None,
             "winner": decision.winner,
         },

@@ -51,8 +51,19 @@ class PrometheusClient:
 
     async def query(self, promql: str) -> list[Sample]:
         """Evaluate an instant query; a scalar result comes back as one unlabelled sample."""
+        return _samples(await self._call("POST", "/api/v1/query", repr(promql), data={"query": promql}), promql)
+
+    async def active_targets(self) -> list[dict[str, Any]]:
+        """The active scrape targets, each with its `labels` and `scrapeInterval`."""
+        data = await self._call("GET", "/api/v1/targets", "the targets", params={"state": "active"})
+        targets = data.get("activeTargets")
+        if not isinstance(targets, list):
+            raise PrometheusQueryError(f"Prometheus at {self.url} answered the targets without activeTargets")
+        return [target for target in targets if isinstance(target, dict)]
+
+    async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            response = await self._http.post("/api/v1/query", data={"query": promql})
+            response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as error:
             raise PrometheusUnavailable(f"Prometheus at {self.url} timed out: {error!r}") from error
         except httpx.TransportError as error:
@@ -65,10 +76,11 @@ class PrometheusClient:
             ) from error
         if payload.get("status") != "success":
             raise PrometheusQueryError(
-                f"Prometheus at {self.url} rejected {promql!r} (HTTP {response.status_code}): "
+                f"Prometheus at {self.url} rejected {what} (HTTP {response.status_code}): "
                 f"{payload.get('errorType', 'error')}: {payload.get('error', 'no message')}"
             )
-        return _samples(payload.get("data", {}), promql)
+        data = payload.get("data", {})
+        return data if isinstance(data, dict) else {}
 
     async def value(self, promql: str) -> float | None:
         """The single value of a query that aggregates to one series; None for no signal.

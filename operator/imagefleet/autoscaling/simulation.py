@@ -1,22 +1,40 @@
 """A discrete-event model of a runtime fleet, for replaying load traces through a policy.
 
-Requests arrive as a Poisson process at the trace's rate (piecewise constant)
-into one FIFO queue. Each ready replica takes up to `max_batch_size` waiting
-requests and is busy for `batch_seconds + image_seconds * batch`. New replicas
-become ready `startup_seconds` after they are asked for (scheduling, image pull,
-model load) and hold a GPU from the start. Every `interval_seconds` the
-autoscaler sees the queue length and the p95 of the requests completed within
-the latency window, as Prometheus would.
+The service model follows the runtime and the live fleet:
+
+- Requests arrive as a Poisson process at the trace's rate (piecewise constant).
+  Each goes to the ready pod with the least work (waiting plus in its batch), as
+  the gateway routes; when every ready pod's queue holds `queue_size` requests, or
+  no pod is ready, it is refused (HTTP 429).
+- Each pod has its own queue and batcher: it starts a batch when `max_batch_size`
+  requests wait, or `max_delay_seconds` after the oldest one arrived, and is busy
+  for `batch_seconds + image_seconds * batch`.
+- A new pod holds a GPU at once and serves `startup_seconds` after it is asked for.
+  A pod scaled away takes no new requests, finishes its queue, then exits.
+- Prometheus scrapes every serving pod every `scrape_interval_seconds`: the queue
+  gauge and the runtime's counters (latency histogram with the runtime's buckets,
+  batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
+  was scraped: the queue summed over the pods' last samples, and over the window
+  rate() of the counters (the increase between the first and last sample in the
+  window over their span), the p95 as histogram_quantile computes it from the
+  summed bucket rates, the busy replicas, the served rate and the mean batch.
+
+Results: replica-minutes (GPU-holding pod time), SLO-violation minutes (minutes of
+arrival whose true p95 latency is above the target; a refused or never-served
+request counts as over it), scale changes, requests, refusals.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+from imagefleet.metrics import LATENCY_BUCKETS_SECONDS
 
 from .policy import Observation
 
@@ -28,9 +46,15 @@ class Fleet:
     batch_seconds: float = 0.5
     image_seconds: float = 1.0
     max_batch_size: int = 4
+    queue_size: int = 64
+    max_delay_seconds: float = 0.1
     startup_seconds: float = 60.0
     interval_seconds: float = 15.0
+    scrape_interval_seconds: float = 15.0
     latency_window_seconds: float = 60.0
+
+    def batch_time(self, size: int) -> float:
+        return self.batch_seconds + self.image_seconds * size
 
 
 @dataclass(frozen=True)
@@ -39,16 +63,67 @@ class Result:
     slo_violation_minutes: int
     scale_changes: int
     requests: int
+    rejected: int
     p95_seconds: float
 
 
-@dataclass
-class _Replica:
+@dataclass(frozen=True)
+class _Scrape:
+    """What one scrape of a pod's /metrics returns."""
+
+    time: float
+    queue_depth: int
+    buckets: tuple[int, ...]  # cumulative, the last one +Inf
+    served: int
+    batch_seconds: float
+    batches: int
+    batched: int  # requests over all batches
+
+
+@dataclass(eq=False)
+class _Pod:
     started: float
     ready_at: float
-    busy_until: float = 0.0
     leaving: bool = False
+    gone: bool = False
+    queue: deque[float] = field(default_factory=deque)
     batch: list[float] = field(default_factory=list)
+    busy_until: float = 0.0
+    timer: bool = False  # a batching-delay timer is pending
+    # The runtime's counters, as /metrics exposes them.
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_SECONDS) + 1))
+    served: int = 0
+    batch_seconds: float = 0.0
+    batches: int = 0
+    batched: int = 0
+    scrapes: deque[_Scrape] = field(default_factory=deque)
+
+    def load(self) -> int:
+        return len(self.queue) + len(self.batch)
+
+    def scrape(self, time: float) -> _Scrape:
+        cumulative, total = [], 0
+        for count in self.buckets:
+            total += count
+            cumulative.append(total)
+        return _Scrape(time, len(self.queue), tuple(cumulative), self.served, self.batch_seconds, self.batches,
+                       self.batched)
+
+
+def histogram_quantile(quantile: float, bounds: Sequence[float], cumulative: Sequence[float]) -> float | None:
+    """Prometheus's histogram_quantile over cumulative bucket counts (the last one +Inf);
+    None where it returns NaN (no observations)."""
+    total = cumulative[-1]
+    if total <= 0:
+        return None
+    rank = quantile * total
+    index = next(i for i, count in enumerate(cumulative) if count >= rank or i == len(cumulative) - 1)
+    if index == len(bounds):
+        return bounds[-1]  # in the +Inf bucket: the highest finite bound
+    below = cumulative[index - 1] if index > 0 else 0.0
+    lower = bounds[index - 1] if index > 0 else 0.0
+    upper = bounds[index]
+    return lower + (upper - lower) * (rank - below) / (cumulative[index] - below)
 
 
 def simulate(
@@ -63,13 +138,13 @@ def simulate(
     """Replay `trace` (time in s, arrivals per s; each rate holds until the next row)."""
     rng = random.Random(seed)
     end = trace[-1][0]
-    events: list[tuple[float, int, str, _Replica | None]] = []
+    events: list[tuple[float, int, str, _Pod | None]] = []
     order = 0
 
-    def schedule(time: float, kind: str, replica: _Replica | None = None) -> None:
+    def schedule(time: float, kind: str, pod: _Pod | None = None) -> None:
         nonlocal order
         order += 1
-        heapq.heappush(events, (time, order, kind, replica))
+        heapq.heappush(events, (time, order, kind, pod))
 
     for (start, rate), (stop, _) in zip(trace, trace[1:]):
         if rate <= 0:
@@ -78,100 +153,150 @@ def simulate(
         while time < stop:
             schedule(time, "arrival")
             time += rng.expovariate(rate)
-    evaluation = fleet.interval_seconds
-    while evaluation < end:
-        schedule(evaluation, "evaluate")
-        evaluation += fleet.interval_seconds
+    # At equal times scrapes come before evaluations (pushed first, lower order).
+    for kind, step in (("scrape", fleet.scrape_interval_seconds), ("evaluate", fleet.interval_seconds)):
+        tick = step
+        while tick < end:
+            schedule(tick, kind)
+            tick += step
 
-    queue: deque[float] = deque()
-    replicas = [_Replica(started=0.0, ready_at=0.0) for _ in range(initial_replicas)]
+    pods = [_Pod(started=0.0, ready_at=0.0) for _ in range(initial_replicas)]
+    scraped: list[_Pod] = list(pods)  # pods whose series Prometheus still holds
     replica_seconds = 0.0
-    completed: deque[tuple[float, float]] = deque()  # (completion time, latency) in the window
-    batches: deque[tuple[float, float]] = deque()  # (completion time, duration) in the window
     latencies_by_minute: dict[int, list[float]] = {}
     all_latencies: list[float] = []
-    changes = 0
+    changes = rejected = 0
 
-    def finish(time: float, replica: _Replica) -> None:
-        batches.append((time, fleet.batch_seconds + fleet.image_seconds * len(replica.batch)))
-        for arrival in replica.batch:
+    def record(arrival: float, latency: float) -> None:
+        latencies_by_minute.setdefault(int(arrival // 60), []).append(latency)
+        all_latencies.append(latency)
+
+    def try_start(time: float, pod: _Pod) -> None:
+        if pod.batch or not pod.queue:
+            return
+        if len(pod.queue) >= fleet.max_batch_size or time >= pod.queue[0] + fleet.max_delay_seconds:
+            size = min(fleet.max_batch_size, len(pod.queue))
+            pod.batch = [pod.queue.popleft() for _ in range(size)]
+            pod.busy_until = time + fleet.batch_time(size)
+            schedule(pod.busy_until, "done", pod)
+        elif not pod.timer:
+            pod.timer = True
+            schedule(pod.queue[0] + fleet.max_delay_seconds, "timer", pod)
+
+    def finish(time: float, pod: _Pod) -> None:
+        size = len(pod.batch)
+        for arrival in pod.batch:
             latency = time - arrival
-            completed.append((time, latency))
-            latencies_by_minute.setdefault(int(arrival // 60), []).append(latency)
-            all_latencies.append(latency)
-        replica.batch = []
+            record(arrival, latency)
+            pod.buckets[bisect.bisect_left(LATENCY_BUCKETS_SECONDS, latency)] += 1
+        pod.served += size
+        pod.batch_seconds += fleet.batch_time(size)
+        pod.batches += 1
+        pod.batched += size
+        pod.batch = []
 
-    def dispatch(time: float) -> None:
-        for replica in replicas:
-            if not queue:
-                return
-            if replica.ready_at <= time and not replica.batch and not replica.leaving:
-                size = min(fleet.max_batch_size, len(queue))
-                replica.batch = [queue.popleft() for _ in range(size)]
-                replica.busy_until = time + fleet.batch_seconds + fleet.image_seconds * size
-                schedule(replica.busy_until, "done", replica)
-
-    def retire(time: float, replica: _Replica) -> None:
+    def retire(time: float, pod: _Pod) -> None:
         nonlocal replica_seconds
-        replica_seconds += time - replica.started
-        replicas.remove(replica)
+        replica_seconds += time - pod.started
+        pod.gone = True
+        pods.remove(pod)
+
+    def observe(time: float) -> Observation:
+        window = fleet.latency_window_seconds
+        active = [p for p in pods if not p.leaving]
+        reporting = [p for p in scraped if not p.gone and p.scrapes]
+        rates: list[tuple[_Scrape, _Scrape]] = []
+        for pod in scraped:
+            inside = [s for s in pod.scrapes if s.time > time - window]
+            if len(inside) >= 2:
+                rates.append((inside[0], inside[-1]))
+
+        def rate(value: Callable[[_Scrape], float]) -> float:
+            return sum((value(last) - value(first)) / (last.time - first.time) for first, last in rates)
+
+        buckets = [rate(lambda s, i=i: s.buckets[i]) for i in range(len(LATENCY_BUCKETS_SECONDS) + 1)]
+        calls = rate(lambda s: s.batches)
+        return Observation(
+            time=time,
+            replicas=len(active),
+            ready_replicas=sum(1 for p in active if p.ready_at <= time),
+            queue_depth=float(sum(p.scrapes[-1].queue_depth for p in reporting)) if reporting else None,
+            p95_seconds=histogram_quantile(0.95, LATENCY_BUCKETS_SECONDS, buckets) if rates else None,
+            busy_replicas=rate(lambda s: s.batch_seconds) if rates else None,
+            metrics_age_seconds=time - max(p.scrapes[-1].time for p in reporting) if reporting else None,
+            queue_series=sum(1 for p in reporting if not p.leaving),
+            served_rate=rate(lambda s: s.served) if rates else None,
+            batch_seconds=rate(lambda s: s.batch_seconds) / calls if calls > 0 else None,
+            batch_size=rate(lambda s: s.batched) / calls if calls > 0 else None,
+        )
 
     while events:
-        time, _, kind, replica = heapq.heappop(events)
+        time, _, kind, pod = heapq.heappop(events)
         if kind == "arrival":
-            queue.append(time)
+            open_pods = [p for p in pods if p.ready_at <= time and not p.leaving and len(p.queue) < fleet.queue_size]
+            if not open_pods:
+                rejected += 1
+                record(time, math.inf)
+                continue
+            chosen = min(open_pods, key=_Pod.load)
+            chosen.queue.append(time)
+            try_start(time, chosen)
+        elif kind == "timer":
+            assert pod is not None
+            pod.timer = False
+            try_start(time, pod)
         elif kind == "done":
-            assert replica is not None
-            finish(time, replica)
-            if replica.leaving:
-                retire(time, replica)
-        elif kind == "evaluate":
-            while completed and completed[0][0] < time - fleet.latency_window_seconds:
-                completed.popleft()
-            while batches and batches[0][0] < time - fleet.latency_window_seconds:
-                batches.popleft()
-            active = [r for r in replicas if not r.leaving]
-            observation = Observation(
-                time=time,
-                replicas=len(active),
-                ready_replicas=sum(1 for r in active if r.ready_at <= time),
-                queue_depth=float(len(queue)),
-                p95_seconds=_p95([latency for _, latency in completed]),
-                busy_replicas=sum(duration for _, duration in batches) / fleet.latency_window_seconds,
-            )
+            assert pod is not None
+            finish(time, pod)
+            if pod.leaving and not pod.queue:
+                retire(time, pod)
+            else:
+                try_start(time, pod)
+        elif kind == "scrape":
+            for candidate in pods:
+                if candidate.ready_at <= time:
+                    if candidate not in scraped:
+                        scraped.append(candidate)
+                    candidate.scrapes.append(candidate.scrape(time))
+            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds
+            for candidate in scraped:
+                while candidate.scrapes and candidate.scrapes[0].time < horizon:
+                    candidate.scrapes.popleft()
+            scraped = [p for p in scraped if p.scrapes or not p.gone]
+        else:
+            observation = observe(time)
+            active = [p for p in pods if not p.leaving]
             desired = autoscaler(observation)
             if desired != len(active):
                 changes += 1
             for _ in range(desired - len(active)):
-                replicas.append(_Replica(started=time, ready_at=time + fleet.startup_seconds))
-            # Scale down: starting pods first, then idle ones, then busy ones after their batch.
-            for victim in sorted(active, key=lambda r: (r.ready_at <= time, bool(r.batch)))[
-                : max(0, len(active) - desired)
-            ]:
+                pods.append(_Pod(started=time, ready_at=time + fleet.startup_seconds))
+            # Scale down: starting pods first, then the ones with the least work.
+            victims = sorted(active, key=lambda p: (p.ready_at <= time, p.load()))[: max(0, len(active) - desired)]
+            for victim in victims:
                 victim.leaving = True
-                if not victim.batch:
+                if not victim.batch and (not victim.queue or victim.ready_at > time):
                     retire(time, victim)
-        dispatch(time)
 
-    for replica in list(replicas):
-        retire(max(end, replica.busy_until if replica.batch else end), replica)
-    for arrival in queue:  # never served: count them as waiting until the end
-        latencies_by_minute.setdefault(int(arrival // 60), []).append(end - arrival)
-        all_latencies.append(end - arrival)
+    for pod in list(pods):
+        retire(max(end, pod.busy_until if pod.batch else end), pod)
+        for arrival in pod.queue:  # never served: waiting until the end
+            record(arrival, end - arrival)
     violations = sum(
-        1 for values in latencies_by_minute.values() if (_p95(values) or 0.0) > target_p95_seconds
+        1 for values in latencies_by_minute.values() if _p95(values) > target_p95_seconds
     )
     return Result(
         replica_minutes=replica_seconds / 60.0,
         slo_violation_minutes=violations,
         scale_changes=changes,
         requests=len(all_latencies),
-        p95_seconds=_p95(all_latencies) or 0.0,
+        rejected=rejected,
+        p95_seconds=_p95(all_latencies),
     )
 
 
-def _p95(values: Sequence[float]) -> float | None:
+def _p95(values: Sequence[float]) -> float:
     if not values:
-        return None
+        return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]

@@ -1,12 +1,15 @@
 """Pure builders: a resolved spec in, plain Kubernetes manifests out."""
 
 from .deployment import build_deployment
+from .inference_pool import EndpointPicker, build_inference_pool
 from .labels import Owner, owner_reference, runtime_labels, selector_labels, selector_string
 from .service import build_service
 
 __all__ = [
+    "EndpointPicker",
     "Owner",
     "build_deployment",
+    "build_inference_pool",
     "build_service",
     "owner_reference",
     "runtime_labels",

@@ -21,6 +21,8 @@ from pydantic.alias_generators import to_camel
 from ..catalog import MODEL_NAMES, ModelName, Precision
 
 Tier = Literal["bulk", "standard", "premium"]
+# One value today: spelled as an enum (pydantic would write a `const`, which CRDs do not know).
+DemandSource = Annotated[Literal["Gateway"], WithJsonSchema({"type": "string", "enum": ["Gateway"]})]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 MAX_REPLICAS = 100
@@ -141,11 +143,24 @@ class AutoscalingSpec(_ApiModel):
         json_schema_extra=validations(
             ordered("autoscaling", "minReplicas", "<=", "maxReplicas"),
             ordered("autoscaling", "scaleUpStabilizationSeconds", "<=", "scaleDownStabilizationSeconds"),
+            rule(
+                "!has(self.minReplicas) || self.minReplicas >= 1 || has(self.demandSource)",
+                "spec.autoscaling.minReplicas may be 0 only with spec.autoscaling.demandSource set: "
+                "at zero there are no pods and no metrics, and only a demand source wakes the resource",
+                ".minReplicas",
+            ),
         )
     )
 
-    enabled: bool = Field(False, description="Scale between minReplicas and maxReplicas; spec.replicas is ignored.")
-    min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS, description="Fewest replicas (tier default).")
+    enabled: bool = Field(
+        False,
+        description="Scale between minReplicas and maxReplicas. spec.replicas (kubectl scale) is then ignored, "
+        "with a Warning Event and the ManualScaling condition.",
+    )
+    min_replicas: int | None = Field(
+        None, ge=0, le=MAX_REPLICAS,
+        description="Fewest replicas (tier default). 0 needs demandSource: the resource scales to zero when idle.",
+    )
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="Most replicas (tier default).")
     target_queue_depth: float | None = Field(
         None, gt=0, le=10_000, description="Waiting requests per replica to aim for (tier default)."
@@ -159,6 +174,11 @@ class AutoscalingSpec(_ApiModel):
     )
     scale_down_stabilization_seconds: int | None = Field(
         None, ge=0, le=3600, description="Scale down to the highest recommendation of this window (tier default)."
+    )
+    demand_source: DemandSource | None = Field(
+        None,
+        description="What wakes the resource from zero replicas: Gateway (imagefleet gateway writes the "
+        "imagefleet.io/demand-at annotation while it holds requests for it). Needed for minReplicas 0.",
     )
 
 
@@ -235,6 +255,15 @@ class RolloutSpec(_ApiModel):
     )
 
 
+class InferencePoolSpec(_ApiModel):
+    """An InferencePool (Gateway API Inference Extension) selecting this resource's runtime pods."""
+
+    enabled: bool = Field(
+        False, description="Create the InferencePool named after the resource when its CRD is installed "
+        "(the InferencePoolReady condition says when it is not).",
+    )
+
+
 class RoutingSpec(_ApiModel):
     """How `imagefleet gateway` routes to this resource: its model group and where its excess goes."""
 
@@ -246,9 +275,10 @@ class RoutingSpec(_ApiModel):
     overflow_to: str | None = Field(
         None, min_length=1, max_length=63, pattern=DNS_LABEL,
         description="Another resource of the same group and namespace that takes the requests this one cannot "
-        "when every pod is saturated. A missing target or a cycle of targets is reported by the gateway "
-        "(log and metric) and the field is then ignored.",
+        "when every pod is saturated. A missing target, one in another group or a cycle of targets is reported "
+        "in the RoutingValid condition, and the gateway then ignores the field.",
     )
+    inference_pool: InferencePoolSpec | None = Field(None, description=InferencePoolSpec.__doc__)
 
 
 # A root rule (it needs metadata.name): the shortest overflow cycle is refused by the API server itself.
@@ -337,6 +367,9 @@ class AutoscalingStatus(_ApiModel):
     queue_depth_replicas: int | None = Field(None, ge=0, description="Replicas the queue depth asks for.")
     p95_replicas: int | None = Field(None, ge=0, alias="p95Replicas", description="Replicas the p95 latency asks for.")
     utilization_replicas: int | None = Field(None, ge=0, description="Replicas the busy share asks for.")
+    capacity_replicas: int | None = Field(
+        None, ge=0, description="Replicas the queueing model asks for to meet the p95 target at the arrival rate."
+    )
     busy_replicas: float | None = Field(None, ge=0, description="Replicas busy generating, on average.")
     winner: str | None = Field(None, max_length=32, description="The signal that decided.")
 
@@ -347,7 +380,8 @@ class ImageModelDeploymentStatus(_ApiModel):
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(
         None, max_length=32,
-        description="Ready, Progressing, FitsGPU and MetricsAvailable (and the autoscaler's own).",
+        description="Ready, Progressing, FitsGPU, MetricsAvailable, RoutingValid and InferencePoolReady "
+        "(and the autoscaler's own).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int | None = Field(None, ge=0, description="Pods of the runtime Deployment.")

@@ -14,12 +14,14 @@ from rich.live import Live
 from kubernetes import client
 from rich.text import Text
 
-from imagefleet.demo.endpoints import Endpoints
 from imagefleet.demo.scenario import (
     BULK,
+    BULK_BODY,
     BULK_CONCURRENCY,
     BURST_SECONDS,
+    GROUP_NAME,
     PREMIUM,
+    PREMIUM_BODY,
     PREMIUM_CONCURRENCY,
     WINDOW_SECONDS,
     Burst,
@@ -54,9 +56,10 @@ def demo(once: bool) -> None:
     Starts a local control plane with simulated GPU nodes whose runtime pods are
     real runtime processes at loopback pod IPs (an emulated GPU engine: it takes
     the time a real card would, from published figures), Prometheus discovering
-    those pods, and the operator; applies the sample resources in examples/, sends
-    a burst of load to each resource's ready endpoints and shows each resource's
-    tier, replicas, queue, p95 (the operator's and the clients') and last scaling
+    those pods, the operator and the gateway; applies the sample resources in
+    examples/, sends a burst through the gateway (model `images`: quality low to
+    the bulk tier, high to the premium tier) and shows each resource's tier,
+    replicas, queue, p95 (the operator's and the clients') and last scaling
     decision until Ctrl-C; then tears everything down.
     """
     # Piped output (logs, CI) has no width to fit: give the table room.
@@ -153,6 +156,8 @@ class Run:
     def _tick(self) -> Snapshot:
         if not self.stack.operator_alive():
             raise DevError(f"the operator exited: see {self.stack.logs / 'operator.log'}")
+        if not self.stack.gateway_alive():
+            raise DevError(f"the gateway exited: see {self.stack.logs / 'gateway.log'}")
         snapshot = read_snapshot(self.api, NAMESPACE)
         now = self.clock.elapsed()
         for expectation in self.expectations if self.burst is not None else self.settle:
@@ -166,21 +171,18 @@ class Run:
         return snapshot
 
     def _start_burst(self) -> None:
-        bulk, premium = Endpoints(self.api, NAMESPACE, BULK), Endpoints(self.api, NAMESPACE, PREMIUM)
-        try:
-            first = [bulk.pick(), premium.pick()]
-        except LookupError:
-            return  # the Services' EndpointSlices do not list a ready pod yet
-        bulk.release(first[0])
-        premium.release(first[1])
-        self.burst = Burst({BULK: (bulk, BULK_CONCURRENCY), PREMIUM: (premium, PREMIUM_CONCURRENCY)}, self.clock.elapsed)
+        url = self.stack.gateway_url
+        self.burst = Burst(
+            {BULK: (url, BULK_BODY, BULK_CONCURRENCY), PREMIUM: (url, PREMIUM_BODY, PREMIUM_CONCURRENCY)},
+            self.clock.elapsed,
+        )
         self.burst.start()
         self.burst_started = self.clock.elapsed()
         self.clock.say(
             self.console,
-            f"burst: {BULK_CONCURRENCY} requests in flight at {BULK}, {PREMIUM_CONCURRENCY} at {PREMIUM}, "
-            f"for {BURST_SECONDS:.0f} s, each to the ready endpoint with the fewest in flight (from the Services' "
-            f"EndpointSlices; first: {' and '.join(first)})",
+            f"burst through the gateway ({url}), model {GROUP_NAME}: {BULK_CONCURRENCY} requests in flight at "
+            f"quality low ({BULK}, bulk), {PREMIUM_CONCURRENCY} at quality high ({PREMIUM}, premium), for "
+            f"{BURST_SECONDS:.0f} s; the gateway sends each to the least-loaded ready pod",
         )
 
     def _report_scaling(self, snapshot: Snapshot) -> None:

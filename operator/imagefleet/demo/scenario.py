@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client
 
 from imagefleet import GROUP, PLURAL, VERSION, conditions
-from imagefleet.bench.load import Picker, Plan, request_body, run_load
+from imagefleet.bench.load import Plan, request_body, run_load
 from imagefleet.bench.stats import RequestRecord, summarize
 from imagefleet.fit import INSUFFICIENT_MEMORY
 
@@ -22,13 +22,16 @@ BULK = "thumbnails"
 PREMIUM = "renders"
 REFUSED = "renders-on-l4"
 
-# The burst: many requests at the bulk tier, one at a time at the premium tier, each at
-# its resource's default size and steps (the emulated pods take the time a card would).
-# Long enough for the bulk tier to scale up, load its model and serve a while after.
+# The burst, through the gateway: many requests for the `images` group at quality low (the
+# bulk tier), one at a time at quality high (the premium tier), each at its resource's
+# default size and steps (the emulated pods take the time a card would). Long enough for
+# the bulk tier to scale up, load its model and serve a while after.
 BURST_SECONDS = 150.0
+GROUP_NAME = "images"
 BULK_CONCURRENCY = 48
 PREMIUM_CONCURRENCY = 1
-BURST_BODY = request_body(prompt="a lighthouse at dusk")
+BULK_BODY = {**request_body(prompt="a lighthouse at dusk"), "model": GROUP_NAME, "quality": "low"}
+PREMIUM_BODY = {**request_body(prompt="a lighthouse at dusk"), "model": GROUP_NAME, "quality": "high"}
 # The client-side figures in the live table cover this much of the recent past.
 WINDOW_SECONDS = 30.0
 # A client p95 needs this many answers in its window to be shown or judged.
@@ -171,8 +174,8 @@ def window_figures(answers: list[Answer], resource: str, start: float, end: floa
 class Burst:
     """The load, in a thread of its own; keeps every answer with the time it came."""
 
-    # resource -> (the picker over its ready endpoints, concurrency)
-    targets: dict[str, tuple[Picker, int]]
+    # resource -> (the gateway's URL, the request body that routes to it, concurrency)
+    targets: dict[str, tuple[str, dict[str, Any], int]]
     clock: Callable[[], float]
     seconds: float = BURST_SECONDS
     sent: int = 0
@@ -215,12 +218,12 @@ class Burst:
             await asyncio.gather(
                 *(
                     run_load(
-                        endpoints,
-                        BURST_BODY,
+                        url,
+                        body,
                         Plan(concurrency=concurrency, duration_s=self.seconds),
                         lambda record, resource=resource: self._count(resource, record),  # type: ignore[misc]
                     )
-                    for resource, (endpoints, concurrency) in self.targets.items()
+                    for resource, (url, body, concurrency) in self.targets.items()
                 )
             )
 

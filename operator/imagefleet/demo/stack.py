@@ -2,8 +2,9 @@
 
 The control plane with simulated GPU nodes and the node agent that runs each runtime
 pod as an emulated-engine runtime at its loopback pod IP (imagefleet.dev), the CRD, a
-local Prometheus that discovers those pods through the API server, and the operator
-as its own process (`imagefleet run`). The demo's
+local Prometheus that discovers those pods through the API server, the operator as its
+own process (`imagefleet run`), and the gateway (`imagefleet gateway`), the fleet's one
+front door. The demo's
 own PID and every process it starts are recorded in `pids.json`: a second demo
 refuses to start while the first runs, and cleans up after one that was killed
 before its teardown.
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import Popen
@@ -59,6 +61,8 @@ class Stack:
         self.plane = ControlPlane(directory / "cluster", fleet=demo_fleet())
         self.prometheus: LocalPrometheus | None = None
         self.operator: Popen[bytes] | None = None
+        self.gateway: Popen[bytes] | None = None
+        self.gateway_url = ""
         self.api: client.ApiClient | None = None
         self._pids_file = directory / "pids.json"
 
@@ -100,10 +104,33 @@ class Stack:
             },
         )
         self.record(self.operator.pid)
+        port = processes.free_port()
+        progress(f"starting the gateway (imagefleet gateway) on {processes.HOST}:{port}")
+        self.gateway = processes.start(
+            [
+                sys.executable, "-m", "imagefleet", "gateway",
+                "--host", processes.HOST, "--port", str(port), "--namespaces", NAMESPACE,
+            ],
+            self.logs / "gateway.log",
+            env={"KUBECONFIG": str(self.kubeconfig)},
+        )
+        self.record(self.gateway.pid)
+        self.gateway_url = f"http://{processes.HOST}:{port}"
+        processes.wait_for(self._gateway_ready, 60, f"the gateway's /readyz (see {self.logs / 'gateway.log'})")
         return self.api
+
+    def _gateway_ready(self) -> bool:
+        assert self.gateway is not None
+        if self.gateway.poll() is not None:
+            raise DevError(f"the gateway exited: see {self.logs / 'gateway.log'}")
+        with urllib.request.urlopen(f"{self.gateway_url}/readyz", timeout=2) as response:
+            return bool(response.status == 200)
 
     def operator_alive(self) -> bool:
         return self.operator is not None and self.operator.poll() is None
+
+    def gateway_alive(self) -> bool:
+        return self.gateway is not None and self.gateway.poll() is None
 
     def record(self, pid: int | None) -> None:
         """Remember a started process for a later demo's `stop_stale`."""
@@ -114,6 +141,9 @@ class Stack:
         self._write(recorded)
 
     def down(self) -> None:
+        if self.gateway is not None:
+            processes.stop(self.gateway.pid)
+            self.gateway.wait()
         if self.operator is not None:
             processes.stop(self.operator.pid)
             self.operator.wait()

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..crd.models import Tier
+from ..overflow import Link
+from ..overflow import overflow_problems as namespace_problems
 from .errors import NotFound
 from .fleet import Resource, ResourceKey
 
@@ -38,32 +40,15 @@ class Route:
 
 def overflow_problems(resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, str]:
     """Resources whose spec.routing.overflowTo the gateway ignores, with the reason: the target is
-    missing, in another group, or the chain of targets loops back."""
-    problems: dict[ResourceKey, str] = {}
-    for key, resource in resources.items():
-        if resource.overflow_to is None:
-            continue
-        target = resources.get((resource.namespace, resource.overflow_to))
-        if target is None:
-            problems[key] = f"spec.routing.overflowTo: {resource.overflow_to!r} does not exist in {resource.namespace}"
-        elif target.group != resource.group:
-            problems[key] = (f"spec.routing.overflowTo: {target.name!r} is in group {target.group!r}, "
-                             f"not {resource.group!r}")
-    broken = set(problems)
-    for key, resource in resources.items():
-        seen = [key]
-        current = resource
-        while current.overflow_to is not None and current.key not in broken:
-            next_key = (current.namespace, current.overflow_to)
-            if next_key == key:
-                cycle = " -> ".join(name for _, name in [*seen, key])
-                problems[key] = f"spec.routing.overflowTo: the chain of targets loops ({cycle})"
-                break
-            if next_key in seen:  # a loop further down: flagged on the resources in it
-                break
-            seen.append(next_key)
-            current = resources[next_key]
-    return problems
+    missing, in another group, or the chain of targets loops back (the operator's RoutingValid verdict)."""
+    namespaces: dict[str, list[Link]] = {}
+    for resource in resources.values():
+        namespaces.setdefault(resource.namespace, []).append(Link(resource.name, resource.group, resource.overflow_to))
+    return {
+        (namespace, name): problem.message
+        for namespace, links in namespaces.items()
+        for name, problem in namespace_problems(namespace, links).items()
+    }
 
 
 def groups(resources: Iterable[Resource]) -> dict[str, tuple[Tier, ...]]:

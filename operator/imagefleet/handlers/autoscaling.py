@@ -3,7 +3,9 @@
 A daemon rather than a timer, because the interval is an operator setting read
 at startup (IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS), not at import. kopf starts
 the daemon when spec.autoscaling.enabled turns true and stops it when it turns
-false or the resource goes away.
+false or the resource goes away. An event handler sees every change between
+evaluations: the gateway's demand on a resource at zero wakes it at once, and
+`kubectl scale` is reported as ignored.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ async def autoscale(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStoppe
             await stopped.wait(autoscaler.interval_seconds)
     finally:
         autoscaler.forget(body.metadata.uid or "")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)
+async def autoscaled_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                           **_: Any) -> None:
+    """Wake a resource at zero on fresh gateway demand; report kubectl scale as ignored."""
+    if type == "DELETED":
+        return
+    autoscaler: Autoscaler = memo.autoscaler
+    try:
+        await autoscaler.on_event(_plain(body))
+    except (KubeError, ValidationError) as error:
+        logger.warning(f"autoscaler could not act on this change: {error}")
 
 
 def _plain(value: Any) -> Any:

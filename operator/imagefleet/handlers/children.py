@@ -1,4 +1,5 @@
-"""Drift correction: a change to (or the deletion of) a runtime Deployment or Service reconciles its owner.
+"""Drift correction: a change to (or the deletion of) a runtime Deployment, Service or InferencePool
+reconciles its owner; so does the InferencePool CRD coming or going.
 
 Deployment events also carry readiness (readyReplicas) into the owner's status.
 """
@@ -9,36 +10,44 @@ from typing import Any
 
 import kopf
 
+from ..builders.inference_pool import API_GROUP as POOL_GROUP
+from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..reconcile import Reconciler
-from .common import reconcile_from_indexes
-from .indexes import RUNTIME_CHILDREN
+from .common import Indexes, reconcile_from_indexes
+from .indexes import RUNTIME_CHILDREN, one
 
 
-async def _child_changed(
-    kind: str, type_: str | None, namespace: str, name: str, memo: kopf.Memo,
-    imds: kopf.Index[Any, Any], runtime_deployments: kopf.Index[Any, Any], runtime_services: kopf.Index[Any, Any],
-) -> None:
+async def _child_changed(kind: str, type_: str | None, namespace: str, name: str, memo: kopf.Memo) -> None:
     reconciler: Reconciler = memo.reconciler
     if type_ == "DELETED":
         reconciler.forget(kind, namespace, name)
-    await reconcile_from_indexes(memo, namespace, name, imds, runtime_deployments, runtime_services)
+    await reconcile_from_indexes(memo, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=RUNTIME_CHILDREN)
-async def deployment_changed(
-    type: str | None, namespace: str, name: str, memo: kopf.Memo,
-    imds: kopf.Index[Any, Any], runtime_deployments: kopf.Index[Any, Any], runtime_services: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+async def deployment_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A runtime Deployment changed: restore it if it drifted, and update its owner's status."""
-    await _child_changed("Deployment", type, namespace, name, memo, imds, runtime_deployments, runtime_services)
+    await _child_changed("Deployment", type, namespace, name, memo)
 
 
 @kopf.on.event("v1", "services", labels=RUNTIME_CHILDREN)
-async def service_changed(
-    type: str | None, namespace: str, name: str, memo: kopf.Memo,
-    imds: kopf.Index[Any, Any], runtime_deployments: kopf.Index[Any, Any], runtime_services: kopf.Index[Any, Any],
-    **_: Any,
-) -> None:
+async def service_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A runtime Service changed: restore it if it drifted."""
-    await _child_changed("Service", type, namespace, name, memo, imds, runtime_deployments, runtime_services)
+    await _child_changed("Service", type, namespace, name, memo)
+
+
+@kopf.on.event(POOL_GROUP, "v1", "inferencepools", labels=RUNTIME_CHILDREN)
+async def inference_pool_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """An InferencePool changed: restore it if it drifted."""
+    await _child_changed("InferencePool", type, namespace, name, memo)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=POOL_CRD)
+async def inference_pool_crd_changed(memo: kopf.Memo, **_: Any) -> None:
+    """The InferencePool CRD was installed, changed or removed: reconcile every resource that asks for a pool."""
+    indexes: Indexes = memo.indexes
+    for namespace, name in list(indexes.imds):
+        imd = one(indexes.imds, namespace, name)
+        pool = ((imd or {}).get("spec", {}).get("routing") or {}).get("inferencePool") or {}
+        if pool.get("enabled"):
+            await reconcile_from_indexes(memo, namespace, name)

@@ -4,45 +4,70 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from ..kube import KubeError
+from ..overflow import overflow_problems
 from ..reconcile import Reconciler
 from ..reconcile.retries import Retries
-from .indexes import one
+from ..reconcile.status import routing_out_of_date
+from .indexes import one, pool_crd_installed
 
 logger = logging.getLogger(__name__)
 
 
-async def reconcile_from_indexes(
-    memo: kopf.Memo,
-    namespace: str,
-    name: str,
-    imds: Mapping[Any, Any],
-    runtime_deployments: Mapping[Any, Any],
-    runtime_services: Mapping[Any, Any],
-    imd: Mapping[str, Any] | None = None,
-) -> None:
+@dataclass(frozen=True)
+class Indexes:
+    """kopf's indexes (live views, kept in the memo at start-up)."""
+
+    imds: Mapping[Any, Any]
+    runtime_deployments: Mapping[Any, Any]
+    runtime_services: Mapping[Any, Any]
+    inference_pools: Mapping[Any, Any]
+    routes: Mapping[Any, Any]
+    inference_pool_crd: Mapping[Any, Any]
+
+
+async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
+                                 imd: Mapping[str, Any] | None = None) -> None:
     """Reconcile `namespace/name`; on an API failure (after the client's own retries) try again later."""
     reconciler: Reconciler = memo.reconciler
     retries: Retries = memo.retries
+    indexes: Indexes = memo.indexes
     key = (namespace, name)
+    problems = overflow_problems(namespace, indexes.routes.get(namespace, ()))
     try:
         await reconciler.reconcile(
             namespace,
             name,
-            imd if imd is not None else one(imds, namespace, name),
-            one(runtime_deployments, namespace, name),
-            one(runtime_services, namespace, name),
+            imd if imd is not None else one(indexes.imds, namespace, name),
+            one(indexes.runtime_deployments, namespace, name),
+            one(indexes.runtime_services, namespace, name),
+            inference_pool=one(indexes.inference_pools, namespace, name),
+            pool_crd_installed=pool_crd_installed(indexes.inference_pool_crd),
+            overflow_problem=problems.get(name),
         )
     except KubeError as error:
 
         async def again() -> None:
-            await reconcile_from_indexes(memo, namespace, name, imds, runtime_deployments, runtime_services)
+            await reconcile_from_indexes(memo, namespace, name)
 
         delay = retries.failed(key, again)
         logger.warning("reconciling %s/%s failed (%s); retrying in %.0fs", namespace, name, error, delay)
     else:
         retries.succeeded(key)
+
+
+async def recheck_overflow(memo: kopf.Memo, namespace: str, changed: str) -> None:
+    """After `changed` came, changed or went: reconcile the other resources of its namespace whose
+    RoutingValid verdict is no longer what their status says (a target appeared, left, or closed a loop)."""
+    indexes: Indexes = memo.indexes
+    links = list(indexes.routes.get(namespace, ()))
+    problems = overflow_problems(namespace, links)
+    for link in links:
+        imd = one(indexes.imds, namespace, link.name) if link.name != changed else None
+        if imd is not None and routing_out_of_date(imd, problems.get(link.name)):
+            await reconcile_from_indexes(memo, namespace, link.name)

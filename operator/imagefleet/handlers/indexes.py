@@ -11,7 +11,10 @@ from typing import Any
 import kopf
 
 from .. import GROUP, PLURAL, VERSION
+from ..builders.inference_pool import API_GROUP as POOL_GROUP
+from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..builders.labels import MANAGED_BY, MANAGED_BY_LABEL
+from ..overflow import Link
 
 Key = tuple[str, str]
 RUNTIME_CHILDREN = {MANAGED_BY_LABEL: MANAGED_BY}
@@ -49,3 +52,38 @@ async def runtime_deployments(namespace: str, name: str, body: kopf.Body, **_: A
 async def runtime_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """The operator's Services by (namespace, name)."""
     return {(namespace, name): snapshot(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def routes(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[str, Link]:
+    """Each namespace's overflow links (what the RoutingValid verdict reads), by namespace."""
+    routing = spec.get("routing") or {}
+    return {namespace: Link(name, routing.get("group") or name, routing.get("overflowTo"))}
+
+
+@kopf.index(POOL_GROUP, "v1", "inferencepools", labels=RUNTIME_CHILDREN)
+async def inference_pools(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """The operator's InferencePools by (namespace, name); kopf watches them once their CRD is installed."""
+    return {(namespace, name): snapshot(body)}
+
+
+def serves_v1(crd: Mapping[str, Any]) -> bool:
+    """Whether a CustomResourceDefinition is Established, not being deleted, and serves v1."""
+    if crd.get("metadata", {}).get("deletionTimestamp"):
+        return False
+    established = any(condition.get("type") == "Established" and condition.get("status") == "True"
+                      for condition in (crd.get("status") or {}).get("conditions") or ())
+    served = any(version.get("name") == "v1" and version.get("served")
+                 for version in (crd.get("spec") or {}).get("versions") or ())
+    return established and served
+
+
+@kopf.index("apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=POOL_CRD)
+async def inference_pool_crd(body: kopf.Body, **_: Any) -> dict[str, bool]:
+    """Whether the InferencePool CRD serves v1 (no entry: it is not installed)."""
+    return {POOL_CRD: serves_v1(body)}
+
+
+def pool_crd_installed(index: Mapping[str, Any]) -> bool:
+    store = index.get(POOL_CRD)
+    return bool(store) and any(store)

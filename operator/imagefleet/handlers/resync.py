@@ -9,27 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 import kopf
 
-from .common import reconcile_from_indexes
+from .common import Indexes, reconcile_from_indexes
 
 logger = logging.getLogger(__name__)
 
 
-async def resync_forever(
-    memo: kopf.Memo,
-    imds: Mapping[Any, Any],
-    runtime_deployments: Mapping[Any, Any],
-    runtime_services: Mapping[Any, Any],
-    interval_seconds: float,
-) -> None:
+async def resync_forever(memo: kopf.Memo, interval_seconds: float) -> None:
+    indexes: Indexes = memo.indexes
     while True:
         await asyncio.sleep(interval_seconds)
-        for namespace, name in list(imds):
+        for namespace, name in list(indexes.imds):
             try:
-                await reconcile_from_indexes(memo, namespace, name, imds, runtime_deployments, runtime_services)
+                await reconcile_from_indexes(memo, namespace, name)
             except Exception:  # noqa: BLE001 - one resource's bug must not stop the others
                 logger.exception("resync of %s/%s failed", namespace, name)

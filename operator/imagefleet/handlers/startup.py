@@ -14,6 +14,7 @@ from ..config import OperatorSettings
 from ..kube import FIELD_MANAGER, Kube
 from ..reconcile import Config, Reconciler
 from ..reconcile.retries import Retries
+from .common import Indexes
 from .resync import resync_forever
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ async def configure(
     imds: kopf.Index[Any, Any],
     runtime_deployments: kopf.Index[Any, Any],
     runtime_services: kopf.Index[Any, Any],
+    inference_pools: kopf.Index[Any, Any],
+    routes: kopf.Index[Any, Any],
+    inference_pool_crd: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """Keep any kopf state in imagefleet.io annotations, set up peering, the reconciler and the resync."""
@@ -53,11 +57,13 @@ async def configure(
     gpu_classes = operator.gpu_classes
     memo.settings = operator
     memo.reconciler = Reconciler(
-        Kube.from_environment(), Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image)
+        Kube.from_environment(),
+        Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),
     )
     memo.retries = Retries()
+    memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd)
     memo.resync = asyncio.create_task(
-        resync_forever(memo, imds, runtime_deployments, runtime_services, operator.resync_seconds),
+        resync_forever(memo, operator.resync_seconds),
         name="imagefleet resync",
     )
     logger.info(

@@ -14,10 +14,20 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from .. import conditions as c
-from ..builders import Owner, build_deployment, build_service, selector_string
+from ..builders import (
+    EndpointPicker,
+    Owner,
+    build_deployment,
+    build_inference_pool,
+    build_service,
+    selector_string,
+)
+from ..builders.inference_pool import CRD_NAME, DEFAULT_ENDPOINT_PICKER
+from ..builders.labels import RUNTIME_PORT
 from ..catalog import GPUClass
 from ..crd.models import ImageModelDeploymentSpec
 from ..fit import Fit, check_fit
+from ..overflow import Problem
 from ..resolve import Resolved, resolve
 from ..tiers import Autoscaling
 from . import status as s
@@ -37,6 +47,7 @@ READY = "Ready"
 NOT_READY = "NotReady"
 FITS_NOW = "FitsGPU"
 INVALID_SPEC = "InvalidSpec"
+INFERENCE_POOL = "InferencePool"
 _WARNING_READY_REASONS = {s.PROGRESS_DEADLINE_EXCEEDED, s.DOES_NOT_FIT, s.NAME_CONFLICT}
 _NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT}
 
@@ -47,15 +58,21 @@ class Config:
 
     gpu_classes: dict[str, GPUClass]
     runtime_image: str
+    endpoint_picker: EndpointPicker = DEFAULT_ENDPOINT_PICKER
 
 
 @dataclass(frozen=True)
 class Observed:
-    """The resource as last seen, and its live children (None: absent)."""
+    """The resource as last seen, its live children (None: absent) and what its neighbours decide."""
 
     imd: Mapping[str, Any]
     deployment: Mapping[str, Any] | None
     service: Mapping[str, Any] | None
+    inference_pool: Mapping[str, Any] | None = None
+    # Whether the InferencePool CRD is installed (Established, v1 served).
+    pool_crd_installed: bool = False
+    # What is wrong with spec.routing.overflowTo, from the namespace's resources (imagefleet.overflow).
+    overflow_problem: Problem | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +104,15 @@ class Plan:
     events: tuple[Event, ...] = field(default=())
     # MetricsAvailable=Unknown for a new autoscaled resource (applied once, see status.py).
     initial_metrics: dict[str, Any] | None = None
+    inference_pool: ChildPlan = ChildPlan(INFERENCE_POOL, "none")
+
+    @property
+    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan]:
+        return (self.deployment, self.service, self.inference_pool)
 
     @property
     def writes(self) -> bool:
-        return (self.deployment.action != "none" or self.service.action != "none" or self.status is not None
+        return (any(child.action != "none" for child in self.children) or self.status is not None
                 or self.initial_metrics is not None)
 
 
@@ -160,8 +182,56 @@ def _child_events(plan: ChildPlan, live: Mapping[str, Any] | None, name: str, cr
                                                f"{_paths(plan.drift)}; restored it")]
 
 
-def _condition_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
+def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
+          picker: EndpointPicker) -> tuple[ChildPlan, s.Verdict | None]:
+    """The InferencePool's plan and InferencePoolReady (None: the resource asks for no pool)."""
+    wanted = spec.routing is not None and spec.routing.inference_pool is not None and spec.routing.inference_pool.enabled
+    live = observed.inference_pool
+    if not observed.pool_crd_installed:
+        message = (f"spec.routing.inferencePool.enabled is true, but the InferencePool CRD ({CRD_NAME}, v1) "
+                   "is not installed in this cluster: install the Gateway API Inference Extension")
+        return ChildPlan(INFERENCE_POOL, "none"), (c.FALSE, s.CRD_NOT_INSTALLED, message) if wanted else None
+    if live is not None and controller_uid(live) not in (None, owner.uid):
+        message = f"InferencePool {owner.name} already exists and belongs to someone else: rename or remove it"
+        return ChildPlan(INFERENCE_POOL, "none"), (c.FALSE, s.NAME_CONFLICT, message) if wanted else None
+    if not wanted:
+        child = _child(INFERENCE_POOL, None, live)
+        events = [Event("Normal", DELETED, f"deleted InferencePool {owner.name}: "
+                                           "spec.routing.inferencePool.enabled is no longer true")]
+        return replace(child, events=tuple(events) if child.action == "delete" else ()), None
+    manifest = with_spec_hash(build_inference_pool(owner, spec.tier, picker))
+    child = _child(INFERENCE_POOL, manifest, live)
+    details = (f"the runtime pods on port {RUNTIME_PORT}, endpoint picker Service {picker.service_for(owner.name)} "
+               f"port {picker.port}")
+    message = f"InferencePool {owner.name} selects {details}"
+    events = _child_events(child, live, owner.name, created_before=False)
+    if child.action == "apply" and live is None:
+        events.append(Event("Normal", CREATED, f"created InferencePool {owner.name}: {details}"))
+    return replace(child, events=tuple(events)), (c.TRUE, s.POOL_CONFIGURED, message)
+
+
+_DETAIL_CONDITIONS = {c.ROUTING_VALID: s.OVERFLOW_TARGET_VALID, c.INFERENCE_POOL_READY: INFERENCE_POOL + "Ready"}
+
+
+def _detail_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
+    """RoutingValid and InferencePoolReady: a Warning when one turns False or its reason changes while
+    False, a Normal Event when one turns True after False."""
     events = []
+    for condition in new:
+        type_ = condition["type"]
+        if type_ not in _DETAIL_CONDITIONS:
+            continue
+        before = c.find(old, type_)
+        status, reason, message = condition["status"], condition["reason"], condition["message"]
+        if status == c.FALSE and (before is None or (before.get("status"), before.get("reason")) != (status, reason)):
+            events.append(Event("Warning", reason, message))
+        elif status == c.TRUE and before is not None and before.get("status") == c.FALSE:
+            events.append(Event("Normal", _DETAIL_CONDITIONS[type_], message))
+    return events
+
+
+def _condition_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
+    events = _detail_events(old, new)
     for type_, before, condition in c.transitions(old, new):
         status, reason, message = condition["status"], condition["reason"], condition["message"]
         if type_ == c.FITS_GPU and status == c.FALSE:
@@ -226,6 +296,7 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         else:
             rollout = s.blocked(s.DOES_NOT_FIT, f"nothing is scheduled: {fit.reason} (see the FitsGPU condition)")
 
+    pool_plan, pool_verdict = _pool(spec, owner, observed, config.endpoint_picker)
     wanted = s.operator_status(
         current,
         generation=generation,
@@ -235,6 +306,11 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         autoscaling=resolved.autoscaling.enabled,
         desired_replicas=None if resolved.autoscaling.enabled else replicas,
         selector=selector_string(owner.name),
+        details=[(type_, verdict) for type_, verdict in (
+            (c.ROUTING_VALID, s.routing_verdict(
+                owner.name, spec.routing.overflow_to if spec.routing else None, observed.overflow_problem)),
+            (c.INFERENCE_POOL_READY, pool_verdict),
+        ) if verdict is not None],
         timestamp=timestamp,
     )
     # Whether the children were made before (so a missing one was deleted by someone).
@@ -254,4 +330,5 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         tuple(_condition_events(current.get("conditions"), wanted["conditions"])),
         s.initial_metrics_condition(current, autoscaling=resolved.autoscaling.enabled, generation=generation,
                                     timestamp=timestamp),
+        pool_plan,
     )

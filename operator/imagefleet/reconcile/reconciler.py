@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..kube import INITIAL_METRICS_FIELD_MANAGER, Kube
-from .plan import Config, Event, Observed, Plan, plan
+from ..overflow import Problem
+from .plan import INFERENCE_POOL, Config, Event, Observed, Plan, plan
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -72,6 +73,10 @@ class Reconciler:
         imd: Mapping[str, Any] | None,
         deployment: Mapping[str, Any] | None,
         service: Mapping[str, Any] | None,
+        *,
+        inference_pool: Mapping[str, Any] | None = None,
+        pool_crd_installed: bool = False,
+        overflow_problem: Problem | None = None,
     ) -> Plan | None:
         """Bring one resource's children and status in line; the plan it carried out (None: nothing to do)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -83,6 +88,9 @@ class Reconciler:
                 imd=current,
                 deployment=self._newest("Deployment", namespace, name, deployment),
                 service=self._newest("Service", namespace, name, service),
+                inference_pool=self._newest(INFERENCE_POOL, namespace, name, inference_pool),
+                pool_crd_installed=pool_crd_installed,
+                overflow_problem=overflow_problem,
             )
             planned = plan(observed, self.config)
             if planned.writes:
@@ -94,7 +102,8 @@ class Reconciler:
         imd = observed.imd
         metadata = imd["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        for child, live in ((planned.deployment, observed.deployment), (planned.service, observed.service)):
+        lives = (observed.deployment, observed.service, observed.inference_pool)
+        for child, live in zip(planned.children, lives, strict=True):
             if child.action == "apply":
                 assert child.manifest is not None
                 self._written[(child.kind, namespace, name)] = await self.kube.apply(child.manifest)

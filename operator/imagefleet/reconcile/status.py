@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import conditions as c
 from ..fit import Fit
+from ..overflow import Problem
 
 # Reasons of the Ready and Progressing conditions.
 CREATING = "Creating"
@@ -29,6 +30,12 @@ NAME_CONFLICT = "NameConflict"
 PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
 AWAITING_METRICS = "AwaitingMetrics"
 AUTOSCALING_DISABLED = "AutoscalingDisabled"
+# Reasons of RoutingValid (besides imagefleet.overflow's) and InferencePoolReady.
+OVERFLOW_TARGET_VALID = "OverflowTargetValid"
+CRD_NOT_INSTALLED = "CRDNotInstalled"
+POOL_CONFIGURED = "PoolConfigured"
+
+Verdict = tuple[str, str, str]  # status, reason, message
 
 # Status fields only the operator writes: absent from its apply means "remove".
 REMOVABLE_FIELDS = ("memory",)
@@ -38,8 +45,8 @@ REMOVABLE_FIELDS = ("memory",)
 class Rollout:
     """The Ready and Progressing verdicts: (status, reason, message) each."""
 
-    ready: tuple[str, str, str]
-    progressing: tuple[str, str, str]
+    ready: Verdict
+    progressing: Verdict
 
 
 def _count(value: Any) -> int:
@@ -97,6 +104,7 @@ def operator_status(
     autoscaling: bool,
     desired_replicas: int | None,
     selector: str,
+    details: Sequence[tuple[str, Verdict]] = (),
     timestamp: str | None = None,
 ) -> dict[str, Any]:
     """The operator's status fields as they should be now: the body of its server-side apply.
@@ -106,7 +114,8 @@ def operator_status(
     is the operator's while autoscaling is off (Unknown: no metrics are read) and
     the autoscaler's while it is on (see `initial_metrics_condition`).
     desiredReplicas None: the autoscaler's to set. A field left out that the
-    operator set before (memory, once nothing is estimated) is removed by the apply.
+    operator set before (memory, once nothing is estimated) is removed by the apply,
+    and so is a detail condition (RoutingValid, InferencePoolReady) left out of `details`.
     """
     existing: Sequence[Mapping[str, Any]] = current.get("conditions") or ()
     verdicts = [
@@ -116,6 +125,7 @@ def operator_status(
     ]
     if not autoscaling:
         verdicts.append((c.METRICS_AVAILABLE, (c.UNKNOWN, AUTOSCALING_DISABLED, "autoscaling is off: no metrics are read")))
+    verdicts.extend(details)
     conditions = [
         c.make(type_, status, reason, message, generation=generation, previous=c.find(existing, type_),
                timestamp=timestamp)
@@ -134,6 +144,26 @@ def operator_status(
     if fit.estimate_mib is not None:
         wanted["memory"] = {"estimateMiB": fit.estimate_mib, "limitMiB": fit.limit_mib, "capacityMiB": fit.capacity_mib}
     return wanted
+
+
+def routing_verdict(name: str, overflow_to: str | None, problem: Problem | None) -> Verdict | None:
+    """RoutingValid for a resource with an overflow target (None: it names none)."""
+    if overflow_to is None:
+        return None
+    if problem is not None:
+        return (c.FALSE, problem.reason, problem.message)
+    return (c.TRUE, OVERFLOW_TARGET_VALID,
+            f"spec.routing.overflowTo: requests {name} cannot take go to {overflow_to} when all its pods are saturated")
+
+
+def routing_out_of_date(imd: Mapping[str, Any], problem: Problem | None) -> bool:
+    """Whether the RoutingValid condition of `imd` (as last seen) differs from the verdict now."""
+    name = imd["metadata"]["name"]
+    overflow_to = ((imd.get("spec") or {}).get("routing") or {}).get("overflowTo")
+    verdict = routing_verdict(name, overflow_to, problem)
+    condition = c.find((imd.get("status") or {}).get("conditions"), c.ROUTING_VALID)
+    seen = None if condition is None else (condition.get("status"), condition.get("reason"), condition.get("message"))
+    return seen != verdict
 
 
 def initial_metrics_condition(

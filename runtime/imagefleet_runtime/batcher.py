@@ -261,10 +261,10 @@ class Batcher:
             failure = OutOfMemory(error.message)  # a copy without the traceback, which holds the call's tensors
         if failure is not None:
             gc.collect()  # tensors in reference cycles of the failed call's frames
-            self._metrics.oom_splits.inc()
             self._learn_failure(len(specs) * key.pixels)
             if len(specs) == 1:
                 return [failure]
+            self._metrics.oom_splits.inc()
             half = len(specs) // 2
             return self._generate_splitting(key, specs[:half], owners[:half]) + self._generate_splitting(
                 key, specs[half:], owners[half:]

@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imagefleet import GROUP, PLURAL, VERSION  # noqa: E402
-from imagefleet.autoscaling.prometheus import PrometheusClient  # noqa: E402
 from imagefleet.builders.labels import selector_string  # noqa: E402
 from imagefleet.bench.endpoints import Endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane, agent_processes  # noqa: E402
@@ -263,11 +262,16 @@ async def run(api: client.ApiClient, plane: ControlPlane, prometheus: LocalProme
     pods = {pid: uid for uid, pids in agent_processes(plane.state_dir).items() for pid in pids}
     memory = {pid: _memory_kib(pid) for pid in pods if _alive(pid)}
     agent_rss, agent_pss = _memory_kib(agent_pid)
-    async with PrometheusClient(prometheus.url) as metrics:
-        up = await metrics.value('count(up{job="imagefleet-runtime"} == 1)')
-        targets = await metrics.value('count(up{job="imagefleet-runtime"})')
     load.stop.set()
     await loading
+    async with httpx.AsyncClient(base_url=prometheus.url, timeout=60) as http:
+
+        async def count(query: str) -> float:
+            result = (await http.get("/api/v1/query", params={"query": query})).json()["data"]["result"]
+            return float(result[0]["value"][1]) if result else 0.0
+
+        up = await count('count(up{job="imagefleet-runtime"} == 1)')
+        targets = await count('count(up{job="imagefleet-runtime"})')
     latencies = await decision_latencies(prometheus.url, names, replica_changes, start, end)
 
     window_start = next((mark for mark in cpu_marks if mark[0] >= end - 30), cpu_marks[0])

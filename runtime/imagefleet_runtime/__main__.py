@@ -15,6 +15,9 @@ from .settings import Settings
 
 EXIT_BAD_SETTINGS = 2
 EXIT_MODEL_FAILED = 1
+# Idle keep-alive connections stay open longer than clients keep them (httpx and the gateway:
+# 5 s; load balancers: 60 s), so a client never reuses a connection the server is closing.
+KEEP_ALIVE_SECONDS = 75
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         server.should_exit = True
 
     app = create_app(settings, on_fatal=fatal)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS
+    )
     server = DrainingServer(config, drain=app.state.runtime.drain)
     server.run()
     if failures:

@@ -126,6 +126,24 @@ def histogram_quantile(quantile: float, bounds: Sequence[float], cumulative: Seq
     return lower + (upper - lower) * (rank - below) / (cumulative[index] - below)
 
 
+def poisson_arrivals(trace: Sequence[tuple[float, float]], rng: random.Random) -> list[float]:
+    """Arrival times of a Poisson process whose rate is the trace's (each rate holds until the next row)."""
+    arrivals = []
+    for (start, rate), (stop, _) in zip(trace, trace[1:]):
+        if rate <= 0:
+            continue
+        time = start + rng.expovariate(rate)
+        while time < stop:
+            arrivals.append(time)
+            time += rng.expovariate(rate)
+    return arrivals
+
+
+def slo_violation_minutes(latencies_by_minute: dict[int, list[float]], target_p95_seconds: float) -> int:
+    """Minutes of arrival whose p95 latency is above the target (a refused request is `math.inf`)."""
+    return sum(1 for values in latencies_by_minute.values() if nearest_rank_p95(values) > target_p95_seconds)
+
+
 def simulate(
     trace: Sequence[tuple[float, float]],
     autoscaler: Autoscaler,
@@ -146,13 +164,8 @@ def simulate(
         order += 1
         heapq.heappush(events, (time, order, kind, pod))
 
-    for (start, rate), (stop, _) in zip(trace, trace[1:]):
-        if rate <= 0:
-            continue
-        time = start + rng.expovariate(rate)
-        while time < stop:
-            schedule(time, "arrival")
-            time += rng.expovariate(rate)
+    for arrival in poisson_arrivals(trace, rng):
+        schedule(arrival, "arrival")
     # At equal times scrapes come before evaluations (pushed first, lower order).
     for kind, step in (("scrape", fleet.scrape_interval_seconds), ("evaluate", fleet.interval_seconds)):
         tick = step
@@ -282,20 +295,19 @@ def simulate(
         retire(max(end, pod.busy_until if pod.batch else end), pod)
         for arrival in pod.queue:  # never served: waiting until the end
             record(arrival, end - arrival)
-    violations = sum(
-        1 for values in latencies_by_minute.values() if _p95(values) > target_p95_seconds
-    )
+    violations = slo_violation_minutes(latencies_by_minute, target_p95_seconds)
     return Result(
         replica_minutes=replica_seconds / 60.0,
         slo_violation_minutes=violations,
         scale_changes=changes,
         requests=len(all_latencies),
         rejected=rejected,
-        p95_seconds=_p95(all_latencies),
+        p95_seconds=nearest_rank_p95(all_latencies),
     )
 
 
-def _p95(values: Sequence[float]) -> float:
+def nearest_rank_p95(values: Sequence[float]) -> float:
+    """The 95th percentile by nearest rank (the value at rank ceil(0.95 n)); 0 for no values."""
     if not values:
         return 0.0
     ordered = sorted(values)

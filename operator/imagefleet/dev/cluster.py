@@ -73,6 +73,7 @@ class State:
 
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
     kubeconfig: str = ""
 
 
@@ -209,9 +210,21 @@ class ControlPlane:
         """Start the node agent (again, after it died: it adopts the runtimes that still run)."""
         self._start("node-agent", self._node_agent_argv())
 
+    def restart(self, name: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL) and start it again as it was started.
+
+        For fault tests: the API server comes back on its port, etcd on its data directory.
+        """
+        self._state = self._load_state()
+        if name not in self._state.argv:
+            raise DevError(f"no component {name!r} was started here (started: {', '.join(self._state.argv)})")
+        processes.stop(self._state.pids[name])
+        self._start(name, self._state.argv[name])
+
     def _start(self, name: str, argv: list[str]) -> None:
         process = processes.start(argv, self.logs_dir / f"{name}.log")
         self._state.pids[name] = process.pid
+        self._state.argv[name] = argv
         self._save_state()
 
     def _running(self) -> bool:

@@ -22,6 +22,7 @@ HELM_VERSION = "v3.22.0"
 KUBECONFORM_VERSION = "v0.8.0"
 KUBE_SCORE_VERSION = "v1.20.0"
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
+DISTRIBUTION_VERSION = "v3.1.2"
 # Helm's Makefile sets its default Kubernetes version from the k8s.io/client-go it requires:
 # v0.37.0 in helm v3.22.0's go.mod, hence 1.37 (`helm template` checks kubeVersion against it).
 HELM_KUBERNETES_MAJOR, HELM_KUBERNETES_MINOR = "1", "37"
@@ -203,7 +204,15 @@ PROMETHEUS = Component(
     tags=("remove_all_sd", "enable_kubernetes_sd"),
 )
 
+# The OCI registry (CNCF Distribution) the release tests push the images and the chart to.
+REGISTRY = Component(
+    name="registry",
+    module="github.com/distribution/distribution/v3",
+    version=DISTRIBUTION_VERSION,
+    binaries={"registry": "github.com/distribution/distribution/v3/cmd/registry"},
+)
+
 CONTROL_PLANE = (ETCD, KUBERNETES, KWOK)
 LINTERS = (KUBECONFORM, KUBE_SCORE, PROMETHEUS_OPERATOR_CRDS)
 # The control plane and the client tools the tests and the demo use.
-ALL = (*CONTROL_PLANE, KUBECTL, HELM, PROMETHEUS, *LINTERS)
+ALL = (*CONTROL_PLANE, KUBECTL, HELM, PROMETHEUS, *LINTERS, REGISTRY)

@@ -2,17 +2,20 @@
 
 estimate = weights + activations + runtime overhead, where
 
-- weights: the parameters of every pipeline component (denoiser, text
-  encoders, VAE: diffusers keeps them all on the device) x bytes per
-  parameter (fp32 4, fp16/bf16 2);
+- weights: the parameters of every pipeline component the runtime loads
+  (denoiser, text encoders, VAE, and the safety checker where the model
+  ships one: diffusers keeps them all on the device) x bytes per parameter
+  (fp32 4, fp16/bf16 2); a VAE that the pipeline upcasts to fp32 at fp16
+  (SDXL) counts at 4;
 - activations: the model's working memory per megapixel at fp16 (catalog)
   x the largest image a request may ask for (generation.maxWidth x maxHeight)
-  x maxBatchSize, doubled for fp32;
+  x maxBatchSize, doubled for fp32, plus the upcast VAE decode's extra at fp16;
 - runtime overhead: 1 GiB for the CUDA context and the PyTorch runtime.
 
 It fits when the estimate is at most the class memory less a 10 % margin
 (allocator fragmentation, cuDNN workspaces and the error of the estimate).
-A precision the card cannot run (bf16 before Ampere, e.g. T4) never fits.
+A precision the model is known to break in (catalog: FLUX at fp16) is refused;
+a precision the card cannot run (bf16 before Ampere, e.g. T4) never fits.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ MIB_PER_GIB = 1024
 FITS = "Fits"
 INSUFFICIENT_MEMORY = "InsufficientMemory"
 UNSUPPORTED_PRECISION = "UnsupportedPrecision"
+REFUSED_PRECISION = "RefusedPrecision"
 UNKNOWN_GPU_CLASS = "UnknownGPUClass"
 UNKNOWN_MODEL = "UnknownModel"
 
@@ -73,13 +77,18 @@ def usable_mib(gpu_class: GPUClass) -> int:
 
 
 def estimate(model: ModelInfo, precision: Precision, batch_size: int, width: int, height: int) -> Estimate:
-    bytes_per_parameter = BYTES_PER_PARAMETER[precision]
-    weights = {
-        name: math.ceil(billions * 1e9 * bytes_per_parameter / 2**20) for name, billions in model.components.items()
-    }
+    upcast = precision == "fp16" and model.fp32_vae_upcast_gib_per_megapixel > 0
+    weights = {}
+    for name, billions in model.components.items():
+        held = "fp32" if upcast and name == "vae" else precision
+        weights[f"{name} (fp32 upcast)" if held != precision else name] = math.ceil(
+            billions * 1e9 * BYTES_PER_PARAMETER[held] / 2**20
+        )
     megapixels = width * height / 1e6
-    activations = model.activation_gib_per_megapixel * ACTIVATION_FACTOR[precision] * megapixels * batch_size
-    return Estimate(weights, math.ceil(activations * MIB_PER_GIB), RUNTIME_OVERHEAD_MIB)
+    per_megapixel = model.activation_gib_per_megapixel * ACTIVATION_FACTOR[precision]
+    if upcast:
+        per_megapixel += model.fp32_vae_upcast_gib_per_megapixel
+    return Estimate(weights, math.ceil(per_megapixel * megapixels * batch_size * MIB_PER_GIB), RUNTIME_OVERHEAD_MIB)
 
 
 def _gib(mib: int) -> str:
@@ -95,30 +104,36 @@ def _largest_batch(model: ModelInfo, precision: Precision, width: int, height: i
 
 def check_fit(resolved: Resolved, gpu_classes: dict[str, GPUClass]) -> Fit:
     """The FitsGPU verdict for one replica of `resolved` on its GPU class."""
-    spec = resolved.spec
+    spec, precision = resolved.spec, resolved.precision
     gpu_class = resolved.gpu_class
+    model = resolved.model
+    if model is not None and precision in model.precision.refused:
+        policy = model.precision
+        return Fit("False", REFUSED_PRECISION,
+                   f"{model.name} breaks at {precision}: {policy.refused[precision]}; set spec.precision to one of "
+                   f"{', '.join(policy.supported)} (or leave it out for {policy.preferred})")
     if gpu_class is None:
         return Fit("False", UNKNOWN_GPU_CLASS,
                    f"spec.gpuClass {spec.gpu_class!r} is not in the operator's GPU class catalog "
                    f"(known: {', '.join(gpu_classes)})")
-    if spec.precision not in gpu_class.precisions:
-        alternatives = [name for name, other in gpu_classes.items() if spec.precision in other.precisions]
+    if precision not in gpu_class.precisions:
+        alternatives = [name for name, other in gpu_classes.items() if precision in other.precisions]
+        given = precision if spec.precision is not None else f"{precision} (the model's preferred precision)"
         return Fit("False", UNSUPPORTED_PRECISION,
-                   f"{gpu_class.name} cannot run {spec.precision} (it runs {', '.join(gpu_class.precisions)}): "
-                   f"set spec.precision to one of those, or pick a class that runs {spec.precision} "
+                   f"{gpu_class.name} cannot run {given} (it runs {', '.join(gpu_class.precisions)}): "
+                   f"set spec.precision to one of those, or pick a class that runs {precision} "
                    f"({', '.join(alternatives) or 'none in the catalog'})")
-    model = resolved.model
     if model is None:
         return Fit("Unknown", UNKNOWN_MODEL,
                    f"{spec.model.name} is not a catalog model, so its memory is unknown: set spec.model.family "
                    "to the catalog model it derives from to have it checked")
     generation = resolved.generation
     batch = resolved.batching.max_batch_size
-    needed = estimate(model, spec.precision, batch, generation.max_width, generation.max_height)
+    needed = estimate(model, precision, batch, generation.max_width, generation.max_height)
     limit = usable_mib(gpu_class)
     parts = ", ".join(f"{name} {_gib(mib)}" for name, mib in needed.weights_mib.items())
     summary = (
-        f"{model.name} at {spec.precision}, batch {batch} of {generation.max_width}x{generation.max_height} needs "
+        f"{model.name} at {precision}, batch {batch} of {generation.max_width}x{generation.max_height} needs "
         f"~{_gib(needed.total_mib)} (weights: {parts}; activations {_gib(needed.activations_mib)}; runtime "
         f"{_gib(needed.overhead_mib)}); {gpu_class.name} has {_gib(limit)} usable "
         f"({_gib(gpu_class.memory_mib)} less {MARGIN:.0%} margin)"
@@ -132,22 +147,26 @@ def check_fit(resolved: Resolved, gpu_classes: dict[str, GPUClass]) -> Fit:
 
 def _remedy(resolved: Resolved, model: ModelInfo, gpu_class: GPUClass, gpu_classes: dict[str, GPUClass]) -> str:
     """What would make it fit, the most local change first."""
-    spec, generation = resolved.spec, resolved.generation
+    generation, precision = resolved.generation, resolved.precision
     width, height, batch = generation.max_width, generation.max_height, resolved.batching.max_batch_size
     limit = usable_mib(gpu_class)
     options = []
-    largest = _largest_batch(model, spec.precision, width, height, limit)
+    largest = _largest_batch(model, precision, width, height, limit)
     if 0 < largest < batch:
         options.append(f"spec.batching.maxBatchSize {largest}")
-    if spec.precision == "fp32":
-        for precision in gpu_class.precisions:
-            if precision != "fp32" and estimate(model, precision, batch, width, height).total_mib <= limit:
-                options.append(f"spec.precision {precision}")
+    if precision == "fp32":
+        for other_precision in gpu_class.precisions:
+            if (
+                other_precision != "fp32"
+                and other_precision in model.precision.supported
+                and estimate(model, other_precision, batch, width, height).total_mib <= limit
+            ):
+                options.append(f"spec.precision {other_precision}")
                 break
     classes = [
         name for name, other in gpu_classes.items()
-        if spec.precision in other.precisions
-        and estimate(model, spec.precision, batch, width, height).total_mib <= usable_mib(other)
+        if precision in other.precisions
+        and estimate(model, precision, batch, width, height).total_mib <= usable_mib(other)
     ]
     if classes:
         options.append(f"spec.gpuClass {' or '.join(classes)}")

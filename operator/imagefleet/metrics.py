@@ -13,6 +13,14 @@ REQUESTS_REJECTED_TOTAL = "imagefleet_requests_rejected_total"
 MODEL_READY = "imagefleet_model_ready"
 # Always 1; labels engine ("diffusers" or "emulated"), gpu_class and model say what serves.
 ENGINE_INFO = "imagefleet_engine_info"
+# Pipeline faults, by `kind`: error (one batch failed), device (sticky device error), timeout (watchdog).
+PIPELINE_ERRORS_TOTAL = "imagefleet_pipeline_errors_total"
+# Out-of-memory errors that split a pipeline call, and the largest images x pixels that fitted since.
+OOM_SPLITS_TOTAL = "imagefleet_oom_splits_total"
+FITTING_BATCH_PIXELS = "imagefleet_fitting_batch_pixels"
+# Measured memory, by `kind` (allocated, reserved, peak) and `source` (cuda: the card's allocator;
+# process: resident memory of the server process, on CPU and with the emulated engine).
+MEMORY_BYTES = "imagefleet_memory_bytes"
 # Requests taken from the queue into the batch being collected or run; with QUEUE_DEPTH (the waiting
 # ones) these are the queued/running gauges an endpoint picker reads.
 REQUESTS_RUNNING = "imagefleet_requests_running"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalog import GPUClass, ModelInfo, model_catalog
+from .catalog import GPUClass, ModelInfo, Precision, model_catalog
 from .crd.models import GenerationSpec, ImageModelDeploymentSpec
 from .tiers import Autoscaling, Batching, effective_autoscaling, effective_batching
 
@@ -35,6 +35,8 @@ class Resolved:
     model: ModelInfo | None
     # None when spec.gpuClass is not in the operator's catalog.
     gpu_class: GPUClass | None
+    # spec.precision, or the model's preferred one when left out.
+    precision: Precision
     batching: Batching
     autoscaling: Autoscaling
     generation: Generation
@@ -87,12 +89,24 @@ def effective_generation(given: GenerationSpec | None, model: ModelInfo | None) 
     )
 
 
+# For a Hugging Face repo id without spec.model.family.
+FALLBACK_PRECISION: Precision = "fp16"
+
+
+def effective_precision(spec: ImageModelDeploymentSpec, model: ModelInfo | None) -> Precision:
+    """What the user set, else the model's preferred precision (bf16 for FLUX and SD 3.5)."""
+    if spec.precision is not None:
+        return spec.precision
+    return model.precision.preferred if model is not None else FALLBACK_PRECISION
+
+
 def resolve(spec: ImageModelDeploymentSpec, gpu_classes: dict[str, GPUClass]) -> Resolved:
     model = catalog_model(spec)
     return Resolved(
         spec=spec,
         model=model,
         gpu_class=gpu_classes.get(spec.gpu_class),
+        precision=effective_precision(spec, model),
         batching=effective_batching(spec),
         autoscaling=effective_autoscaling(spec),
         generation=effective_generation(spec.generation, model),

@@ -7,7 +7,6 @@ Nothing here imports torch at import time: only loading the diffusers engine doe
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,9 +17,13 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from imagefleet import metrics as names
+
 from .batcher import Batcher, BatchKey
+from .encoding import Encoder
 from .engines import ServingEngine
-from .errors import Draining, ModelLoadError, NotReady, install_handlers
+from .errors import Broken, Draining, ModelLoadError, NotReady, install_handlers
+from .limits import BodyLimit
 from .metrics import Metrics
 from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
 from .settings import Settings
@@ -33,14 +36,18 @@ class Phase(str, Enum):
     LOADING = "loading"
     READY = "ready"
     DRAINING = "draining"
-    FAILED = "failed"
+    FAILED = "failed"  # the model did not load
+    BROKEN = "broken"  # the accelerator is out of service (sticky device error, hung call): restart
 
 
 class Runtime:
     """What the routes share: settings, metrics, and the engine and batcher once the model is up."""
 
-    def __init__(self, settings: Settings, on_fatal: Callable[[str], None] | None) -> None:
+    def __init__(
+        self, settings: Settings, on_fatal: Callable[[str], None] | None, load: Callable[[Settings], ServingEngine]
+    ) -> None:
         self.settings = settings
+        self._load = load
         self.metrics = Metrics()
         self.metrics.engine_info.labels(settings.engine, settings.gpu_class or "", settings.model).set(1)
         self.phase = Phase.LOADING
@@ -48,6 +55,7 @@ class Runtime:
         self.started = int(time.time())
         self.engine: ServingEngine | None = None
         self.batcher: Batcher | None = None
+        self.encoder: Encoder | None = None
         self._on_fatal = on_fatal
 
     def default_key(self, engine: ServingEngine) -> BatchKey:
@@ -59,7 +67,7 @@ class Runtime:
     async def start(self) -> None:
         """Load, check the defaults against the model, warm up, start batching; a failure is fatal."""
         try:
-            engine = await asyncio.to_thread(load_engine, self.settings)
+            engine = await asyncio.to_thread(self._load, self.settings)
             key = self.default_key(engine)
             _check_default_size(key, engine, self.settings)
             logger.info(
@@ -73,6 +81,7 @@ class Runtime:
                 self._on_fatal(self.detail)
             return
         self.engine = engine
+        self.encoder = Encoder(engine.encode)
         self.batcher = Batcher(
             engine,
             self.metrics,
@@ -80,6 +89,8 @@ class Runtime:
             max_delay_seconds=self.settings.max_batch_delay_ms / 1000,
             queue_size=self.settings.queue_size,
             initial_batch_seconds=call_seconds,
+            call_timeout_seconds=self.settings.pipeline_timeout_seconds,
+            on_broken=self.break_down,
         )
         self.batcher.start()
         self.metrics.queue_capacity.set(self.settings.queue_size)
@@ -88,9 +99,15 @@ class Runtime:
             self.metrics.model_ready.set(1)
             logger.info("ready: %s", self.settings.model)
 
+    def break_down(self, reason: str) -> None:
+        """The accelerator is lost: /readyz and /healthz fail from now on, so the kubelet restarts the pod."""
+        self.phase, self.detail = Phase.BROKEN, reason
+        self.metrics.model_ready.set(0)
+
     async def drain(self) -> None:
         """Stop taking requests (503), answer every accepted one, then return."""
-        self.phase = Phase.DRAINING
+        if self.phase is not Phase.BROKEN:  # out of service stays so, for the probes, until the exit
+            self.phase = Phase.DRAINING
         self.metrics.model_ready.set(0)
         logger.info("draining: no new requests; finishing the queue")
         if self.batcher is not None:
@@ -100,13 +117,17 @@ class Runtime:
     async def stop(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        if self.encoder is not None:
+            self.encoder.close()
 
-    def accepting(self) -> tuple[Batcher, ServingEngine]:
+    def accepting(self) -> tuple[Batcher, ServingEngine, Encoder]:
+        if self.phase is Phase.BROKEN:
+            raise Broken(f"the accelerator is out of service ({self.detail}); retry on another replica")
         if self.phase is Phase.DRAINING:
             raise Draining("the server is shutting down and accepts no new requests; retry on another replica")
-        if self.batcher is None or self.engine is None:
+        if self.batcher is None or self.engine is None or self.encoder is None:
             raise NotReady(f"model {self.settings.model} is {self.phase.value}; retry when /readyz is 200")
-        return self.batcher, self.engine
+        return self.batcher, self.engine, self.encoder
 
 
 def load_engine(settings: Settings) -> ServingEngine:
@@ -135,9 +156,15 @@ def _check_default_size(key: BatchKey, engine: ServingEngine, settings: Settings
         )
 
 
-def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
-    """The application; `on_fatal(message)` is called if the model cannot be loaded."""
-    runtime = Runtime(settings, on_fatal)
+def create_app(
+    settings: Settings,
+    *,
+    on_fatal: Callable[[str], None] | None = None,
+    load: Callable[[Settings], ServingEngine] = load_engine,
+) -> FastAPI:
+    """The application; `on_fatal(message)` is called if the model cannot be loaded; `load` makes the engine
+    (tests pass fault-injecting ones)."""
+    runtime = Runtime(settings, on_fatal, load)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -150,12 +177,18 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     app = FastAPI(title="imagefleet-runtime", lifespan=lifespan)
     app.state.runtime = runtime
     install_handlers(app, runtime.metrics.count_reject)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_request_bytes,
+        on_refused=lambda _: runtime.metrics.requests_rejected.labels(names.REJECT_INVALID).inc(),
+    )
 
     @app.get("/healthz", response_model=Status)
     async def healthz() -> JSONResponse:
-        """Process alive (503 only when the model failed to load)."""
-        code = 503 if runtime.phase is Phase.FAILED else 200
-        body = Status(status="failed" if code == 503 else "ok", model=settings.model, detail=runtime.detail)
+        """Process alive: 503 when the model failed to load or the accelerator is out of service."""
+        failed = runtime.phase in (Phase.FAILED, Phase.BROKEN)
+        code = 503 if failed else 200
+        body = Status(status=runtime.phase.value if failed else "ok", model=settings.model, detail=runtime.detail)
         return JSONResponse(body.model_dump(), status_code=code)
 
     @app.get("/readyz", response_model=Status)
@@ -167,6 +200,8 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if runtime.engine is not None:
+            runtime.metrics.record_memory(runtime.engine.memory())
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     runtime.metrics.requests_running.set_function(lambda: runtime.batcher.running if runtime.batcher else 0)
@@ -177,7 +212,7 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
         batcher = runtime.batcher
         return Load(
             ready=runtime.phase is Phase.READY,
-            queued=batcher.queued if batcher else 0,
+            queued=batcher.waiting_images if batcher else 0,
             running=batcher.running if batcher else 0,
             queue_limit=settings.queue_size,
             max_batch_size=settings.max_batch_size,
@@ -198,17 +233,22 @@ def create_app(settings: Settings, *, on_fatal: Callable[[str], None] | None = N
     @app.post("/v1/images/generations", response_model=GenerationResponse)
     async def generate(request: GenerationRequest) -> GenerationResponse:
         arrived = time.monotonic()
-        batcher, engine = runtime.accepting()
-        key, images = to_work(request, settings, runtime.default_key(engine), size_multiple=engine.size_multiple)
-        pngs = await batcher.submit(key, images)
+        batcher, engine, encoder = runtime.accepting()
+        key, images = to_work(
+            request,
+            settings,
+            runtime.default_key(engine),
+            size_multiple=engine.size_multiple,
+            output_formats=engine.output_formats,
+        )
+        made = await batcher.submit(key, images)
+        encoded = await encoder.b64(made, request.output_format)
         runtime.metrics.request_duration.observe(time.monotonic() - arrived)
-        runtime.metrics.images_generated.inc(len(pngs))
+        runtime.metrics.images_generated.inc(len(encoded))
         return GenerationResponse(
             created=int(time.time()),
-            data=[
-                ImageData(b64_json=base64.b64encode(png).decode("ascii"), seed=image.seed)
-                for png, image in zip(pngs, images, strict=True)
-            ],
+            data=[ImageData(b64_json=text, seed=image.seed) for text, image in zip(encoded, images, strict=True)],
+            output_format=request.output_format,
         )
 
     return app

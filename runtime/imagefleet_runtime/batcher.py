@@ -1,25 +1,33 @@
-"""Dynamic batching: a bounded queue and one worker that runs compatible requests as one pipeline call.
+"""Continuous batching: a bounded queue and one worker that runs compatible requests as one pipeline call.
 
-Requests are compatible when they share size, steps and guidance (`BatchKey`). A batch opens
-with the oldest waiting request and takes compatible ones, oldest first, until it holds
-`max_batch_size` images or `max_delay` has passed since that oldest request arrived. One thread
-runs the pipeline (one pipeline is not safe to call concurrently). An out-of-memory error splits
-the call in halves and retries; only a single image that still does not fit fails, with a 503.
-Every accepted request gets an answer: its images or an error.
+Requests are compatible when they share size, steps and guidance (`BatchKey`). When the engine is
+idle, a request starts at once. While a batch runs, the requests that arrive gather: when the
+engine frees, the next batch opens with the oldest waiting request and takes the compatible ones,
+oldest first, that arrived within `max_delay` of it, up to `max_batch_size` images. The engine
+never waits for a batch to fill. One thread runs the pipeline (one pipeline is not safe to call
+concurrently).
+
+Faults: an out-of-memory error is handled after its `except` block has ended (so the failed
+call's tensors, held by the traceback, are freed first); the call is split in halves and retried,
+and the largest load (images x pixels) that fitted becomes the bound every later batch is planned
+under. A DeviceFailure (a sticky CUDA error) or a call past the watchdog deadline breaks the
+batcher: it answers everything with a 503 and calls `on_broken`, which fails the health checks.
+Any other exception fails only its batch, with a 500. Every accepted request gets an answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import Draining, OutOfMemory, QueueFull, RuntimeAPIError
+from .errors import Broken, DeviceFailure, Draining, OutOfMemory, PipelineFailed, QueueFull, RuntimeAPIError
 from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -37,6 +45,10 @@ class BatchKey:
     steps: int
     guidance_scale: float
 
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
 
 @dataclass(frozen=True)
 class ImageSpec:
@@ -48,10 +60,15 @@ class ImageSpec:
 
 
 class Engine(Protocol):
-    """What the batcher runs: one pipeline call for images sharing a key, PNG bytes in order."""
+    """What the batcher runs: one pipeline call for images sharing a key, one image object each, in order.
 
-    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[bytes]:
-        """Raise errors.OutOfMemory when the call does not fit the accelerator."""
+    The images are whatever the engine's encoder takes (PIL images for diffusers); the batcher
+    only passes them on. An image that failed on its own (the safety checker flagged it) is a
+    RuntimeAPIError in its place: its request gets that error, the others their images.
+    """
+
+    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[object]:
+        """Raise errors.OutOfMemory when the call does not fit, errors.DeviceFailure when the device is lost."""
         ...
 
 
@@ -62,7 +79,7 @@ class Job:
     key: BatchKey
     images: list[ImageSpec]
     arrived: float = field(default_factory=time.monotonic)
-    result: asyncio.Future[list[bytes]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    result: asyncio.Future[list[object]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class Batcher:
@@ -77,31 +94,48 @@ class Batcher:
         max_delay_seconds: float,
         queue_size: int,
         initial_batch_seconds: float,
+        call_timeout_seconds: float,
+        on_broken: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._max_batch_size = max_batch_size
         self._max_delay = max_delay_seconds
-        self._queue_size = queue_size
+        self._queue_size = queue_size  # in images
         self._batch_seconds = initial_batch_seconds
+        self._call_timeout = call_timeout_seconds
+        self._on_broken = on_broken
         self._pending: deque[Job] = deque()
         self._changed = asyncio.Event()  # set when a job arrives, a batch ends or draining starts
-        self._in_hand: list[Job] = []  # the batch being collected or run
+        self._in_hand: list[Job] = []  # the batch being run
         self._draining = False
+        self._broken: str | None = None
+        # Loads (images x pixels in one call): the smallest that ran out of memory, and the largest
+        # below it that fitted; batches are planned under the latter once the former is known.
+        self._failed_load: int | None = None
+        self._fitting_load = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")
         self._worker: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
 
-    async def submit(self, key: BatchKey, images: list[ImageSpec]) -> list[bytes]:
-        """Queue a request and wait for its images (PNG bytes, in order)."""
+    @property
+    def waiting_images(self) -> int:
+        return sum(len(job.images) for job in self._pending)
+
+    async def submit(self, key: BatchKey, images: list[ImageSpec]) -> list[object]:
+        """Queue a request and wait for its images (in order)."""
+        if self._broken is not None:
+            raise Broken(f"the accelerator is out of service ({self._broken}); retry on another replica")
         if self._draining:
             raise Draining("the server is shutting down and accepts no new requests; retry on another replica")
-        if len(self._pending) >= self._queue_size:
+        waiting = self.waiting_images
+        # A request alone in the queue always gets in, so one of more images than the bound can still run.
+        if waiting and waiting + len(images) > self._queue_size:
             raise QueueFull(
-                f"the queue is full ({len(self._pending)} requests waiting); retry later",
-                retry_after=self._retry_after(),
+                f"the queue is full ({waiting} images waiting, room for {self._queue_size}); retry later",
+                retry_after=self._retry_after(waiting + len(images)),
             )
         job = Job(key, images)
         self._pending.append(job)
@@ -123,17 +157,16 @@ class Batcher:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        self._answer_all(Draining("the server stopped before this request ran"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _answer_all(self, error: RuntimeAPIError) -> None:
         for job in [*self._in_hand, *self._pending]:
-            _answer(job, Draining("the server stopped before this request ran"))
+            _answer(job, error)
         self._in_hand.clear()
         self._pending.clear()
         self._metrics.queue_depth.set(0)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def queued(self) -> int:
-        """Requests waiting, not yet in a batch."""
-        return len(self._pending)
+        self._changed.set()
 
     @property
     def running(self) -> int:
@@ -145,80 +178,93 @@ class Batcher:
         """The running average of one pipeline call, in seconds."""
         return self._batch_seconds
 
-    def _retry_after(self) -> float:
-        batches_ahead = len(self._pending) / self._max_batch_size + 1
-        return batches_ahead * self._batch_seconds
+    def _retry_after(self, images_ahead: int) -> float:
+        """Seconds until `images_ahead` waiting images have run, plus the batch now running."""
+        batch = self._batch_limit(self._pending[0].key) if self._pending else self._max_batch_size
+        return (-(-images_ahead // batch) + 1) * self._batch_seconds
+
+    def _batch_limit(self, key: BatchKey) -> int:
+        """Most images in one call at `key`: the setting, or fewer once an out-of-memory error taught a bound."""
+        if self._failed_load is None:
+            return self._max_batch_size
+        return max(1, min(self._max_batch_size, self._fitting_load // key.pixels))
 
     async def _work(self) -> None:
         while True:
-            await self._collect_batch()
-            await self._run(self._in_hand)
+            while not self._pending:
+                self._changed.clear()
+                await self._changed.wait()
+            self._in_hand = self._next_batch()
+            try:
+                await self._run(self._in_hand)
+            except _Broken as broken:
+                self._break(broken.kind, broken.reason)
+                return
             self._in_hand = []
             self._changed.set()
 
-    async def _collect_batch(self) -> None:
-        """Fill `_in_hand` with the next batch (jobs leave the queue as they join it)."""
-        while not self._pending:
-            self._changed.clear()
-            await self._changed.wait()
+    def _next_batch(self) -> list[Job]:
+        """The oldest waiting job and the compatible ones that arrived within `max_delay` of it, while they fit."""
         first = self._pending[0]
-        deadline = first.arrived + self._max_delay
-        while True:
-            self._take_compatible(first.key)
-            remaining = deadline - time.monotonic()
-            if self._image_count(self._in_hand) >= self._max_batch_size or remaining <= 0 or self._draining:
-                return
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                self._take_compatible(first.key)
-                return
-
-    def _take_compatible(self, key: BatchKey) -> None:
-        """Move waiting jobs with `key` into the batch in hand, oldest first, while they fit."""
-        batch = self._in_hand
-        images = self._image_count(batch)
+        limit = self._batch_limit(first.key)
+        batch: list[Job] = []
+        images = 0
         for job in list(self._pending):
-            if job.key != key:
+            if job.key != first.key:
                 continue
-            if batch and images + len(job.images) > self._max_batch_size:
+            if job.arrived - first.arrived > self._max_delay or (batch and images + len(job.images) > limit):
                 break
             self._pending.remove(job)
             batch.append(job)
             images += len(job.images)
         self._metrics.queue_depth.set(len(self._pending))
-
-    @staticmethod
-    def _image_count(batch: list[Job]) -> int:
-        return sum(len(job.images) for job in batch)
+        return batch
 
     async def _run(self, batch: list[Job]) -> None:
         owners = [index for index, job in enumerate(batch) for _ in job.images]
         specs = [spec for job in batch for spec in job.images]
         loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._executor, self._generate_splitting, batch[0].key, specs, owners)
         try:
-            outputs = await loop.run_in_executor(self._executor, self._generate_splitting, batch[0].key, specs, owners)
+            outputs = await asyncio.wait_for(asyncio.shield(call), self._call_timeout)
+        except TimeoutError:
+            raise _Broken("timeout", f"a pipeline call ran past the watchdog deadline of {self._call_timeout:g} s") from None
+        except DeviceFailure as error:
+            raise _Broken("device", f"device failure: {error}") from None
         except Exception as error:  # noqa: BLE001 - every accepted request must get an answer
             logger.exception("pipeline call for %d requests failed", len(batch))
+            self._metrics.pipeline_errors.labels("error").inc()
+            failure = PipelineFailed(f"the pipeline failed: {type(error).__name__}: {error}")
             for job in batch:
-                _answer(job, error)
+                _answer(job, failure)
             return
         for index, job in enumerate(batch):
             mine = [output for output, owner in zip(outputs, owners, strict=True) if owner == index]
             failure = next((output for output in mine if isinstance(output, RuntimeAPIError)), None)
-            _answer(job, failure if failure is not None else [out for out in mine if isinstance(out, bytes)])
+            _answer(job, failure if failure is not None else mine)
 
-    def _generate_splitting(
-        self, key: BatchKey, specs: list[ImageSpec], owners: list[int]
-    ) -> list[bytes | OutOfMemory]:
-        """Run one pipeline call (in the pipeline thread); on OOM, halve it and try each half."""
+    def _break(self, kind: str, reason: str) -> None:
+        """Out of service for good: answer everything with a 503, and tell the app (health checks fail)."""
+        self._metrics.pipeline_errors.labels(kind).inc()
+        logger.error("pipeline out of service: %s", reason)
+        self._broken = reason
+        self._answer_all(Broken(f"the accelerator is out of service ({reason}); retry on another replica"))
+        self._on_broken(reason)
+
+    def _generate_splitting(self, key: BatchKey, specs: list[ImageSpec], owners: list[int]) -> list[object]:
+        """Run one pipeline call (in the pipeline thread); on OOM, free, halve it and try each half."""
         started = time.monotonic()
+        failure: OutOfMemory | None = None
         try:
             images = self._engine.generate(key, specs)
         except OutOfMemory as error:
+            failure = OutOfMemory(error.message)  # a copy without the traceback, which holds the call's tensors
+        if failure is not None:
+            gc.collect()  # tensors in reference cycles of the failed call's frames
+            self._learn_failure(len(specs) * key.pixels)
             if len(specs) == 1:
-                return [error]
+                return [failure]
+            self._metrics.oom_splits.inc()
             half = len(specs) // 2
             return self._generate_splitting(key, specs[:half], owners[:half]) + self._generate_splitting(
                 key, specs[half:], owners[half:]
@@ -227,10 +273,33 @@ class Batcher:
         self._metrics.batch_duration.observe(elapsed)
         self._metrics.batch_size.observe(len(set(owners)))
         self._batch_seconds += BATCH_TIME_SMOOTHING * (elapsed - self._batch_seconds)
+        self._learn_fit(len(specs) * key.pixels)
         return list(images)
 
+    def _learn_failure(self, load: int) -> None:
+        if self._failed_load is None or load < self._failed_load:
+            self._failed_load = load
+        if self._fitting_load >= load:
+            self._fitting_load = 0
+        self._metrics.fitting_batch_pixels.set(self._fitting_load)
 
-def _answer(job: Job, outcome: list[bytes] | BaseException) -> None:
+    def _learn_fit(self, load: int) -> None:
+        if load > self._fitting_load and (self._failed_load is None or load < self._failed_load):
+            self._fitting_load = load
+            if self._failed_load is not None:
+                self._metrics.fitting_batch_pixels.set(load)
+
+
+class _Broken(Exception):
+    """Raised inside the worker when the pipeline is out of service; `kind` labels the metric."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def _answer(job: Job, outcome: list[object] | BaseException) -> None:
     """Resolve a job's future (a no-op if its handler already went away)."""
     if job.result.done():
         return

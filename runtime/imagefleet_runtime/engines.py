@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from .batcher import BatchKey, Engine
+from .memory import MemoryReading
 
 # Steps of the warm-up call, which also estimates a full call for Retry-After.
 WARM_UP_STEPS = 2
@@ -19,6 +20,15 @@ class ServingEngine(Engine, Protocol):
     native_size: int
     size_multiple: int
     summary: str
+    output_formats: frozenset[str]
+
+    def memory(self) -> MemoryReading:
+        """What can be measured of the memory in use now (called from the event loop at scrape time)."""
+        ...
+
+    def encode(self, image: object, output_format: str) -> bytes:
+        """One of this engine's images as bytes in `output_format` (one of `output_formats`)."""
+        ...
 
     def warm_up(self, key: BatchKey) -> float:
         """Run one short generation and estimate one call at `key`, in seconds."""

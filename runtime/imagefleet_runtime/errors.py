@@ -21,6 +21,10 @@ class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says what to change."""
 
 
+class DeviceFailure(RuntimeError):
+    """The accelerator is lost for this process (a sticky CUDA error): only a restart helps."""
+
+
 class RuntimeAPIError(Exception):
     """An error a client can act on; subclasses fix the status and the `code`."""
 
@@ -82,6 +86,41 @@ class OutOfMemory(RuntimeAPIError):
     status = 503
     type = "server_error"
     code = names.REJECT_OOM
+
+
+class Broken(RuntimeAPIError):
+    """The accelerator is out of service (sticky device error or a hung call); the pod is restarted (503)."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "out_of_service"
+
+
+class PipelineFailed(RuntimeAPIError):
+    """The pipeline raised something other than out-of-memory for this batch (500)."""
+
+    status = 500
+    type = "server_error"
+    code = "pipeline_error"
+
+
+class ContentFiltered(RuntimeAPIError):
+    """The model's safety checker flagged an image of the request (400, as OpenAI answers a moderation block).
+
+    The pipeline would return it blacked out; the API never returns that black image with a 200.
+    """
+
+    status = 400
+    type = "invalid_request_error"
+    code = "content_policy_violation"
+
+
+class BodyTooLarge(RuntimeAPIError):
+    """The request body is above the server's bound (413)."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "body_too_large"
 
 
 def error_body(error: RuntimeAPIError) -> dict[str, dict[str, str | None]]:

@@ -7,9 +7,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from imagefleet import metrics as names
 
 from .errors import RuntimeAPIError
+from .memory import MemoryReading
 
 # Requests per pipeline call: powers of two up to the largest batch the settings allow.
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+PIPELINE_ERROR_KINDS = ("error", "device", "timeout")
 REJECT_REASONS = (names.REJECT_QUEUE_FULL, names.REJECT_INVALID, names.REJECT_OOM, names.REJECT_DRAINING)
 
 
@@ -22,7 +24,7 @@ class Metrics:
             names.QUEUE_DEPTH, "Requests waiting, not yet in a batch.", registry=self.registry
         )
         self.queue_capacity = Gauge(
-            names.QUEUE_CAPACITY, "Most requests that may wait; beyond it requests get 429.", registry=self.registry
+            names.QUEUE_CAPACITY, "Most images that may wait; beyond it requests get 429.", registry=self.registry
         )
         self.request_duration = Histogram(
             names.REQUEST_DURATION_SECONDS,
@@ -59,6 +61,39 @@ class Metrics:
             ["engine", "gpu_class", "model"],
             registry=self.registry,
         )
+
+        self.pipeline_errors = Counter(
+            names.PIPELINE_ERRORS_TOTAL,
+            "Pipeline faults: error (one batch got a 500), device (sticky device error), timeout (watchdog).",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in PIPELINE_ERROR_KINDS:
+            self.pipeline_errors.labels(kind)
+        self.oom_splits = Counter(
+            names.OOM_SPLITS_TOTAL, "Pipeline calls that ran out of memory and were split.", registry=self.registry
+        )
+        self.fitting_batch_pixels = Gauge(
+            names.FITTING_BATCH_PIXELS,
+            "Largest images x width x height that fitted one call since an out-of-memory error; batches stay "
+            "under it (0: no such error yet).",
+            registry=self.registry,
+        )
+
+        self.memory = Gauge(
+            names.MEMORY_BYTES,
+            "Measured memory by kind (allocated, reserved, peak) and source (cuda: the card's allocator; "
+            "process: the server process's resident memory, on CPU and with the emulated engine).",
+            ["kind", "source"],
+            registry=self.registry,
+        )
+
+    def record_memory(self, reading: MemoryReading) -> None:
+        """Set the kinds the reading has; kinds it cannot tell are not exported."""
+        for kind in ("allocated", "reserved", "peak"):
+            value = getattr(reading, kind)
+            if value is not None:
+                self.memory.labels(kind, reading.source).set(value)
 
     def count_reject(self, error: RuntimeAPIError) -> None:
         """Count an error answered to a client, if its code is one of the fixed reasons."""

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .encoding import OutputFormat
+
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGES_PER_REQUEST = 10  # OpenAI's own bound for `n`
 MAX_GUIDANCE_SCALE = 30.0
@@ -24,6 +26,7 @@ class GenerationRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_IMAGES_PER_REQUEST)
     size: str | None = Field(None, description='"WIDTHxHEIGHT", e.g. "512x512"; the server default if omitted')
     response_format: Literal["b64_json"] = "b64_json"
+    output_format: OutputFormat = Field("png", description="png, jpeg or webp, as OpenAI's images API")
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE_SCALE)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i of the request uses seed + i")
@@ -53,13 +56,14 @@ class GenerationRequest(BaseModel):
 
 
 class ImageData(BaseModel):
-    b64_json: str = Field(description="the PNG, base64-encoded")
+    b64_json: str = Field(description="the image in the response's output_format, base64-encoded")
     seed: int = Field(description="the seed that reproduces this image")
 
 
 class GenerationResponse(BaseModel):
     created: int
     data: list[ImageData]
+    output_format: OutputFormat
 
 
 class ModelCard(BaseModel):
@@ -91,8 +95,8 @@ class Load(BaseModel):
     """Body of GET /v1/load: what the gateway's picker polls, cheaper than parsing /metrics."""
 
     ready: bool
-    queued: int = Field(description="requests waiting, not yet in a batch")
+    queued: int = Field(description="images waiting, not yet in a batch (the unit of queue_limit)")
     running: int = Field(description="requests in the batch being collected or run")
-    queue_limit: int = Field(description="waiting requests at which the server answers 429")
+    queue_limit: int = Field(description="images that may wait; a request that would pass it gets 429")
     max_batch_size: int
     batch_seconds: float | None = Field(description="running average of one pipeline call; null until loaded")

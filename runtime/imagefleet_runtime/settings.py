@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .emulated.cost import builtin_plan
+from imagefleet.cost import builtin_plan
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -29,9 +29,16 @@ class Settings(BaseSettings):
     device: Device = Field("auto", description="where the pipeline runs; auto picks cuda when available")
     max_batch_size: int = Field(4, ge=1, le=256, description="most images in one pipeline call")
     max_batch_delay_ms: float = Field(
-        20.0, ge=0, le=60_000, description="how long a batch waits for more compatible requests"
+        20.0, ge=0, le=60_000,
+        description="a batch takes waiting requests that arrived within this long of its oldest; never waits when idle",
     )
-    queue_size: int = Field(64, ge=1, description="most requests waiting; beyond it requests get 429")
+    queue_size: int = Field(64, ge=1, description="most images waiting; a request that would pass it gets 429")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest request body; a larger one gets 413 before it is read"
+    )
+    pipeline_timeout_seconds: float = Field(
+        600.0, gt=0, description="watchdog: a pipeline call running longer takes the pod out of service"
+    )
     default_steps: int = Field(25, ge=1, description="denoising steps when a request gives none")
     max_steps: int = Field(100, ge=1, description="most denoising steps a request may ask for")
     default_guidance_scale: float = Field(7.0, ge=0, description="classifier-free guidance when a request gives none")

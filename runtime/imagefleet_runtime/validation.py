@@ -11,11 +11,21 @@ from .settings import Settings
 
 
 def to_work(
-    request: GenerationRequest, settings: Settings, defaults: BatchKey, *, size_multiple: int
+    request: GenerationRequest,
+    settings: Settings,
+    defaults: BatchKey,
+    *,
+    size_multiple: int,
+    output_formats: frozenset[str],
 ) -> tuple[BatchKey, list[ImageSpec]]:
     """The batch key and one ImageSpec per image; InvalidRequest names the field that is out of bounds."""
     if request.model is not None and request.model != settings.model:
         raise InvalidRequest(f"model: this server serves {settings.model!r}, not {request.model!r}", param="model")
+    if request.output_format not in output_formats:
+        raise InvalidRequest(
+            f"output_format: this server cannot write {request.output_format}; it writes {', '.join(sorted(output_formats))}",
+            param="output_format",
+        )
     width, height = request.dimensions() or (defaults.width, defaults.height)
     for name, value, limit in (("width", width, settings.max_width), ("height", height, settings.max_height)):
         if not size_multiple <= value <= limit:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import pytest
+
 from imagefleet.builders import Owner, build_deployment, build_service, selector_string
+from imagefleet.builders.deployment import (
+    DRAIN_SAFETY,
+    GRACE_CAP_SECONDS,
+    GRACE_FLOOR_SECONDS,
+    PRESTOP_SLEEP_SECONDS,
+    drain_seconds,
+)
 from imagefleet.catalog import load_gpu_classes
+from imagefleet.cost import builtin_plan, call_seconds
 from imagefleet.crd.models import ImageModelDeploymentSpec
 from imagefleet.resolve import resolve
 
@@ -136,3 +147,34 @@ def test_service() -> None:
     assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
     assert service["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
     assert service["metadata"]["labels"]["imagefleet.io/tier"] == "bulk"
+
+
+def test_grace_period_follows_the_queue_bound_and_the_batch_time() -> None:
+    bulk = ImageModelDeploymentSpec.model_validate({"model": {"name": "sdxl"}, "gpuClass": "l4-24gb", "tier": "bulk",
+                                                    "batching": {"maxBatchSize": 2}})
+    resolved = resolve(bulk, CLASSES)
+    drain = drain_seconds(resolved)
+    assert drain is not None
+    plan = builtin_plan(model="sdxl", gpu_class="l4-24gb", precision="fp16")
+    one_batch = call_seconds(plan, width=1024, height=1024, steps=resolved.generation.default_steps, images=2)
+    assert drain == pytest.approx((resolved.batching.queue_size // 2 + 1) * one_batch)
+    grace = _pod(build_deployment(OWNER, resolved, 1, IMAGE))["terminationGracePeriodSeconds"]
+    assert grace == min(GRACE_CAP_SECONDS, PRESTOP_SLEEP_SECONDS + math.ceil(DRAIN_SAFETY * drain))
+    assert grace > GRACE_FLOOR_SECONDS  # 256 queued SDXL images on an L4 need far more than the old fixed 180 s
+    # A short queue drains within the floor; a model without cost figures gets the floor.
+    short = _pod(_deployment(batching={"maxBatchSize": 1, "queueSize": 1}))["terminationGracePeriodSeconds"]
+    unknown = _pod(_deployment(model={"name": "someone/custom"}))["terminationGracePeriodSeconds"]
+    assert short == unknown == GRACE_FLOOR_SECONDS
+
+
+def test_grace_period_is_capped() -> None:
+    huge = ImageModelDeploymentSpec.model_validate({"model": {"name": "flux1-dev"}, "gpuClass": "l4-24gb",
+                                                    "batching": {"maxBatchSize": 1, "queueSize": 10_000}})
+    resolved = resolve(huge, CLASSES)
+    assert (drain_seconds(resolved) or 0) > GRACE_CAP_SECONDS
+    assert _pod(build_deployment(OWNER, resolved, 1, IMAGE))["terminationGracePeriodSeconds"] == GRACE_CAP_SECONDS
+
+
+def test_prestop_sleeps_before_the_drain() -> None:
+    container = _pod(_deployment())["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}}

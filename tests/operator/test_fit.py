@@ -10,6 +10,7 @@ from imagefleet.catalog import load_gpu_classes, model_catalog
 from imagefleet.crd.models import ImageModelDeploymentSpec
 from imagefleet.fit import MARGIN, RUNTIME_OVERHEAD_MIB, check_fit, estimate, usable_mib
 from imagefleet.resolve import resolve
+from imagefleet.builders.deployment import runtime_env
 
 CLASSES = load_gpu_classes()
 
@@ -21,7 +22,7 @@ def _fit(**spec: Any):  # type: ignore[no-untyped-def]
 
 def test_weights_follow_parameters_and_precision() -> None:
     sdxl = model_catalog()["sdxl"]
-    half = estimate(sdxl, "fp16", 1, 1024, 1024)
+    half = estimate(sdxl, "bf16", 1, 1024, 1024)
     full = estimate(sdxl, "fp32", 1, 1024, 1024)
     assert full.weights_mib["unet"] == pytest.approx(2 * half.weights_mib["unet"], abs=1)
     assert half.weights_mib["unet"] == pytest.approx(2.567e9 * 2 / 2**20, abs=1)
@@ -45,7 +46,9 @@ def test_margin_is_kept_free() -> None:
     [
         ("tiny", "fp32", "cpu", "standard", True),
         ("sd15", "fp16", "t4-16gb", "bulk", True),
-        ("sdxl", "fp16", "t4-16gb", "standard", True),
+        ("sdxl", "fp16", "t4-16gb", "premium", True),
+        ("sdxl", "fp16", "t4-16gb", "standard", False),  # batch 4: the fp32 VAE upcast tips it over
+        ("sdxl", "bf16", "l4-24gb", "standard", True),
         ("sdxl", "fp32", "t4-16gb", "standard", False),
         ("sd35-large", "fp32", "l4-24gb", "standard", False),
         ("sd35-large", "bf16", "a100-80gb", "standard", True),
@@ -77,7 +80,7 @@ def test_remedy_suggests_a_smaller_batch_when_that_suffices() -> None:
 
 
 def test_remedy_suggests_half_precision() -> None:
-    fit = _fit(model={"name": "sdxl"}, precision="fp32", gpuClass="t4-16gb")
+    fit = _fit(model={"name": "sdxl"}, precision="fp32", gpuClass="t4-16gb", tier="premium")
     assert "spec.precision fp16" in fit.message
 
 
@@ -97,3 +100,42 @@ def test_repo_id_without_family_is_unknown_and_still_runs() -> None:
     assert (fit.status, fit.reason) == ("Unknown", "UnknownModel") and fit.fits
     sized = _fit(model={"name": "someone/sdxl-anime", "family": "sdxl"}, gpuClass="l4-24gb")
     assert sized.status == "True"
+
+
+def test_sdxl_fp16_counts_the_fp32_vae_upcast() -> None:
+    sdxl = model_catalog()["sdxl"]
+    fp16, bf16 = estimate(sdxl, "fp16", 2, 1024, 1024), estimate(sdxl, "bf16", 2, 1024, 1024)
+    assert "vae" not in fp16.weights_mib
+    assert fp16.weights_mib["vae (fp32 upcast)"] == pytest.approx(2 * bf16.weights_mib["vae"], abs=1)
+    upcast = sdxl.fp32_vae_upcast_gib_per_megapixel
+    assert upcast > 0
+    assert fp16.activations_mib - bf16.activations_mib == pytest.approx(upcast * 1024 * 2 * 1024 * 1024 / 1e6, abs=1)
+
+
+def test_sd15_counts_its_safety_checker() -> None:
+    weights = estimate(model_catalog()["sd15"], "fp16", 1, 512, 512).weights_mib
+    assert weights["safety_checker"] == pytest.approx(0.304e9 * 2 / 2**20, abs=1)
+
+
+@pytest.mark.parametrize(
+    ("model", "preferred"),
+    [("flux1-dev", "bf16"), ("flux1-schnell", "bf16"), ("sd35-medium", "bf16"), ("sd35-large", "bf16"),
+     ("sdxl", "fp16"), ("sd15", "fp16"), ("someone/custom", "fp16")],
+)
+def test_left_out_precision_is_the_models_preferred(model: str, preferred: str) -> None:
+    resolved = resolve(ImageModelDeploymentSpec.model_validate({"model": {"name": model}, "gpuClass": "h100-80gb"}),
+                       CLASSES)
+    assert resolved.precision == preferred
+    assert {"name": "IMAGEFLEET_PRECISION", "value": preferred} in runtime_env(resolved)
+
+
+def test_flux_at_fp16_is_refused_with_the_reason() -> None:
+    fit = _fit(model={"name": "flux1-dev"}, precision="fp16", gpuClass="h100-80gb")
+    assert (fit.status, fit.reason) == ("False", "RefusedPrecision") and not fit.fits
+    assert "NaN" in fit.message and "bf16" in fit.message
+
+
+def test_preferred_precision_the_card_cannot_run_says_it_was_the_default() -> None:
+    fit = _fit(model={"name": "flux1-schnell"}, gpuClass="t4-16gb")
+    assert fit.reason == "UnsupportedPrecision"
+    assert "bf16 (the model's preferred precision)" in fit.message

@@ -308,7 +308,7 @@ def test_steady_state_makes_no_writes(cluster: Cluster, namespace: str, operator
     operator_factory(namespace, env={"IMAGEFLEET_RESYNC_SECONDS": "10"})
     imds = Imds(cluster.api_client, namespace)
     imds.create("steady-cpu", TINY)
-    imds.create("steady-gpu", {"model": {"name": "sdxl"}, "gpuClass": "l4-24gb", "replicas": 2, "tier": "bulk"})
+    imds.create("steady-gpu", {"model": {"name": "sdxl"}, "gpuClass": "l4-24gb", "replicas": 2, "tier": "standard"})
     imds.create("steady-nofit", {"model": {"name": "flux1-dev"}, "gpuClass": "t4-16gb"})
     imds.wait_ready("steady-cpu")
     imds.wait_ready("steady-gpu")

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from imagefleet.catalog import emulation_table, load_gpu_classes, model_catalog
-from imagefleet_runtime.emulated.cost import (
+from imagefleet.cost import (
     EmulationError,
     Plan,
     batch_factor,

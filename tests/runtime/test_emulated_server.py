@@ -23,7 +23,7 @@ from PIL import Image
 
 from imagefleet import metrics as names
 from imagefleet_runtime.__main__ import EXIT_BAD_SETTINGS
-from imagefleet_runtime.emulated.cost import builtin_plan, call_seconds, load_seconds
+from imagefleet.cost import builtin_plan, call_seconds, load_seconds
 from tests.helpers import wait_until
 
 from .support import RunningServer, free_port, runtime_server, sample

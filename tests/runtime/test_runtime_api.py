@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from imagefleet import metrics as names
+from tests.helpers import wait_until
 
 from .support import RunningServer
 
@@ -78,15 +79,18 @@ def test_same_seed_inside_a_batch(runtime: RunningServer) -> None:
     calls_before = runtime.metric(names.BATCH_SIZE + "_count")
     requests_before = runtime.metric(names.BATCH_SIZE + "_sum")
     seeds = [21, 22, 21, 22]
-    with ThreadPoolExecutor(1 + len(seeds)) as pool:
-        # A long request with other steps holds the pipeline while the four queue up behind it.
-        blocker = pool.submit(generate, runtime, prompt=PROMPT, steps=100)
+    with ThreadPoolExecutor(2 + len(seeds)) as pool:
+        # Two long requests with other steps (so each runs alone): once one waits, the other is running,
+        # and the four queue up behind both.
+        blockers = [pool.submit(generate, runtime, prompt=PROMPT, steps=steps) for steps in (100, 99)]
+        wait_until(lambda: runtime.metric(names.QUEUE_DEPTH) == 1, timeout=60, interval=0.02,
+                   message="one blocker running, one waiting")
         futures = [pool.submit(generate, runtime, prompt=PROMPT, seed=seed) for seed in seeds]
         batched = [png_bytes(future.result())[0] for future in futures]
-        assert blocker.result().status_code == 200
+        assert [blocker.result().status_code for blocker in blockers] == [200, 200]
     calls = runtime.metric(names.BATCH_SIZE + "_count") - calls_before
     requests = runtime.metric(names.BATCH_SIZE + "_sum") - requests_before
-    assert (calls, requests) == (2, 1 + len(seeds)), "the four queued requests did not share one pipeline call"
+    assert (calls, requests) == (3, 2 + len(seeds)), "the four queued requests did not share one pipeline call"
     assert batched[0] == batched[2]
     assert batched[1] == batched[3]
     assert batched[0] != batched[1]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 
 from imagefleet_runtime.batcher import BatchKey, ImageSpec
 from imagefleet_runtime.engine import PipelineEngine
+from imagefleet_runtime.errors import ContentFiltered, DeviceFailure
 from imagefleet_runtime.models import builtin
 from imagefleet_runtime.models.loader import ModelLoadError, load_pipeline, resolve_device
 from imagefleet_runtime.settings import Settings
@@ -53,7 +56,7 @@ def test_tiny_engine_native_size_and_reproducible_images() -> None:
     first = engine.generate(KEY, [ImageSpec("a red square", None, 1)])
     assert first == engine.generate(KEY, [ImageSpec("a red square", None, 1)])
     assert first != engine.generate(KEY, [ImageSpec("a red square", None, 2)])
-    assert first[0].startswith(b"\x89PNG")
+    assert engine.encode(first[0], "png").startswith(b"\x89PNG")
 
 
 def test_loads_a_local_diffusers_folder_offline(tmp_path: Path) -> None:
@@ -78,3 +81,39 @@ def test_cuda_without_gpu_is_refused() -> None:
     with pytest.raises(ModelLoadError, match="--device cpu"):
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_sticky_cuda_error_is_a_device_failure_and_other_errors_pass_through() -> None:
+    """The classification the batcher relies on, with the pipeline raising what CUDA would."""
+    pipeline, device = load_pipeline(Settings(model="tiny", device="cpu"))
+    engine = PipelineEngine(pipeline, device)
+    spec = [ImageSpec("a red square", None, 1)]
+
+    def raising(message: str) -> Callable[..., object]:
+        def call(**_: object) -> object:
+            raise RuntimeError(message)
+        return call
+
+    engine.pipeline = raising("CUDA error: an illegal memory access was encountered")
+    with pytest.raises(DeviceFailure, match="illegal memory access"):
+        engine.generate(KEY, spec)
+    engine.pipeline = raising("Expected all tensors to be on the same device")
+    with pytest.raises(RuntimeError, match="same device") as error:
+        engine.generate(KEY, spec)
+    assert not isinstance(error.value, DeviceFailure)
+
+
+def test_flagged_image_becomes_a_content_policy_error_not_a_black_image() -> None:
+    """What a pipeline with a safety checker returns: the flagged image blacked out, and the flags."""
+    pipeline, device = load_pipeline(Settings(model="tiny", device="cpu"))
+    engine = PipelineEngine(pipeline, device)
+    black = Image.new("RGB", (64, 64))
+
+    def checked(**_: object) -> object:
+        return SimpleNamespace(images=[black, black], nsfw_content_detected=[False, True])
+
+    engine.pipeline = checked
+    kept, flagged = engine.generate(KEY, [ImageSpec("a", None, 1), ImageSpec("b", None, 2)])
+    assert kept is black
+    assert isinstance(flagged, ContentFiltered)
+    assert (flagged.status, flagged.code, flagged.param) == (400, "content_policy_violation", "prompt")

@@ -8,8 +8,10 @@ for the caches (/cache: HF_HOME, TORCH_HOME, ... in the image) and /tmp (HOME).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from ..cost import EmulationError, builtin_plan, call_seconds
 from ..resolve import Resolved
 from .labels import RUNTIME_PORT, Owner, child_metadata, prometheus_annotations, runtime_labels, selector_labels
 
@@ -17,8 +19,15 @@ CONTAINER = "runtime"
 RUNTIME_UID = 10001
 CACHE_DIR = "/cache"
 MODEL_DIR = "/models"
-# Long enough to finish the queue after SIGTERM (the runtime drains, then exits).
-TERMINATION_GRACE_SECONDS = 180
+# The preStop hook sleeps this long before SIGTERM: the endpoints controller and every kube-proxy
+# (or gateway) drop the terminating pod meanwhile, so no request arrives after the drain began.
+PRESTOP_SLEEP_SECONDS = 10
+# Grace period = preStop + DRAIN_SAFETY x the time to drain a full queue (below), within these bounds:
+# the floor covers an estimate that is off; the cap keeps node drains and rollouts finite (a longer
+# drain than an hour is better served by a smaller queueSize).
+GRACE_FLOOR_SECONDS = 180
+GRACE_CAP_SECONDS = 3600
+DRAIN_SAFETY = 1.5
 # Downloading weights before the server answers /healthz can take minutes.
 STARTUP_PROBE_PERIOD_SECONDS = 10
 STARTUP_PROBE_FAILURES = 90
@@ -34,7 +43,7 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
         "MODEL": spec.model.name,
         **({"MODEL_PATH": MODEL_DIR} if source else {}),
         "OFFLINE": "true" if source else "false",
-        "PRECISION": spec.precision,
+        "PRECISION": resolved.precision,
         "DEVICE": resolved.gpu_class.device,
         "MAX_BATCH_SIZE": batching.max_batch_size,
         "MAX_BATCH_DELAY_MS": batching.max_delay_milliseconds,
@@ -61,6 +70,30 @@ def container_resources(resolved: Resolved) -> dict[str, dict[str, str]]:
     if gpu_class.gpu_resource:
         requests[gpu_class.gpu_resource] = limits[gpu_class.gpu_resource] = str(gpu_class.gpus_per_replica)
     return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+
+
+def drain_seconds(resolved: Resolved) -> float | None:
+    """Time to run a full queue and the batch in hand after SIGTERM, at the largest batch and size and the
+    default steps, from the calibrated cost table; None for a model or class it has no figures for."""
+    batching, generation = resolved.batching, resolved.generation
+    try:
+        plan = builtin_plan(model=resolved.model.name if resolved.model else "", gpu_class=resolved.spec.gpu_class,
+                            precision=resolved.precision)
+    except EmulationError:
+        return None
+    batch = call_seconds(plan, width=generation.max_width, height=generation.max_height,
+                         steps=generation.default_steps, images=batching.max_batch_size)
+    batches = -(-batching.queue_size // batching.max_batch_size) + 1
+    return batches * batch
+
+
+def termination_grace_seconds(resolved: Resolved) -> int:
+    """preStop + DRAIN_SAFETY x drain_seconds, between GRACE_FLOOR_SECONDS and GRACE_CAP_SECONDS."""
+    drain = drain_seconds(resolved)
+    if drain is None:
+        return GRACE_FLOOR_SECONDS
+    wanted = PRESTOP_SLEEP_SECONDS + math.ceil(DRAIN_SAFETY * drain)
+    return max(GRACE_FLOOR_SECONDS, min(GRACE_CAP_SECONDS, wanted))
 
 
 def _http_probe(path: str, period: int, failures: int, timeout: int = 1) -> dict[str, Any]:
@@ -103,6 +136,7 @@ def build_deployment(owner: Owner, resolved: Resolved, replicas: int, image: str
         "startupProbe": _http_probe("/healthz", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES),
         "livenessProbe": _http_probe("/healthz", 10, 3, timeout=5),
         "readinessProbe": _http_probe("/readyz", 5, 2),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
@@ -115,7 +149,7 @@ def build_deployment(owner: Owner, resolved: Resolved, replicas: int, image: str
         "automountServiceAccountToken": False,
         # Service links would inject IMAGEFLEET_* variables for a Service named "imagefleet".
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": termination_grace_seconds(resolved),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNTIME_UID,

@@ -7,8 +7,10 @@ from importlib import resources
 from typing import Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from .gpu_classes import Precision
 
 # The built-in catalog names, in the order the CRD and the docs list them.
 ModelName = Literal["tiny", "sd15", "sdxl", "sd35-medium", "sd35-large", "flux1-schnell", "flux1-dev"]
@@ -30,6 +32,23 @@ class GenerationDefaults(_Entry):
     max_height: int = Field(gt=0, multiple_of=8)
 
 
+class PrecisionPolicy(_Entry):
+    """Which precisions a model runs in, which it prefers, and why the others are refused."""
+
+    preferred: Precision
+    supported: tuple[Precision, ...] = Field(min_length=1)
+    # precision -> why the model breaks in it (the operator refuses it with this reason)
+    refused: dict[Precision, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrecisionPolicy:
+        if self.preferred not in self.supported:
+            raise ValueError(f"preferred {self.preferred} is not among supported {self.supported}")
+        if set(self.refused) & set(self.supported):
+            raise ValueError("a precision cannot be both supported and refused")
+        return self
+
+
 class ModelInfo(_Entry):
     """One catalog model: its Hugging Face repo and the size of each pipeline component."""
 
@@ -39,6 +58,9 @@ class ModelInfo(_Entry):
     # component name -> billions of parameters
     components: dict[str, float]
     activation_gib_per_megapixel: float = Field(alias="activationGiBPerMegapixel", gt=0)
+    # Extra working memory per megapixel when the pipeline decodes with its VAE upcast to fp32 at fp16.
+    fp32_vae_upcast_gib_per_megapixel: float = Field(0.0, alias="fp32VaeUpcastGiBPerMegapixel", ge=0)
+    precision: PrecisionPolicy
     defaults: GenerationDefaults
 
     @property

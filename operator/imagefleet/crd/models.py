@@ -192,13 +192,15 @@ class BatchingSpec(_ApiModel):
     )
 
     max_batch_size: int | None = Field(
-        None, ge=1, le=MAX_BATCH_SIZE, description="Most requests run as one pipeline call (tier default)."
+        None, ge=1, le=MAX_BATCH_SIZE, description="Most images run as one pipeline call (tier default)."
     )
     max_delay_milliseconds: int | None = Field(
-        None, ge=0, le=60_000, description="Longest wait for a batch to fill, in milliseconds (tier default)."
+        None, ge=0, le=60_000,
+        description="A batch takes the waiting requests that arrived within this many milliseconds of its "
+        "oldest; an idle replica starts a request at once (tier default).",
     )
     queue_size: int | None = Field(
-        None, ge=1, le=10_000, description="Requests waiting per replica before it answers 429 (tier default)."
+        None, ge=1, le=10_000, description="Images waiting per replica before it answers 429 (tier default)."
     )
 
 
@@ -308,7 +310,11 @@ class ImageModelDeploymentSpec(_ApiModel):
         description="Preset for the batching and autoscaling fields left out: bulk (large batches, throughput), "
         "standard, premium (batch 1, tight p95, never below one replica).",
     )
-    precision: Precision = Field("fp16", description="Weight and activation precision: fp16, bf16 or fp32.")
+    precision: Precision | None = Field(
+        None,
+        description="Weight and activation precision: fp16, bf16 or fp32. Left out: the model's preferred one from the "
+        "catalog (bf16 for FLUX and SD 3.5; fp16 for SD 1.5, SDXL and a repo id without model.family).",
+    )
     gpu_class: str = Field(
         min_length=1, max_length=63, pattern=DNS_LABEL,
         description="A class from the operator's GPU class catalog (built in: cpu, t4-16gb, l4-24gb, a100-80gb, "

@@ -320,7 +320,7 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
     if deployment_plan.action == "apply" and observed.deployment is None and not created_before:
         deployment_events.append(Event(
             "Normal", CREATED, f"created Deployment and Service {owner.name}: {replicas} "
-            f"replica{'' if replicas == 1 else 's'} of {spec.model.name} at {spec.precision} on {spec.gpu_class}",
+            f"replica{'' if replicas == 1 else 's'} of {spec.model.name} at {resolved.precision} on {spec.gpu_class}",
         ))
     service_events = _child_events(service_plan, observed.service, owner.name, created_before)
     return Plan(

@@ -1,5 +1,5 @@
 """The emulated engine's I/O: it sleeps in the pipeline thread for as long as the real card would
-compute (that sleep is the emulated kernel time), then returns flat-colour PNGs."""
+compute (that sleep is the emulated kernel time), then returns flat-colour images (encoded by the app's encoder, off this thread)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import time
 from collections.abc import Sequence
 
 from ..batcher import BatchKey, ImageSpec
+from ..encoding import encode_pil, pillow_formats
 from ..engines import WARM_UP_STEPS
 from ..errors import OutOfMemory
+from ..memory import MemoryReading, process_memory
 from ..settings import Settings
-from .cost import Plan, builtin_plan, call_seconds, load_seconds
-from .png import flat_png
+from imagefleet.cost import Plan, builtin_plan, call_seconds, load_seconds
+from .png import FlatImage, flat_png
 
 
 class EmulatedEngine:
@@ -24,8 +26,20 @@ class EmulatedEngine:
         self.native_size = plan.native_size
         self.size_multiple = plan.size_multiple
         self.summary = f"an emulated {plan.gpu_class.name} at {plan.precision} (speedup {speedup:g})"
+        self.output_formats = pillow_formats()
 
-    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[bytes]:
+    def memory(self) -> MemoryReading:
+        """The emulated card's memory cannot be measured: the process's resident memory, labelled so."""
+        return process_memory()
+
+    def encode(self, image: object, output_format: str) -> bytes:
+        """PNG with the cheap writer; JPEG and WebP through Pillow."""
+        assert isinstance(image, FlatImage)
+        if output_format == "png":
+            return flat_png(image.width, image.height, image.colour)
+        return encode_pil(image.to_pil(), output_format)
+
+    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[object]:
         if not self.plan.fits(len(images), key.width, key.height):
             raise OutOfMemory(
                 f"{len(images)} image(s) of {key.width}x{key.height} do not fit in the memory of the emulated "
@@ -33,7 +47,7 @@ class EmulatedEngine:
             )
         seconds = call_seconds(self.plan, width=key.width, height=key.height, steps=key.steps, images=len(images))
         time.sleep(seconds / self.speedup)
-        return [flat_png(key.width, key.height, _colour(image)) for image in images]
+        return [FlatImage(key.width, key.height, _colour(image)) for image in images]
 
     def warm_up(self, key: BatchKey) -> float:
         """A short call, as the diffusers engine makes; returns one full call at `key`, in emulated seconds."""

@@ -1,10 +1,13 @@
-"""Small, cheap PNG images of any size: one flat colour, written with zlib (no PIL)."""
+"""Small, cheap PNG images of any size: one flat colour, written with zlib (no PIL on the PNG path)."""
 
 from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from functools import lru_cache
+
+from PIL import Image
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Bit depth 1, colour type 3 (palette): one bit per pixel, every pixel palette entry 0.
@@ -28,3 +31,15 @@ def flat_png(width: int, height: int, colour: tuple[int, int, int]) -> bytes:
     """A valid PNG of `width` x `height` pixels, all of `colour` (RGB)."""
     header, pixels = _header_and_pixels(width, height)
     return SIGNATURE + header + _chunk(b"PLTE", bytes(colour)) + pixels + _chunk(b"IEND", b"")
+
+
+@dataclass(frozen=True)
+class FlatImage:
+    """What the emulated engine makes: a size and one colour."""
+
+    width: int
+    height: int
+    colour: tuple[int, int, int]
+
+    def to_pil(self) -> Image.Image:
+        return Image.new("RGB", (self.width, self.height), self.colour)

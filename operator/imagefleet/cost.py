@@ -1,4 +1,7 @@
-"""The emulated engine's cost model: pure functions of the cost table in imagefleet.catalog (emulation.yaml).
+"""The cost model: pure functions of the cost table in imagefleet.catalog (emulation.yaml).
+
+The emulated engine takes its call times from it; the operator sizes a runtime pod's grace
+period with it (the time to drain a full queue).
 
     call seconds = base x steps / anchor steps x pixels / anchor pixels
                    x (1 + batch_cost x (images - 1)) x (fp32_factor if fp32)
@@ -6,8 +9,8 @@
 
 `base` is the model's anchor on the class at half precision, or an anchor on another class
 scaled by the two classes' relative times; an overhead-bound model (tiny) takes its one anchor
-as is, on every class and at every precision. Durations here are real-card seconds; the engine
-divides them by the emulation speedup.
+as is, on every class and at every precision. Durations here are real-card seconds; the emulated
+engine divides them by the emulation speedup.
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ import base64
 import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, get_args
-
 from PIL import Image, features
 
-OutputFormat = Literal["png", "jpeg", "webp"]
-OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+from imagefleet.images_api import OUTPUT_FORMATS, OutputFormat
+
+__all__ = ["OUTPUT_FORMATS", "OutputFormat"]
+
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Threads that encode: two keep the pipeline fed at small sizes and leave CPU to the rest.
 ENCODER_THREADS = 2

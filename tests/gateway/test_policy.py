@@ -220,7 +220,7 @@ def test_gateway_refuses_what_the_runtime_schema_refuses_naming_the_same_field(b
 
     from pydantic import ValidationError
 
-    from imagefleet_runtime.schemas import GenerationRequest as RuntimeRequest  # plain pydantic, no torch
+    from imagefleet.images_api import GenerationRequest as RuntimeRequest
 
     try:
         RuntimeRequest.model_validate(body)
@@ -244,3 +244,8 @@ def test_gateway_fields_are_not_forwarded_and_bad_json_names_the_body() -> None:
     with pytest.raises(InvalidRequest) as quality:
         parse_request(b'{"prompt": "x", "quality": "hd"}')
     assert quality.value.param == "quality"
+
+
+def test_every_field_the_runtime_serves_passes_the_gateway() -> None:
+    request, forwarded = parse_request(b'{"prompt": "x", "output_format": "webp", "quality": "low", "n": 2}')
+    assert request.output_format == "webp" and forwarded == b'{"prompt": "x", "output_format": "webp", "n": 2}'

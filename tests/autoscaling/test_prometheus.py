@@ -1,4 +1,4 @@
-"""The Prometheus client and the per-resource queries against a real local Prometheus
+"""The Prometheus client and the batched queries, read for one resource, against a real local Prometheus
 (Debian's /usr/bin/prometheus) scraping real HTTP exporters."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imagefleet import metrics
-from imagefleet.autoscaling import queries
+from imagefleet.autoscaling import batch, queries
 from imagefleet.autoscaling.prometheus import (
     PrometheusClient,
     PrometheusQueryError,
@@ -66,7 +66,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 def read(url: str, name: str, namespace: str = NAMESPACE) -> queries.Readings:
     async def go() -> queries.Readings:
         async with PrometheusClient(url) as client:
-            return await queries.read(client, namespace, name, WINDOW_SECONDS)
+            return await batch.read_one(client, namespace, name, WINDOW_SECONDS)
 
     return asyncio.run(go())
 

@@ -14,6 +14,7 @@ from ..config import OperatorSettings
 from ..kube import FIELD_MANAGER, Kube
 from ..reconcile import Config, Reconciler
 from ..reconcile.retries import Retries
+from .common import write_limiter
 from .resync import resync_forever
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ async def configure(
     gpu_classes = operator.gpu_classes
     memo.settings = operator
     memo.reconciler = Reconciler(
-        Kube.from_environment(), Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image)
+        Kube.from_environment(limiter=write_limiter(memo)), Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image)
     )
     memo.retries = Retries()
     memo.resync = asyncio.create_task(

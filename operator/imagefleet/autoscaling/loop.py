@@ -181,7 +181,8 @@ class Autoscaler:
         self._histories: dict[str, History] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._scrape_intervals: dict[tuple[str, str], float] = {}
-        self._targets_read_at: float | None = None
+        # When the scrape intervals were last read, and that read.
+        self._targets: tuple[float, asyncio.Future[None]] | None = None
         # The autoscaled resources by uid, and this interval's batched read per rate window.
         self._keys: dict[str, Key] = {}
         self._rounds: dict[float, tuple[int, asyncio.Future[Round]]] = {}
@@ -348,13 +349,18 @@ class Autoscaler:
         if self.prometheus is None:
             return None
         now = self.clock()
-        if self._targets_read_at is None or now - self._targets_read_at >= TARGETS_TTL_SECONDS:
-            try:
-                self._scrape_intervals = queries.scrape_intervals(await self.prometheus.active_targets())
-            except PrometheusError as error:
-                logger.warning("cannot read Prometheus's scrape intervals: %s", error)
-            self._targets_read_at = now
+        if self._targets is None or now - self._targets[0] >= TARGETS_TTL_SECONDS:
+            # One read for every evaluation that needs it now, not one each.
+            self._targets = (now, asyncio.ensure_future(self._read_scrape_intervals()))
+        await asyncio.shield(self._targets[1])
         return self._scrape_intervals.get((namespace, name))
+
+    async def _read_scrape_intervals(self) -> None:
+        assert self.prometheus is not None
+        try:
+            self._scrape_intervals = queries.scrape_intervals(await self.prometheus.active_targets())
+        except PrometheusError as error:
+            logger.warning("cannot read Prometheus's scrape intervals: %s", error)
 
     async def _metrics(self, namespace: str, name: str, targets: Targets, scrape: float | None) -> Metrics:
         empty = queries.Readings(None, None, None, None)

@@ -24,7 +24,7 @@ class PrometheusUnavailable(PrometheusError):
 
 
 class PrometheusTimeout(PrometheusUnavailable):
-    """Prometheus did not answer in time (perhaps the query is too large: a smaller one may pass)."""
+    """Prometheus took the query but did not answer in time (perhaps too large: a smaller one may pass)."""
 
 
 class PrometheusQueryError(PrometheusError):
@@ -49,7 +49,7 @@ class Sample:
 class PrometheusClient:
     """`await client.query("sum(up)")` against one Prometheus server."""
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, url: str, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
@@ -77,8 +77,10 @@ class PrometheusClient:
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as error:
+        except httpx.ReadTimeout as error:  # it took the query but did not answer in time
             raise PrometheusTimeout(f"Prometheus at {self.url} timed out: {error!r}") from error
+        except httpx.TimeoutException as error:  # connecting (or a free connection) took too long
+            raise PrometheusUnavailable(f"Prometheus at {self.url} timed out: {error!r}") from error
         except httpx.TransportError as error:
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {error!r}") from error
         try:

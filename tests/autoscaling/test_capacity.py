@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagefleet.autoscaling.capacity import node_gpus, pod_gpus, replica_capacity
+from imagefleet.autoscaling.capacity import class_usage, node_gpus, pod_gpus
 from imagefleet.builders.labels import NAME_LABEL
 from imagefleet.catalog import load_gpu_classes
 
@@ -34,7 +34,8 @@ def pod(node_name: str | None, gpus: int, *, owner: str = "other", phase: str = 
 
 def capacity(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], name: str = "mine") -> int | None:
     used = [summary for summary in map(pod_gpus, pods) if summary is not None]
-    return replica_capacity([node_gpus(n) for n in nodes], used, A100, "ns", name)
+    usage = class_usage([node_gpus(n) for n in nodes], used, A100)
+    return None if usage is None else usage.replicas("ns", name)
 
 
 def test_free_gpus_of_the_class_plus_the_resource_own_pods() -> None:
@@ -57,4 +58,4 @@ def test_an_init_container_larger_than_the_containers_sets_the_request() -> None
 
 
 def test_classes_without_a_gpu_resource_have_no_limit() -> None:
-    assert replica_capacity([node_gpus(node("a", 4))], [], CLASSES["cpu"], "ns", "mine") is None
+    assert class_usage([node_gpus(node("a", 4))], [], CLASSES["cpu"]) is None

@@ -67,10 +67,21 @@ def pod_gpus(pod: Mapping[str, Any]) -> PodGPUs | None:
     return PodGPUs(node, metadata.get("namespace", ""), (metadata.get("labels") or {}).get(NAME_LABEL), requests)
 
 
-def replica_capacity(
-    nodes: Iterable[NodeGPUs], pods: Iterable[PodGPUs], gpu_class: GPUClass, namespace: str, name: str
-) -> int | None:
-    """Replicas of `namespace/name` the class can host; None for classes without a GPU resource."""
+@dataclass(frozen=True)
+class ClassUsage:
+    """A GPU class right now: its free GPUs, and the replicas each resource has bound to its nodes."""
+
+    free_gpus: int
+    hosted: Mapping[tuple[str, str], int]
+    gpus_per_replica: int
+
+    def replicas(self, namespace: str, name: str) -> int:
+        """Replicas of `namespace/name` that can be running: its own bound pods plus what the free GPUs host."""
+        return self.hosted.get((namespace, name), 0) + self.free_gpus // self.gpus_per_replica
+
+
+def class_usage(nodes: Iterable[NodeGPUs], pods: Iterable[PodGPUs], gpu_class: GPUClass) -> ClassUsage | None:
+    """None for classes without a GPU resource (nothing to run out of)."""
     resource = gpu_class.gpu_resource
     if resource is None:
         return None
@@ -80,15 +91,16 @@ def replica_capacity(
         for node in nodes
         if node.schedulable and all(node.labels.get(key) == value for key, value in selector)
     }
-    used = own = 0
+    used = 0
+    hosted: dict[tuple[str, str], int] = {}
     for pod in pods:
         if pod.node not in allocatable:
             continue
         used += pod.requests.get(resource, 0)
-        if pod.namespace == namespace and pod.resource == name:
-            own += 1
-    free = max(0, sum(allocatable.values()) - used)
-    return own + free // gpu_class.gpus_per_replica
+        if pod.resource is not None:
+            key = (pod.namespace, pod.resource)
+            hosted[key] = hosted.get(key, 0) + 1
+    return ClassUsage(max(0, sum(allocatable.values()) - used), hosted, gpu_class.gpus_per_replica)
 
 
 def _pod_requests(spec: Mapping[str, Any]) -> dict[str, int]:

@@ -33,7 +33,7 @@ from ..kube import Conflict, Kube
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .batch import Key, Round, read_round
-from .capacity import ACTIVE_PODS, NodeGPUs, PodGPUs, node_gpus, pod_gpus, replica_capacity
+from .capacity import ACTIVE_PODS, ClassUsage, NodeGPUs, PodGPUs, class_usage, node_gpus, pod_gpus
 from .policy import (
     CAPACITY,
     LATENCY,
@@ -186,6 +186,8 @@ class Autoscaler:
         # The autoscaled resources by uid, and this interval's batched read per rate window.
         self._keys: dict[str, Key] = {}
         self._rounds: dict[float, tuple[int, asyncio.Future[Round]]] = {}
+        # This interval's GPU usage per class: counted once, not once per resource.
+        self._usages: dict[str, tuple[int, asyncio.Future[ClassUsage | None]]] = {}
         # Per uid: the demand-at value last acted on, and the spec.replicas last seen.
         self._woken_by: dict[str, str] = {}
         self._spec_replicas: dict[str, int] = {}
@@ -282,9 +284,8 @@ class Autoscaler:
             namespace, name, targets, scrape
         )
         gpu_class = self.gpu_classes.get(spec.gpu_class)
-        capacity = None
-        if gpu_class is not None and gpu_class.gpu_resource is not None:
-            capacity = replica_capacity(*await self.fleet.gpus(), gpu_class, namespace, name)
+        usage = None if gpu_class is None or gpu_class.gpu_resource is None else await self._usage(gpu_class)
+        capacity = None if usage is None else usage.replicas(namespace, name)
         readings = metrics.readings
         decision = decide(
             Observation(
@@ -411,6 +412,20 @@ class Autoscaler:
             # Retrieved by every waiter; a failure is theirs to report, not an unretrieved exception.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
             cached = self._rounds[window] = (slot, task)
+        return await asyncio.shield(cached[1])
+
+    async def _usage(self, gpu_class: GPUClass) -> ClassUsage | None:
+        """This interval's usage of the class: the first evaluation counts it, the others reuse it."""
+        slot = math.floor(self.clock() / self.interval_seconds)
+        cached = self._usages.get(gpu_class.name)
+        if cached is None or cached[0] != slot:
+
+            async def count() -> ClassUsage | None:
+                return class_usage(*await self.fleet.gpus(), gpu_class)
+
+            task = asyncio.ensure_future(count())
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            cached = self._usages[gpu_class.name] = (slot, task)
         return await asyncio.shield(cached[1])
 
     async def _write_status(

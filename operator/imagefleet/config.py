@@ -32,6 +32,10 @@ class OperatorSettings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="Port of the operator's /metrics (resource status as series); unset: none."
     )
+    kube_write_qps: float = Field(
+        50.0, gt=0, description="The operator's API writes per second on average (a client-side limit)."
+    )
+    kube_write_burst: int = Field(100, ge=1, description="API writes the operator may send at once above its QPS.")
     resync_seconds: float = Field(
         120.0, gt=0, description="How often every resource is re-checked for drift that no event announced."
     )

@@ -4,7 +4,10 @@ Objects are plain dicts (camelCase JSON), never the client's generated models.
 Children are written with server-side apply under one field manager, so an
 apply is create-or-update in one request and never removes fields that other
 managers (a user, the autoscaler, HPA) own. 429 and 5xx answers and broken
-connections are retried with exponential backoff (honouring Retry-After);
+connections are retried with exponential backoff (honouring Retry-After, as API
+Priority and Fairness sends it with its 429s); writes wait for a token of a
+`WriteLimiter` shared by the operator's clients (client-side QPS and burst), so a
+burst of changes is spread out in order rather than dropped;
 409 Conflict is raised to the caller (the autoscaler re-reads and retries its
 status merge patches; the operator's own status writes are applies and never conflict).
 """
@@ -15,7 +18,8 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +38,8 @@ USER_AGENT = "imagefleet-operator"
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 REQUEST_TIMEOUT_SECONDS = 30.0
 EVENT_MESSAGE_LIMIT = 1024
+# The longest Retry-After honoured as given (longer ones are waited this long, then retried).
+RETRY_AFTER_LIMIT_SECONDS = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -76,22 +82,47 @@ def _message(error: ApiException) -> str:
         return str(error.body or error.reason)
 
 
+class WriteLimiter:
+    """A token bucket: on average `qps` writes a second, up to `burst` at once; waiters go in arrival order."""
+
+    def __init__(self, qps: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.qps = qps
+        self.burst = burst
+        self.clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = asyncio.Lock()  # FIFO: the first writer waiting is the first served
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = self.clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+            self._at = now
+            if self._tokens < 1.0:
+                await asyncio.sleep((1.0 - self._tokens) / self.qps)
+                now = self.clock()
+                self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.qps)
+                self._at = now
+            self._tokens -= 1.0
+
+
 class Kube:
     """Async API calls (each runs the synchronous client in a small thread pool)."""
 
     def __init__(
         self, api_client: client.ApiClient, *, attempts: int = 6, backoff_seconds: float = 0.2,
-        max_backoff_seconds: float = 5.0, threads: int = 8,
+        max_backoff_seconds: float = 5.0, threads: int = 8, limiter: WriteLimiter | None = None,
     ) -> None:
         api_client.user_agent = USER_AGENT
         self.api_client = api_client
+        self.limiter = limiter
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, limiter: WriteLimiter | None = None) -> Kube:
         """In-cluster credentials, else the current kubeconfig context (KUBECONFIG)."""
         configuration = client.Configuration()
         try:
@@ -99,7 +130,7 @@ class Kube:
         except ConfigException:
             config.load_kube_config(client_configuration=configuration)
         configuration.connection_pool_maxsize = 8
-        return cls(client.ApiClient(configuration))
+        return cls(client.ApiClient(configuration), limiter=limiter)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -128,9 +159,11 @@ class Kube:
         self, method: str, path: str, body: Any = None, content_type: str | None = None,
         query: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One API request, retried on 429, 5xx and connection errors."""
+        """One API request, retried on 429, 5xx and connection errors; a write waits for the limiter first."""
         loop = asyncio.get_running_loop()
         for attempt in range(1, self.attempts + 1):
+            if self.limiter is not None and method != "GET":
+                await self.limiter.acquire()
             try:
                 return await loop.run_in_executor(
                     self._executor, self._request_once, method, path, body, content_type, query
@@ -155,7 +188,7 @@ class Kube:
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after and retry_after.isdigit():
-            return min(float(retry_after), self.max_backoff_seconds)
+            return min(float(retry_after), RETRY_AFTER_LIMIT_SECONDS)
         base = min(self.backoff_seconds * 2 ** (attempt - 1), self.max_backoff_seconds)
         return base * random.uniform(0.5, 1.0)
 

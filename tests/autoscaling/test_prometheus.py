@@ -1,4 +1,4 @@
-"""The Prometheus client and the per-resource queries against a real local Prometheus
+"""The Prometheus client and the batched queries, read for one resource, against a real local Prometheus
 (Debian's /usr/bin/prometheus) scraping real HTTP exporters."""
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imagefleet import metrics
-from imagefleet.autoscaling import queries
+from imagefleet.autoscaling import batch, queries
 from imagefleet.autoscaling.prometheus import (
     PrometheusClient,
     PrometheusQueryError,
+    PrometheusTimeout,
     PrometheusUnavailable,
 )
 from imagefleet.dev.processes import HOST, free_port
@@ -66,7 +68,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 def read(url: str, name: str, namespace: str = NAMESPACE) -> queries.Readings:
     async def go() -> queries.Readings:
         async with PrometheusClient(url) as client:
-            return await queries.read(client, namespace, name, WINDOW_SECONDS)
+            return await batch.read_one(client, namespace, name, WINDOW_SECONDS)
 
     return asyncio.run(go())
 
@@ -265,3 +267,28 @@ def test_a_server_that_never_answers_times_out() -> None:
         for connection in accepted:
             connection.close()
         listener.close()
+
+
+def test_a_batch_that_times_out_splits_down_to_each_resource_and_reports_each(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Prometheus never answers within the read timeout: the round halves its batches down to one
+    resource each, logs and counts every split, and hands each resource its own failure."""
+    wait_scraped(setup, 4)
+    keys = [(NAMESPACE, "a"), (NAMESPACE, "b"), ("team-c", "a")]
+    splits_before = batch.SPLITS._value.get()
+
+    async def go() -> batch.Round:
+        # Connecting may take its time; the answer may not (no query is answered in 0.1 ms).
+        async with PrometheusClient(setup.prometheus.url, timeout=httpx.Timeout(5.0, read=0.0001)) as client:
+            return await batch.read_round(client, WINDOW_SECONDS, keys)
+
+    with caplog.at_level("WARNING", logger=batch.__name__):
+        result = asyncio.run(go())
+    # All three, then the half of two: two splits; the single resources are not split further.
+    assert result.splits == 2
+    assert batch.SPLITS._value.get() - splits_before == 2
+    assert sum("splitting it in halves" in record.getMessage() for record in caplog.records) == 2
+    assert set(result.failures) == set(keys)
+    assert all(isinstance(error, PrometheusTimeout) for error in result.failures.values())
+    assert result.queries == 8 * 5  # all, the two halves, and the two singles of the first half

@@ -190,6 +190,8 @@ ALLOWED = [
     ("create", "events"),
     ("list", "pods"),
     ("list", "nodes"),
+    ("watch", "pods"),
+    ("watch", "nodes"),
 ]
 REFUSED = [
     ("get", "secrets"),
@@ -209,7 +211,6 @@ REFUSED = [
     ("delete", "namespaces"),
     ("create", "statefulsets.apps"),
     ("update", "deployments.apps"),
-    ("watch", "nodes"),
     ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
 ]
 

@@ -103,8 +103,8 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
         assert not FORBIDDEN_RESOURCES & set(rule["resources"]), rule
     assert verbs_for(rules, "imagefleet.io", "imagemodeldeployments") == {"get", "list", "watch", "patch"}
     assert verbs_for(rules, "imagefleet.io", "imagemodeldeployments/status") == {"patch"}
-    assert verbs_for(rules, "", "pods") == {"list"}
-    assert verbs_for(rules, "", "nodes") == {"list"}
+    assert verbs_for(rules, "", "pods") == {"list", "watch"}  # the autoscaler's GPU index
+    assert verbs_for(rules, "", "nodes") == {"list", "watch"}
     assert verbs_for(rules, "", "events") == {"create", "patch"}
     crud = {"create", "get", "list", "watch", "patch", "delete"}  # server-side apply: no PUT
     assert verbs_for(rules, "apps", "deployments") == crud

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from imagefleet.kube import Conflict, Kube, KubeError, NotFound
+from imagefleet.kube import Conflict, Kube, KubeError, NotFound, WriteLimiter
 
 
 class ScriptedKube(Kube):
@@ -67,3 +69,29 @@ async def test_delete_of_a_missing_object_is_fine() -> None:
 def test_user_agent_names_the_operator() -> None:
     kube = Kube(client.ApiClient(client.Configuration()))
     assert kube.api_client.user_agent == "imagefleet-operator"
+
+
+async def test_retry_after_of_a_429_is_waited_even_past_the_backoff_cap() -> None:
+    error = _error(429)
+    error.headers = {"Retry-After": "1"}
+    kube = ScriptedKube([error, {"ok": True}])
+    kube.max_backoff_seconds = 0.01
+    started = time.monotonic()
+    assert await kube.request("PATCH", "/x", body={}) == {"ok": True}
+    assert time.monotonic() - started >= 1.0
+
+
+async def test_writes_wait_for_the_limiter_in_order_and_reads_do_not() -> None:
+    qps, burst, writes = 20.0, 5, 15
+    kube = ScriptedKube([{"n": index} for index in range(writes)] + [{"read": True}])
+    kube.limiter = WriteLimiter(qps, burst)
+    started = time.monotonic()
+    done = await asyncio.gather(*(kube.request("PATCH", f"/x/{index}", body={}) for index in range(writes)))
+    elapsed = time.monotonic() - started
+    # The burst goes at once; the other ten are spread at 20 a second, none dropped, none repeated.
+    assert elapsed >= (writes - burst) / qps * 0.95
+    assert sorted(answer["n"] for answer in done) == list(range(writes))
+    assert kube.calls == writes
+    read_started = time.monotonic()
+    assert await kube.request("GET", "/y") == {"read": True}
+    assert time.monotonic() - read_started < 0.2  # the bucket is empty, but a read does not wait for it

@@ -38,15 +38,15 @@ namespaces, else into a Role in each watched namespace.
 {{- end }}
 {{- define "imagefleet.clusterRules" }}
 # Read-only: GPU nodes and their nvidia.com/gpu allocatable (the fleet's capacity),
-# listed by the autoscaler before it scales up.
+# watched into the autoscaler's index.
 - apiGroups: [""]
   resources: [nodes]
-  verbs: [list]
-# Read-only: pods on every node, in every namespace, to count the GPUs already
-# requested there (free capacity before scaling up).
+  verbs: [list, watch]
+# Read-only: pods on every node, to count the GPUs already requested there (free
+# capacity before scaling up), watched into the autoscaler's index.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # Read-only: kopf notices when the ImageModelDeployment CRD is installed or removed.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]

@@ -3,6 +3,10 @@
 Observe: the Deployment's replicas, Prometheus's readings (over a window of at
 least four scrape intervals, read from Prometheus's targets), the free GPUs of
 the class, and the gateway's demand (the imagefleet.io/demand-at annotation).
+The Deployment and the GPUs come from a `Fleet`: kopf's watch-fed indexes in the
+operator (`ListedFleet`, a GET and two LISTs, where there is no watch). The
+readings come from a round shared by every resource evaluated in the same
+interval (`batch.read_round`: one query per signal for the whole fleet).
 Decide: `policy.decide`. Act, writing only what changed and in this order: the
 status (desiredReplicas first, so a reconcile never applies a stale count), the
 Deployment's spec.replicas, then an Event when the count changed. The user's
@@ -14,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .. import conditions as c
 from ..catalog import GPUClass
@@ -27,7 +32,8 @@ from ..crd.models import ImageModelDeploymentSpec
 from ..kube import Conflict, Kube
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
-from .capacity import replica_capacity
+from .batch import Key, Round, read_round
+from .capacity import ACTIVE_PODS, ClassUsage, NodeGPUs, PodGPUs, class_usage, node_gpus, pod_gpus
 from .policy import (
     CAPACITY,
     LATENCY,
@@ -55,6 +61,7 @@ NO_METRICS = "NoMetrics"
 PROMETHEUS_NOT_CONFIGURED = "PrometheusNotConfigured"
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
 QUERY_FAILED = "QueryFailed"
+SERIES_COLLIDE = "SeriesCollide"
 RATE_WINDOW_TOO_SHORT = "RateWindowTooShort"
 # ScalingLimited reason when no limit cut the recommendation.
 WITHIN_LIMITS = "WithinLimits"
@@ -74,6 +81,8 @@ TARGETS_TTL_SECONDS = 60.0
 FIELD_MANAGER = "imagefleet-autoscaler"
 CLOSE_TIMEOUT_SECONDS = 10.0
 STATUS_ATTEMPTS = 3
+# Wake a little after an interval starts, so that every evaluation falls in the same one.
+ROUND_MARGIN_SECONDS = 0.05
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +125,30 @@ def demand_age_seconds(annotations: Mapping[str, str] | None, now: datetime) -> 
     return (now - at).total_seconds()
 
 
+class Fleet(Protocol):
+    """Where the autoscaler reads a resource's Deployment and the GPUs in use."""
+
+    async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    async def gpus(self) -> tuple[Iterable[NodeGPUs], Iterable[PodGPUs]]: ...
+
+
+class ListedFleet:
+    """Reads from the API server on every call: for callers without watches (tests, tools)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return await self.kube.get("Deployment", namespace, name)
+
+    async def gpus(self) -> tuple[Iterable[NodeGPUs], Iterable[PodGPUs]]:
+        nodes = await self.kube.request("GET", "/api/v1/nodes")
+        pods = await self.kube.request("GET", "/api/v1/pods", query={"fieldSelector": ACTIVE_PODS})
+        used = (pod_gpus(pod) for pod in pods.get("items", []))
+        return [node_gpus(node) for node in nodes.get("items", [])], [pod for pod in used if pod is not None]
+
+
 @dataclass(frozen=True)
 class Metrics:
     readings: queries.Readings
@@ -135,9 +168,11 @@ class Autoscaler:
         gpu_classes: Mapping[str, GPUClass],
         *,
         interval_seconds: float,
+        fleet: Fleet | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kube = kube
+        self.fleet: Fleet = fleet or ListedFleet(kube)
         self.interval_seconds = interval_seconds
         self.prometheus = prometheus
         self.gpu_classes = gpu_classes
@@ -146,7 +181,13 @@ class Autoscaler:
         self._histories: dict[str, History] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._scrape_intervals: dict[tuple[str, str], float] = {}
-        self._targets_read_at: float | None = None
+        # When the scrape intervals were last read, and that read.
+        self._targets: tuple[float, asyncio.Future[None]] | None = None
+        # The autoscaled resources by uid, and this interval's batched read per rate window.
+        self._keys: dict[str, Key] = {}
+        self._rounds: dict[float, tuple[int, asyncio.Future[Round]]] = {}
+        # This interval's GPU usage per class: counted once, not once per resource.
+        self._usages: dict[str, tuple[int, asyncio.Future[ClassUsage | None]]] = {}
         # Per uid: the demand-at value last acted on, and the spec.replicas last seen.
         self._woken_by: dict[str, str] = {}
         self._spec_replicas: dict[str, int] = {}
@@ -169,7 +210,12 @@ class Autoscaler:
             await self.prometheus.aclose()
         self.kube.close()
 
+    def next_round_in(self) -> float:
+        """Seconds until the next interval starts: evaluations that start together share one batched read."""
+        return self.interval_seconds - self.clock() % self.interval_seconds + ROUND_MARGIN_SECONDS
+
     def forget(self, uid: str) -> None:
+        self._keys.pop(uid, None)
         self._histories.pop(uid, None)
         self._locks.pop(uid, None)
         self._woken_by.pop(uid, None)
@@ -222,7 +268,8 @@ class Autoscaler:
         if not settings.enabled:
             self.forget(uid)
             return None
-        deployment = await self.kube.get("Deployment", namespace, name)
+        self._keys[uid] = (namespace, name)
+        deployment = await self.fleet.deployment(namespace, name)
         if deployment is None or not _controlled_by(deployment, uid):
             return None
         replicas = int(deployment.get("spec", {}).get("replicas", 1))
@@ -237,7 +284,8 @@ class Autoscaler:
             namespace, name, targets, scrape
         )
         gpu_class = self.gpu_classes.get(spec.gpu_class)
-        capacity = None if gpu_class is None else await replica_capacity(self.kube, gpu_class, namespace, name)
+        usage = None if gpu_class is None or gpu_class.gpu_resource is None else await self._usage(gpu_class)
+        capacity = None if usage is None else usage.replicas(namespace, name)
         readings = metrics.readings
         decision = decide(
             Observation(
@@ -302,13 +350,18 @@ class Autoscaler:
         if self.prometheus is None:
             return None
         now = self.clock()
-        if self._targets_read_at is None or now - self._targets_read_at >= TARGETS_TTL_SECONDS:
-            try:
-                self._scrape_intervals = queries.scrape_intervals(await self.prometheus.active_targets())
-            except PrometheusError as error:
-                logger.warning("cannot read Prometheus's scrape intervals: %s", error)
-            self._targets_read_at = now
+        if self._targets is None or now - self._targets[0] >= TARGETS_TTL_SECONDS:
+            # One read for every evaluation that needs it now, not one each.
+            self._targets = (now, asyncio.ensure_future(self._read_scrape_intervals()))
+        await asyncio.shield(self._targets[1])
         return self._scrape_intervals.get((namespace, name))
+
+    async def _read_scrape_intervals(self) -> None:
+        assert self.prometheus is not None
+        try:
+            self._scrape_intervals = queries.scrape_intervals(await self.prometheus.active_targets())
+        except PrometheusError as error:
+            logger.warning("cannot read Prometheus's scrape intervals: %s", error)
 
     async def _metrics(self, namespace: str, name: str, targets: Targets, scrape: float | None) -> Metrics:
         empty = queries.Readings(None, None, None, None)
@@ -321,12 +374,22 @@ class Autoscaler:
         )
         if self.prometheus is None:
             return Metrics(empty, (PROMETHEUS_NOT_CONFIGURED, "IMAGEFLEET_PROMETHEUS_URL is not set"), source)
+        key = (namespace, name)
         try:
-            readings = await queries.read(self.prometheus, namespace, name, window, targets.max_metric_age_seconds)
+            batch = await self._round(window)
+            if not batch.covers(key):  # it became autoscaled after the round split its resources
+                batch = await read_round(self.prometheus, window, [key], split_from_start=True)
+            failure = batch.failures.get(key)
+            if failure is not None:
+                raise failure
         except PrometheusUnavailable as error:
             return Metrics(empty, (PROMETHEUS_UNREACHABLE, str(error)), source)
         except PrometheusError as error:
             return Metrics(empty, (QUERY_FAILED, str(error)), source)
+        collision = batch.collision(key)
+        if collision is not None:
+            return Metrics(empty, (SERIES_COLLIDE, collision), source)
+        readings = batch.readings(key, targets.max_metric_age_seconds)
         if (
             readings.window_samples is not None
             and readings.window_samples < queries.MIN_WINDOW_SAMPLES
@@ -338,6 +401,32 @@ class Autoscaler:
             )
             return Metrics(empty, (RATE_WINDOW_TOO_SHORT, message), source)
         return Metrics(readings, None, source)
+
+    async def _round(self, window: float) -> Round:
+        """This interval's batched read for `window`: the first evaluation starts it, the others await it."""
+        assert self.prometheus is not None
+        slot = math.floor(self.clock() / self.interval_seconds)
+        cached = self._rounds.get(window)
+        if cached is None or cached[0] != slot:
+            task = asyncio.ensure_future(read_round(self.prometheus, window, sorted(set(self._keys.values()))))
+            # Retrieved by every waiter; a failure is theirs to report, not an unretrieved exception.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            cached = self._rounds[window] = (slot, task)
+        return await asyncio.shield(cached[1])
+
+    async def _usage(self, gpu_class: GPUClass) -> ClassUsage | None:
+        """This interval's usage of the class: the first evaluation counts it, the others reuse it."""
+        slot = math.floor(self.clock() / self.interval_seconds)
+        cached = self._usages.get(gpu_class.name)
+        if cached is None or cached[0] != slot:
+
+            async def count() -> ClassUsage | None:
+                return class_usage(*await self.fleet.gpus(), gpu_class)
+
+            task = asyncio.ensure_future(count())
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            cached = self._usages[gpu_class.name] = (slot, task)
+        return await asyncio.shield(cached[1])
 
     async def _write_status(
         self, resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, changed: bool

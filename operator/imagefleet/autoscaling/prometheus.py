@@ -23,8 +23,21 @@ class PrometheusUnavailable(PrometheusError):
     """Prometheus could not be reached or did not answer in time."""
 
 
+class PrometheusTimeout(PrometheusUnavailable):
+    """Prometheus took the query but did not answer in time (perhaps too large: a smaller one may pass)."""
+
+
 class PrometheusQueryError(PrometheusError):
     """Prometheus answered with an error (bad PromQL, overload, unexpected payload)."""
+
+
+class PrometheusTooLarge(PrometheusQueryError):
+    """Prometheus refused the query as too large or too slow (its timeout or sample limit)."""
+
+
+# How Prometheus says a query was too big for it: errorType "timeout", or the sample limit.
+_TOO_LARGE_TYPES = frozenset({"timeout"})
+_TOO_LARGE_MESSAGE = "too many samples"
 
 
 @dataclass(frozen=True)
@@ -36,7 +49,7 @@ class Sample:
 class PrometheusClient:
     """`await client.query("sum(up)")` against one Prometheus server."""
 
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(self, url: str, *, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT_SECONDS) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
@@ -64,7 +77,9 @@ class PrometheusClient:
     async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as error:
+        except httpx.ReadTimeout as error:  # it took the query but did not answer in time
+            raise PrometheusTimeout(f"Prometheus at {self.url} timed out: {error!r}") from error
+        except httpx.TimeoutException as error:  # connecting (or a free connection) took too long
             raise PrometheusUnavailable(f"Prometheus at {self.url} timed out: {error!r}") from error
         except httpx.TransportError as error:
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {error!r}") from error
@@ -75,7 +90,13 @@ class PrometheusClient:
                 f"Prometheus at {self.url} answered HTTP {response.status_code} without JSON"
             ) from error
         if payload.get("status") != "success":
-            raise PrometheusQueryError(
+            error_type, message = str(payload.get("errorType", "")), str(payload.get("error", ""))
+            kind = (
+                PrometheusTooLarge
+                if error_type in _TOO_LARGE_TYPES or _TOO_LARGE_MESSAGE in message
+                else PrometheusQueryError
+            )
+            raise kind(
                 f"Prometheus at {self.url} rejected {what} (HTTP {response.status_code}): "
                 f"{payload.get('errorType', 'error')}: {payload.get('error', 'no message')}"
             )

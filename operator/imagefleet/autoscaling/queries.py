@@ -1,4 +1,4 @@
-"""The PromQL the autoscaler runs for one ImageModelDeployment, and reading it.
+"""How the autoscaler's PromQL ties series to an ImageModelDeployment, and reading the answers.
 
 Series are tied to a resource by two labels, `namespace` and `imagefleet_io_name`:
 what the usual annotation-scrape relabelling (`__meta_kubernetes_namespace` ->
@@ -10,11 +10,11 @@ The queue depth is read per pod, with each pod's sample age, so staleness is
 judged pod by pod and the number of pods reporting can be compared with the
 ready replicas. The rate() queries run over a window of at least four scrape
 intervals (read from Prometheus's targets), so they always hold two samples.
+The queries themselves are batched, for every resource at once: see `batch`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from imagefleet import metrics
 
-from .prometheus import PrometheusClient, PrometheusQueryError, Sample
+from .prometheus import PrometheusQueryError, Sample
 
 NAMESPACE_LABEL = "namespace"
 NAME_LABEL = "imagefleet_io_name"
@@ -42,43 +42,10 @@ def queue_depth_query(namespace: str, name: str) -> str:
     return f"sum({metrics.QUEUE_DEPTH}{selector(namespace, name)})"
 
 
-def queue_by_pod_query(namespace: str, name: str) -> str:
-    """Requests waiting, one series per pod."""
-    return f"{metrics.QUEUE_DEPTH}{selector(namespace, name)}"
-
-
-def queue_age_by_pod_query(namespace: str, name: str) -> str:
-    """Seconds since each pod's queue-depth sample was scraped (staleness, per pod)."""
-    return f"time() - timestamp({metrics.QUEUE_DEPTH}{selector(namespace, name)})"
-
-
-def window_samples_query(namespace: str, name: str, window_seconds: float) -> str:
-    """The most queue-depth samples any pod has in the window (rate() needs two)."""
-    return f"max(count_over_time({metrics.QUEUE_DEPTH}{selector(namespace, name)}[{round(window_seconds)}s]))"
-
-
 def p95_query(namespace: str, name: str, window_seconds: float) -> str:
     """p95 request latency over the window, from the histogram of all the resource's pods."""
     bucket = f"{metrics.REQUEST_DURATION_SECONDS}_bucket{selector(namespace, name)}"
     return f"histogram_quantile(0.95, sum by (le) (rate({bucket}[{round(window_seconds)}s])))"
-
-
-def busy_query(namespace: str, name: str, window_seconds: float) -> str:
-    """Replicas busy in a batch on average: GPU-seconds of pipeline calls per second."""
-    total = f"{metrics.BATCH_DURATION_SECONDS}_sum{selector(namespace, name)}"
-    return f"sum(rate({total}[{round(window_seconds)}s]))"
-
-
-def served_rate_query(namespace: str, name: str, window_seconds: float) -> str:
-    """Requests served per second over the window."""
-    count = f"{metrics.REQUEST_DURATION_SECONDS}_count{selector(namespace, name)}"
-    return f"sum(rate({count}[{round(window_seconds)}s]))"
-
-
-def mean_query(histogram: str, namespace: str, name: str, window_seconds: float) -> str:
-    """The mean observation of a histogram over the window (NaN without observations)."""
-    window = f"{selector(namespace, name)}[{round(window_seconds)}s]"
-    return f"sum(rate({histogram}_sum{window})) / sum(rate({histogram}_count{window}))"
 
 
 @dataclass(frozen=True)
@@ -123,35 +90,6 @@ class Readings:
     batch_size: float | None = None
     # The most samples a pod has in the rate window (None: no series).
     window_samples: float | None = None
-
-
-async def read(
-    client: PrometheusClient, namespace: str, name: str, window_seconds: float, max_age_seconds: float = 90.0
-) -> Readings:
-    """Run the queries concurrently; PrometheusError propagates."""
-    values, ages, p95, busy, rate, batch_seconds, batch_size, samples = await asyncio.gather(
-        client.query(queue_by_pod_query(namespace, name)),
-        client.query(queue_age_by_pod_query(namespace, name)),
-        client.value(p95_query(namespace, name, window_seconds)),
-        client.value(busy_query(namespace, name, window_seconds)),
-        client.value(served_rate_query(namespace, name, window_seconds)),
-        client.value(mean_query(metrics.BATCH_DURATION_SECONDS, namespace, name, window_seconds)),
-        client.value(mean_query(metrics.BATCH_SIZE, namespace, name, window_seconds)),
-        client.value(window_samples_query(namespace, name, window_seconds)),
-    )
-    queue = queue_reading(values, ages, max_age_seconds)
-    return Readings(
-        queue_depth=queue.total,
-        p95_seconds=p95,
-        busy_replicas=busy,
-        age_seconds=queue.newest_age_seconds,
-        queue_series=queue.fresh,
-        stale_series=queue.stale,
-        served_rate=rate,
-        batch_seconds=batch_seconds,
-        batch_size=batch_size,
-        window_samples=samples,
-    )
 
 
 def parse_duration(text: str) -> float:

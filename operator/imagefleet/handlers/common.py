@@ -1,4 +1,4 @@
-"""What every handler shares: reconcile one resource from the indexes, retrying failures with backoff."""
+"""What every handler shares: the write limiter, and reconciling one resource from the indexes with retries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import kopf
 
-from ..kube import KubeError
+from ..config import OperatorSettings
+from ..kube import KubeError, WriteLimiter
 from ..overflow import overflow_problems
 from ..reconcile import Reconciler
 from ..reconcile.retries import Retries
@@ -17,6 +18,15 @@ from ..reconcile.status import routing_out_of_date
 from .indexes import one, pool_crd_installed
 
 logger = logging.getLogger(__name__)
+
+
+def write_limiter(memo: kopf.Memo) -> WriteLimiter:
+    """The one limiter of every API client of the operator (IMAGEFLEET_KUBE_WRITE_QPS and _BURST)."""
+    limiter: WriteLimiter | None = memo.get("write_limiter")
+    if limiter is None:
+        settings = OperatorSettings()
+        limiter = memo.write_limiter = WriteLimiter(settings.kube_write_qps, settings.kube_write_burst)
+    return limiter
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """In-memory indexes of the watched objects (kopf fills them before any handler runs).
 
-Reconciles read the resource and its children from here instead of GETting them.
+Reconciles read the resource and its children from here instead of GETting them;
+the autoscaler reads Deployments and the GPUs of nodes and pods (free capacity).
+Nodes are cluster-scoped and watched whatever the namespaces; pods only in the
+namespaces the operator watches (all of them unless IMAGEFLEET_NAMESPACES is set).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import kopf
 from .. import GROUP, PLURAL, VERSION
 from ..builders.inference_pool import API_GROUP as POOL_GROUP
 from ..builders.inference_pool import CRD_NAME as POOL_CRD
+from ..autoscaling.capacity import NodeGPUs, PodGPUs, node_gpus, pod_gpus
 from ..builders.labels import MANAGED_BY, MANAGED_BY_LABEL
 from ..overflow import Link
 
@@ -87,3 +91,16 @@ async def inference_pool_crd(body: kopf.Body, **_: Any) -> dict[str, bool]:
 def pool_crd_installed(index: Mapping[str, Any]) -> bool:
     store = index.get(POOL_CRD)
     return bool(store) and any(store)
+
+
+@kopf.index("v1", "nodes")
+async def gpu_nodes(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeGPUs]:
+    """Each node's labels, schedulability and extended-resource allocatable, by name."""
+    return {name: node_gpus(body)}
+
+
+@kopf.index("v1", "pods")
+async def gpu_pods(body: kopf.Body, **_: Any) -> dict[str, PodGPUs] | None:
+    """The extended resources of non-terminated pods bound to a node, by node; other pods are not indexed."""
+    used = pod_gpus(body)
+    return None if used is None else {used.node: used}

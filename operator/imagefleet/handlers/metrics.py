@@ -1,4 +1,5 @@
-"""The operator's /metrics endpoint (IMAGEFLEET_METRICS_PORT): every resource's status as series.
+"""The operator's /metrics endpoint (IMAGEFLEET_METRICS_PORT): every resource's status as series,
+and the autoscaler's PromQL queries and batch splits.
 
 See `imagefleet.resource_metrics` for the series. Unset, the operator serves no metrics.
 """
@@ -11,6 +12,7 @@ import kopf
 from prometheus_client import CollectorRegistry, start_http_server
 
 from .. import GROUP, PLURAL, VERSION
+from ..autoscaling import batch
 from ..config import OperatorSettings
 from ..resource_metrics import ResourceCollector
 from .indexes import snapshot
@@ -25,6 +27,8 @@ async def serve_metrics(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     memo.resource_metrics = ResourceCollector()
     registry = CollectorRegistry()
     registry.register(memo.resource_metrics)
+    registry.register(batch.QUERIES)
+    registry.register(batch.SPLITS)
     memo.metrics_server = start_http_server(port, registry=registry)
     logger.info(f"serving metrics on :{port}/metrics")
 

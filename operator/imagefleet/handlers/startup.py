@@ -14,7 +14,7 @@ from ..config import OperatorSettings
 from ..kube import FIELD_MANAGER, Kube
 from ..reconcile import Config, Reconciler
 from ..reconcile.retries import Retries
-from .common import Indexes
+from .common import Indexes, write_limiter
 from .resync import resync_forever
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def configure(
     gpu_classes = operator.gpu_classes
     memo.settings = operator
     memo.reconciler = Reconciler(
-        Kube.from_environment(),
+        Kube.from_environment(limiter=write_limiter(memo)),
         Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),
     )
     memo.retries = Retries()

@@ -1,0 +1,214 @@
+"""Every autoscaled resource's readings in one query per signal (`sum by (namespace, imagefleet_io_name, job)`).
+
+A round runs the eight queries of `queries.read` once for all resources and
+slices the answers per resource, so the queries per interval do not grow with
+the fleet. The meanings stay per resource: the queue depth is read per pod with
+each pod's sample age; a resource with no series, a NaN or a stale sample has
+no signal, never zero.
+
+Series of one resource that come from more than one scrape job (a foreign
+exporter with the same namespace and imagefleet_io_name labels) collide: the
+resource is reported, not summed. When Prometheus times out or refuses a query
+as too large, the round splits its resources in halves (down to one resource)
+and says so in a log line and `imagefleet_autoscaler_batch_splits_total`; a
+resource whose own query still fails gets that failure, none is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from prometheus_client import Counter
+
+from imagefleet import metrics
+
+from .prometheus import (
+    PrometheusClient,
+    PrometheusError,
+    PrometheusQueryError,
+    PrometheusTimeout,
+    PrometheusTooLarge,
+    Sample,
+)
+from .queries import NAME_LABEL, NAMESPACE_LABEL, Readings, queue_reading
+
+Key = tuple[str, str]
+JOB_LABEL = "job"
+BY = f"{NAMESPACE_LABEL}, {NAME_LABEL}, {JOB_LABEL}"
+
+logger = logging.getLogger(__name__)
+
+# Served on the operator's /metrics (handlers.metrics registers them).
+QUERIES = Counter(
+    "imagefleet_autoscaler_prometheus_queries", "PromQL queries the autoscaler sent", registry=None
+)
+SPLITS = Counter(
+    "imagefleet_autoscaler_batch_splits",
+    "Batched reads split in halves because Prometheus timed out or refused the query as too large",
+    registry=None,
+)
+
+
+def batch_selector(keys: Collection[Key] | None) -> str:
+    """Every resource's series (None), or those of a batch (a superset: the answers are filtered by key)."""
+    if keys is None:
+        return f'{{{NAME_LABEL}!=""}}'
+    namespaces = "|".join(sorted({_regex(namespace) for namespace, _ in keys}))
+    names = "|".join(sorted({_regex(name) for _, name in keys}))
+    return f'{{{NAMESPACE_LABEL}=~"{namespaces}",{NAME_LABEL}=~"{names}"}}'
+
+
+def batch_queries(selector: str, window_seconds: float) -> dict[str, str]:
+    """The signals of `queries.read`, for every resource the selector picks, grouped by resource and job."""
+    window = f"[{round(window_seconds)}s]"
+    queue = f"{metrics.QUEUE_DEPTH}{selector}"
+
+    def rate_sum(series: str) -> str:
+        return f"sum by ({BY}) (rate({series}{selector}{window}))"
+
+    def mean(histogram: str) -> str:
+        return f"{rate_sum(histogram + '_sum')} / {rate_sum(histogram + '_count')}"
+
+    bucket = f"{metrics.REQUEST_DURATION_SECONDS}_bucket{selector}{window}"
+    return {
+        "queue": queue,
+        "age": f"time() - timestamp({queue})",
+        "p95": f"histogram_quantile(0.95, sum by ({BY}, le) (rate({bucket})))",
+        "busy": rate_sum(f"{metrics.BATCH_DURATION_SECONDS}_sum"),
+        "served": rate_sum(f"{metrics.REQUEST_DURATION_SECONDS}_count"),
+        "batch_seconds": mean(metrics.BATCH_DURATION_SECONDS),
+        "batch_size": mean(metrics.BATCH_SIZE),
+        "samples": f"max by ({BY}) (count_over_time({queue}{window}))",
+    }
+
+
+@dataclass
+class Round:
+    """One round's answers, sliced by resource."""
+
+    series: dict[Key, dict[str, list[Sample]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    # Resources whose batch failed even alone, with the error.
+    failures: dict[Key, PrometheusError] = field(default_factory=dict)
+    # The resources the round was asked about when it had to split (None: it read every resource).
+    covered: set[Key] | None = None
+    splits: int = 0
+    queries: int = 0
+
+    def covers(self, key: Key) -> bool:
+        return self.covered is None or key in self.covered
+
+    def collision(self, key: Key) -> str | None:
+        """Why the resource's series cannot be summed (more than one job reports them); None when they can."""
+        jobs = {sample.labels.get(JOB_LABEL, "") for samples in self.series.get(key, {}).values() for sample in samples}
+        if len(jobs) <= 1:
+            return None
+        return (
+            f"series with namespace={key[0]!r} and {NAME_LABEL}={key[1]!r} come from {len(jobs)} scrape jobs "
+            f"({', '.join(sorted(jobs))}): another exporter uses this resource's labels, so they are not summed; "
+            "drop or relabel the foreign series"
+        )
+
+    def readings(self, key: Key, max_age_seconds: float) -> Readings:
+        """The resource's readings, as `queries.read` gives them for one resource."""
+        found = self.series.get(key, {})
+        queue = queue_reading(found.get("queue", []), found.get("age", []), max_age_seconds)
+
+        def value(signal: str) -> float | None:
+            samples = found.get(signal)
+            if not samples or math.isnan(samples[0].value):
+                return None
+            return samples[0].value
+
+        return Readings(
+            queue_depth=queue.total,
+            p95_seconds=value("p95"),
+            busy_replicas=value("busy"),
+            age_seconds=queue.newest_age_seconds,
+            queue_series=queue.fresh,
+            stale_series=queue.stale,
+            served_rate=value("served"),
+            batch_seconds=value("batch_seconds"),
+            batch_size=value("batch_size"),
+            window_samples=value("samples"),
+        )
+
+
+async def read_round(
+    client: PrometheusClient, window_seconds: float, keys: Sequence[Key], *, split_from_start: bool = False
+) -> Round:
+    """Read every resource's series (first in one batch); `keys` are the resources to split into on failure.
+
+    Failures that a smaller query cannot cure (Prometheus unreachable, bad answers)
+    propagate, as they do for one resource.
+    """
+    result = Round()
+    if not split_from_start:
+        try:
+            await _read_into(client, window_seconds, None, result)
+            return result
+        except (PrometheusTimeout, PrometheusTooLarge) as error:
+            result = Round(queries=result.queries)
+            _split(result, len(keys), error)
+    result.covered = set(keys)
+    half = max(1, math.ceil(len(keys) / 2))
+    await asyncio.gather(*(_read_batch(client, window_seconds, list(keys[i:i + half]), result)
+                           for i in range(0, len(keys), half)))
+    return result
+
+
+async def read_one(
+    client: PrometheusClient, namespace: str, name: str, window_seconds: float, max_age_seconds: float = 90.0
+) -> Readings:
+    """One resource's readings (a batch of one); PrometheusError propagates, a collision as PrometheusQueryError."""
+    key = (namespace, name)
+    result = await read_round(client, window_seconds, [key], split_from_start=True)
+    if key in result.failures:
+        raise result.failures[key]
+    collision = result.collision(key)
+    if collision is not None:
+        raise PrometheusQueryError(collision)
+    return result.readings(key, max_age_seconds)
+
+
+async def _read_batch(client: PrometheusClient, window_seconds: float, keys: list[Key], result: Round) -> None:
+    try:
+        await _read_into(client, window_seconds, keys, result)
+    except (PrometheusTimeout, PrometheusTooLarge) as error:
+        if len(keys) == 1:
+            result.failures[keys[0]] = error
+            return
+        _split(result, len(keys), error)
+        half = math.ceil(len(keys) / 2)
+        await asyncio.gather(_read_batch(client, window_seconds, keys[:half], result),
+                             _read_batch(client, window_seconds, keys[half:], result))
+
+
+async def _read_into(client: PrometheusClient, window_seconds: float, keys: list[Key] | None, result: Round) -> None:
+    """Run one batch's queries; file the answers by resource (only the batch's resources)."""
+    wanted = None if keys is None else set(keys)
+    texts = batch_queries(batch_selector(keys), window_seconds)
+    result.queries += len(texts)
+    QUERIES.inc(len(texts))
+    answers = await asyncio.gather(*(client.query(text) for text in texts.values()))
+    for signal, samples in zip(texts, answers, strict=True):
+        for sample in samples:
+            key = (sample.labels.get(NAMESPACE_LABEL, ""), sample.labels.get(NAME_LABEL, ""))
+            if wanted is None or key in wanted:
+                result.series[key][signal].append(sample)
+
+
+def _split(result: Round, size: int, error: PrometheusError) -> None:
+    result.splits += 1
+    SPLITS.inc()
+    logger.warning("a batched read of %s resources failed (%s): splitting it in halves", size or "all", error)
+
+
+def _regex(value: str) -> str:
+    """A label value as an exact RE2 alternative inside a PromQL string."""
+    return re.escape(value).replace("\\", "\\\\").replace('"', '\\"')

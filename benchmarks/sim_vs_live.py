@@ -62,7 +62,7 @@ from imagefleet.autoscaling.simulation import (  # noqa: E402
 from imagefleet.bench.endpoints import REFRESH_SECONDS, Endpoints, ready_endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane  # noqa: E402
 from imagefleet.dev.prometheus import LocalPrometheus  # noqa: E402
-from imagefleet_runtime.emulated.cost import builtin_plan, call_seconds  # noqa: E402
+from imagefleet.cost import builtin_plan, call_seconds  # noqa: E402
 from tests.operator.harness import OperatorProcess, install_crd  # noqa: E402
 
 NAME = "replay"

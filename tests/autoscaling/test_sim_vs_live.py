@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks.sim_vs_live import replay
 from imagefleet.autoscaling.simulation import Fleet, nearest_rank_p95, poisson_arrivals, simulate
-from imagefleet_runtime.emulated.cost import builtin_plan, call_seconds
+from imagefleet.cost import builtin_plan, call_seconds
 from tests.runtime.support import runtime_server
 
 pytestmark = pytest.mark.slow

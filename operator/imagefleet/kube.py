@@ -113,7 +113,6 @@ class Kube:
         self, api_client: client.ApiClient, *, attempts: int = 6, backoff_seconds: float = 0.2,
         max_backoff_seconds: float = 5.0, threads: int = 8, limiter: WriteLimiter | None = None,
     ) -> None:
-        api_client.user_agent = USER_AGENT
         self.api_client = api_client
         self.limiter = limiter
         self.attempts = attempts
@@ -130,7 +129,11 @@ class Kube:
         except ConfigException:
             config.load_kube_config(client_configuration=configuration)
         configuration.connection_pool_maxsize = 8
-        return cls(client.ApiClient(configuration), limiter=limiter)
+        api_client = client.ApiClient(configuration)
+        # Set on the client this makes, never on a caller's (a shared test client would then
+        # pass for the operator in the audit log).
+        api_client.user_agent = USER_AGENT
+        return cls(api_client, limiter=limiter)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from imagefleet import kube as kube_module
 from imagefleet.kube import Conflict, Kube, KubeError, NotFound, WriteLimiter
 
 
@@ -66,9 +69,24 @@ async def test_delete_of_a_missing_object_is_fine() -> None:
     await kube.delete("Deployment", "ns", "gone", "uid")
 
 
-def test_user_agent_names_the_operator() -> None:
-    kube = Kube(client.ApiClient(client.Configuration()))
-    assert kube.api_client.user_agent == "imagefleet-operator"
+def test_user_agent_names_the_operator_on_its_own_client_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    load = kube_module.config.load_kube_config
+    monkeypatch.setattr(kube_module.config, "load_kube_config",
+                        lambda **options: load(config_file=str(kubeconfig), **options))
+    assert Kube.from_environment().api_client.user_agent == "imagefleet-operator"
+    shared = client.ApiClient(client.Configuration())
+    Kube(shared)
+    assert shared.user_agent != "imagefleet-operator"  # a caller's client keeps its own
 
 
 async def test_retry_after_of_a_429_is_waited_even_past_the_backoff_cap() -> None:

@@ -45,7 +45,7 @@ from imagefleet import GROUP, PLURAL, VERSION  # noqa: E402
 from imagefleet.builders.labels import selector_string  # noqa: E402
 from imagefleet.bench.endpoints import Endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane, agent_processes  # noqa: E402
-from imagefleet.dev.fleet import load_fleet  # noqa: E402
+from imagefleet.dev.fleet import Fleet, load_fleet  # noqa: E402
 from imagefleet.dev.prometheus import LocalPrometheus  # noqa: E402
 from tests.operator.harness import OperatorProcess, install_crd  # noqa: E402
 
@@ -57,16 +57,14 @@ NODES_PER_CLASS, GPUS_PER_NODE = 4, 8
 BODY = {"prompt": "a lighthouse at dusk", "response_format": "b64_json"}
 
 
-def fleet_file(directory: Path) -> Path:
+def benchmark_fleet() -> Fleet:
     """The default fleet with room for the benchmark: NODES_PER_CLASS x GPUS_PER_NODE per GPU class."""
     fleet = load_fleet()
     for name in MODELS:
         fleet.classes[name] = fleet.classes[name].model_copy(
             update={"nodes": NODES_PER_CLASS, "gpus_per_node": GPUS_PER_NODE}
         )
-    path = directory / "fleet.json"
-    path.write_text(fleet.model_dump_json(by_alias=True))
-    return path
+    return fleet
 
 
 def resource(index: int, max_replicas: int) -> dict[str, Any]:
@@ -176,9 +174,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300, help="give up growing after this long")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imagefleet-fleet-"))
-    from imagefleet.dev.fleet import load_fleet as read_fleet
-
-    plane = ControlPlane(work / "control-plane", fleet=read_fleet(fleet_file(work)))
+    plane = ControlPlane(work / "control-plane", fleet=benchmark_fleet())
     print("starting the control plane, node agent, Prometheus and operator ...", flush=True)
     plane.up(progress=lambda message: print(f"  {message}", flush=True))
     api = config.new_client_from_config(config_file=str(plane.kubeconfig))

@@ -1,4 +1,5 @@
-"""Real `imagefleet-runtime` processes on loopback, standing in for pods' endpoints."""
+"""A real `imagefleet-runtime` process on loopback (`tiny` on CPU by default), outside any cluster: what
+the bench and dashboard tests load. The demo itself no longer uses it: its pods serve (docs/local-fleet.md)."""
 
 from __future__ import annotations
 

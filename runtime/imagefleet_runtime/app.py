@@ -86,7 +86,6 @@ class Runtime:
             engine,
             self.metrics,
             max_batch_size=self.settings.max_batch_size,
-            max_delay_seconds=self.settings.max_batch_delay_ms / 1000,
             queue_size=self.settings.queue_size,
             initial_batch_seconds=call_seconds,
             call_timeout_seconds=self.settings.pipeline_timeout_seconds,

@@ -3,8 +3,9 @@
 Requests are compatible when they share size, steps and guidance (`BatchKey`). When the engine is
 idle, a request starts at once. While a batch runs, the requests that arrive gather: when the
 engine frees, the next batch opens with the oldest waiting request and takes the compatible ones,
-oldest first, that arrived within `max_delay` of it, up to `max_batch_size` images. The engine
-never waits for a batch to fill. One thread runs the pipeline (one pipeline is not safe to call
+oldest first, up to `max_batch_size` images. The engine never waits for a batch to fill, and no
+waiting request is left for a later call while there is room in this one (a backlog runs in full
+batches, so throughput grows with load instead of falling). One thread runs the pipeline (one pipeline is not safe to call
 concurrently).
 
 Faults: an out-of-memory error is handled after its `except` block has ended (so the failed
@@ -91,7 +92,6 @@ class Batcher:
         metrics: Metrics,
         *,
         max_batch_size: int,
-        max_delay_seconds: float,
         queue_size: int,
         initial_batch_seconds: float,
         call_timeout_seconds: float,
@@ -100,7 +100,6 @@ class Batcher:
         self._engine = engine
         self._metrics = metrics
         self._max_batch_size = max_batch_size
-        self._max_delay = max_delay_seconds
         self._queue_size = queue_size  # in images
         self._batch_seconds = initial_batch_seconds
         self._call_timeout = call_timeout_seconds
@@ -204,7 +203,7 @@ class Batcher:
             self._changed.set()
 
     def _next_batch(self) -> list[Job]:
-        """The oldest waiting job and the compatible ones that arrived within `max_delay` of it, while they fit."""
+        """The oldest waiting job and the compatible ones after it, oldest first, while they fit."""
         first = self._pending[0]
         limit = self._batch_limit(first.key)
         batch: list[Job] = []
@@ -212,7 +211,7 @@ class Batcher:
         for job in list(self._pending):
             if job.key != first.key:
                 continue
-            if job.arrived - first.arrived > self._max_delay or (batch and images + len(job.images) > limit):
+            if batch and images + len(job.images) > limit:
                 break
             self._pending.remove(job)
             batch.append(job)

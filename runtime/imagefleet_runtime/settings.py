@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(4, ge=1, le=256, description="most images in one pipeline call")
     max_batch_delay_ms: float = Field(
         20.0, ge=0, le=60_000,
-        description="a batch takes waiting requests that arrived within this long of its oldest; never waits when idle",
+        description="deprecated, accepted for compatibility: continuous batching never holds a request back",
     )
     queue_size: int = Field(64, ge=1, description="most images waiting; a request that would pass it gets 429")
     max_request_bytes: int = Field(

@@ -55,9 +55,8 @@ def queue_depth(metrics: Metrics) -> float | None:
     return metrics.registry.get_sample_value(names.QUEUE_DEPTH)
 
 
-def make(engine: RecordingEngine, metrics: Metrics, *, max_batch_size: int = 4, max_delay: float = 0.05,
-         queue_size: int = 16) -> Batcher:
-    batcher = Batcher(engine, metrics, max_batch_size=max_batch_size, max_delay_seconds=max_delay,
+def make(engine: RecordingEngine, metrics: Metrics, *, max_batch_size: int = 4, queue_size: int = 16) -> Batcher:
+    batcher = Batcher(engine, metrics, max_batch_size=max_batch_size,
                       queue_size=queue_size, initial_batch_seconds=2.0, call_timeout_seconds=60)
     batcher.start()
     return batcher
@@ -123,7 +122,7 @@ async def test_image_that_never_fits_fails_alone_with_503() -> None:
 
 async def test_full_queue_refuses_with_retry_after() -> None:
     engine, metrics = RecordingEngine(), Metrics()
-    batcher = make(engine, metrics, max_batch_size=1, max_delay=0, queue_size=2)
+    batcher = make(engine, metrics, max_batch_size=1, queue_size=2)
     running = submit(batcher, [0])
     await until(lambda: engine.entered == 1, "the first call to start")
     waiting = submit(batcher, [1, 2])
@@ -140,7 +139,7 @@ async def test_full_queue_refuses_with_retry_after() -> None:
 
 async def test_drain_answers_everything_then_refuses() -> None:
     engine, metrics = RecordingEngine(), Metrics()
-    batcher = make(engine, metrics, max_batch_size=1, max_delay=0)
+    batcher = make(engine, metrics, max_batch_size=1)
     tasks = submit(batcher, [0, 1, 2])
     await until(lambda: engine.entered == 1 and queue_depth(metrics) == 2, "one running, two waiting")
     drained = asyncio.create_task(batcher.drain())
@@ -156,7 +155,7 @@ async def test_drain_answers_everything_then_refuses() -> None:
 
 async def test_forced_close_answers_unfinished_requests() -> None:
     engine, metrics = RecordingEngine(), Metrics()
-    batcher = make(engine, metrics, max_batch_size=1, max_delay=0)
+    batcher = make(engine, metrics, max_batch_size=1)
     tasks = submit(batcher, [0, 1, 2])
     await until(lambda: engine.entered == 1 and queue_depth(metrics) == 2, "one running, two waiting")
     await batcher.close()
@@ -165,27 +164,28 @@ async def test_forced_close_answers_unfinished_requests() -> None:
     assert all(isinstance(outcome, Draining) for outcome in outcomes), outcomes
 
 
-async def test_idle_engine_starts_at_once_and_a_batch_gathers_only_within_the_delay() -> None:
+async def test_idle_engine_starts_at_once_and_every_waiting_request_joins_the_next_batch() -> None:
     engine, metrics = RecordingEngine(), Metrics()
-    batcher = make(engine, metrics, max_batch_size=8, max_delay=0.3)
+    batcher = make(engine, metrics, max_batch_size=3)
     started = time.monotonic()
     first = submit(batcher, [0])
     await until(lambda: engine.entered == 1, "the first call to start")
-    assert time.monotonic() - started < 0.3, "an idle engine waited for the batch delay"
+    assert time.monotonic() - started < 0.3, "an idle engine waited for companions"
     early = submit(batcher, [1, 2])
     await until(lambda: queue_depth(metrics) == 2, "two waiting requests")
-    await asyncio.sleep(0.4)  # time passes: the next request arrives after the delay of the oldest waiting one
-    late = submit(batcher, [3])
-    await until(lambda: queue_depth(metrics) == 3, "three waiting requests")
+    await asyncio.sleep(0.4)  # arriving much later than the others still joins them: they all wait
+    late = submit(batcher, [3, 4])
+    await until(lambda: queue_depth(metrics) == 4, "four waiting requests")
     engine.gate.set()
     await asyncio.gather(*first, *early, *late)
-    assert [seeds for _, seeds in engine.calls] == [[0], [1, 2], [3]]
+    # A backlog runs in full batches (3 images), oldest first.
+    assert [seeds for _, seeds in engine.calls] == [[0], [1, 2, 3], [4]]
     await batcher.close()
 
 
 async def test_queue_bound_counts_images() -> None:
     engine, metrics = RecordingEngine(), Metrics()
-    batcher = make(engine, metrics, max_batch_size=2, max_delay=0, queue_size=4)
+    batcher = make(engine, metrics, max_batch_size=2, queue_size=4)
     running = submit(batcher, [0])
     await until(lambda: engine.entered == 1, "the first call to start")
     three = asyncio.create_task(batcher.submit(SMALL, images(1, 2, 3)))
@@ -231,7 +231,7 @@ async def test_pipeline_exception_fails_its_batch_with_500_and_is_counted() -> N
 async def test_device_failure_answers_everything_with_503_and_breaks() -> None:
     engine, metrics = FaultyEngine(DeviceFailure("CUDA error: an illegal memory access"), frozenset({0})), Metrics()
     reasons: list[str] = []
-    batcher = Batcher(engine, metrics, max_batch_size=1, max_delay_seconds=0, queue_size=8,
+    batcher = Batcher(engine, metrics, max_batch_size=1, queue_size=8,
                       initial_batch_seconds=1.0, call_timeout_seconds=60, on_broken=reasons.append)
     batcher.start()
     tasks = submit(batcher, [0, 1, 2])
@@ -248,7 +248,7 @@ async def test_device_failure_answers_everything_with_503_and_breaks() -> None:
 async def test_call_past_the_watchdog_deadline_breaks() -> None:
     engine, metrics = RecordingEngine(), Metrics()
     reasons: list[str] = []
-    batcher = Batcher(engine, metrics, max_batch_size=1, max_delay_seconds=0, queue_size=8,
+    batcher = Batcher(engine, metrics, max_batch_size=1, queue_size=8,
                       initial_batch_seconds=1.0, call_timeout_seconds=0.2, on_broken=reasons.append)
     batcher.start()
     tasks = submit(batcher, [0, 1])  # the gate stays shut: the first call hangs
@@ -286,7 +286,7 @@ class MemoryLimitedEngine(RecordingEngine):
 
 async def test_out_of_memory_frees_first_then_plans_under_what_fitted() -> None:
     engine, metrics = MemoryLimitedEngine(budget=3 * SMALL.pixels), Metrics()
-    batcher = make(engine, metrics, max_batch_size=8, max_delay=1.0, queue_size=64)
+    batcher = make(engine, metrics, max_batch_size=8, queue_size=64)
 
     def splits() -> float | None:
         return metrics.registry.get_sample_value(names.OOM_SPLITS_TOTAL)
@@ -324,7 +324,7 @@ class FilteringEngine(RecordingEngine):
 
 async def test_a_flagged_image_fails_only_its_own_request() -> None:
     engine, metrics = FilteringEngine(frozenset({2})), Metrics()
-    batcher = make(engine, metrics, max_batch_size=8, max_delay=1.0)
+    batcher = make(engine, metrics, max_batch_size=8)
     outcomes = await asyncio.gather(batcher.submit(SMALL, images(1)), batcher.submit(SMALL, images(2, 3)),
                                     return_exceptions=True)
     assert engine.calls == [(SMALL, [1]), (SMALL, [2, 3])] or engine.calls == [(SMALL, [1, 2, 3])]

@@ -196,8 +196,8 @@ class BatchingSpec(_ApiModel):
     )
     max_delay_milliseconds: int | None = Field(
         None, ge=0, le=60_000,
-        description="A batch takes the waiting requests that arrived within this many milliseconds of its "
-        "oldest; an idle replica starts a request at once (tier default).",
+        description="Deprecated, no effect: continuous batching starts a request at once on an idle replica "
+        "and puts every waiting compatible request into the next batch; accepted so existing resources stay valid.",
     )
     queue_size: int | None = Field(
         None, ge=1, le=10_000, description="Images waiting per replica before it answers 429 (tier default)."

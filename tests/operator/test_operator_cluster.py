@@ -10,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imagefleet import GROUP, PLURAL, VERSION
+from imagefleet.cost import builtin_plan, load_seconds
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -132,7 +133,9 @@ def test_model_that_does_not_fit_gets_no_pods_until_fixed(
     assert _pods(cluster, namespace, "imagefleet.io/name=too-big") == []
 
     imds.patch_spec("too-big", {"gpuClass": "a100-80gb"})
-    imd = imds.wait_ready("too-big")
+    # The emulated pod reads ~51 GiB of fp32 weights at the emulated volume's 1,000 MiB/s before it is ready.
+    loading = load_seconds(builtin_plan(model="sd35-large", gpu_class="a100-80gb", precision="fp32"))
+    imd = imds.wait_ready("too-big", timeout=loading + 60)
     assert imd["status"]["observedGeneration"] == 2
     assert imds.condition("too-big", "FitsGPU")["status"] == "True"  # type: ignore[index]
     assert "FitsGPU" in _event_reasons(cluster, namespace, "too-big")

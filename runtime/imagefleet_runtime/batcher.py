@@ -33,7 +33,7 @@ from .metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-# Weight of the newest pipeline call in the running average behind Retry-After.
+# Weight of the newest pipeline call in the running average of calls of its size.
 BATCH_TIME_SMOOTHING = 0.2
 
 
@@ -101,7 +101,8 @@ class Batcher:
         self._metrics = metrics
         self._max_batch_size = max_batch_size
         self._queue_size = queue_size  # in images
-        self._batch_seconds = initial_batch_seconds
+        # Running average of one call's seconds, per images in the call; seeded with the warm-up's estimate.
+        self._call_seconds: dict[int, float] = {1: initial_batch_seconds}
         self._call_timeout = call_timeout_seconds
         self._on_broken = on_broken
         self._pending: deque[Job] = deque()
@@ -174,13 +175,17 @@ class Batcher:
 
     @property
     def batch_seconds(self) -> float:
-        """The running average of one pipeline call, in seconds."""
-        return self._batch_seconds
+        """Seconds of one full call (`max_batch_size` images): its running average once one has run; before
+        that, the largest size that ran scaled up linearly (pessimistic: a call's fixed cost is counted again
+        per image). A backlog runs in full calls, so this is what a wait is made of: an average over calls of
+        any size would have a deep queue drain at the speed of batches of one."""
+        size = max(n for n in self._call_seconds if n <= self._max_batch_size)
+        return self._call_seconds[size] * self._max_batch_size / size
 
     def _retry_after(self, images_ahead: int) -> float:
         """Seconds until `images_ahead` waiting images have run, plus the batch now running."""
         batch = self._batch_limit(self._pending[0].key) if self._pending else self._max_batch_size
-        return (-(-images_ahead // batch) + 1) * self._batch_seconds
+        return (-(-images_ahead // batch) + 1) * self.batch_seconds
 
     def _batch_limit(self, key: BatchKey) -> int:
         """Most images in one call at `key`: the setting, or fewer once an out-of-memory error taught a bound."""
@@ -271,7 +276,9 @@ class Batcher:
         elapsed = time.monotonic() - started
         self._metrics.batch_duration.observe(elapsed)
         self._metrics.batch_size.observe(len(set(owners)))
-        self._batch_seconds += BATCH_TIME_SMOOTHING * (elapsed - self._batch_seconds)
+        size = len(specs)
+        average = self._call_seconds.get(size)
+        self._call_seconds[size] = elapsed if average is None else average + BATCH_TIME_SMOOTHING * (elapsed - average)
         self._learn_fit(len(specs) * key.pixels)
         return list(images)
 

@@ -56,4 +56,7 @@ class Load(BaseModel):
     running: int = Field(description="requests in the batch being collected or run")
     queue_limit: int = Field(description="images that may wait; a request that would pass it gets 429")
     max_batch_size: int
-    batch_seconds: float | None = Field(description="running average of one pipeline call; null until loaded")
+    batch_seconds: float | None = Field(
+        description="seconds of one call of max_batch_size images (measured average, or estimated until one ran); "
+        "null until loaded"
+    )

@@ -192,8 +192,9 @@ async def test_queue_bound_counts_images() -> None:
     await until(lambda: queue_depth(metrics) == 1, "one waiting request of three images")
     with pytest.raises(QueueFull) as refused:
         await batcher.submit(SMALL, images(4, 5))
-    # Five images ahead in batches of two (three calls), plus the running call, at 2 s each.
-    assert refused.value.retry_after == pytest.approx(8.0)
+    # Five images ahead in batches of two (three calls), plus the running call, at 4 s each (the warm-up's
+    # 2 s for one image, scaled up to a full call of two until one has run).
+    assert refused.value.retry_after == pytest.approx(16.0)
     one = asyncio.create_task(batcher.submit(SMALL, images(6)))
     engine.gate.set()
     assert await asyncio.gather(*running, three, one) == [[b"0"], [b"1", b"2", b"3"], [b"6"]]
@@ -330,4 +331,38 @@ async def test_a_flagged_image_fails_only_its_own_request() -> None:
     assert engine.calls == [(SMALL, [1]), (SMALL, [2, 3])] or engine.calls == [(SMALL, [1, 2, 3])]
     assert outcomes[0] == [b"1"]
     assert isinstance(outcomes[1], ContentFiltered) and outcomes[1].status == 400
+    await batcher.close()
+
+
+class TimedEngine(RecordingEngine):
+    """Takes `per_image` seconds per image once the gate opens, like a card whose call grows with the batch."""
+
+    def __init__(self, per_image: float) -> None:
+        super().__init__()
+        self.per_image = per_image
+
+    def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[bytes]:
+        made = super().generate(key, images)
+        time.sleep(self.per_image * len(images))
+        return made
+
+
+async def test_batch_seconds_is_the_time_of_a_full_call() -> None:
+    """What the gateway and Retry-After multiply by batches ahead: a backlog runs in full calls, so the
+    figure is a full call's, never an average dragged down by calls of one image."""
+    engine, metrics = TimedEngine(per_image=0.1), Metrics()
+    batcher = make(engine, metrics, max_batch_size=4)
+    assert batcher.batch_seconds == 8.0  # the warm-up's one-image estimate (2 s) scaled up to 4 images
+    first = submit(batcher, [0])
+    await until(lambda: engine.entered == 1, "the first call to start")
+    backlog = submit(batcher, [1, 2, 3, 4])
+    await until(lambda: queue_depth(metrics) == 4, "four waiting requests")
+    engine.gate.set()
+    await asyncio.gather(*first, *backlog)
+    assert [seeds for _, seeds in engine.calls] == [[0], [1, 2, 3, 4]]
+    # The one full call (4 x 0.1 s) is the figure, not the average with the 0.1 s call of one image.
+    assert 0.4 <= batcher.batch_seconds < 0.6
+    for _ in range(3):  # calls of one image afterwards do not pull it down
+        await asyncio.gather(*submit(batcher, [5]))
+    assert 0.4 <= batcher.batch_seconds < 0.6
     await batcher.close()

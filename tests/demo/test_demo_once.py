@@ -24,7 +24,7 @@ def test_demo_once_shows_every_expected_state() -> None:
         (PREMIUM, "(premium) becomes Ready"),
         (REFUSED, "is refused: FitsGPU=False (InsufficientMemory), no Deployment"),
         (BULK, "scales up under the burst"),
-        (BULK, "(bulk): p95 at the clients after the scale-up is under its target"),
+        (BULK, "(bulk): at the burst's end, after the scale-up, p95 at the clients is under its target"),
     ):
         assert any(f"✓ {name} {outcome}" in line for line in lines), output
     assert "✗" not in output

@@ -25,8 +25,10 @@ REFUSED = "renders-on-l4"
 # The burst, through the gateway: many requests for the `images` group at quality low (the
 # bulk tier), one at a time at quality high (the premium tier), each at its resource's
 # default size and steps (the emulated pods take the time a card would). Long enough for
-# the bulk tier to scale up, load its model and serve a while after.
-BURST_SECONDS = 150.0
+# the bulk tier to scale up in steps (the gateway sheds what the ready pods cannot serve within
+# the target, so the autoscaler sees only what the pods serve and grows a step at a time), load
+# its model and serve the whole burst for a window at the end.
+BURST_SECONDS = 180.0
 GROUP_NAME = "images"
 BULK_CONCURRENCY = 48
 PREMIUM_CONCURRENCY = 1

@@ -62,15 +62,16 @@ def before_after_view(
     before: tuple[float, float],
     after: tuple[float, float] | None,
 ) -> Table:
-    """Each loaded tier as its clients saw it at the start of the burst and after the scale-up."""
+    """Each loaded tier as its clients saw it at the start of the burst and at its end, after the scale-up."""
     table = Table(
         title=(
-            "at the clients (emulated GPUs): requests sent in the burst's first window (one replica), and "
-            "sent after the scale-up was ready; images/min answered in those windows"
+            "at the clients (emulated GPUs): p95 of the requests sent in the burst's first 30 s (one replica) "
+            "and in its last 30 s (after the scale-up); images/min and failed answers (429 or error) in those windows"
         ),
         title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
     )
-    for header in ("NAME", "TIER", "TARGET P95", "P95 BEFORE", "P95 AFTER", "IMG/MIN BEFORE", "IMG/MIN AFTER"):
+    for header in ("NAME", "TIER", "TARGET P95", "P95 BEFORE", "P95 AFTER", "IMG/MIN BEFORE", "IMG/MIN AFTER",
+                   "FAILED BEFORE", "FAILED AFTER"):
         table.add_column(header, no_wrap=True)
     for name in sorted({answer.resource for answer in answers}):
         spec = resources.get(name, {}).get("spec", {})
@@ -84,6 +85,8 @@ def before_after_view(
             _number(last.p95_seconds if last else None, "{:.2f} s"),
             _number(first.images_per_minute, "{:.0f}"),
             _number(last.images_per_minute if last else None, "{:.0f}"),
+            str(first.errors),
+            str(last.errors) if last else "-",
         )
     return table
 

@@ -78,7 +78,7 @@ def pod(stack: ExitStack, address: str, speedup: float) -> str:
     stack.enter_context(process([
         sys.executable, "-m", "imagefleet_runtime", "--engine", "emulated", "--gpu-class", GPU_CLASS,
         "--model", "sdxl", "--precision", "fp16", "--default-steps", "4", "--max-batch-size", "8",
-        "--max-batch-delay-ms", "0", "--queue-size", "256", "--emulation-speedup", str(speedup),
+        "--queue-size", "256", "--emulation-speedup", str(speedup),
         "--host", address, "--port", "8000",
     ], url))
     return url

@@ -187,7 +187,7 @@ def measure_server(model: str, build: Any, precision: str, *, device: torch.devi
                    requests: int, concurrency: int, repeats: int) -> dict[str, Any]:
     flags = ("--model", model, "--device", device.type, "--precision", precision, "--default-steps", str(steps),
              "--max-width", str(max(size, 64)), "--max-height", str(max(size, 64)))
-    with server(8, torch.get_num_threads(), 20.0, *flags) as url:
+    with server(8, torch.get_num_threads(), *flags) as url:
         before = batch_totals(url)
         point = asyncio.run(drive(url, size, steps, concurrency, requests))
         after = batch_totals(url)

@@ -54,12 +54,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(max_batch_size: int, threads: int, delay_ms: float, *flags: str) -> Iterator[str]:
+def server(max_batch_size: int, threads: int, *flags: str) -> Iterator[str]:
     """A runtime (tiny on CPU unless `flags` say otherwise: a later flag wins), ready when yielded."""
     port = free_port()
     command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
                "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch_size),
-               "--max-batch-delay-ms", str(delay_ms), "--queue-size", "256", *flags]
+               "--queue-size", "256", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -140,7 +140,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--max-batch-size", type=int, default=8, help="max batch size when batching is on")
-    parser.add_argument("--delay-ms", type=float, default=20.0, help="max batch delay when batching is on")
     parser.add_argument("--rounds", type=int, default=1, help="requests per point = rounds x max(concurrency, 16)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved cycles per point; medians printed")
     parser.add_argument("--threads", type=int, default=1,
@@ -151,7 +150,7 @@ def main() -> None:
     pipeline = build_tiny()
     pipeline.set_progress_bar_config(disable=True)
     print(f"tiny model, CPU, torch threads {args.threads}, {args.steps} steps, guidance 7.0 (CFG doubles the batch), "
-          f"batching on = max batch {args.max_batch_size}, delay {args.delay_ms:g} ms; img/min of served images; "
+          f"batching on = max batch {args.max_batch_size}; img/min of served images; "
           f"medians of {args.repeats} interleaved cycles",
           flush=True)
     header = (f"{'size':>7} {'conc':>4} {'req':>4} | {'off':>6} {'p95 s':>6} {'raw b1':>6} {'srv/raw':>7} | "
@@ -162,8 +161,7 @@ def main() -> None:
     ratios_to_raw: list[float] = []
     on_over_off: list[float] = []
     for size in args.sizes:
-        with server(1, args.threads, 0.0) as off_url, \
-                server(args.max_batch_size, args.threads, args.delay_ms) as on_url:
+        with server(1, args.threads) as off_url, server(args.max_batch_size, args.threads) as on_url:
             for concurrency in args.concurrency:
                 requests = args.rounds * max(concurrency, 16)
                 cycles = []

@@ -8,16 +8,15 @@ discovers the pods through the API server, the operator (`imagefleet run`), and 
 Poisson client that sends each request to the ready endpoint of the resource's Service with
 the fewest requests in flight. Everything is time-compressed by SPEEDUP: the emulated
 durations (`emulation_speedup`), the trace, the autoscale interval (15 s), the scrape interval
-(15 s), the scale-down window (300 s), the p95 target and the batching delay. What is not
-compressed: the pods' process start and the readiness probe period (5 s). So the live
-start-up time (pod created to Ready, measured here) is given to the simulator multiplied by
-SPEEDUP; the operator's built-in start-up assumption (60 s of wall time) is 60 x SPEEDUP
+(15 s), the scale-down window (300 s) and the p95 target. What is not compressed: the pods'
+process start and the readiness probe period (5 s). So the live start-up time (pod created
+to Ready, measured here) is given to the simulator multiplied by SPEEDUP; the operator's built-in start-up assumption (60 s of wall time) is 60 x SPEEDUP
 seconds of trace time, and the simulator's policy gets that figure too.
 
 Simulated: `imagefleet simulate`'s model and policy (autoscaling/simulation.py and the same
 targets the command builds) with the same fleet: batch_seconds = base x (1 - c),
 image_seconds = base x c, from the emulated cost model, the same batch size, queue size,
-delay, targets, window, interval and scrape interval, on the same arrivals (seed 0 is the
+targets, window, interval and scrape interval, on the same arrivals (seed 0 is the
 live run's arrivals) and on SEEDS seeds.
 
 Printed per trace, in trace time: replica-minutes, SLO-violation minutes (minutes of arrival
@@ -87,7 +86,6 @@ class Settings:
     max_replicas: int
     max_batch_size: int
     queue_size: int
-    max_delay_milliseconds: int  # live (wall) milliseconds, an integer as the CRD wants it
 
     @property
     def down_window_live(self) -> int:
@@ -102,7 +100,6 @@ class Settings:
             image_seconds=base * c,
             max_batch_size=self.max_batch_size,
             queue_size=self.queue_size,
-            max_delay_seconds=self.max_delay_milliseconds / 1000 * self.speedup,
             startup_seconds=startup_seconds,
             interval_seconds=INTERVAL_SECONDS,
             scrape_interval_seconds=SCRAPE_SECONDS,
@@ -135,10 +132,7 @@ class Settings:
                     "targetP95Seconds": self.target_p95_seconds / self.speedup,
                     "scaleUpStabilizationSeconds": 0, "scaleDownStabilizationSeconds": self.down_window_live,
                 },
-                "batching": {
-                    "maxBatchSize": self.max_batch_size, "queueSize": self.queue_size,
-                    "maxDelayMilliseconds": self.max_delay_milliseconds,
-                },
+                "batching": {"maxBatchSize": self.max_batch_size, "queueSize": self.queue_size},
                 "generation": {"defaultSteps": STEPS, "defaultWidth": SIZE, "defaultHeight": SIZE},
             },
         }
@@ -379,20 +373,18 @@ def main() -> None:
     parser.add_argument("--max-replicas", type=int, default=8)
     parser.add_argument("--max-batch-size", type=int, default=4)
     parser.add_argument("--queue-size", type=int, default=16)
-    parser.add_argument("--max-delay-milliseconds", type=int, default=10, help="live (wall) milliseconds")
     parser.add_argument("--seeds", type=int, default=5, help="simulator seeds (seed 0: the live run's arrivals)")
     args = parser.parse_args()
     settings = Settings(
         speedup=args.speedup, rate_scale=args.rate_scale, target_p95_seconds=args.target_p95_seconds,
         max_replicas=args.max_replicas, max_batch_size=args.max_batch_size, queue_size=args.queue_size,
-        max_delay_milliseconds=args.max_delay_milliseconds,
     )
     traces = {name: scaled(read_trace(TRACES / f"{name}.csv"), settings.rate_scale) for name in args.traces}
     fleet = settings.fleet(0.0)
     peak = max(rate for trace in traces.values() for _, rate in trace)
     print(f"fleet (trace time): {MODEL} {SIZE}² {STEPS} steps on emulated {GPU_CLASS}: "
           f"{fleet.batch_seconds:.3f} s + {fleet.image_seconds:.3f} s x batch, batch <= {fleet.max_batch_size}, "
-          f"queue {fleet.queue_size}, delay {fleet.max_delay_seconds:.2f} s; p95 target "
+          f"queue {fleet.queue_size}, continuous batching; p95 target "
           f"{settings.target_p95_seconds:g} s, 1..{settings.max_replicas} replicas, queue target 4, window "
           f"{settings.targets().scale_down_stabilization_seconds:g} s, interval and scrape 15 s")
     print(f"compression x{settings.speedup:g}; rates x{settings.rate_scale:g} (peak {peak:g}/s in trace time, "

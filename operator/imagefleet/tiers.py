@@ -4,11 +4,11 @@ A preset fills only what the user left out of `spec.batching` and
 `spec.autoscaling`; what the user set always wins. The result goes into the
 Deployment (the runtime's environment) and the autoscaler, never into the spec.
 
-| tier     | batch | delay  | queue | replicas | queue/replica | p95   | up / down window |
-| -------- | ----- | ------ | ----- | -------- | ------------- | ----- | ---------------- |
-| bulk     | 8     | 500 ms | 256   | 1..8     | 16            | 120 s | 60 s / 600 s     |
-| standard | 4     | 100 ms | 64    | 1..4     | 4             | 30 s  | 0 s / 300 s      |
-| premium  | 1     | 0 ms   | 8     | 1..4     | 1             | 10 s  | 0 s / 600 s      |
+| tier     | batch | queue | replicas | queue/replica | p95   | up / down window |
+| -------- | ----- | ----- | -------- | ------------- | ----- | ---------------- |
+| bulk     | 8     | 256   | 1..8     | 16            | 120 s | 60 s / 600 s     |
+| standard | 4     | 64    | 1..4     | 4             | 30 s  | 0 s / 300 s      |
+| premium  | 1     | 8     | 1..4     | 1             | 10 s  | 0 s / 600 s      |
 
 Bulk trades latency for throughput (large batches, a deep queue, slow to
 react); premium runs every request alone, scales up at once and is slow to
@@ -26,7 +26,6 @@ from .crd.models import AutoscalingSpec, BatchingSpec, ImageModelDeploymentSpec,
 @dataclass(frozen=True)
 class Batching:
     max_batch_size: int
-    max_delay_milliseconds: int
     queue_size: int
 
 
@@ -49,17 +48,17 @@ class Preset:
 
 PRESETS: dict[Tier, Preset] = {
     "bulk": Preset(
-        Batching(max_batch_size=8, max_delay_milliseconds=500, queue_size=256),
+        Batching(max_batch_size=8, queue_size=256),
         Autoscaling(False, 1, 8, target_queue_depth=16, target_p95_seconds=120,
                     scale_up_stabilization_seconds=60, scale_down_stabilization_seconds=600),
     ),
     "standard": Preset(
-        Batching(max_batch_size=4, max_delay_milliseconds=100, queue_size=64),
+        Batching(max_batch_size=4, queue_size=64),
         Autoscaling(False, 1, 4, target_queue_depth=4, target_p95_seconds=30,
                     scale_up_stabilization_seconds=0, scale_down_stabilization_seconds=300),
     ),
     "premium": Preset(
-        Batching(max_batch_size=1, max_delay_milliseconds=0, queue_size=8),
+        Batching(max_batch_size=1, queue_size=8),
         Autoscaling(False, 1, 4, target_queue_depth=1, target_p95_seconds=10,
                     scale_up_stabilization_seconds=0, scale_down_stabilization_seconds=600),
     ),
@@ -79,11 +78,7 @@ def effective_batching(spec: ImageModelDeploymentSpec) -> Batching:
     preset = PRESETS[spec.tier].batching
     max_batch_size = _pick(given.max_batch_size, preset.max_batch_size)
     queue_size = _pick(given.queue_size, max(preset.queue_size, max_batch_size))
-    return Batching(
-        max_batch_size=max_batch_size,
-        max_delay_milliseconds=_pick(given.max_delay_milliseconds, preset.max_delay_milliseconds),
-        queue_size=queue_size,
-    )
+    return Batching(max_batch_size=max_batch_size, queue_size=queue_size)
 
 
 def effective_autoscaling(spec: ImageModelDeploymentSpec) -> Autoscaling:

@@ -5,8 +5,8 @@ idle, a request starts at once. While a batch runs, the requests that arrive gat
 engine frees, the next batch opens with the oldest waiting request and takes the compatible ones,
 oldest first, up to `max_batch_size` images. The engine never waits for a batch to fill, and no
 waiting request is left for a later call while there is room in this one (a backlog runs in full
-batches, so throughput grows with load instead of falling). One thread runs the pipeline (one pipeline is not safe to call
-concurrently).
+batches, so throughput grows with load instead of falling). One thread runs the pipeline (one
+pipeline is not safe to call concurrently).
 
 Faults: an out-of-memory error is handled after its `except` block has ended (so the failed
 call's tensors, held by the traceback, are freed first); the call is split in halves and retried,

@@ -28,10 +28,6 @@ class Settings(BaseSettings):
     precision: Precision = Field("fp32", description="weights and compute dtype")
     device: Device = Field("auto", description="where the pipeline runs; auto picks cuda when available")
     max_batch_size: int = Field(4, ge=1, le=256, description="most images in one pipeline call")
-    max_batch_delay_ms: float = Field(
-        20.0, ge=0, le=60_000,
-        description="deprecated, accepted for compatibility: continuous batching never holds a request back",
-    )
     queue_size: int = Field(64, ge=1, description="most images waiting; a request that would pass it gets 429")
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="largest request body; a larger one gets 413 before it is read"

@@ -4,8 +4,8 @@ A real `imagefleet-runtime --engine emulated` process (SDXL 1024², 30 steps on 
 published timings, time-compressed) takes an open-loop Poisson burst above its capacity
 through the comparison benchmark's own client (benchmarks/sim_vs_live.py); the simulator
 replays the same arrivals through one pod with the cost model mapped the benchmark's way
-(batch_seconds = base x (1 - c), image_seconds = base x c). Queueing, batching and the
-batching delay must give the same tail: p95 within 20 %. The full fleet comparison, with the
+(batch_seconds = base x (1 - c), image_seconds = base x c). Queueing and continuous batching
+must give the same tail: p95 within 20 %. The full fleet comparison, with the
 operator and Prometheus, is the benchmark.
 """
 
@@ -24,7 +24,6 @@ from tests.runtime.support import runtime_server
 pytestmark = pytest.mark.slow
 
 SPEEDUP = 5.0
-MAX_DELAY_MS = 30  # live: 0.15 s of trace time
 # Trace seconds: 0.9 requests/s for a minute (one pod serves about 0.49/s at batch 4), then a
 # quiet tail long enough for the backlog to drain.
 TRACE = [(0.0, 0.9), (60.0, 0.0), (240.0, 0.0)]
@@ -41,24 +40,18 @@ class OnePod:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (issue 12): the continuous batcher takes only requests that arrived within max_batch_delay "
-    "of the oldest, so a backlog runs in batches of one (live p95 ~102 s vs 40 s simulated). Taking every waiting "
-    "request fixed this test but made the gateway shed most of the demo's bulk burst; both are open.",
-)
 async def test_one_pod_queues_and_batches_as_simulated(tmp_path: Path) -> None:
     plan = builtin_plan(model="sdxl", gpu_class="a100-80gb", precision="fp16")
     base = call_seconds(plan, width=1024, height=1024, steps=30, images=1)
     c = plan.class_cost.batch_cost
     fleet = Fleet(batch_seconds=base * (1 - c), image_seconds=base * c, max_batch_size=4, queue_size=64,
-                  max_delay_seconds=MAX_DELAY_MS / 1000 * SPEEDUP, startup_seconds=0.0)
+                  startup_seconds=0.0)
     simulated = simulate(TRACE, lambda _: 1, fleet, initial_replicas=1, target_p95_seconds=60.0, seed=0)
     arrivals = poisson_arrivals(TRACE, random.Random(0))  # the simulator's seed-0 arrivals
 
     flags = ("--engine", "emulated", "--gpu-class", "a100-80gb", "--model", "sdxl", "--precision", "fp16",
              "--emulation-speedup", str(SPEEDUP), "--max-batch-size", "4", "--queue-size", "64",
-             "--max-batch-delay-ms", str(MAX_DELAY_MS), "--default-steps", "30")
+             "--default-steps", "30")
     with runtime_server(tmp_path, *flags) as server:
         replayed = await replay(OnePod(server.base_url), arrivals, SPEEDUP)
 

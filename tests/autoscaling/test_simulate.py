@@ -70,16 +70,19 @@ def test_a_queue_bound_per_pod_with_two_pods() -> None:
     assert small.rejected > large.rejected == 0
 
 
-def test_the_batching_delay_fills_batches() -> None:
-    """At 0.4 requests/s, mostly batches of one without a delay; waiting up to 8 s for
-    more, about 1 + 0.4 * 8 (at most 4)."""
-    sizes = {}
-    for delay in (0.0, 8.0):
-        seen, autoscaler = fixed(1)
-        run_simulation([(0.0, 0.4), (1200.0, 0.4)], autoscaler, Fleet(max_delay_seconds=delay), initial_replicas=1,
-                       target_p95_seconds=10.0)
-        sizes[delay] = statistics.fmean(o.batch_size or 0.0 for o in seen[8:])
-    assert sizes[0.0] < 1.3 and sizes[8.0] > 2.5, sizes
+def test_continuous_batching_starts_at_once_and_runs_a_backlog_in_full_batches() -> None:
+    """As the runtime batches: a free pod starts at once with every waiting request, up to the batch size."""
+    fleet = Fleet(max_batch_size=4)
+    seen, autoscaler = fixed(1)
+    quiet = run_simulation([(0.0, 0.05), (1200.0, 0.05)], autoscaler, fleet, initial_replicas=1,
+                           target_p95_seconds=10.0)
+    # One request per 20 s on a pod busy 1.5 s per lone request: each runs alone, waiting for nothing.
+    assert quiet.p95_seconds == pytest.approx(fleet.batch_time(1))
+    assert {o.batch_size for o in seen if o.batch_size is not None} == {1.0}
+    seen, autoscaler = fixed(1)
+    run_simulation([(0.0, 3.0), (600.0, 3.0)], autoscaler, fleet, initial_replicas=1, target_p95_seconds=10.0)
+    # 3 requests/s on a pod that serves at most 4 per 4.5 s: every batch takes 4 of the waiting ones.
+    assert [o.batch_size for o in seen[4:]] == [4.0] * len(seen[4:])
 
 
 def test_the_autoscaler_reads_what_was_last_scraped() -> None:
@@ -105,8 +108,8 @@ def test_histogram_quantile_as_prometheus_computes_it() -> None:
 def test_p95_seen_is_the_bucketed_one() -> None:
     seen, autoscaler = fixed(4)
     run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0)
-    # Most requests take 1.5 s plus up to 0.1 s of batching delay, all in the (1, 2] bucket:
-    # interpolated within it, the 95th percentile reads about 1 + 0.95 = 1.95 s, not ~1.6 s.
+    # Most requests take 1.5 s (a batch of one on a free pod), all in the (1, 2] bucket:
+    # interpolated within it, the 95th percentile reads about 1 + 0.95 = 1.95 s, not ~1.5 s.
     p95s = [o.p95_seconds for o in seen[8:]]
     assert all(p is not None and 1.0 < p <= 3.0 for p in p95s), p95s
     assert statistics.median(p for p in p95s if p is not None) > 1.8

@@ -14,7 +14,7 @@ FAST = ("--default-steps", "2", "--default-width", "64", "--default-height", "64
 @pytest.fixture(scope="session")
 def bulk_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     with runtime_server(tmp_path_factory.mktemp("bulk"), *FAST, "--max-batch-size", "4",
-                        "--max-batch-delay-ms", "20", "--queue-size", "64") as server:
+                        "--queue-size", "64") as server:
         yield server
 
 
@@ -22,5 +22,5 @@ def bulk_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
 def premium_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One request at a time and a queue of one: easy to saturate."""
     with runtime_server(tmp_path_factory.mktemp("premium"), *FAST, "--max-batch-size", "1",
-                        "--max-batch-delay-ms", "0", "--queue-size", "1") as server:
+                        "--queue-size", "1") as server:
         yield server

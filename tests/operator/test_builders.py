@@ -25,7 +25,7 @@ OWNER = Owner(name="portraits", namespace="team-a", uid="1234-uid")
 IMAGE = "registry.example/imagefleet-runtime:test"
 RUNTIME_ENV = {
     "IMAGEFLEET_MODEL", "IMAGEFLEET_OFFLINE", "IMAGEFLEET_PRECISION", "IMAGEFLEET_DEVICE",
-    "IMAGEFLEET_MAX_BATCH_SIZE", "IMAGEFLEET_MAX_BATCH_DELAY_MS", "IMAGEFLEET_QUEUE_SIZE", "IMAGEFLEET_DEFAULT_STEPS",
+    "IMAGEFLEET_MAX_BATCH_SIZE", "IMAGEFLEET_QUEUE_SIZE", "IMAGEFLEET_DEFAULT_STEPS",
     "IMAGEFLEET_MAX_STEPS", "IMAGEFLEET_DEFAULT_GUIDANCE_SCALE", "IMAGEFLEET_DEFAULT_WIDTH",
     "IMAGEFLEET_DEFAULT_HEIGHT", "IMAGEFLEET_MAX_WIDTH", "IMAGEFLEET_MAX_HEIGHT", "IMAGEFLEET_HOST", "IMAGEFLEET_PORT",
 }
@@ -111,10 +111,15 @@ def test_runtime_env_is_exactly_the_contract_with_tier_and_model_values() -> Non
 
 
 def test_user_settings_reach_the_runtime() -> None:
-    env = _env(_deployment(tier="bulk", batching={"maxBatchSize": 3, "maxDelayMilliseconds": 40},
+    env = _env(_deployment(tier="bulk", batching={"maxBatchSize": 3, "queueSize": 12},
                            generation={"defaultSteps": 12, "maxWidth": 768}))
-    assert env["IMAGEFLEET_MAX_BATCH_SIZE"] == "3" and env["IMAGEFLEET_MAX_BATCH_DELAY_MS"] == "40"
+    assert env["IMAGEFLEET_MAX_BATCH_SIZE"] == "3" and env["IMAGEFLEET_QUEUE_SIZE"] == "12"
     assert env["IMAGEFLEET_DEFAULT_STEPS"] == "12" and env["IMAGEFLEET_MAX_WIDTH"] == "768"
+
+
+def test_the_deprecated_batching_delay_reaches_no_pod() -> None:
+    given = _deployment(tier="bulk", batching={"maxBatchSize": 3, "maxDelayMilliseconds": 40})
+    assert given == _deployment(tier="bulk", batching={"maxBatchSize": 3})
 
 
 def test_weights_from_a_claim_run_offline() -> None:

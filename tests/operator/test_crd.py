@@ -106,8 +106,15 @@ def test_only_tier_independent_defaults_live_in_the_schema() -> None:
     tier_dependent = [
         spec["autoscaling"]["properties"][name]
         for name in ("minReplicas", "maxReplicas", "targetQueueDepth", "targetP95Seconds")
-    ] + [spec["batching"]["properties"][name] for name in ("maxBatchSize", "maxDelayMilliseconds", "queueSize")]
+    ] + [spec["batching"]["properties"][name] for name in ("maxBatchSize", "queueSize")]
     assert all("default" not in field for field in tier_dependent)
+
+
+def test_the_batching_delay_stays_accepted_and_says_it_is_deprecated() -> None:
+    """Manifests that set it must still apply under kubectl's strict field validation."""
+    delay = _root()["properties"]["spec"]["properties"]["batching"]["properties"]["maxDelayMilliseconds"]
+    assert (delay["type"], delay["minimum"], delay["maximum"]) == ("integer", 0, 60_000) and "default" not in delay
+    assert delay["description"].startswith("Deprecated, no effect")
 
 
 def test_enums_ranges_and_cel_rules() -> None:

@@ -136,6 +136,25 @@ def test_spec_change_updates_the_deployment() -> None:
     assert changed.status is not None and changed.status["observedGeneration"] == 2
 
 
+def test_the_deprecated_batching_delay_warns_once_per_generation_and_changes_nothing() -> None:
+    with_delay = {**SPEC, "batching": {"maxBatchSize": 2, "maxDelayMilliseconds": 500}}
+    objects, second = _converge(_imd(with_delay), **_ready())
+    first = plan(Observed(_imd(with_delay), None, None), CONFIG, timestamp="T0")
+    [warning] = [e for e in first.events if e.reason == "DeprecatedField"]
+    assert warning.type == "Warning" and "spec.batching.maxDelayMilliseconds" in warning.message
+    assert "DeprecatedField" not in [e.reason for e in second.events]  # the same generation: said already
+    plain, _ = _converge(_imd({**SPEC, "batching": {"maxBatchSize": 2}}), **_ready())
+    assert objects["deployment"]["spec"] == plain["deployment"]["spec"]  # no effect on the pods
+    imd = copy.deepcopy(objects["imd"])
+    imd["metadata"]["generation"] = 2
+    imd["spec"] = {**with_delay, "replicas": 3}
+    changed = plan(Observed(imd, objects["deployment"], objects["service"]), CONFIG)
+    assert [e.reason for e in changed.events if e.reason == "DeprecatedField"] == ["DeprecatedField"]
+    imd["spec"] = {**SPEC, "replicas": 3}
+    removed = plan(Observed(imd, objects["deployment"], objects["service"]), CONFIG)
+    assert "DeprecatedField" not in [e.reason for e in removed.events]
+
+
 def test_edited_child_is_restored_with_a_warning() -> None:
     objects, _ = _converge(_imd(), **_ready())
     deployment = copy.deepcopy(objects["deployment"])

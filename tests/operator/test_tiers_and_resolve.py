@@ -19,7 +19,7 @@ def _spec(**fields: Any) -> ImageModelDeploymentSpec:
 def test_bulk_batches_large_and_premium_runs_alone() -> None:
     bulk, premium = effective_batching(_spec(tier="bulk")), effective_batching(_spec(tier="premium"))
     assert bulk.max_batch_size > 1 and premium.max_batch_size == 1
-    assert premium.max_delay_milliseconds == 0 and bulk.queue_size > premium.queue_size
+    assert bulk.queue_size > premium.queue_size
     bulk_scaling, premium_scaling = effective_autoscaling(_spec(tier="bulk")), effective_autoscaling(_spec(tier="premium"))
     assert premium_scaling.target_p95_seconds < bulk_scaling.target_p95_seconds
     assert premium_scaling.min_replicas >= 1
@@ -33,10 +33,10 @@ def test_omitted_fields_come_from_the_tier(tier: str) -> None:
 
 
 def test_what_the_user_set_wins() -> None:
-    spec = _spec(tier="bulk", batching={"maxBatchSize": 2, "maxDelayMilliseconds": 7},
+    spec = _spec(tier="bulk", batching={"maxBatchSize": 2},
                  autoscaling={"enabled": True, "minReplicas": 2, "targetP95Seconds": 3.5})
     batching, scaling = effective_batching(spec), effective_autoscaling(spec)
-    assert (batching.max_batch_size, batching.max_delay_milliseconds) == (2, 7)
+    assert batching.max_batch_size == 2
     assert batching.queue_size == PRESETS["bulk"].batching.queue_size
     assert scaling.enabled and scaling.min_replicas == 2 and scaling.target_p95_seconds == 3.5
     assert scaling.max_replicas == PRESETS["bulk"].autoscaling.max_replicas

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from imagefleet import GROUP, PLURAL, VERSION
 from tests.conftest import Cluster
 
 from .harness import Imds
@@ -97,3 +98,15 @@ def test_valid_resource_gets_the_schema_defaults_only(cluster: Cluster, imd_crd:
     assert spec["tier"] == "standard" and spec["replicas"] == 1
     assert spec["rollout"] == {"maxSurge": 0, "maxUnavailable": 1} and spec["autoscaling"] == {"enabled": False}
     assert "batching" not in spec and "generation" not in spec, "tier and model defaults stay out of the spec"
+
+
+def test_a_spec_with_the_deprecated_batching_delay_still_applies_strictly(
+    cluster: Cluster, imd_crd: None, namespace: str
+) -> None:
+    """Manifests written before continuous batching keep applying under kubectl's strict field validation."""
+    imds = Imds(cluster.api_client, namespace)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "old-delay"},
+            "spec": _with(batching={"maxBatchSize": 8, "maxDelayMilliseconds": 500})}
+    created = imds.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body,
+                                                       field_validation="Strict")
+    assert created["spec"]["batching"] == {"maxBatchSize": 8, "maxDelayMilliseconds": 500}

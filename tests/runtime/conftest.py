@@ -8,8 +8,8 @@ import pytest
 
 from .support import RunningServer, runtime_server
 
-# Batches form reliably when requests arrive together: a long delay, a batch of up to 4.
-SHARED_FLAGS = ("--default-steps", "3", "--max-batch-size", "4", "--max-batch-delay-ms", "200", "--queue-size", "64")
+# Requests that wait while a batch runs share the next one, up to 4 images.
+SHARED_FLAGS = ("--default-steps", "3", "--max-batch-size", "4", "--queue-size", "64")
 
 
 @pytest.fixture(scope="session")

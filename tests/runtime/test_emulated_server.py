@@ -46,7 +46,7 @@ def post(server: RunningServer, **body: Any) -> httpx.Response:
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """SDXL on an emulated H100, 20x faster than real; it logs every import (-X importtime)."""
-    flags = (*SDXL_H100, "--max-batch-size", "4", "--max-batch-delay-ms", "300", "--default-steps", "30")
+    flags = (*SDXL_H100, "--max-batch-size", "4", "--default-steps", "30")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PYTHONPROFILEIMPORTTIME", "1")
         with runtime_server(tmp_path_factory.mktemp("emulated"), *flags) as server:
@@ -56,7 +56,7 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """Fills up at once: room for 2 waiting requests, one image per pipeline call."""
-    flags = (*SDXL_H100, "--queue-size", "2", "--max-batch-size", "1", "--max-batch-delay-ms", "0")
+    flags = (*SDXL_H100, "--queue-size", "2", "--max-batch-size", "1")
     with runtime_server(tmp_path_factory.mktemp("emulated-narrow"), *flags) as server:
         yield server
 

@@ -28,7 +28,7 @@ def post(server: RunningServer, **body: Any) -> httpx.Response:
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server that fills up at once: room for 2 waiting requests, one image per pipeline call."""
-    flags = ("--queue-size", "2", "--max-batch-size", "1", "--max-batch-delay-ms", "0", "--default-steps", "10")
+    flags = ("--queue-size", "2", "--max-batch-size", "1", "--default-steps", "10")
     with runtime_server(tmp_path_factory.mktemp("narrow"), *flags) as server:
         yield server
 

@@ -21,12 +21,22 @@ def test_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEFLEET_OFFLINE", "true")
     monkeypatch.setenv("IMAGEFLEET_MODEL_PATH", "/models/sdxl")
     monkeypatch.setenv("IMAGEFLEET_PORT", "9000")
-    settings = load_settings(["--port", "9100", "--precision", "bf16", "--max-batch-delay-ms", "12.5"])
+    settings = load_settings(["--port", "9100", "--precision", "bf16"])
     assert settings.max_batch_size == 8 and settings.offline is True
     assert settings.model_path == Path("/models/sdxl")
     assert settings.port == 9100  # the flag wins over the variable
-    assert settings.precision == "bf16" and settings.max_batch_delay_ms == 12.5
+    assert settings.precision == "bf16"
     assert load_settings(["--no-offline"]).offline is False
+
+
+def test_a_removed_variable_from_an_older_operator_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pods made by an operator from before continuous batching still set IMAGEFLEET_MAX_BATCH_DELAY_MS."""
+    monkeypatch.setenv("IMAGEFLEET_MAX_BATCH_DELAY_MS", "20")
+    monkeypatch.setenv("IMAGEFLEET_MAX_BATCH_SIZE", "8")
+    settings = load_settings([])
+    assert settings.max_batch_size == 8
+    assert "max_batch_delay_ms" not in settings.model_dump()
+
 
 
 @pytest.mark.parametrize(

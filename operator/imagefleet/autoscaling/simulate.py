@@ -149,8 +149,6 @@ def table_rows(trace_name: str, summaries: dict[str, dict[str, Summary]]) -> lis
 @click.option("--max-batch-size", default=4, show_default=True, type=click.IntRange(min=1))
 @click.option("--queue-size", default=64, show_default=True, type=click.IntRange(min=1),
               help="Requests waiting per pod before it answers 429.")
-@click.option("--max-delay-seconds", default=0.1, show_default=True, type=click.FloatRange(min=0),
-              help="Longest wait for a batch to fill.")
 @click.option("--startup-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Until a new replica serves.")
 @click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -171,7 +169,6 @@ def simulate(
     image_seconds: float,
     max_batch_size: int,
     queue_size: int,
-    max_delay_seconds: float,
     startup_seconds: float,
     interval: float,
     scrape_interval: float,
@@ -209,7 +206,6 @@ def simulate(
         image_seconds=image_seconds,
         max_batch_size=max_batch_size,
         queue_size=queue_size,
-        max_delay_seconds=max_delay_seconds,
         startup_seconds=startup_seconds,
         interval_seconds=interval,
         scrape_interval_seconds=scrape_interval,

@@ -6,9 +6,9 @@ The service model follows the runtime and the live fleet:
   Each goes to the ready pod with the least work (waiting plus in its batch), as
   the gateway routes; when every ready pod's queue holds `queue_size` requests, or
   no pod is ready, it is refused (HTTP 429).
-- Each pod has its own queue and batcher: it starts a batch when `max_batch_size`
-  requests wait, or `max_delay_seconds` after the oldest one arrived, and is busy
-  for `batch_seconds + image_seconds * batch`.
+- Each pod has its own queue and continuous batcher: a free pod starts a batch at
+  once with the waiting requests, oldest first, up to `max_batch_size` (never
+  waiting for more), and is busy for `batch_seconds + image_seconds * batch`.
 - A new pod holds a GPU at once and serves `startup_seconds` after it is asked for.
   A pod scaled away takes no new requests, finishes its queue, then exits.
 - Prometheus scrapes every serving pod every `scrape_interval_seconds`: the queue
@@ -47,7 +47,6 @@ class Fleet:
     image_seconds: float = 1.0
     max_batch_size: int = 4
     queue_size: int = 64
-    max_delay_seconds: float = 0.1
     startup_seconds: float = 60.0
     interval_seconds: float = 15.0
     scrape_interval_seconds: float = 15.0
@@ -89,7 +88,6 @@ class _Pod:
     queue: deque[float] = field(default_factory=deque)
     batch: list[float] = field(default_factory=list)
     busy_until: float = 0.0
-    timer: bool = False  # a batching-delay timer is pending
     # The runtime's counters, as /metrics exposes them.
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_SECONDS) + 1))
     served: int = 0
@@ -187,14 +185,10 @@ def simulate(
     def try_start(time: float, pod: _Pod) -> None:
         if pod.batch or not pod.queue:
             return
-        if len(pod.queue) >= fleet.max_batch_size or time >= pod.queue[0] + fleet.max_delay_seconds:
-            size = min(fleet.max_batch_size, len(pod.queue))
-            pod.batch = [pod.queue.popleft() for _ in range(size)]
-            pod.busy_until = time + fleet.batch_time(size)
-            schedule(pod.busy_until, "done", pod)
-        elif not pod.timer:
-            pod.timer = True
-            schedule(pod.queue[0] + fleet.max_delay_seconds, "timer", pod)
+        size = min(fleet.max_batch_size, len(pod.queue))
+        pod.batch = [pod.queue.popleft() for _ in range(size)]
+        pod.busy_until = time + fleet.batch_time(size)
+        schedule(pod.busy_until, "done", pod)
 
     def finish(time: float, pod: _Pod) -> None:
         size = len(pod.batch)
@@ -254,10 +248,6 @@ def simulate(
             chosen = min(open_pods, key=_Pod.load)
             chosen.queue.append(time)
             try_start(time, chosen)
-        elif kind == "timer":
-            assert pod is not None
-            pod.timer = False
-            try_start(time, pod)
         elif kind == "done":
             assert pod is not None
             finish(time, pod)

@@ -46,7 +46,6 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
         "PRECISION": resolved.precision,
         "DEVICE": resolved.gpu_class.device,
         "MAX_BATCH_SIZE": batching.max_batch_size,
-        "MAX_BATCH_DELAY_MS": batching.max_delay_milliseconds,
         "QUEUE_SIZE": batching.queue_size,
         "DEFAULT_STEPS": generation.default_steps,
         "MAX_STEPS": generation.max_steps,

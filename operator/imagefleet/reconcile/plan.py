@@ -48,6 +48,7 @@ NOT_READY = "NotReady"
 FITS_NOW = "FitsGPU"
 INVALID_SPEC = "InvalidSpec"
 INFERENCE_POOL = "InferencePool"
+DEPRECATED_FIELD = "DeprecatedField"
 _WARNING_READY_REASONS = {s.PROGRESS_DEADLINE_EXCEEDED, s.DOES_NOT_FIT, s.NAME_CONFLICT}
 _NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT}
 
@@ -246,6 +247,16 @@ def _condition_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
     return events
 
 
+def _deprecation_events(spec: ImageModelDeploymentSpec, current: Mapping[str, Any], generation: Any) -> list[Event]:
+    """A Warning once per generation that sets a deprecated field (a CRD schema cannot warn per field)."""
+    delay_set = spec.batching is not None and spec.batching.max_delay_milliseconds is not None
+    if not delay_set or current.get("observedGeneration") == generation:
+        return []
+    return [Event("Warning", DEPRECATED_FIELD, "spec.batching.maxDelayMilliseconds is deprecated and has no effect: "
+                  "continuous batching starts a request at once on an idle replica and puts every waiting "
+                  "compatible request into the next batch; remove the field")]
+
+
 def _invalid(imd: Mapping[str, Any], error: ValidationError, timestamp: str | None) -> Plan:
     """A spec the API server accepted but the operator cannot read (an older or newer CRD)."""
     current = imd.get("status") or {}
@@ -327,7 +338,8 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         replace(deployment_plan, events=tuple(deployment_events)),
         replace(service_plan, events=tuple(service_events)),
         wanted if s.needs_apply(current, wanted) else None,
-        tuple(_condition_events(current.get("conditions"), wanted["conditions"])),
+        tuple(_deprecation_events(spec, current, generation)
+              + _condition_events(current.get("conditions"), wanted["conditions"])),
         s.initial_metrics_condition(current, autoscaling=resolved.autoscaling.enabled, generation=generation,
                                     timestamp=timestamp),
         pool_plan,

@@ -161,7 +161,9 @@ def main() -> None:
     ratios_to_raw: list[float] = []
     on_over_off: list[float] = []
     for size in args.sizes:
-        with server(1, args.threads) as off_url, server(args.max_batch_size, args.threads) as on_url:
+        largest = ("--max-width", str(size), "--max-height", str(size))  # the warm-up runs a full call at it
+        with (server(1, args.threads, *largest) as off_url,
+              server(args.max_batch_size, args.threads, *largest) as on_url):
             for concurrency in args.concurrency:
                 requests = args.rounds * max(concurrency, 16)
                 cycles = []

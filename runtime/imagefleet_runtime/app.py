@@ -1,6 +1,7 @@
 """The FastAPI application: routes, and a lifespan that loads the model, warms it up and starts the batcher.
 
-Loading runs in the background so /healthz answers at once; /readyz turns 200 after warm-up.
+Loading runs in the background so /healthz answers at once; /readyz turns 200 after the warm-up, which
+runs the largest call a request can make (engines.warm_up).
 Nothing here imports torch at import time: only loading the diffusers engine does (load_engine).
 """
 
@@ -11,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from enum import Enum
 
 from fastapi import FastAPI, Response
@@ -21,7 +23,7 @@ from imagefleet import metrics as names
 
 from .batcher import Batcher, BatchKey
 from .encoding import Encoder
-from .engines import ServingEngine
+from .engines import ServingEngine, warm_up
 from .errors import Broken, Draining, ModelLoadError, NotReady, install_handlers
 from .limits import BodyLimit
 from .metrics import Metrics
@@ -64,19 +66,28 @@ class Runtime:
         height = s.default_height or engine.native_size
         return BatchKey(width, height, s.default_steps, s.default_guidance_scale)
 
+    def largest_key(self, engine: ServingEngine) -> BatchKey:
+        """The largest size a request may ask for (max_width x max_height, else the native size)."""
+        s = self.settings
+        default = self.default_key(engine)
+        return replace(default, width=s.max_width or engine.native_size, height=s.max_height or engine.native_size)
+
     async def start(self) -> None:
-        """Load, check the defaults against the model, warm up, start batching; a failure is fatal."""
+        """Load, check the defaults against the model, warm up at the largest call, start batching; a
+        failure is fatal."""
+        s = self.settings
         try:
-            engine = await asyncio.to_thread(self._load, self.settings)
-            key = self.default_key(engine)
-            _check_default_size(key, engine, self.settings)
+            engine = await asyncio.to_thread(self._load, s)
+            key, largest = self.default_key(engine), self.largest_key(engine)
+            _check_sizes(key, largest, engine, s)
             logger.info(
-                "model %s loaded, %s; warming up at %dx%d", self.settings.model, engine.summary, key.width, key.height
+                "model %s loaded, %s; warming up at %dx%d and %dx%d, %d image(s)",
+                s.model, engine.summary, largest.width, largest.height, key.width, key.height, s.max_batch_size,
             )
-            call_seconds = await asyncio.to_thread(engine.warm_up, key)
+            call_seconds = await asyncio.to_thread(warm_up, engine, key, largest, s.max_batch_size)
         except Exception as error:  # noqa: BLE001 - reported on /healthz and in the log, then the process exits
             self.phase, self.detail = Phase.FAILED, str(error)
-            logger.exception("model %s failed to load", self.settings.model)
+            logger.exception("model %s failed to load", s.model)
             if self._on_fatal is not None:
                 self._on_fatal(self.detail)
             return
@@ -85,18 +96,19 @@ class Runtime:
         self.batcher = Batcher(
             engine,
             self.metrics,
-            max_batch_size=self.settings.max_batch_size,
-            queue_size=self.settings.queue_size,
-            initial_batch_seconds=call_seconds,
-            call_timeout_seconds=self.settings.pipeline_timeout_seconds,
+            max_batch_size=s.max_batch_size,
+            queue_size=s.queue_size,
+            # The batcher keeps calls by their number of images and scales the largest seen up to a full call.
+            initial_batch_seconds=call_seconds / s.max_batch_size,
+            call_timeout_seconds=s.pipeline_timeout_seconds,
             on_broken=self.break_down,
         )
         self.batcher.start()
-        self.metrics.queue_capacity.set(self.settings.queue_size)
+        self.metrics.queue_capacity.set(s.queue_size)
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
             self.metrics.model_ready.set(1)
-            logger.info("ready: %s", self.settings.model)
+            logger.info("ready: %s", s.model)
 
     def break_down(self, reason: str) -> None:
         """The accelerator is lost: /readyz and /healthz fail from now on, so the kubelet restarts the pod."""
@@ -142,16 +154,17 @@ def load_engine(settings: Settings) -> ServingEngine:
     return PipelineEngine(pipeline, device)
 
 
-def _check_default_size(key: BatchKey, engine: ServingEngine, settings: Settings) -> None:
-    if key.width % engine.size_multiple or key.height % engine.size_multiple:
-        raise ModelLoadError(
-            f"default size {key.width}x{key.height} is not a multiple of {engine.size_multiple}, "
-            f"which {settings.model} needs; set default_width/default_height"
-        )
-    if key.width > settings.max_width or key.height > settings.max_height:
+def _check_sizes(key: BatchKey, largest: BatchKey, engine: ServingEngine, settings: Settings) -> None:
+    for name, size in (("default", key), ("largest", largest)):
+        if size.width % engine.size_multiple or size.height % engine.size_multiple:
+            raise ModelLoadError(
+                f"{name} size {size.width}x{size.height} is not a multiple of {engine.size_multiple}, "
+                f"which {settings.model} needs; set default_width/default_height and max_width/max_height"
+            )
+    if key.width > largest.width or key.height > largest.height:
         raise ModelLoadError(
             f"default size {key.width}x{key.height} is above max_width/max_height "
-            f"{settings.max_width}x{settings.max_height}; raise those or set default_width/default_height"
+            f"{largest.width}x{largest.height}; raise those or set default_width/default_height"
         )
 
 
@@ -237,6 +250,7 @@ def create_app(
             request,
             settings,
             runtime.default_key(engine),
+            runtime.largest_key(engine),
             size_multiple=engine.size_multiple,
             output_formats=engine.output_formats,
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import inspect
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +11,6 @@ import torch
 
 from .batcher import BatchKey, ImageSpec
 from .encoding import encode_pil, pillow_formats
-from .engines import WARM_UP_STEPS
 from .errors import ContentFiltered, DeviceFailure, OutOfMemory
 from .memory import MemoryReading, process_memory
 
@@ -103,11 +101,3 @@ class PipelineEngine:
             else image
             for index, (image, spec, hit) in enumerate(zip(output.images, images, flagged, strict=True))
         ]
-
-    def warm_up(self, key: BatchKey) -> float:
-        """Run one short generation (kernels, allocator, caches) and estimate one call at `key`, in seconds."""
-        steps = min(key.steps, WARM_UP_STEPS)
-        started = time.monotonic()
-        self.generate(BatchKey(key.width, key.height, steps, key.guidance_scale), [ImageSpec("warm-up", None, 0)])
-        return (time.monotonic() - started) * key.steps / steps
-

@@ -12,6 +12,7 @@ import resource
 from dataclasses import dataclass
 
 KIB = 1024
+MIB = 1024 * KIB
 
 
 @dataclass(frozen=True)

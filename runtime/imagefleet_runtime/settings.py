@@ -44,8 +44,14 @@ class Settings(BaseSettings):
     default_height: int | None = Field(
         None, ge=8, description="image height when a request gives no size; unset: the model's native height"
     )
-    max_width: int = Field(1024, ge=8, description="widest image a request may ask for")
-    max_height: int = Field(1024, ge=8, description="tallest image a request may ask for")
+    max_width: int | None = Field(
+        None, ge=8,
+        description="widest image a request may ask for (the warm-up runs it); unset: the model's native width",
+    )
+    max_height: int | None = Field(
+        None, ge=8,
+        description="tallest image a request may ask for (the warm-up runs it); unset: the model's native height",
+    )
     engine: Engine = Field(
         "diffusers", description="diffusers runs the model; emulated takes a real card's time and never loads torch"
     )
@@ -62,9 +68,9 @@ class Settings(BaseSettings):
     def _defaults_within_limits(self) -> Self:
         if self.default_steps > self.max_steps:
             raise ValueError(f"default_steps ({self.default_steps}) is above max_steps ({self.max_steps})")
-        if self.default_width is not None and self.default_width > self.max_width:
+        if self.default_width is not None and self.max_width is not None and self.default_width > self.max_width:
             raise ValueError(f"default_width ({self.default_width}) is above max_width ({self.max_width})")
-        if self.default_height is not None and self.default_height > self.max_height:
+        if self.default_height is not None and self.max_height is not None and self.default_height > self.max_height:
             raise ValueError(f"default_height ({self.default_height}) is above max_height ({self.max_height})")
         return self
 
@@ -76,9 +82,10 @@ class Settings(BaseSettings):
         if self.gpu_class is None:
             raise ValueError("engine emulated needs gpu_class (--gpu-class or IMAGEFLEET_GPU_CLASS), e.g. h100-80gb")
         plan = builtin_plan(model=self.model, gpu_class=self.gpu_class, precision=self.precision)
-        if not plan.fits(1, self.max_width, self.max_height):
+        width, height = self.max_width or plan.native_size, self.max_height or plan.native_size
+        if not plan.fits(1, width, height):
             raise ValueError(
-                f"one {self.max_width}x{self.max_height} image of {self.model} at {self.precision} does not fit "
+                f"one {width}x{height} image of {self.model} at {self.precision} does not fit "
                 f"the memory of {self.gpu_class}; lower max_width/max_height or the precision, or pick a larger class"
             )
         return self

@@ -14,11 +14,13 @@ def to_work(
     request: GenerationRequest,
     settings: Settings,
     defaults: BatchKey,
+    largest: BatchKey,
     *,
     size_multiple: int,
     output_formats: frozenset[str],
 ) -> tuple[BatchKey, list[ImageSpec]]:
-    """The batch key and one ImageSpec per image; InvalidRequest names the field that is out of bounds."""
+    """The batch key and one ImageSpec per image (at most `largest`'s size); InvalidRequest names the field
+    that is out of bounds."""
     if request.model is not None and request.model != settings.model:
         raise InvalidRequest(f"model: this server serves {settings.model!r}, not {request.model!r}", param="model")
     if request.output_format not in output_formats:
@@ -27,7 +29,7 @@ def to_work(
             param="output_format",
         )
     width, height = request.dimensions() or (defaults.width, defaults.height)
-    for name, value, limit in (("width", width, settings.max_width), ("height", height, settings.max_height)):
+    for name, value, limit in (("width", width, largest.width), ("height", height, largest.height)):
         if not size_multiple <= value <= limit:
             raise InvalidRequest(
                 f"size: {name} {value} is outside {size_multiple}..{limit} (size is WIDTHxHEIGHT)", param="size"

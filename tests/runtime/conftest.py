@@ -8,8 +8,10 @@ import pytest
 
 from .support import RunningServer, runtime_server
 
-# Requests that wait while a batch runs share the next one, up to 4 images.
-SHARED_FLAGS = ("--default-steps", "3", "--max-batch-size", "4", "--queue-size", "64")
+# Requests that wait while a batch runs share the next one, up to 4 images; sizes up to 96x96 (the
+# warm-up runs 4 images at that size: keep it small on CPU).
+SHARED_FLAGS = ("--default-steps", "3", "--max-batch-size", "4", "--queue-size", "64",
+                "--max-width", "96", "--max-height", "96")
 
 
 @pytest.fixture(scope="session")

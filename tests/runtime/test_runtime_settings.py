@@ -13,6 +13,7 @@ def test_defaults() -> None:
     settings = load_settings([])
     assert (settings.model, settings.precision, settings.port, settings.offline) == ("tiny", "fp32", 8000, False)
     assert settings.default_width is None  # the model's native size
+    assert (settings.max_width, settings.max_height) == (None, None)  # the model's native size too
     assert (settings.engine, settings.gpu_class, settings.emulation_speedup) == ("diffusers", None, 1.0)
 
 
@@ -44,7 +45,7 @@ def test_a_removed_variable_from_an_older_operator_is_ignored(monkeypatch: pytes
     [
         (["--max-batch-size", "0"], "max_batch_size"),
         (["--default-steps", "50", "--max-steps", "20"], "default_steps"),
-        (["--default-width", "2048"], "default_width"),
+        (["--default-width", "2048", "--max-width", "1024"], "default_width"),
         (["--port", "http"], "port"),
     ],
 )

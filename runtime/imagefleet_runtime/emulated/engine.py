@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 from ..batcher import BatchKey, ImageSpec
 from ..encoding import encode_pil, pillow_formats
-from ..engines import WARM_UP_STEPS
 from ..errors import OutOfMemory
 from ..memory import MemoryReading, process_memory
 from ..settings import Settings
@@ -48,12 +47,6 @@ class EmulatedEngine:
         seconds = call_seconds(self.plan, width=key.width, height=key.height, steps=key.steps, images=len(images))
         time.sleep(seconds / self.speedup)
         return [FlatImage(key.width, key.height, _colour(image)) for image in images]
-
-    def warm_up(self, key: BatchKey) -> float:
-        """A short call, as the diffusers engine makes; returns one full call at `key`, in emulated seconds."""
-        steps = min(key.steps, WARM_UP_STEPS)
-        self.generate(BatchKey(key.width, key.height, steps, key.guidance_scale), [ImageSpec("warm-up", None, 0)])
-        return call_seconds(self.plan, width=key.width, height=key.height, steps=key.steps, images=1) / self.speedup
 
 
 def _colour(image: ImageSpec) -> tuple[int, int, int]:

@@ -66,6 +66,7 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
         "Service": "/api/v1/namespaces/{ns}/services",
         "ImageModelDeployment": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
         "InferencePool": "/apis/inference.networking.k8s.io/v1/namespaces/{ns}/inferencepools",
+        "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
     }
     path = prefixes[kind].format(ns=namespace)
     if name:

@@ -187,6 +187,8 @@ ALLOWED = [
     ("patch", "imagemodeldeployments.imagefleet.io/status"),
     ("create", "deployments.apps"),
     ("delete", "services"),
+    ("create", "poddisruptionbudgets.policy"),
+    ("delete", "poddisruptionbudgets.policy"),
     ("create", "events"),
     ("list", "pods"),
     ("list", "nodes"),
@@ -211,6 +213,7 @@ REFUSED = [
     ("delete", "namespaces"),
     ("create", "statefulsets.apps"),
     ("update", "deployments.apps"),
+    ("update", "poddisruptionbudgets.policy"),
     ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
 ]
 

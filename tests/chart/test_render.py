@@ -110,6 +110,7 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     assert verbs_for(rules, "apps", "deployments") == crud
     assert verbs_for(rules, "", "services") == crud
     assert verbs_for(rules, "inference.networking.k8s.io", "inferencepools") == crud - {"get"}
+    assert verbs_for(rules, "policy", "poddisruptionbudgets") == crud - {"get"}
     # Writing to the peering object is narrowed to the chart's own.
     (named,) = [rule for rule in rules if "resourceNames" in rule]
     assert named["resources"] == ["clusterkopfpeerings"] and named["resourceNames"] == ["imagefleet"]

@@ -31,6 +31,11 @@ namespaces, else into a Role in each watched namespace.
 - apiGroups: [inference.networking.k8s.io]
   resources: [inferencepools]
   verbs: [create, list, watch, patch, delete]
+# The children it owns when a resource sets spec.disruption: one PodDisruptionBudget
+# per ImageModelDeployment, the same way, never read one by one (no get).
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [create, list, watch, patch, delete]
 # Kubernetes Events on the ImageModelDeployment (scaled, does not fit, ...).
 - apiGroups: [""]
   resources: [events]

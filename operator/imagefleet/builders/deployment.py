@@ -13,6 +13,7 @@ from typing import Any
 
 from ..cost import EmulationError, builtin_plan, call_seconds
 from ..resolve import Resolved
+from .disruption import topology_spread_constraints
 from .labels import RUNTIME_PORT, Owner, child_metadata, prometheus_annotations, runtime_labels, selector_labels
 
 CONTAINER = "runtime"
@@ -163,6 +164,8 @@ def build_deployment(owner: Owner, resolved: Resolved, replicas: int, image: str
         pod_spec["nodeSelector"] = dict(gpu_class.node_selector)
     if gpu_class.tolerations:
         pod_spec["tolerations"] = [dict(toleration) for toleration in gpu_class.tolerations]
+    if spec.topology_spread:
+        pod_spec["topologySpreadConstraints"] = topology_spread_constraints(owner.name, spec.topology_spread)
     rollout = spec.rollout
     return {
         "apiVersion": "apps/v1",

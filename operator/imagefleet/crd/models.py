@@ -281,6 +281,43 @@ class RoutingSpec(_ApiModel):
     inference_pool: InferencePoolSpec | None = Field(None, description=InferencePoolSpec.__doc__)
 
 
+class DisruptionSpec(_ApiModel):
+    """A PodDisruptionBudget of the runtime pods against evictions (node drains, upgrades); set exactly one field."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.maxUnavailable) != has(self.minAvailable)",
+                "spec.disruption needs exactly one of maxUnavailable and minAvailable",
+                ".maxUnavailable",
+            ),
+        )
+    )
+
+    max_unavailable: IntOrString | None = Field(
+        None, description="Most runtime pods evictions may take down at once: a number or a percentage."
+    )
+    min_available: IntOrString | None = Field(
+        None, description="Fewest runtime pods that must stay up through evictions: a number or a percentage."
+    )
+
+
+class TopologySpreadSpec(_ApiModel):
+    """A topologySpreadConstraint of the runtime pods (of the current rollout) over a node label's values."""
+
+    topology_key: str = Field(
+        min_length=1, max_length=316,
+        description="Node label to spread over: kubernetes.io/hostname (nodes) or topology.kubernetes.io/zone "
+        "(zones).",
+    )
+    max_skew: int = Field(1, ge=1, le=MAX_REPLICAS, description="Most pods one value may have above the fewest.")
+    when_unsatisfiable: Literal["ScheduleAnyway", "DoNotSchedule"] = Field(
+        "ScheduleAnyway",
+        description="ScheduleAnyway (default) prefers the spread but uses a free GPU anywhere; DoNotSchedule "
+        "leaves a pod Pending rather than break the skew.",
+    )
+
+
 # A root rule (it needs metadata.name): the shortest overflow cycle is refused by the API server itself.
 OVERFLOW_NOT_SELF = rule(
     "!has(self.spec.routing) || !has(self.spec.routing.overflowTo) "
@@ -335,6 +372,17 @@ class ImageModelDeploymentSpec(_ApiModel):
         json_schema_extra={"default": RolloutSpec().model_dump(by_alias=True)},
     )
     routing: RoutingSpec | None = Field(None, description=RoutingSpec.__doc__)
+    disruption: DisruptionSpec | None = Field(
+        None, description="A PodDisruptionBudget named after the resource, selecting its runtime pods: how many "
+        "voluntary evictions (node drains, node-pool upgrades) may take at once; exactly one of maxUnavailable and "
+        "minAvailable. Left out: no budget (the operator deletes its own).",
+    )
+    topology_spread: list[TopologySpreadSpec] | None = Field(
+        None, max_length=4,
+        description="Spread the runtime pods over nodes or zones, one entry per node label (no entry: the "
+        "scheduler's defaults).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["topologyKey"]},
+    )
 
 
 class Condition(_ApiModel):

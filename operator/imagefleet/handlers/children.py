@@ -1,5 +1,5 @@
-"""Drift correction: a change to (or the deletion of) a runtime Deployment, Service or InferencePool
-reconciles its owner; so does the InferencePool CRD coming or going.
+"""Drift correction: a change to (or the deletion of) a runtime Deployment, Service, InferencePool or
+PodDisruptionBudget reconciles its owner; so does the InferencePool CRD coming or going.
 
 Deployment events also carry readiness (readyReplicas) into the owner's status.
 """
@@ -40,6 +40,13 @@ async def service_changed(type: str | None, namespace: str, name: str, memo: kop
 async def inference_pool_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
     """An InferencePool changed: restore it if it drifted."""
     await _child_changed("InferencePool", type, namespace, name, memo)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=RUNTIME_CHILDREN)
+async def disruption_budget_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo,
+                                    **_: Any) -> None:
+    """A runtime PodDisruptionBudget changed: restore it if it drifted."""
+    await _child_changed("PodDisruptionBudget", type, namespace, name, memo)
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=POOL_CRD)

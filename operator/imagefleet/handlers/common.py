@@ -39,6 +39,7 @@ class Indexes:
     inference_pools: Mapping[Any, Any]
     routes: Mapping[Any, Any]
     inference_pool_crd: Mapping[Any, Any]
+    runtime_disruption_budgets: Mapping[Any, Any]
 
 
 async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
@@ -59,6 +60,7 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
             inference_pool=one(indexes.inference_pools, namespace, name),
             pool_crd_installed=pool_crd_installed(indexes.inference_pool_crd),
             overflow_problem=problems.get(name),
+            disruption_budget=one(indexes.runtime_disruption_budgets, namespace, name),
         )
     except KubeError as error:
 

@@ -71,6 +71,13 @@ async def inference_pools(namespace: str, name: str, body: kopf.Body, **_: Any) 
     return {(namespace, name): snapshot(body)}
 
 
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=RUNTIME_CHILDREN)
+async def runtime_disruption_budgets(namespace: str, name: str, body: kopf.Body,
+                                     **_: Any) -> dict[Key, dict[str, Any]]:
+    """The operator's PodDisruptionBudgets by (namespace, name)."""
+    return {(namespace, name): snapshot(body)}
+
+
 def serves_v1(crd: Mapping[str, Any]) -> bool:
     """Whether a CustomResourceDefinition is Established, not being deleted, and serves v1."""
     if crd.get("metadata", {}).get("deletionTimestamp"):

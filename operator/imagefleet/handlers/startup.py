@@ -30,6 +30,7 @@ async def configure(
     inference_pools: kopf.Index[Any, Any],
     routes: kopf.Index[Any, Any],
     inference_pool_crd: kopf.Index[Any, Any],
+    runtime_disruption_budgets: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """Keep any kopf state in imagefleet.io annotations, set up peering, the reconciler and the resync."""
@@ -61,7 +62,8 @@ async def configure(
         Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),
     )
     memo.retries = Retries()
-    memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd)
+    memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd,
+                           runtime_disruption_budgets)
     memo.resync = asyncio.create_task(
         resync_forever(memo, operator.resync_seconds),
         name="imagefleet resync",

@@ -19,6 +19,7 @@ from ..builders import (
     Owner,
     build_deployment,
     build_inference_pool,
+    build_pod_disruption_budget,
     build_service,
     selector_string,
 )
@@ -48,6 +49,7 @@ NOT_READY = "NotReady"
 FITS_NOW = "FitsGPU"
 INVALID_SPEC = "InvalidSpec"
 INFERENCE_POOL = "InferencePool"
+DISRUPTION_BUDGET = "PodDisruptionBudget"
 DEPRECATED_FIELD = "DeprecatedField"
 _WARNING_READY_REASONS = {s.PROGRESS_DEADLINE_EXCEEDED, s.DOES_NOT_FIT, s.NAME_CONFLICT}
 _NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT}
@@ -74,6 +76,7 @@ class Observed:
     pool_crd_installed: bool = False
     # What is wrong with spec.routing.overflowTo, from the namespace's resources (imagefleet.overflow).
     overflow_problem: Problem | None = None
+    disruption_budget: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,11 @@ class Plan:
     # MetricsAvailable=Unknown for a new autoscaled resource (applied once, see status.py).
     initial_metrics: dict[str, Any] | None = None
     inference_pool: ChildPlan = ChildPlan(INFERENCE_POOL, "none")
+    disruption_budget: ChildPlan = ChildPlan(DISRUPTION_BUDGET, "none")
 
     @property
-    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan]:
-        return (self.deployment, self.service, self.inference_pool)
+    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan, ChildPlan]:
+        return (self.deployment, self.service, self.inference_pool, self.disruption_budget)
 
     @property
     def writes(self) -> bool:
@@ -209,6 +213,27 @@ def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
     if child.action == "apply" and live is None:
         events.append(Event("Normal", CREATED, f"created InferencePool {owner.name}: {details}"))
     return replace(child, events=tuple(events)), (c.TRUE, s.POOL_CONFIGURED, message)
+
+
+def _disruption_budget(spec: ImageModelDeploymentSpec, owner: Owner, live: Mapping[str, Any] | None) -> ChildPlan:
+    """The PodDisruptionBudget's plan: one while spec.disruption is set, none otherwise. A budget of that
+    name that someone else owns is left alone."""
+    if live is not None and controller_uid(live) not in (None, owner.uid):
+        return ChildPlan(DISRUPTION_BUDGET, "none")
+    name = f"{DISRUPTION_BUDGET} {owner.name}"
+    if spec.disruption is None:
+        child = _child(DISRUPTION_BUDGET, None, live)
+        event = Event("Normal", DELETED, f"deleted {name}: spec.disruption was removed")
+        return replace(child, events=(event,) if child.action == "delete" else ())
+    manifest = with_spec_hash(build_pod_disruption_budget(owner, spec.tier, spec.disruption))
+    child = _child(DISRUPTION_BUDGET, manifest, live)
+    events = _child_events(child, live, owner.name, created_before=False)
+    if child.action == "apply" and live is None:
+        disruption = spec.disruption
+        budget = (f"maxUnavailable {disruption.max_unavailable}" if disruption.max_unavailable is not None
+                  else f"minAvailable {disruption.min_available}")
+        events.append(Event("Normal", CREATED, f"created {name} over the runtime pods: {budget}"))
+    return replace(child, events=tuple(events))
 
 
 _DETAIL_CONDITIONS = {c.ROUTING_VALID: s.OVERFLOW_TARGET_VALID, c.INFERENCE_POOL_READY: INFERENCE_POOL + "Ready"}
@@ -343,4 +368,5 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         s.initial_metrics_condition(current, autoscaling=resolved.autoscaling.enabled, generation=generation,
                                     timestamp=timestamp),
         pool_plan,
+        _disruption_budget(spec, owner, observed.disruption_budget),
     )

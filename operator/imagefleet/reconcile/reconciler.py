@@ -17,7 +17,7 @@ from typing import Any
 
 from ..kube import INITIAL_METRICS_FIELD_MANAGER, Kube
 from ..overflow import Problem
-from .plan import INFERENCE_POOL, Config, Event, Observed, Plan, plan
+from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, Config, Event, Observed, Plan, plan
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -77,6 +77,7 @@ class Reconciler:
         inference_pool: Mapping[str, Any] | None = None,
         pool_crd_installed: bool = False,
         overflow_problem: Problem | None = None,
+        disruption_budget: Mapping[str, Any] | None = None,
     ) -> Plan | None:
         """Bring one resource's children and status in line; the plan it carried out (None: nothing to do)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -91,6 +92,7 @@ class Reconciler:
                 inference_pool=self._newest(INFERENCE_POOL, namespace, name, inference_pool),
                 pool_crd_installed=pool_crd_installed,
                 overflow_problem=overflow_problem,
+                disruption_budget=self._newest(DISRUPTION_BUDGET, namespace, name, disruption_budget),
             )
             planned = plan(observed, self.config)
             if planned.writes:
@@ -102,7 +104,7 @@ class Reconciler:
         imd = observed.imd
         metadata = imd["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        lives = (observed.deployment, observed.service, observed.inference_pool)
+        lives = (observed.deployment, observed.service, observed.inference_pool, observed.disruption_budget)
         for child, live in zip(planned.children, lives, strict=True):
             if child.action == "apply":
                 assert child.manifest is not None

@@ -1,0 +1,74 @@
+"""spec.disruption and spec.topologySpread against the real local control plane (KWOK GPU nodes, the
+real scheduler and disruption controller): the budget appears, counts the resource's pods, and goes
+away when the field is removed; the pods spread over the nodes."""
+
+from __future__ import annotations
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.conftest import Cluster
+from tests.helpers import wait_until
+
+from .harness import Imds, OperatorProcess
+
+# Two nodes of 8 GPUs: without the spread both pods could share one.
+SPREAD = {"model": {"name": "sd15"}, "gpuClass": "h100-80gb", "replicas": 2,
+          "disruption": {"maxUnavailable": 1},
+          "topologySpread": [{"topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}]}
+
+
+def _budget(cluster: Cluster, namespace: str, name: str) -> client.V1PodDisruptionBudget | None:
+    try:
+        return client.PolicyV1Api(cluster.api_client).read_namespaced_pod_disruption_budget(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
+    events = client.CoreV1Api(cluster.api_client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}").items
+    return [(event.reason, event.message) for event in events if event.involved_object.kind == "ImageModelDeployment"]
+
+
+def test_budget_counts_the_pods_and_goes_with_the_field_and_the_pods_spread(
+    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess
+) -> None:
+    imds = Imds(cluster.api_client, namespace)
+    created = imds.create("spread", SPREAD)
+    imds.wait_ready("spread", timeout=120)
+
+    budget = wait_until(lambda: _budget(cluster, namespace, "spread"), timeout=30, message="the budget")
+    assert budget.spec.max_unavailable == 1 and budget.spec.min_available is None
+    (owner,) = budget.metadata.owner_references
+    assert owner.uid == created["metadata"]["uid"] and owner.controller
+    # The disruption controller counts the pods the budget selects: the resource's two, both healthy.
+    wait_until(lambda: (s := _budget(cluster, namespace, "spread").status) is not None  # type: ignore[union-attr]
+               and (s.expected_pods, s.current_healthy, s.disruptions_allowed) == (2, 2, 1),
+               timeout=60, message="the budget to count 2 healthy pods, 1 disruption allowed")
+    selector = ",".join(f"{k}={v}" for k, v in budget.spec.selector.match_labels.items())
+    pods = client.CoreV1Api(cluster.api_client).list_namespaced_pod(namespace, label_selector=selector).items
+    assert len(pods) == 2
+    assert {pod.metadata.owner_references[0].kind for pod in pods} == {"ReplicaSet"}
+    # One pod per node, as the constraint demands (the scheduler may also spread them unasked: the
+    # constraint on the pods, below, is the evidence that the operator set it).
+    assert len({pod.spec.node_name for pod in pods}) == 2, [pod.spec.node_name for pod in pods]
+    constraint = pods[0].spec.topology_spread_constraints[0]
+    assert (constraint.topology_key, constraint.max_skew, constraint.match_label_keys) == (
+        "kubernetes.io/hostname", 1, ["pod-template-hash"])
+    assert ("Created", "created PodDisruptionBudget spread over the runtime pods: maxUnavailable 1") in _events(
+        cluster, namespace, "spread")
+
+    # Someone edits the budget: the operator restores it.
+    client.PolicyV1Api(cluster.api_client).patch_namespaced_pod_disruption_budget(
+        "spread", namespace, {"spec": {"maxUnavailable": 0}})
+    wait_until(lambda: _budget(cluster, namespace, "spread").spec.max_unavailable == 1,  # type: ignore[union-attr]
+               timeout=30, message="the budget restored")
+
+    imds.patch_spec("spread", {"disruption": None})  # a merge patch: null removes the field
+    wait_until(lambda: _budget(cluster, namespace, "spread") is None, timeout=30, message="the budget deleted")
+    assert ("Deleted", "deleted PodDisruptionBudget spread: spec.disruption was removed") in _events(
+        cluster, namespace, "spread")
+    assert imds.get("spread")["spec"].get("disruption") is None

@@ -1,6 +1,7 @@
-"""spec.disruption and spec.topologySpread against the real local control plane (KWOK GPU nodes, the
-real scheduler and disruption controller): the budget appears, counts the resource's pods, and goes
-away when the field is removed; the pods spread over the nodes."""
+"""spec.disruption, spec.topologySpread and a surge rollout against the real local control plane (KWOK
+GPU nodes, the real scheduler and disruption controller): the budget appears, counts the resource's
+pods, and goes away when the field is removed; the pods spread over the nodes; a rollout that needs
+a spare GPU and finds none says so."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def _events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]
     events = client.CoreV1Api(cluster.api_client).list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name}").items
     return [(event.reason, event.message) for event in events if event.involved_object.kind == "ImageModelDeployment"]
+
+
+def _ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
 
 def test_budget_counts_the_pods_and_goes_with_the_field_and_the_pods_spread(
@@ -72,3 +77,37 @@ def test_budget_counts_the_pods_and_goes_with_the_field_and_the_pods_spread(
     assert ("Deleted", "deleted PodDisruptionBudget spread: spec.disruption was removed") in _events(
         cluster, namespace, "spread")
     assert imds.get("spread")["spec"].get("disruption") is None
+
+
+def test_single_replica_rollout_with_surge_says_when_no_gpu_is_free_and_waits(
+    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess
+) -> None:
+    """The L4 class has 2 nodes of 1 GPU: a filler takes one, the single replica the other. Its rollout
+    (maxSurge 1, maxUnavailable 0) finds no GPU for the surge pod: a RolloutBlocked Warning, and the old
+    pod keeps serving; once the filler goes, the rollout completes."""
+    imds = Imds(cluster.api_client, namespace)
+    imds.create("filler", {"model": {"name": "sd15"}, "gpuClass": "l4-24gb", "replicas": 1})
+    imds.create("solo", {"model": {"name": "sd15"}, "gpuClass": "l4-24gb", "replicas": 1,
+                         "rollout": {"maxSurge": 1, "maxUnavailable": 0}})
+    imds.wait_ready("filler", timeout=120)
+    imds.wait_ready("solo", timeout=120)
+    (old_pod,) = client.CoreV1Api(cluster.api_client).list_namespaced_pod(
+        namespace, label_selector="imagefleet.io/name=solo").items
+
+    imds.patch_spec("solo", {"generation": {"defaultSteps": 12}})  # a new pod template: a rollout
+    blocked = wait_until(lambda: [message for reason, message in _events(cluster, namespace, "solo")
+                                  if reason == "RolloutBlocked"], timeout=30, message="a RolloutBlocked Event")
+    assert blocked[0].startswith("no free l4-24gb GPU for the surge pod (0 free, 1 needed); the rollout waits")
+
+    def pods() -> list[client.V1Pod]:
+        return list(client.CoreV1Api(cluster.api_client).list_namespaced_pod(
+            namespace, label_selector="imagefleet.io/name=solo").items)
+
+    wait_until(lambda: len(pods()) == 2, timeout=30, message="the surge pod")
+    surge = next(pod for pod in pods() if pod.metadata.name != old_pod.metadata.name)
+    assert surge.status.phase == "Pending" and not surge.spec.node_name
+    assert any(pod.metadata.name == old_pod.metadata.name and _ready(pod) for pod in pods())
+
+    imds.delete("filler")
+    wait_until(lambda: [pod.metadata.name for pod in pods() if _ready(pod)] == [surge.metadata.name],
+               timeout=120, message="the rollout to finish on the freed GPU")

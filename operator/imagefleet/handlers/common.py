@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from ..autoscaling.capacity import class_usage
 from ..config import OperatorSettings
 from ..kube import KubeError, WriteLimiter
 from ..overflow import overflow_problems
@@ -40,6 +41,24 @@ class Indexes:
     routes: Mapping[Any, Any]
     inference_pool_crd: Mapping[Any, Any]
     runtime_disruption_budgets: Mapping[Any, Any]
+    gpu_nodes: Mapping[Any, Any]
+    gpu_pods: Mapping[Any, Any]
+
+
+def free_gpus(memo: kopf.Memo, imd: Mapping[str, Any] | None) -> int | None:
+    """Free GPUs of the resource's class, from the capacity index; counted only when its rollout may
+    need a surge pod (maxSurge set), else None."""
+    spec = (imd or {}).get("spec") or {}
+    if (spec.get("rollout") or {}).get("maxSurge") in (None, 0, "0%"):
+        return None
+    reconciler: Reconciler = memo.reconciler
+    gpu_class = reconciler.config.gpu_classes.get(spec.get("gpuClass", ""))
+    if gpu_class is None:
+        return None
+    indexes: Indexes = memo.indexes
+    usage = class_usage((node for store in indexes.gpu_nodes.values() for node in store),
+                        (pod for store in indexes.gpu_pods.values() for pod in store), gpu_class)
+    return None if usage is None else usage.free_gpus
 
 
 async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
@@ -50,17 +69,19 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
     indexes: Indexes = memo.indexes
     key = (namespace, name)
     problems = overflow_problems(namespace, indexes.routes.get(namespace, ()))
+    imd = imd if imd is not None else one(indexes.imds, namespace, name)
     try:
         await reconciler.reconcile(
             namespace,
             name,
-            imd if imd is not None else one(indexes.imds, namespace, name),
+            imd,
             one(indexes.runtime_deployments, namespace, name),
             one(indexes.runtime_services, namespace, name),
             inference_pool=one(indexes.inference_pools, namespace, name),
             pool_crd_installed=pool_crd_installed(indexes.inference_pool_crd),
             overflow_problem=problems.get(name),
             disruption_budget=one(indexes.runtime_disruption_budgets, namespace, name),
+            free_gpus=free_gpus(memo, imd),
         )
     except KubeError as error:
 

@@ -31,6 +31,8 @@ async def configure(
     routes: kopf.Index[Any, Any],
     inference_pool_crd: kopf.Index[Any, Any],
     runtime_disruption_budgets: kopf.Index[Any, Any],
+    gpu_nodes: kopf.Index[Any, Any],
+    gpu_pods: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """Keep any kopf state in imagefleet.io annotations, set up peering, the reconciler and the resync."""
@@ -63,7 +65,7 @@ async def configure(
     )
     memo.retries = Retries()
     memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd,
-                           runtime_disruption_budgets)
+                           runtime_disruption_budgets, gpu_nodes, gpu_pods)
     memo.resync = asyncio.create_task(
         resync_forever(memo, operator.resync_seconds),
         name="imagefleet resync",

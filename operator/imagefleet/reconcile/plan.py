@@ -33,6 +33,7 @@ from ..resolve import Resolved, resolve
 from ..tiers import Autoscaling
 from . import status as s
 from .diff import SPEC_HASH_ANNOTATION, differences, with_spec_hash
+from .surge import ROLLOUT_BLOCKED, surge_blocked_message
 
 Action = Literal["none", "apply", "delete"]
 EventType = Literal["Normal", "Warning"]
@@ -77,6 +78,8 @@ class Observed:
     # What is wrong with spec.routing.overflowTo, from the namespace's resources (imagefleet.overflow).
     overflow_problem: Problem | None = None
     disruption_budget: Mapping[str, Any] | None = None
+    # Free GPUs of the resource's class (the autoscaler's capacity index); None: unknown or not asked.
+    free_gpus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -358,6 +361,12 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
             "Normal", CREATED, f"created Deployment and Service {owner.name}: {replicas} "
             f"replica{'' if replicas == 1 else 's'} of {spec.model.name} at {resolved.precision} on {spec.gpu_class}",
         ))
+    if observed.free_gpus is not None and resolved.gpu_class is not None and any(
+        path.startswith(".spec.template") for path in deployment_plan.drift
+    ):
+        blocked = surge_blocked_message(spec.rollout, replicas, resolved.gpu_class, observed.free_gpus)
+        if blocked is not None:
+            deployment_events.append(Event("Warning", ROLLOUT_BLOCKED, blocked))
     service_events = _child_events(service_plan, observed.service, owner.name, created_before)
     return Plan(
         replace(deployment_plan, events=tuple(deployment_events)),

@@ -78,6 +78,7 @@ class Reconciler:
         pool_crd_installed: bool = False,
         overflow_problem: Problem | None = None,
         disruption_budget: Mapping[str, Any] | None = None,
+        free_gpus: int | None = None,
     ) -> Plan | None:
         """Bring one resource's children and status in line; the plan it carried out (None: nothing to do)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -93,6 +94,7 @@ class Reconciler:
                 pool_crd_installed=pool_crd_installed,
                 overflow_problem=overflow_problem,
                 disruption_budget=self._newest(DISRUPTION_BUDGET, namespace, name, disruption_budget),
+                free_gpus=free_gpus,
             )
             planned = plan(observed, self.config)
             if planned.writes:

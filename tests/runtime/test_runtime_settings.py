@@ -62,3 +62,16 @@ def test_choices_are_checked_by_the_parser(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         load_settings(["--precision", "int8"])
     assert "fp16" in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_names_the_torch_cuda_and_the_driver() -> None:
+    """On a GPU node with too old a driver torch sees no GPU: the message says what to check."""
+    import torch
+
+    from imagefleet_runtime.errors import ModelLoadError
+    from imagefleet_runtime.models.loader import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(ModelLoadError, match=f"built for CUDA {torch.version.cuda}.*driver >= 580"):
+        resolve_device("cuda")

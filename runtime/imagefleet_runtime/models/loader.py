@@ -31,7 +31,11 @@ def resolve_device(device: Device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("device is cuda but torch sees no CUDA GPU; use --device cpu or auto")
+        raise ModelLoadError(
+            f"device is cuda but torch (built for CUDA {torch.version.cuda}) sees no CUDA GPU: on a GPU node, check "
+            "that the pod got a GPU (nvidia.com/gpu) and that the node's NVIDIA driver runs that CUDA (CUDA 13 needs "
+            "driver >= 580; see docs/runtime.md, Driver); else use --device cpu or auto"
+        )
     return torch.device(device)
 
 

@@ -6,12 +6,13 @@ the class, and the gateway's demand (the imagefleet.io/demand-at annotation).
 The Deployment and the GPUs come from a `Fleet`: kopf's watch-fed indexes in the
 operator (`ListedFleet`, a GET and two LISTs, where there is no watch). The
 readings come from a round shared by every resource evaluated in the same
-interval (`batch.read_round`: one query per signal for the whole fleet).
-Decide: `policy.decide`. Act, writing only what changed and in this order: the
+interval (`batch.read_round`: one query per signal for the whole fleet), started
+by `evaluate_round`, which the operator calls once per interval with every
+autoscaled resource. Decide: `policy.decide`. Act, writing only what changed and in this order: the
 status (desiredReplicas first, so a reconcile never applies a stale count), the
 Deployment's spec.replicas, then an Event when the count changed. The user's
-spec is never written. Evaluations of one resource never overlap (the daemon's
-interval and a demand wake-up may meet).
+spec is never written. Evaluations of one resource never overlap (a round and a
+demand wake-up may meet).
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from .. import conditions as c
 from ..catalog import GPUClass
 from ..crd.models import ImageModelDeploymentSpec
-from ..kube import Conflict, Kube
+from ..kube import Conflict, Kube, KubeError
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .batch import Key, Round, read_round
@@ -199,7 +202,7 @@ class Autoscaler:
     async def aclose(self) -> None:
         """Let evaluations in flight finish (up to 10 s), then close the clients.
 
-        Later evaluations do nothing: kopf may run a daemon past the cleanup.
+        Later evaluations do nothing: kopf may run a handler past the cleanup.
         """
         self._closed = True
         try:
@@ -213,6 +216,31 @@ class Autoscaler:
     def next_round_in(self) -> float:
         """Seconds until the next interval starts: evaluations that start together share one batched read."""
         return self.interval_seconds - self.clock() % self.interval_seconds + ROUND_MARGIN_SECONDS
+
+    async def evaluate_round(self, resources: Sequence[Mapping[str, Any]]) -> list[Decision | None]:
+        """One interval's round: every autoscaled resource decided from one batched read.
+
+        A resource not in `resources` any more (autoscaling turned off, deleted) is
+        forgotten. One resource's failure is logged and does not stop the others.
+        """
+        self._keys = {resource["metadata"]["uid"]: (resource["metadata"]["namespace"], resource["metadata"]["name"])
+                      for resource in resources}
+        known = set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
+        for uid in known - set(self._keys):
+            self.forget(uid)
+        return list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
+
+    async def _evaluate_or_log(self, resource: Mapping[str, Any]) -> Decision | None:
+        try:
+            return await self.evaluate(resource)
+        except (KubeError, ValidationError) as error:
+            metadata = resource["metadata"]
+            logger.warning("%s/%s: autoscaling skipped this interval: %s", metadata["namespace"], metadata["name"],
+                           error)
+        except Exception:  # noqa: BLE001 - one resource's bug must not stop the round
+            metadata = resource["metadata"]
+            logger.exception("%s/%s: autoscaling failed this interval", metadata["namespace"], metadata["name"])
+        return None
 
     def forget(self, uid: str) -> None:
         self._keys.pop(uid, None)

@@ -165,3 +165,29 @@ def test_demand_age_from_the_gateway_annotation() -> None:
     assert loop.demand_age_seconds(annotations, now) == 10.25
     assert loop.demand_age_seconds({}, now) is None
     assert loop.demand_age_seconds({loop.DEMAND_ANNOTATION: "yesterday"}, now) is None
+
+
+def test_no_first_write_while_no_pod_is_ready_unless_it_scales_or_reading_failed() -> None:
+    empty = Readings(None, None, None, None)
+
+    def holding(ready: int) -> policy.Decision:
+        observation = Observation(time=0.0, replicas=1, ready_replicas=ready, queue_depth=None, p95_seconds=None,
+                                  busy_replicas=None)
+        return decide(observation, TARGETS, History())
+
+    rolling_out = holding(ready=0)
+    assert rolling_out.desired == 1 and not rolling_out.metrics_available
+    assert loop.nothing_to_report_yet({}, rolling_out, Metrics(empty), replicas=1, ready=0)
+    # A pod is ready: "no series" is news now (a scrape that never finds it must be seen).
+    assert not loop.nothing_to_report_yet({}, holding(ready=1), Metrics(empty), replicas=1, ready=1)
+    # Prometheus missing or unreachable is said at once.
+    failed = Metrics(empty, (loop.PROMETHEUS_NOT_CONFIGURED, "IMAGEFLEET_PROMETHEUS_URL is not set"))
+    assert not loop.nothing_to_report_yet({}, rolling_out, failed, replicas=1, ready=0)
+    # After the autoscaler's first write, every change is written as before.
+    reported = merged({}, status_patch({}, rolling_out, Metrics(empty), generation=1, changed=False) or {})
+    assert not loop.nothing_to_report_yet({"status": reported}, rolling_out, Metrics(empty), replicas=1, ready=0)
+    # A scale (a capacity cap, a floor) is written whatever the pods.
+    floor = decide(Observation(time=0.0, replicas=0, ready_replicas=0, queue_depth=None, p95_seconds=None,
+                               busy_replicas=None), TARGETS, History())
+    assert floor.desired == 1
+    assert not loop.nothing_to_report_yet({}, floor, Metrics(empty), replicas=0, ready=0)

@@ -336,6 +336,8 @@ class Autoscaler:
             self._histories.get(uid, History()),
         )
         self._histories[uid] = decision.history
+        if nothing_to_report_yet(resource, decision, metrics, replicas=replicas, ready=ready):
+            return decision
         await self._write_status(resource, decision, metrics, changed=decision.desired != replicas)
         if decision.desired != replicas:
             await self.kube.request(
@@ -544,6 +546,21 @@ def status_patch(
         wanted["lastScaleTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = {key: value for key, value in wanted.items() if status.get(key) != _without_nulls(value)}
     return patch or None
+
+
+def nothing_to_report_yet(
+    resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, replicas: int, ready: int
+) -> bool:
+    """A first evaluation that holds while no pod is ready yet: no status write.
+
+    No ready pod means no series, so it would only replace the operator's
+    MetricsAvailable=Unknown AwaitingMetrics with "no series" (and a write per new
+    resource). The autoscaler's first write comes when a pod is ready, when it
+    scales, or when reading failed (a missing or unreachable Prometheus is said at once).
+    """
+    first = c.find((resource.get("status") or {}).get("conditions"), SCALING) is None
+    return (first and ready == 0 and replicas > 0 and decision.desired == replicas and metrics.failure is None
+            and not decision.metrics_available)
 
 
 def _without_nulls(value: Any) -> Any:

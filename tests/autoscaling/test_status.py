@@ -191,3 +191,35 @@ def test_no_first_write_while_no_pod_is_ready_unless_it_scales_or_reading_failed
                                busy_replicas=None), TARGETS, History())
     assert floor.desired == 1
     assert not loop.nothing_to_report_yet({}, floor, Metrics(empty), replicas=0, ready=0)
+
+
+def test_the_apply_carries_all_of_the_autoscalers_fields_and_none_of_the_operators() -> None:
+    readings = Readings(queue_depth=6.0, p95_seconds=4.25, busy_replicas=1.5, age_seconds=1.0)
+    decision = decision_for(readings)
+    operator = {"type": c.READY, "status": c.TRUE, "reason": "AllReplicasReady", "message": "2/2 replicas ready",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    status = {"replicas": 2, "readyReplicas": 2, "lastScaleTime": "2026-01-01T00:00:00Z", "conditions": [operator]}
+    patch = status_patch(status, decision, Metrics(readings), generation=3, changed=False)
+    assert patch is not None
+    owned = loop.owned_status(loop.merge_patched(status, patch))
+    assert "replicas" not in owned and "readyReplicas" not in owned
+    assert c.find(owned["conditions"], c.READY) is None
+    assert {condition["type"] for condition in owned["conditions"]} >= {c.METRICS_AVAILABLE, loop.SCALING}
+    # A field it set before and does not change now is in the apply (left out, the apply would remove it).
+    assert owned["lastScaleTime"] == "2026-01-01T00:00:00Z"
+    assert owned["desiredReplicas"] == 3 and owned["queueDepth"] == 6.0
+    # A signal gone (null in the merge patch) is left out, so the apply removes it.
+    gone = status_patch(loop.merge_patched(status, patch), decision_for(Readings(None, None, None, None)),
+                        Metrics(Readings(None, None, None, None)), generation=3, changed=False)
+    assert gone is not None
+    assert "queueDepth" not in loop.owned_status(loop.merge_patched(loop.merge_patched(status, patch), gone))
+
+
+def test_no_signal_at_all_stores_no_autoscaling_object_and_is_not_rewritten() -> None:
+    empty = Readings(None, None, None, None)
+    decision = decision_for(empty)
+    patch = status_patch({}, decision, Metrics(empty), generation=1, changed=False)
+    assert patch is not None
+    owned = loop.owned_status(loop.merge_patched({}, patch))
+    assert "autoscaling" not in owned  # an empty object the API server would refuse in an apply
+    assert status_patch(owned, decision, Metrics(empty), generation=1, changed=False) is None

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from .. import conditions as c
 from ..catalog import GPUClass
 from ..crd.models import ImageModelDeploymentSpec
-from ..kube import Conflict, Kube, KubeError
+from ..kube import Kube, KubeError
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .batch import Key, Round, read_round
@@ -83,7 +83,6 @@ TARGETS_TTL_SECONDS = 60.0
 
 FIELD_MANAGER = "imagefleet-autoscaler"
 CLOSE_TIMEOUT_SECONDS = 10.0
-STATUS_ATTEMPTS = 3
 # Wake a little after an interval starts, so that every evaluation falls in the same one.
 ROUND_MARGIN_SECONDS = 0.05
 
@@ -129,9 +128,13 @@ def demand_age_seconds(annotations: Mapping[str, str] | None, now: datetime) -> 
 
 
 class Fleet(Protocol):
-    """Where the autoscaler reads a resource's Deployment and the GPUs in use."""
+    """Where the autoscaler reads a resource's Deployment, the GPUs in use, and the newest copy of a resource."""
 
     async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def resource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The newest copy of the ImageModelDeployment known without a request (None: only the caller's)."""
+        ...
 
     async def gpus(self) -> tuple[Iterable[NodeGPUs], Iterable[PodGPUs]]: ...
 
@@ -144,6 +147,9 @@ class ListedFleet:
 
     async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return await self.kube.get("Deployment", namespace, name)
+
+    def resource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return None
 
     async def gpus(self) -> tuple[Iterable[NodeGPUs], Iterable[PodGPUs]]:
         nodes = await self.kube.request("GET", "/api/v1/nodes")
@@ -470,24 +476,52 @@ class Autoscaler:
     async def _patch_status(
         self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     ) -> None:
-        """Merge-patch status with `make(current status)`; re-read and retry on a conflict."""
+        """Write the autoscaler's status fields when `make(current status)` finds a change.
+
+        A server-side apply of all of the autoscaler's fields (`owned_status`), under
+        its own field manager: conditions are a list map keyed by type, so the apply
+        leaves the operator's conditions alone with no precondition to conflict on (a
+        merge patch would replace the whole list, and a resourceVersion precondition
+        conflicts whenever the operator wrote status while this write waited for its
+        token). `current` is the newest copy the fleet knows, so "nothing changed" is
+        judged against what was last written.
+        """
         metadata = resource["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        current = resource
-        for attempt in range(1, STATUS_ATTEMPTS + 1):
-            patch = make(current.get("status") or {})
-            if patch is None:
-                return
-            try:
-                await self.kube.patch_status(namespace, name, patch, current["metadata"].get("resourceVersion"))
-                return
-            except Conflict:
-                if attempt == STATUS_ATTEMPTS:
-                    raise
-                fresh = await self.kube.get("ImageModelDeployment", namespace, name)
-                if fresh is None:
-                    return
-                current = fresh
+        newest = self.fleet.resource(namespace, name)
+        current = newest if newest is not None and newest["metadata"].get("uid") == metadata.get("uid") else resource
+        status = current.get("status") or {}
+        patch = make(status)
+        if patch is None:
+            return
+        await self.kube.apply_status(namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER)
+
+
+# The status the autoscaler owns (its apply sets all of them; one left out is removed).
+OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling")
+OWNED_CONDITIONS = (c.METRICS_AVAILABLE, SCALING, SCALING_LIMITED, LATENCY_TARGET_REACHABLE, MANUAL_SCALING)
+
+
+def owned_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The autoscaler's fields and conditions of a status: the body of its server-side apply."""
+    owned: dict[str, Any] = {key: status[key] for key in OWNED_FIELDS if status.get(key) not in (None, {})}
+    owned["conditions"] = [condition for condition in status.get("conditions") or ()
+                           if condition.get("type") in OWNED_CONDITIONS]
+    return owned
+
+
+def merge_patched(document: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`patch` applied to `document` as a JSON merge patch (RFC 7386: null removes, lists replace)."""
+    result = dict(document)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            base = result.get(key)
+            result[key] = merge_patched(base if isinstance(base, Mapping) else {}, value)
+        else:
+            result[key] = value
+    return result
 
 
 def status_patch(
@@ -544,7 +578,7 @@ def status_patch(
     }
     if changed:
         wanted["lastScaleTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch = {key: value for key, value in wanted.items() if status.get(key) != _without_nulls(value)}
+    patch = {key: value for key, value in wanted.items() if _stored(status.get(key)) != _stored(value)}
     return patch or None
 
 
@@ -563,10 +597,11 @@ def nothing_to_report_yet(
             and not decision.metrics_available)
 
 
-def _without_nulls(value: Any) -> Any:
-    """How the API server stores a merge-patched object: null members removed."""
+def _stored(value: Any) -> Any:
+    """How the API server stores a field of the autoscaler's apply: null members removed, an empty object left out."""
     if isinstance(value, dict):
-        return {key: item for key, item in value.items() if item is not None}
+        value = {key: item for key, item in value.items() if item is not None}
+        return value or None
     return value
 
 

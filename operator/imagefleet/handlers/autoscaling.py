@@ -38,11 +38,14 @@ logger = logging.getLogger(__name__)
 
 
 class IndexedFleet:
-    """The autoscaler's view of Deployments and GPUs, from kopf's watch-fed indexes."""
+    """The autoscaler's view of resources, Deployments and GPUs, from kopf's watch-fed indexes."""
 
-    def __init__(self, deployments: kopf.Index[Any, Any], nodes: kopf.Index[Any, Any],
-                 pods: kopf.Index[Any, Any]) -> None:
-        self._deployments, self._nodes, self._pods = deployments, nodes, pods
+    def __init__(self, resources: kopf.Index[Any, Any], deployments: kopf.Index[Any, Any],
+                 nodes: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+        self._resources, self._deployments, self._nodes, self._pods = resources, deployments, nodes, pods
+
+    def resource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return one(self._resources, namespace, name)
 
     async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return one(self._deployments, namespace, name)
@@ -64,7 +67,7 @@ async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, aut
     autoscaler = memo.autoscaler = Autoscaler(
         Kube.from_environment(limiter=write_limiter(memo)), prometheus, operator.gpu_classes,
         interval_seconds=operator.autoscale_interval_seconds,
-        fleet=IndexedFleet(runtime_deployments, gpu_nodes, gpu_pods),
+        fleet=IndexedFleet(autoscaled, runtime_deployments, gpu_nodes, gpu_pods),
     )
 
     def is_active() -> bool:

@@ -69,6 +69,26 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("claim-sub-path-escapes", _with(model={"name": "org/x", "persistentVolumeClaim": {"claimName": "w",
                                                                                         "subPath": "../etc"}}),
      "spec.model.persistentVolumeClaim.subPath", "relative path"),
+    ("cache-size-garbage", _with(model={"name": "sd15", "cache": {"size": "lots"}}), "spec.model.cache.size",
+     "should match"),
+    ("cache-access-mode-read-only", _with(model={"name": "sd15", "cache": {"size": "8Gi",
+                                                                        "accessModes": ["ReadOnlyMany"]}}),
+     "spec.model.cache.accessModes", "ReadWriteMany"),
+    ("cache-and-claim", _with(model={"name": "org/x", "cache": {"size": "8Gi"},
+                                     "persistentVolumeClaim": {"claimName": "w"}}),
+     "spec.model.cache", "set one"),
+    ("cache-of-tiny", _with(model={"name": "tiny", "cache": {"size": "1Gi"}}), "spec.model.cache", "built in"),
+    ("cache-secret-without-key", _with(model={"name": "sd15", "cache": {"size": "8Gi",
+                                                                     "tokenSecretRef": {"name": "hf"}}}),
+     "spec.model.cache.tokenSecretRef.key", "Required"),
+    ("cache-rwo-two-replicas", _with(model={"name": "sd15", "cache": {"size": "8Gi"}}, replicas=2),
+     "spec.model.cache.accessModes", "one replica"),
+    ("cache-rwo-autoscaling-unbounded", _with(model={"name": "sd15", "cache": {"size": "8Gi"}},
+                                              autoscaling={"enabled": True}),
+     "spec.model.cache.accessModes", "maxReplicas set to 1"),
+    ("cache-rwop-surge", _with(model={"name": "sd15", "cache": {"size": "8Gi", "accessModes": ["ReadWriteOncePod"]}},
+                               rollout={"maxSurge": 1, "maxUnavailable": 0}),
+     "spec.rollout.maxSurge", "ReadWriteOnce"),
 ]
 
 
@@ -97,3 +117,10 @@ def test_valid_resource_gets_the_schema_defaults_only(cluster: Cluster, imd_crd:
     assert spec["tier"] == "standard" and spec["replicas"] == 1
     assert spec["rollout"] == {"maxSurge": 0, "maxUnavailable": 1} and spec["autoscaling"] == {"enabled": False}
     assert "batching" not in spec and "generation" not in spec, "tier and model defaults stay out of the spec"
+
+
+def test_a_shared_cache_may_serve_several_replicas(cluster: Cluster, imd_crd: None, namespace: str) -> None:
+    spec = _with(model={"name": "sd15", "cache": {"size": "8Gi", "accessModes": ["ReadWriteMany"]}},
+                 autoscaling={"enabled": True, "maxReplicas": 4})
+    created = Imds(cluster.api_client, namespace).create("shared-cache", spec)
+    assert created["spec"]["model"]["cache"]["accessModes"] == ["ReadWriteMany"]

@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from imagefleet import GROUP, PLURAL, VERSION
 
 from tests.conftest import Cluster
 
@@ -124,3 +127,14 @@ def test_a_shared_cache_may_serve_several_replicas(cluster: Cluster, imd_crd: No
                  autoscaling={"enabled": True, "maxReplicas": 4})
     created = Imds(cluster.api_client, namespace).create("shared-cache", spec)
     assert created["spec"]["model"]["cache"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_scaling_a_single_node_cache_past_one_replica_is_refused(
+    cluster: Cluster, imd_crd: None, namespace: str
+) -> None:
+    """`kubectl scale` goes through the scale subresource: the same CEL rule refuses it."""
+    Imds(cluster.api_client, namespace).create("single", _with(model={"name": "sd15", "cache": {"size": "8Gi"}}))
+    with pytest.raises(ApiException) as rejected:
+        client.CustomObjectsApi(cluster.api_client).patch_namespaced_custom_object_scale(
+            GROUP, VERSION, namespace, PLURAL, "single", {"spec": {"replicas": 2}})
+    assert rejected.value.status == 422 and "one replica" in json.loads(rejected.value.body)["message"]

@@ -122,3 +122,9 @@ def test_no_deployment_until_the_cache_is_complete_for_this_generation() -> None
     assert mount == {"name": "model", "mountPath": "/models", "readOnly": True, "subPath": DIRECTORY}
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["IMAGEFLEET_MODEL_PATH"] == "/models" and env["IMAGEFLEET_OFFLINE"] == "true"
+
+
+def test_a_deleted_claim_is_made_again_and_the_job_runs_again() -> None:
+    planned = _plan(mc.CacheObserved(None, [_job(succeeded=1)], secret="Found"))
+    assert planned.claim is not None and planned.job is None and planned.delete_jobs == ((JOB, "job-uid"),)
+    assert planned.verdict[:2] == (c.FALSE, mc.PENDING) and "deleted" in planned.verdict[2]

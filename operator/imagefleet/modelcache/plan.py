@@ -183,6 +183,11 @@ def plan_cache(owner: Owner, spec: ImageModelDeploymentSpec, precision: Precisio
                        "set spec.model.cache back, or delete the claim (and its cached files) to have it made anew")
             return CachePlan(None, None, stale, (c.FALSE, CLAIM_MISMATCH, message))
     new_claim = claim if observed.claim is None else None
+    if current is not None and new_claim is not None:
+        # The claim was deleted under a finished or running Job: its files went with it. Download again.
+        message = f"PersistentVolumeClaim {claim_name(owner.name)} was deleted: recreating it and downloading again"
+        gone = ((name, current["metadata"]["uid"]),)
+        return CachePlan(new_claim, None, stale + gone, (c.FALSE, PENDING, message))
     if current is not None:
         return CachePlan(new_claim, None, stale, _job_verdict(current, observed.failure, spec.model.name, where))
     ref = cache.token_secret_ref

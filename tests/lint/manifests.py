@@ -57,5 +57,6 @@ def _cached(owner: Owner, spec: dict[str, Any], classes: Any) -> list[dict[str, 
         return []
     resolved = resolve(ImageModelDeploymentSpec.model_validate(cached), classes)
     owner = Owner(name=f"{owner.name}-cached", namespace=owner.namespace, uid=owner.uid)
+    assert resolved.spec.model.cache is not None
     return [build_deployment(owner, resolved, 1, DEFAULT_RUNTIME_IMAGE), build_claim(owner, resolved.spec.model.cache),
             build_job(owner, resolved.spec, resolved.precision, resolved.gpu_class, DEFAULT_RUNTIME_IMAGE)]

@@ -124,7 +124,8 @@ def _volumes(owner: Owner, resolved: Resolved) -> tuple[list[dict[str, Any]], li
         mounts.append(mount)
     cache = resolved.spec.model.cache
     if cache:
-        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim_name(owner.name), "readOnly": True}})
+        claim = {"claimName": claim_name(owner.name), "readOnly": True}
+        volumes.append({"name": "model", "persistentVolumeClaim": claim})
         mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True,
                        "subPath": cache_directory(resolved.spec.model.name, resolved.precision)})
     return volumes, mounts

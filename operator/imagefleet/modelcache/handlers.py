@@ -56,9 +56,9 @@ async def cache_failures(
     for container in status.get("containerStatuses") or ():
         terminated = (container.get("state") or {}).get("terminated") or {}
         if terminated.get("exitCode"):
-            message = (terminated.get("message") or terminated.get("reason") or "").strip().splitlines()
-            return {(namespace, labels[CACHE_LABEL]): (terminated.get("finishedAt") or "",
-                                                       message[-1] if message else f"exit code {terminated['exitCode']}")}
+            lines = (terminated.get("message") or terminated.get("reason") or "").strip().splitlines()
+            message = lines[-1] if lines else f"exit code {terminated['exitCode']}"
+            return {(namespace, labels[CACHE_LABEL]): (terminated.get("finishedAt") or "", message)}
     return None
 
 

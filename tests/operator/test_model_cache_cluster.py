@@ -131,8 +131,12 @@ def test_claim_then_job_then_pods(
     assert mount.read_only and mount.mount_path == "/models" and mount.sub_path == "sd15-fp16"
     (claim,) = [v for v in pod.spec.volumes if v.name == "model"]
     assert claim.persistent_volume_claim.claim_name == claim_name("cached") and claim.persistent_volume_claim.read_only
-    reasons = [e.reason for e in core.list_namespaced_event(namespace, field_selector="involvedObject.name=cached").items]
-    assert "DownloadStarted" in reasons and "Cached" in reasons, reasons
+
+    def reasons() -> set[str]:
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=cached").items
+        return {event.reason for event in events}
+
+    wait_until(lambda: {"DownloadStarted", "Cached"} <= reasons(), timeout=30, message="DownloadStarted and Cached Events")
 
 
 def test_missing_secret_then_missing_key_then_the_job(
@@ -150,8 +154,9 @@ def test_missing_secret_then_missing_key_then_the_job(
     missing = wait_until(lambda: (r := reason()) and r.startswith("SecretNotFound") and r, timeout=30,
                          message="ModelCached SecretNotFound")
     assert "Secret hf" in missing and namespace in missing
-    ready = imds.condition("gated", "Ready")
-    assert ready is not None and ready["reason"] == "AwaitingModelCache"
+    # Ready is the main reconcile's, written beside ModelCached (the cache's): not necessarily before it.
+    wait_until(lambda: (imds.condition("gated", "Ready") or {}).get("reason") == "AwaitingModelCache", timeout=30,
+               message="Ready AwaitingModelCache")
     assert not batch.list_namespaced_job(namespace).items
     assert not core.list_namespaced_pod(namespace).items
     assert not _exists(lambda: client.AppsV1Api(cluster.api_client).read_namespaced_deployment("gated", namespace))

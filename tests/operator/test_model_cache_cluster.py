@@ -93,15 +93,20 @@ def recorder(cluster: Cluster, namespace: str) -> Iterator[Recorder]:
 
 @pytest.fixture
 def volume(cluster: Cluster, namespace: str) -> Iterator[str]:
-    """A PersistentVolume pre-bound to the cache claim: the test plays the storage provisioner."""
+    """A PersistentVolume pre-bound to the cache claim: the test plays the storage provisioner (nothing is
+    mounted: KWOK's nodes run no kubelet)."""
     name = f"{namespace}-cache"
     core = client.CoreV1Api(cluster.api_client)
     core.create_persistent_volume({"metadata": {"name": name}, "spec": {
         "capacity": {"storage": "8Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": STORAGE_CLASS,
-        "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/{name}"},
+        "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": f"/tmp/{name}"},
         "claimRef": {"namespace": namespace, "name": claim_name("cached")}}})
     yield name
-    core.delete_persistent_volume(name)
+    try:
+        core.delete_persistent_volume(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
 
 
 def _exists(read: Callable[[], Any]) -> bool:
@@ -137,6 +142,13 @@ def test_claim_then_job_then_pods(
         return {event.reason for event in events}
 
     wait_until(lambda: {"DownloadStarted", "Cached"} <= reasons(), timeout=30, message="DownloadStarted and Cached Events")
+
+    # Owner references: deleting the resource deletes the Job and the claim (the garbage collector).
+    imds.delete("cached")
+    batch = client.BatchV1Api(cluster.api_client)
+    wait_until(lambda: not batch.list_namespaced_job(namespace).items
+               and not core.list_namespaced_persistent_volume_claim(namespace).items,
+               timeout=90, message="the Job and the claim to be garbage-collected")
 
 
 def test_missing_secret_then_missing_key_then_the_job(

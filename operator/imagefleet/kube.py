@@ -67,6 +67,9 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
         "ImageModelDeployment": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
         "InferencePool": "/apis/inference.networking.k8s.io/v1/namespaces/{ns}/inferencepools",
         "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+        "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
+        "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
+        "Secret": "/api/v1/namespaces/{ns}/secrets",
     }
     path = prefixes[kind].format(ns=namespace)
     if name:

@@ -1,4 +1,7 @@
-"""`imagefleet-runtime`: flags (or IMAGEFLEET_* variables) -> settings -> the server."""
+"""`imagefleet-runtime`: flags (or IMAGEFLEET_* variables) -> settings -> the server.
+
+`imagefleet-runtime download ...` fills a model cache instead (see `download.py`).
+"""
 
 from __future__ import annotations
 
@@ -50,7 +53,13 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    settings = load_settings(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["download"]:
+        from .download import main as download
+
+        download(args[1:])
+        return
+    settings = load_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .app import create_app  # after the flags are known good; torch loads only with the diffusers engine
     from .server import DrainingServer

@@ -1,7 +1,7 @@
 """Batched reads against the real local control plane and a real Prometheus.
 
-One round evaluates every autoscaled resource (as the operator's daemons do, all
-waking at the start of the interval); the queries it sends are counted in
+One round evaluates every autoscaled resource (`Autoscaler.evaluate_round`, as the
+operator's round daemon calls it at the start of each interval); the queries it sends are counted in
 Prometheus's own `prometheus_http_requests_total{handler="/api/v1/query"}`. The
 series come from the synthetic exporters (tests/autoscaling/exporter.py) in the
 LocalPrometheus file-targets job, one per resource.
@@ -99,7 +99,7 @@ async def one_round(autoscaler: Autoscaler, prometheus: LocalPrometheus,
     """Evaluate every resource at the start of one interval; the queries Prometheus answered meanwhile."""
     await asyncio.sleep(autoscaler.next_round_in())
     before = query_requests(prometheus)
-    decisions = await asyncio.gather(*(autoscaler.evaluate(resource) for resource in resources))
+    decisions = await autoscaler.evaluate_round(resources)
     return query_requests(prometheus) - before, decisions
 
 

@@ -1,6 +1,6 @@
 """The autoscaling loop against the real local control plane and a real Prometheus.
 
-The test plays the daemon: it calls `Autoscaler.evaluate` every INTERVAL seconds.
+The test plays the round daemon: it calls `Autoscaler.evaluate` every INTERVAL seconds.
 Metrics come from real HTTP exporters (the runtime's metric names) scraped by
 Debian's Prometheus with the contract labels; the Deployment's pods run on the
 simulated GPU nodes. No operator runs here, so every write seen is the loop's.

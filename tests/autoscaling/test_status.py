@@ -165,3 +165,61 @@ def test_demand_age_from_the_gateway_annotation() -> None:
     assert loop.demand_age_seconds(annotations, now) == 10.25
     assert loop.demand_age_seconds({}, now) is None
     assert loop.demand_age_seconds({loop.DEMAND_ANNOTATION: "yesterday"}, now) is None
+
+
+def test_no_first_write_while_no_pod_is_ready_unless_it_scales_or_reading_failed() -> None:
+    empty = Readings(None, None, None, None)
+
+    def holding(ready: int) -> policy.Decision:
+        observation = Observation(time=0.0, replicas=1, ready_replicas=ready, queue_depth=None, p95_seconds=None,
+                                  busy_replicas=None)
+        return decide(observation, TARGETS, History())
+
+    rolling_out = holding(ready=0)
+    assert rolling_out.desired == 1 and not rolling_out.metrics_available
+    assert loop.nothing_to_report_yet({}, rolling_out, Metrics(empty), replicas=1, ready=0)
+    # A pod is ready: "no series" is news now (a scrape that never finds it must be seen).
+    assert not loop.nothing_to_report_yet({}, holding(ready=1), Metrics(empty), replicas=1, ready=1)
+    # Prometheus missing or unreachable is said at once.
+    failed = Metrics(empty, (loop.PROMETHEUS_NOT_CONFIGURED, "IMAGEFLEET_PROMETHEUS_URL is not set"))
+    assert not loop.nothing_to_report_yet({}, rolling_out, failed, replicas=1, ready=0)
+    # After the autoscaler's first write, every change is written as before.
+    reported = merged({}, status_patch({}, rolling_out, Metrics(empty), generation=1, changed=False) or {})
+    assert not loop.nothing_to_report_yet({"status": reported}, rolling_out, Metrics(empty), replicas=1, ready=0)
+    # A scale (a capacity cap, a floor) is written whatever the pods.
+    floor = decide(Observation(time=0.0, replicas=0, ready_replicas=0, queue_depth=None, p95_seconds=None,
+                               busy_replicas=None), TARGETS, History())
+    assert floor.desired == 1
+    assert not loop.nothing_to_report_yet({}, floor, Metrics(empty), replicas=0, ready=0)
+
+
+def test_the_apply_carries_all_of_the_autoscalers_fields_and_none_of_the_operators() -> None:
+    readings = Readings(queue_depth=6.0, p95_seconds=4.25, busy_replicas=1.5, age_seconds=1.0)
+    decision = decision_for(readings)
+    operator = {"type": c.READY, "status": c.TRUE, "reason": "AllReplicasReady", "message": "2/2 replicas ready",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    status = {"replicas": 2, "readyReplicas": 2, "lastScaleTime": "2026-01-01T00:00:00Z", "conditions": [operator]}
+    patch = status_patch(status, decision, Metrics(readings), generation=3, changed=False)
+    assert patch is not None
+    owned = loop.owned_status(loop.merge_patched(status, patch))
+    assert "replicas" not in owned and "readyReplicas" not in owned
+    assert c.find(owned["conditions"], c.READY) is None
+    assert {condition["type"] for condition in owned["conditions"]} >= {c.METRICS_AVAILABLE, loop.SCALING}
+    # A field it set before and does not change now is in the apply (left out, the apply would remove it).
+    assert owned["lastScaleTime"] == "2026-01-01T00:00:00Z"
+    assert owned["desiredReplicas"] == 3 and owned["queueDepth"] == 6.0
+    # A signal gone (null in the merge patch) is left out, so the apply removes it.
+    gone = status_patch(loop.merge_patched(status, patch), decision_for(Readings(None, None, None, None)),
+                        Metrics(Readings(None, None, None, None)), generation=3, changed=False)
+    assert gone is not None
+    assert "queueDepth" not in loop.owned_status(loop.merge_patched(loop.merge_patched(status, patch), gone))
+
+
+def test_no_signal_at_all_stores_no_autoscaling_object_and_is_not_rewritten() -> None:
+    empty = Readings(None, None, None, None)
+    decision = decision_for(empty)
+    patch = status_patch({}, decision, Metrics(empty), generation=1, changed=False)
+    assert patch is not None
+    owned = loop.owned_status(loop.merge_patched({}, patch))
+    assert "autoscaling" not in owned  # an empty object the API server would refuse in an apply
+    assert status_patch(owned, decision, Metrics(empty), generation=1, changed=False) is None

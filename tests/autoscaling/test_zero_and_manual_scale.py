@@ -25,7 +25,7 @@ from tests.operator.harness import Imds
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 TINY = {"model": {"name": "tiny"}, "gpuClass": "cpu", "precision": "fp32"}
-# A long interval: anything faster than it is the event handler, not the daemon.
+# A long interval: anything faster than it is the event handler, not the round.
 OPERATOR_ENV = {"IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS": "60", "IMAGEFLEET_PROMETHEUS_URL": ""}
 WAKE_LIMIT_SECONDS = 2.0
 

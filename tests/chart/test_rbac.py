@@ -194,10 +194,13 @@ ALLOWED = [
     ("list", "nodes"),
     ("watch", "pods"),
     ("watch", "nodes"),
+    ("create", "jobs.batch"),
+    ("watch", "persistentvolumeclaims"),
+    ("get", "secrets"),  # only the model cache's token check: a Secret a resource names
 ]
 REFUSED = [
-    ("get", "secrets"),
     ("list", "secrets"),
+    ("delete", "persistentvolumeclaims"),
     ("watch", "secrets"),
     ("create", "configmaps"),
     ("create", "pods"),

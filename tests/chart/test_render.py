@@ -12,7 +12,7 @@ import yaml
 
 from .helm import CHART, ROOT, Helm, by_kind, one
 
-FORBIDDEN_RESOURCES = {"secrets", "configmaps", "serviceaccounts", "serviceaccounts/token", "roles", "rolebindings",
+FORBIDDEN_RESOURCES = {"configmaps", "serviceaccounts", "serviceaccounts/token", "roles", "rolebindings",
                        "clusterroles", "clusterrolebindings", "pods/exec", "nodes/proxy"}
 
 
@@ -111,6 +111,10 @@ def test_cluster_wide_rbac_is_least_privilege(helm: Helm) -> None:
     assert verbs_for(rules, "", "services") == crud
     assert verbs_for(rules, "inference.networking.k8s.io", "inferencepools") == crud - {"get"}
     assert verbs_for(rules, "policy", "poddisruptionbudgets") == crud - {"get"}
+    # The model cache: its claim and Job, and a GET of the token Secret a resource names (no list, no watch).
+    assert verbs_for(rules, "", "persistentvolumeclaims") == {"create", "list", "watch", "patch"}
+    assert verbs_for(rules, "batch", "jobs") == crud - {"get"}
+    assert verbs_for(rules, "", "secrets") == {"get"}
     # Writing to the peering object is narrowed to the chart's own.
     (named,) = [rule for rule in rules if "resourceNames" in rule]
     assert named["resources"] == ["clusterkopfpeerings"] and named["resourceNames"] == ["imagefleet"]

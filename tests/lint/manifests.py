@@ -1,5 +1,5 @@
-"""The manifests a platform team's linters see: the rendered chart, the examples, and the
-Deployment and Service the operator builds for each example."""
+"""The manifests a platform team's linters see: the rendered chart, the examples, the
+Deployment and Service the operator builds for each example, and the model cache's claim and Job."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from imagefleet.builders import Owner, build_deployment, build_service
 from imagefleet.catalog import load_gpu_classes
 from imagefleet.config import DEFAULT_RUNTIME_IMAGE
 from imagefleet.crd.models import ImageModelDeploymentSpec
+from imagefleet.modelcache.plan import build_claim, build_job
 from imagefleet.resolve import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,4 +44,19 @@ def operator_output() -> list[dict[str, Any]]:
             owner = Owner(name=resource["metadata"]["name"], namespace="team-a", uid="00000000-0000-0000-0000-000000000001")
             built.append(build_deployment(owner, resolved, 1, DEFAULT_RUNTIME_IMAGE))
             built.append(build_service(owner, resolved.spec.tier))
+            if resolved.spec.model.cache is None and resolved.spec.model.persistent_volume_claim is None:
+                built.extend(_cached(owner, resource["spec"], classes))
     return built
+
+
+def _cached(owner: Owner, spec: dict[str, Any], classes: Any) -> list[dict[str, Any]]:
+    """The example with a shared model cache and a token: its Deployment, claim and download Job."""
+    cache = {"size": "60Gi", "accessModes": ["ReadWriteMany"], "tokenSecretRef": {"name": "hf-token", "key": "token"}}
+    cached = {**spec, "model": {**spec["model"], "cache": cache}}
+    if cached["model"]["name"] == "tiny":
+        return []
+    resolved = resolve(ImageModelDeploymentSpec.model_validate(cached), classes)
+    owner = Owner(name=f"{owner.name}-cached", namespace=owner.namespace, uid=owner.uid)
+    assert resolved.spec.model.cache is not None
+    return [build_deployment(owner, resolved, 1, DEFAULT_RUNTIME_IMAGE), build_claim(owner, resolved.spec.model.cache),
+            build_job(owner, resolved.spec, resolved.precision, resolved.gpu_class, DEFAULT_RUNTIME_IMAGE)]

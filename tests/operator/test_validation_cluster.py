@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imagefleet import GROUP, PLURAL, VERSION
@@ -81,6 +82,26 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("claim-sub-path-escapes", _with(model={"name": "org/x", "persistentVolumeClaim": {"claimName": "w",
                                                                                         "subPath": "../etc"}}),
      "spec.model.persistentVolumeClaim.subPath", "relative path"),
+    ("cache-size-garbage", _with(model={"name": "sd15", "cache": {"size": "lots"}}), "spec.model.cache.size",
+     "should match"),
+    ("cache-access-mode-read-only", _with(model={"name": "sd15", "cache": {"size": "8Gi",
+                                                                        "accessModes": ["ReadOnlyMany"]}}),
+     "spec.model.cache.accessModes", "ReadWriteMany"),
+    ("cache-and-claim", _with(model={"name": "org/x", "cache": {"size": "8Gi"},
+                                     "persistentVolumeClaim": {"claimName": "w"}}),
+     "spec.model.cache", "set one"),
+    ("cache-of-tiny", _with(model={"name": "tiny", "cache": {"size": "1Gi"}}), "spec.model.cache", "built in"),
+    ("cache-secret-without-key", _with(model={"name": "sd15", "cache": {"size": "8Gi",
+                                                                     "tokenSecretRef": {"name": "hf"}}}),
+     "spec.model.cache.tokenSecretRef.key", "Required"),
+    ("cache-rwo-two-replicas", _with(model={"name": "sd15", "cache": {"size": "8Gi"}}, replicas=2),
+     "spec.model.cache.accessModes", "one replica"),
+    ("cache-rwo-autoscaling-unbounded", _with(model={"name": "sd15", "cache": {"size": "8Gi"}},
+                                              autoscaling={"enabled": True}),
+     "spec.model.cache.accessModes", "maxReplicas set to 1"),
+    ("cache-rwop-surge", _with(model={"name": "sd15", "cache": {"size": "8Gi", "accessModes": ["ReadWriteOncePod"]}},
+                               rollout={"maxSurge": 1, "maxUnavailable": 0}),
+     "spec.rollout.maxSurge", "ReadWriteOnce"),
 ]
 
 
@@ -121,3 +142,21 @@ def test_a_spec_with_the_deprecated_batching_delay_still_applies_strictly(
     created = imds.api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body,
                                                        field_validation="Strict")
     assert created["spec"]["batching"] == {"maxBatchSize": 8, "maxDelayMilliseconds": 500}
+
+
+def test_a_shared_cache_may_serve_several_replicas(cluster: Cluster, imd_crd: None, namespace: str) -> None:
+    spec = _with(model={"name": "sd15", "cache": {"size": "8Gi", "accessModes": ["ReadWriteMany"]}},
+                 autoscaling={"enabled": True, "maxReplicas": 4})
+    created = Imds(cluster.api_client, namespace).create("shared-cache", spec)
+    assert created["spec"]["model"]["cache"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_scaling_a_single_node_cache_past_one_replica_is_refused(
+    cluster: Cluster, imd_crd: None, namespace: str
+) -> None:
+    """`kubectl scale` goes through the scale subresource: the same CEL rule refuses it."""
+    Imds(cluster.api_client, namespace).create("single", _with(model={"name": "sd15", "cache": {"size": "8Gi"}}))
+    with pytest.raises(ApiException) as rejected:
+        client.CustomObjectsApi(cluster.api_client).patch_namespaced_custom_object_scale(
+            GROUP, VERSION, namespace, PLURAL, "single", {"spec": {"replicas": 2}})
+    assert rejected.value.status == 422 and "one replica" in json.loads(rejected.value.body)["message"]

@@ -1,6 +1,6 @@
 {{/*
-Least privilege, rule by rule. No secrets, no "*": the operator reads nothing it
-does not reconcile and writes only the children it owns.
+Least privilege, rule by rule. No "*", no listing or watching Secrets: the operator
+reads nothing it does not reconcile and writes only the children it owns.
 The namespaced rules go into the ClusterRole when the operator watches all
 namespaces, else into a Role in each watched namespace.
 */}}
@@ -36,6 +36,23 @@ namespaces, else into a Role in each watched namespace.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [create, list, watch, patch, delete]
+# Model cache (spec.model.cache): one PersistentVolumeClaim per resource, created by
+# server-side apply and watched; never deleted (garbage collection does, with the owner).
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [create, list, watch, patch]
+# Model cache: the download Job, created the same way and watched (its success lets the
+# runtime pods start); deleted when the model or precision changed (a new Job is made).
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, list, watch, patch, delete]
+# Model cache: GET the Secret a resource names in spec.model.cache.tokenSecretRef, only
+# to say "not found" or "key missing" before any Job runs. Not list or watch: the
+# operator cannot enumerate Secrets, and it never copies a value (the Job reads it
+# through a secretKeyRef). Names are the users', so resourceNames cannot narrow it.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 # Kubernetes Events on the ImageModelDeployment (scaled, does not fit, ...).
 - apiGroups: [""]
   resources: [events]

@@ -6,12 +6,13 @@ the class, and the gateway's demand (the imagefleet.io/demand-at annotation).
 The Deployment and the GPUs come from a `Fleet`: kopf's watch-fed indexes in the
 operator (`ListedFleet`, a GET and two LISTs, where there is no watch). The
 readings come from a round shared by every resource evaluated in the same
-interval (`batch.read_round`: one query per signal for the whole fleet).
-Decide: `policy.decide`. Act, writing only what changed and in this order: the
+interval (`batch.read_round`: one query per signal for the whole fleet), started
+by `evaluate_round`, which the operator calls once per interval with every
+autoscaled resource. Decide: `policy.decide`. Act, writing only what changed and in this order: the
 status (desiredReplicas first, so a reconcile never applies a stale count), the
 Deployment's spec.replicas, then an Event when the count changed. The user's
-spec is never written. Evaluations of one resource never overlap (the daemon's
-interval and a demand wake-up may meet).
+spec is never written. Evaluations of one resource never overlap (a round and a
+demand wake-up may meet).
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from .. import conditions as c
 from ..catalog import GPUClass
 from ..crd.models import ImageModelDeploymentSpec
-from ..kube import Conflict, Kube
+from ..kube import Kube, KubeError
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .batch import Key, Round, read_round
@@ -80,7 +83,6 @@ TARGETS_TTL_SECONDS = 60.0
 
 FIELD_MANAGER = "imagefleet-autoscaler"
 CLOSE_TIMEOUT_SECONDS = 10.0
-STATUS_ATTEMPTS = 3
 # Wake a little after an interval starts, so that every evaluation falls in the same one.
 ROUND_MARGIN_SECONDS = 0.05
 
@@ -126,9 +128,13 @@ def demand_age_seconds(annotations: Mapping[str, str] | None, now: datetime) -> 
 
 
 class Fleet(Protocol):
-    """Where the autoscaler reads a resource's Deployment and the GPUs in use."""
+    """Where the autoscaler reads a resource's Deployment, the GPUs in use, and the newest copy of a resource."""
 
     async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None: ...
+
+    def resource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The newest copy of the ImageModelDeployment known without a request (None: only the caller's)."""
+        ...
 
     async def gpus(self) -> tuple[Iterable[NodeGPUs], Iterable[PodGPUs]]: ...
 
@@ -141,6 +147,9 @@ class ListedFleet:
 
     async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return await self.kube.get("Deployment", namespace, name)
+
+    def resource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return None
 
     async def gpus(self) -> tuple[Iterable[NodeGPUs], Iterable[PodGPUs]]:
         nodes = await self.kube.request("GET", "/api/v1/nodes")
@@ -199,7 +208,7 @@ class Autoscaler:
     async def aclose(self) -> None:
         """Let evaluations in flight finish (up to 10 s), then close the clients.
 
-        Later evaluations do nothing: kopf may run a daemon past the cleanup.
+        Later evaluations do nothing: kopf may run a handler past the cleanup.
         """
         self._closed = True
         try:
@@ -213,6 +222,31 @@ class Autoscaler:
     def next_round_in(self) -> float:
         """Seconds until the next interval starts: evaluations that start together share one batched read."""
         return self.interval_seconds - self.clock() % self.interval_seconds + ROUND_MARGIN_SECONDS
+
+    async def evaluate_round(self, resources: Sequence[Mapping[str, Any]]) -> list[Decision | None]:
+        """One interval's round: every autoscaled resource decided from one batched read.
+
+        A resource not in `resources` any more (autoscaling turned off, deleted) is
+        forgotten. One resource's failure is logged and does not stop the others.
+        """
+        self._keys = {resource["metadata"]["uid"]: (resource["metadata"]["namespace"], resource["metadata"]["name"])
+                      for resource in resources}
+        known = set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
+        for uid in known - set(self._keys):
+            self.forget(uid)
+        return list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
+
+    async def _evaluate_or_log(self, resource: Mapping[str, Any]) -> Decision | None:
+        try:
+            return await self.evaluate(resource)
+        except (KubeError, ValidationError) as error:
+            metadata = resource["metadata"]
+            logger.warning("%s/%s: autoscaling skipped this interval: %s", metadata["namespace"], metadata["name"],
+                           error)
+        except Exception:  # noqa: BLE001 - one resource's bug must not stop the round
+            metadata = resource["metadata"]
+            logger.exception("%s/%s: autoscaling failed this interval", metadata["namespace"], metadata["name"])
+        return None
 
     def forget(self, uid: str) -> None:
         self._keys.pop(uid, None)
@@ -308,6 +342,8 @@ class Autoscaler:
             self._histories.get(uid, History()),
         )
         self._histories[uid] = decision.history
+        if nothing_to_report_yet(resource, decision, metrics, replicas=replicas, ready=ready):
+            return decision
         await self._write_status(resource, decision, metrics, changed=decision.desired != replicas)
         if decision.desired != replicas:
             await self.kube.request(
@@ -440,24 +476,52 @@ class Autoscaler:
     async def _patch_status(
         self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None]
     ) -> None:
-        """Merge-patch status with `make(current status)`; re-read and retry on a conflict."""
+        """Write the autoscaler's status fields when `make(current status)` finds a change.
+
+        A server-side apply of all of the autoscaler's fields (`owned_status`), under
+        its own field manager: conditions are a list map keyed by type, so the apply
+        leaves the operator's conditions alone with no precondition to conflict on (a
+        merge patch would replace the whole list, and a resourceVersion precondition
+        conflicts whenever the operator wrote status while this write waited for its
+        token). `current` is the newest copy the fleet knows, so "nothing changed" is
+        judged against what was last written.
+        """
         metadata = resource["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
-        current = resource
-        for attempt in range(1, STATUS_ATTEMPTS + 1):
-            patch = make(current.get("status") or {})
-            if patch is None:
-                return
-            try:
-                await self.kube.patch_status(namespace, name, patch, current["metadata"].get("resourceVersion"))
-                return
-            except Conflict:
-                if attempt == STATUS_ATTEMPTS:
-                    raise
-                fresh = await self.kube.get("ImageModelDeployment", namespace, name)
-                if fresh is None:
-                    return
-                current = fresh
+        newest = self.fleet.resource(namespace, name)
+        current = newest if newest is not None and newest["metadata"].get("uid") == metadata.get("uid") else resource
+        status = current.get("status") or {}
+        patch = make(status)
+        if patch is None:
+            return
+        await self.kube.apply_status(namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER)
+
+
+# The status the autoscaler owns (its apply sets all of them; one left out is removed).
+OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling")
+OWNED_CONDITIONS = (c.METRICS_AVAILABLE, SCALING, SCALING_LIMITED, LATENCY_TARGET_REACHABLE, MANUAL_SCALING)
+
+
+def owned_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The autoscaler's fields and conditions of a status: the body of its server-side apply."""
+    owned: dict[str, Any] = {key: status[key] for key in OWNED_FIELDS if status.get(key) not in (None, {})}
+    owned["conditions"] = [condition for condition in status.get("conditions") or ()
+                           if condition.get("type") in OWNED_CONDITIONS]
+    return owned
+
+
+def merge_patched(document: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`patch` applied to `document` as a JSON merge patch (RFC 7386: null removes, lists replace)."""
+    result = dict(document)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping):
+            base = result.get(key)
+            result[key] = merge_patched(base if isinstance(base, Mapping) else {}, value)
+        else:
+            result[key] = value
+    return result
 
 
 def status_patch(
@@ -514,14 +578,30 @@ def status_patch(
     }
     if changed:
         wanted["lastScaleTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch = {key: value for key, value in wanted.items() if status.get(key) != _without_nulls(value)}
+    patch = {key: value for key, value in wanted.items() if _stored(status.get(key)) != _stored(value)}
     return patch or None
 
 
-def _without_nulls(value: Any) -> Any:
-    """How the API server stores a merge-patched object: null members removed."""
+def nothing_to_report_yet(
+    resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, replicas: int, ready: int
+) -> bool:
+    """A first evaluation that holds while no pod is ready yet: no status write.
+
+    No ready pod means no series, so it would only replace the operator's
+    MetricsAvailable=Unknown AwaitingMetrics with "no series" (and a write per new
+    resource). The autoscaler's first write comes when a pod is ready, when it
+    scales, or when reading failed (a missing or unreachable Prometheus is said at once).
+    """
+    first = c.find((resource.get("status") or {}).get("conditions"), SCALING) is None
+    return (first and ready == 0 and replicas > 0 and decision.desired == replicas and metrics.failure is None
+            and not decision.metrics_available)
+
+
+def _stored(value: Any) -> Any:
+    """How the API server stores a field of the autoscaler's apply: null members removed, an empty object left out."""
     if isinstance(value, dict):
-        return {key: item for key, item in value.items() if item is not None}
+        value = {key: item for key, item in value.items() if item is not None}
+        return value or None
     return value
 
 

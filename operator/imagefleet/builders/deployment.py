@@ -4,6 +4,8 @@ Pods run under the `restricted` Pod Security Standard: non-root (the runtime
 image's user 10001), no privilege escalation, no capabilities, the
 RuntimeDefault seccomp profile and a read-only root filesystem, with emptyDirs
 for the caches (/cache: HF_HOME, TORCH_HOME, ... in the image) and /tmp (HOME).
+Weights from a claim (spec.model.persistentVolumeClaim, or the model cache's
+directory in its claim) are mounted read-only at /models.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from typing import Any
 
 from ..cost import EmulationError, builtin_plan, call_seconds
+from ..modelcache.layout import cache_directory, claim_name
 from ..resolve import Resolved
 from .disruption import topology_spread_constraints
 from .labels import RUNTIME_PORT, Owner, child_metadata, prometheus_annotations, runtime_labels, selector_labels
@@ -39,7 +42,8 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
     spec = resolved.spec
     assert resolved.gpu_class is not None
     batching, generation = resolved.batching, resolved.generation
-    source = spec.model.persistent_volume_claim
+    # Weights from a claim (the user's or the model cache): the runtime loads them offline.
+    source = spec.model.persistent_volume_claim or spec.model.cache
     values: dict[str, str | int | float] = {
         "MODEL": spec.model.name,
         **({"MODEL_PATH": MODEL_DIR} if source else {}),
@@ -105,7 +109,7 @@ def _http_probe(path: str, period: int, failures: int, timeout: int = 1) -> dict
     }
 
 
-def _volumes(resolved: Resolved) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _volumes(owner: Owner, resolved: Resolved) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [
         {"name": "cache", "mountPath": CACHE_DIR},
@@ -118,6 +122,12 @@ def _volumes(resolved: Resolved) -> tuple[list[dict[str, Any]], list[dict[str, A
         if source.sub_path:
             mount["subPath"] = source.sub_path
         mounts.append(mount)
+    cache = resolved.spec.model.cache
+    if cache:
+        claim = {"claimName": claim_name(owner.name), "readOnly": True}
+        volumes.append({"name": "model", "persistentVolumeClaim": claim})
+        mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True,
+                       "subPath": cache_directory(resolved.spec.model.name, resolved.precision)})
     return volumes, mounts
 
 
@@ -126,7 +136,7 @@ def build_deployment(owner: Owner, resolved: Resolved, replicas: int, image: str
     spec, gpu_class = resolved.spec, resolved.gpu_class
     assert gpu_class is not None
     labels = runtime_labels(owner.name, spec.tier)
-    volumes, mounts = _volumes(resolved)
+    volumes, mounts = _volumes(owner, resolved)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,

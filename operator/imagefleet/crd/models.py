@@ -101,6 +101,46 @@ class PersistentVolumeModelSource(_ApiModel):
     )
 
 
+CacheAccessMode = Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
+# A resource.Quantity of bytes, as a PersistentVolumeClaim's storage request takes it.
+STORAGE_QUANTITY = r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
+class SecretKeySelector(_ApiModel):
+    """One key of a Secret in the resource's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the Secret.")
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY, description="Key of the value in the Secret.")
+
+
+class ModelCacheSpec(_ApiModel):
+    """Download the weights once into a PersistentVolumeClaim the operator creates (named
+    `<resource>-model-cache`), with a Job running the runtime image; the runtime pods start only
+    after it succeeded and mount the claim read-only. The ModelCached condition shows progress."""
+
+    size: str = Field(
+        min_length=1, max_length=32, pattern=STORAGE_QUANTITY,
+        description="Storage to request, e.g. '40Gi': the weights at the chosen variant (an SDXL fp16 pipeline is "
+        "about 7 GB, FLUX.1 about 34 GB) and room for one download in progress.",
+    )
+    storage_class_name: str | None = Field(
+        None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="StorageClass of the claim (default: the cluster's default class).",
+    )
+    access_modes: list[CacheAccessMode] = Field(
+        ["ReadWriteOnce"], min_length=1, max_length=3,
+        description="Access modes of the claim. ReadWriteMany lets replicas on several nodes share the cache; "
+        "ReadWriteOnce and ReadWriteOncePod mount on one node only, so they allow one replica and no rollout surge.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    token_secret_ref: SecretKeySelector | None = Field(
+        None,
+        description="The Hugging Face token (gated or private models): a Secret key the download Job reads as HF_TOKEN "
+        "through secretKeyRef. The operator checks that the key exists and never copies the value.",
+    )
+
+
 class ModelSpec(_ApiModel):
     """Which model to serve and where its weights come from."""
 
@@ -116,6 +156,16 @@ class ModelSpec(_ApiModel):
                 f"!has(self.family) || !(self.name in {_CATALOG_LIST})",
                 "spec.model.family is only for Hugging Face repo ids: catalog models know their family",
                 ".family",
+            ),
+            rule(
+                "!has(self.cache) || !has(self.persistentVolumeClaim)",
+                "spec.model.cache and spec.model.persistentVolumeClaim are two sources of the weights: set one",
+                ".cache",
+            ),
+            rule(
+                "!has(self.cache) || self.name != 'tiny'",
+                "spec.model.cache: model 'tiny' is built in and downloads nothing; remove the cache",
+                ".cache",
             ),
         )
     )
@@ -134,6 +184,7 @@ class ModelSpec(_ApiModel):
         None,
         description="Load the weights from this claim instead of the Hugging Face Hub (the runtime runs offline).",
     )
+    cache: ModelCacheSpec | None = Field(None, description=ModelCacheSpec.__doc__)
 
 
 class AutoscalingSpec(_ApiModel):
@@ -338,6 +389,22 @@ class ImageModelDeploymentSpec(_ApiModel):
                 "spec.autoscaling.minReplicas must be at least 1 for tier premium (it never scales to zero)",
                 ".autoscaling.minReplicas",
             ),
+            rule(
+                "!has(self.model.cache) || 'ReadWriteMany' in self.model.cache.accessModes "
+                "|| (self.autoscaling.enabled ? has(self.autoscaling.maxReplicas) && self.autoscaling.maxReplicas <= 1 "
+                ": self.replicas <= 1)",
+                "spec.model.cache.accessModes: a ReadWriteOnce or ReadWriteOncePod cache mounts on one node only, so "
+                "it serves one replica (spec.replicas, or spec.autoscaling.maxReplicas set to 1); use ReadWriteMany "
+                "for more",
+                ".model.cache.accessModes",
+            ),
+            rule(
+                "!has(self.model.cache) || 'ReadWriteMany' in self.model.cache.accessModes "
+                "|| self.rollout.maxSurge == 0 || self.rollout.maxSurge == '0%'",
+                "spec.rollout.maxSurge must be 0 with a ReadWriteOnce or ReadWriteOncePod cache: a surge pod on "
+                "another node could not mount it",
+                ".rollout.maxSurge",
+            ),
         )
     )
 
@@ -428,7 +495,7 @@ class ImageModelDeploymentStatus(_ApiModel):
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(
         None, max_length=32,
-        description="Ready, Progressing, FitsGPU, MetricsAvailable, RoutingValid and InferencePoolReady "
+        description="Ready, Progressing, FitsGPU, MetricsAvailable, RoutingValid, InferencePoolReady and ModelCached "
         "(and the autoscaler's own).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )

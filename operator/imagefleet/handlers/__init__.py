@@ -1,5 +1,6 @@
 """The kopf handlers, one module per concern. Importing this package registers them all."""
 
-from . import autoscaling, children, indexes, metrics, resources, startup
+from ..modelcache import handlers as model_cache
+from . import autoscaling, children, indexes, metrics, peering, resources, startup
 
-__all__ = ["autoscaling", "children", "indexes", "metrics", "resources", "startup"]
+__all__ = ["autoscaling", "children", "indexes", "metrics", "model_cache", "peering", "resources", "startup"]

@@ -1,18 +1,24 @@
-"""The autoscaler's kopf handlers: one evaluation loop per autoscaled ImageModelDeployment.
+"""The autoscaler's kopf handlers: one evaluation round per interval for every autoscaled resource.
 
-A daemon rather than a timer, because the interval is an operator setting read
-at startup (IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS), not at import. kopf starts
-the daemon when spec.autoscaling.enabled turns true and stops it when it turns
-false or the resource goes away. Every daemon wakes at the start of the same
-interval, so the round's batched Prometheus read is shared by all of them; the
-Deployment and the GPUs in use come from kopf's indexes, not API requests. An event handler sees every change between
-evaluations: the gateway's demand on a resource at zero wakes it at once, and
-`kubectl scale` is reported as ignored.
+The autoscaled ImageModelDeployments are a kopf index (`autoscaled`): a resource
+enters it when spec.autoscaling.enabled turns true and leaves it when that turns
+false or the resource is deleted, so a round reads them without a LIST, and no
+finalizer or kopf patch touches them (a kopf daemon per resource needed both).
+One task, started at start-up, runs a round at the start of every interval: one
+batched Prometheus read, then every resource decided from its slice, with the
+Deployment and the GPUs in use from kopf's indexes. A round runs to its end
+before the next interval's starts, so rounds never stack; with peering, rounds
+run only while this replica is kopf's active peer (`peering.active`). An event
+handler sees every change between rounds: the gateway's demand on a resource at
+zero wakes it at once, and `kubectl scale` is reported as ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -25,15 +31,21 @@ from ..autoscaling.prometheus import PrometheusClient
 from ..config import OperatorSettings
 from ..kube import Kube, KubeError
 from .common import write_limiter
-from .indexes import one
+from .indexes import Key, one, snapshot
+from .peering import active, statuses
+
+logger = logging.getLogger(__name__)
 
 
 class IndexedFleet:
-    """The autoscaler's view of Deployments and GPUs, from kopf's watch-fed indexes."""
+    """The autoscaler's view of resources, Deployments and GPUs, from kopf's watch-fed indexes."""
 
-    def __init__(self, deployments: kopf.Index[Any, Any], nodes: kopf.Index[Any, Any],
-                 pods: kopf.Index[Any, Any]) -> None:
-        self._deployments, self._nodes, self._pods = deployments, nodes, pods
+    def __init__(self, resources: kopf.Index[Any, Any], deployments: kopf.Index[Any, Any],
+                 nodes: kopf.Index[Any, Any], pods: kopf.Index[Any, Any]) -> None:
+        self._resources, self._deployments, self._nodes, self._pods = resources, deployments, nodes, pods
+
+    def resource(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return one(self._resources, namespace, name)
 
     async def deployment(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return one(self._deployments, namespace, name)
@@ -45,21 +57,48 @@ class IndexedFleet:
 
 
 @kopf.on.startup()
-async def start_autoscaler(memo: kopf.Memo, runtime_deployments: kopf.Index[Any, Any],
-                           gpu_nodes: kopf.Index[Any, Any], gpu_pods: kopf.Index[Any, Any], **_: Any) -> None:
-    """Build the autoscaler from the operator settings."""
-    settings = OperatorSettings()
-    prometheus = PrometheusClient(settings.prometheus_url) if settings.prometheus_url else None
-    memo.autoscaler = Autoscaler(
-        Kube.from_environment(limiter=write_limiter(memo)), prometheus, settings.gpu_classes,
-        interval_seconds=settings.autoscale_interval_seconds,
-        fleet=IndexedFleet(runtime_deployments, gpu_nodes, gpu_pods),
+async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, autoscaled: kopf.Index[Any, Any],
+                           runtime_deployments: kopf.Index[Any, Any], gpu_nodes: kopf.Index[Any, Any],
+                           gpu_pods: kopf.Index[Any, Any], cluster_peerings: kopf.Index[Any, Any],
+                           namespaced_peerings: kopf.Index[Any, Any], **_: Any) -> None:
+    """Build the autoscaler from the operator settings and start its rounds."""
+    operator = OperatorSettings()
+    prometheus = PrometheusClient(operator.prometheus_url) if operator.prometheus_url else None
+    autoscaler = memo.autoscaler = Autoscaler(
+        Kube.from_environment(limiter=write_limiter(memo)), prometheus, operator.gpu_classes,
+        interval_seconds=operator.autoscale_interval_seconds,
+        fleet=IndexedFleet(autoscaled, runtime_deployments, gpu_nodes, gpu_pods),
     )
+
+    def is_active() -> bool:
+        # Read at every round: the peering settings are applied by another start-up handler.
+        if settings.peering.standalone:
+            return True
+        peers = statuses(settings.peering.name, cluster_peerings, namespaced_peerings)
+        return active(peers, settings.peering.priority, datetime.now(UTC))
+
+    memo.autoscaling_rounds = asyncio.create_task(run_rounds(autoscaler, autoscaled, is_active),
+                                                  name="imagefleet autoscaling rounds")
+
+
+async def run_rounds(autoscaler: Autoscaler, autoscaled: kopf.Index[Any, Any], is_active: Callable[[], bool]) -> None:
+    """At the start of every interval, evaluate every autoscaled resource, while this replica is active."""
+    while True:
+        await asyncio.sleep(autoscaler.next_round_in())
+        if not is_active():
+            continue
+        try:
+            await autoscaler.evaluate_round([resource for store in autoscaled.values() for resource in store])
+        except Exception:  # noqa: BLE001 - a bug in one round must not end the autoscaling
+            logger.exception("an autoscaling round failed")
 
 
 @kopf.on.cleanup()
 async def stop_autoscaler(memo: kopf.Memo, **_: Any) -> None:
-    """Close the autoscaler's connections."""
+    """Stop the rounds and close the autoscaler's connections."""
+    rounds: asyncio.Task[None] | None = memo.get("autoscaling_rounds")
+    if rounds is not None:
+        rounds.cancel()
     autoscaler: Autoscaler = memo.autoscaler
     await autoscaler.aclose()
 
@@ -68,22 +107,10 @@ def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
     return bool((spec.get("autoscaling") or {}).get("enabled"))
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, when=_autoscaling_enabled, cancellation_timeout=10)
-async def autoscale(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: kopf.Logger,
-                    **_: Any) -> None:
-    """Evaluate the resource at the start of every interval until autoscaling is turned off."""
-    autoscaler: Autoscaler = memo.autoscaler
-    try:
-        while not stopped:
-            await stopped.wait(autoscaler.next_round_in())
-            if stopped:
-                break
-            try:
-                await autoscaler.evaluate(_plain(body))
-            except (KubeError, ValidationError) as error:
-                logger.warning(f"autoscaling skipped this interval: {error}")
-    finally:
-        autoscaler.forget(body.metadata.uid or "")
+@kopf.index(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)
+async def autoscaled(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """The autoscaled ImageModelDeployments by (namespace, name); the others are not indexed."""
+    return {(namespace, name): snapshot(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)

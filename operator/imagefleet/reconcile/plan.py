@@ -28,6 +28,7 @@ from ..builders.labels import RUNTIME_PORT
 from ..catalog import GPUClass
 from ..crd.models import ImageModelDeploymentSpec
 from ..fit import Fit, check_fit
+from ..modelcache.plan import AWAITING_MODEL_CACHE, awaiting_cache
 from ..overflow import Problem
 from ..resolve import Resolved, resolve
 from ..tiers import Autoscaling
@@ -53,7 +54,7 @@ INFERENCE_POOL = "InferencePool"
 DISRUPTION_BUDGET = "PodDisruptionBudget"
 DEPRECATED_FIELD = "DeprecatedField"
 _WARNING_READY_REASONS = {s.PROGRESS_DEADLINE_EXCEEDED, s.DOES_NOT_FIT, s.NAME_CONFLICT}
-_NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT}
+_NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT, AWAITING_MODEL_CACHE}
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,14 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
             desired_deployment = with_spec_hash(build_deployment(owner, resolved, replicas, config.runtime_image))
         deployment_plan = _child("Deployment", desired_deployment, observed.deployment)
         service_plan = _child("Service", with_spec_hash(build_service(owner, spec.tier)), observed.service)
-        if fit.fits:
+        # No pods on a model cache that is not complete for this spec: a Deployment waits (an existing one
+        # keeps its pods on the previous cache directory until the new one is filled).
+        cache_wait = awaiting_cache(imd, spec) if fit.fits else None
+        if cache_wait is not None:
+            deployment_plan = ChildPlan("Deployment", "none")
+        if cache_wait is not None and observed.deployment is None:
+            rollout = s.Rollout((c.FALSE, AWAITING_MODEL_CACHE, cache_wait), (c.TRUE, AWAITING_MODEL_CACHE, cache_wait))
+        elif fit.fits:
             rollout = s.rollout_of(
                 observed.deployment, applying=deployment_plan.action == "apply", desired=replicas
             )

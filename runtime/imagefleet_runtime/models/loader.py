@@ -12,6 +12,7 @@ from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 from ..errors import ModelLoadError
 from ..settings import Device, Precision, Settings
 from .builtin import BUILDERS
+from .manifest import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def load_pipeline(settings: Settings) -> tuple[Any, torch.device]:
 def _from_pretrained(settings: Settings, dtype: torch.dtype) -> Any:
     """Load with diffusers; the pipeline class comes from the model's model_index.json.
 
-    A MODEL_PATH holding a diffusers folder (model_index.json) is loaded as is; any other
+    A MODEL_PATH holding a diffusers folder (model_index.json) is loaded as is (in the variant
+    a model cache's manifest names); any other
     MODEL_PATH is used as the Hugging Face cache directory for the repo id.
     """
     source: str | Path = CATALOG.get(settings.model, settings.model)
@@ -65,6 +67,10 @@ def _from_pretrained(settings: Settings, dtype: torch.dtype) -> Any:
     if settings.model_path is not None:
         if (settings.model_path / "model_index.json").is_file():
             source = settings.model_path
+            # A folder `imagefleet-runtime download` filled: load the weights variant it fetched.
+            manifest = read_manifest(settings.model_path)
+            if manifest is not None and manifest.get("variant"):
+                options["variant"] = manifest["variant"]
         else:
             options["cache_dir"] = settings.model_path
     logger.info("loading %s (%s)", source, ", ".join(f"{k}={v}" for k, v in options.items()))

@@ -1,0 +1,56 @@
+"""Whether this replica is kopf's active peer: the autoscaling rounds run only then.
+
+With peering (IMAGEFLEET_PEERING), kopf pauses the operator's watch streams,
+handlers and daemons while a live peer of the same peering name has a higher
+priority. The round task is started at start-up, which kopf does not pause, so
+each round asks `active` first. It reads the peering objects kopf decides from,
+by kopf's rule (a peer is live until `lastseen + lifetime`), through indexes
+whose watch streams kopf pauses with the rest of the operator: while paused they
+keep showing the peer that paused this replica, and the re-listing on resuming
+brings them up to date. Standalone, kopf never pauses and neither do the rounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+
+PEERING_GROUP = "kopf.dev"
+DEFAULT_LIFETIME_SECONDS = 60
+
+
+@kopf.index(PEERING_GROUP, "v1", "clusterkopfpeerings")
+async def cluster_peerings(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
+    """Each cluster-wide peering's peers (kopf keeps them in its status), by peering name."""
+    return {name: dict(status)}
+
+
+@kopf.index(PEERING_GROUP, "v1", "kopfpeerings")
+async def namespaced_peerings(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
+    """Each namespace's peering's peers, by peering name (one per watched namespace)."""
+    return {name: dict(status)}
+
+
+def active(peers: Iterable[Mapping[str, Any]], priority: int, now: datetime) -> bool:
+    """Whether no live peer in these peering statuses has a higher priority than ours.
+
+    A peer of the same priority is taken as this replica itself: each replica draws
+    a random 31-bit priority at start-up, so two that collide are not told apart.
+    """
+    for status in peers:
+        for peer in status.values():
+            if not isinstance(peer, Mapping) or int(peer.get("priority", 0)) <= priority:
+                continue
+            lastseen = peer.get("lastseen")
+            lifetime = timedelta(seconds=int(peer.get("lifetime", DEFAULT_LIFETIME_SECONDS)))
+            if lastseen is None or datetime.fromisoformat(lastseen) + lifetime > now:
+                return False
+    return True
+
+
+def statuses(name: str, *indexes: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The statuses of the peering objects called `name` in these indexes."""
+    return [status for index in indexes for status in index.get(name, ())]

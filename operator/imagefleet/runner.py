@@ -42,7 +42,10 @@ def run(
 
     import kopf  # imported here: `imagefleet crd` and the other commands never pay for it
 
-    from . import handlers  # noqa: F401 - registers the handlers
+    from . import handlers  # registers the handlers
+
+    if settings.peering:
+        handlers.peering.register(cluster_wide=not chosen)
 
     # kopf logs every handler call at INFO: hundreds of lines a second under load. Keep its
     # warnings (and everything with --verbose); the operator's own log stays at INFO.

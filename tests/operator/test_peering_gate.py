@@ -33,7 +33,7 @@ def test_any_namespace_peering_pauses_the_whole_operator() -> None:
     assert not active([{"me": peer(10, 5)}, {"me": peer(10, 5), "other": peer(11, 1)}], 10, NOW)
 
 
-def test_statuses_pick_the_named_peering_from_both_indexes() -> None:
-    cluster = {"imagefleet": [{"a": 1}], "other": [{"b": 2}]}
-    namespaced = {"imagefleet": [{"c": 3}, {"d": 4}]}
-    assert statuses("imagefleet", cluster, namespaced) == [{"a": 1}, {"c": 3}, {"d": 4}]
+def test_statuses_pick_the_named_peering_in_every_namespace() -> None:
+    index = {"imagefleet": [{"c": 3}, {"d": 4}], "other": [{"b": 2}]}
+    assert statuses("imagefleet", index) == [{"c": 3}, {"d": 4}]
+    assert statuses("absent", index) == []

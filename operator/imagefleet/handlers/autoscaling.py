@@ -32,7 +32,7 @@ from ..config import OperatorSettings
 from ..kube import Kube, KubeError
 from .common import write_limiter
 from .indexes import Key, one, snapshot
-from .peering import active, statuses
+from .peering import PEERINGS_INDEX, active, statuses
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,7 @@ class IndexedFleet:
 @kopf.on.startup()
 async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, autoscaled: kopf.Index[Any, Any],
                            runtime_deployments: kopf.Index[Any, Any], gpu_nodes: kopf.Index[Any, Any],
-                           gpu_pods: kopf.Index[Any, Any], cluster_peerings: kopf.Index[Any, Any],
-                           namespaced_peerings: kopf.Index[Any, Any], **_: Any) -> None:
+                           gpu_pods: kopf.Index[Any, Any], **indexes: Any) -> None:
     """Build the autoscaler from the operator settings and start its rounds."""
     operator = OperatorSettings()
     prometheus = PrometheusClient(operator.prometheus_url) if operator.prometheus_url else None
@@ -74,7 +73,7 @@ async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, aut
         # Read at every round: the peering settings are applied by another start-up handler.
         if settings.peering.standalone:
             return True
-        peers = statuses(settings.peering.name, cluster_peerings, namespaced_peerings)
+        peers = statuses(settings.peering.name, indexes[PEERINGS_INDEX])
         return active(peers, settings.peering.priority, datetime.now(UTC))
 
     memo.autoscaling_rounds = asyncio.create_task(run_rounds(autoscaler, autoscaled, is_active),

@@ -7,7 +7,8 @@ each round asks `active` first. It reads the peering objects kopf decides from,
 by kopf's rule (a peer is live until `lastseen + lifetime`), through indexes
 whose watch streams kopf pauses with the rest of the operator: while paused they
 keep showing the peer that paused this replica, and the re-listing on resuming
-brings them up to date. Standalone, kopf never pauses and neither do the rounds.
+brings them up to date. Standalone, kopf never pauses, neither do the rounds, and
+nothing here is registered (`register` is called by `imagefleet run` only with peering).
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import kopf
 
 PEERING_GROUP = "kopf.dev"
 DEFAULT_LIFETIME_SECONDS = 60
+# The kopf index of the peering objects, registered by `register` (its name is the handlers' kwarg).
+PEERINGS_INDEX = "peerings"
 
 
-@kopf.index(PEERING_GROUP, "v1", "clusterkopfpeerings")
-async def cluster_peerings(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
-    """Each cluster-wide peering's peers (kopf keeps them in its status), by peering name."""
-    return {name: dict(status)}
+def register(cluster_wide: bool) -> None:
+    """Index the peering objects of the operator's scope. Only with peering: the chart grants list
+    and watch on them only then, and a standalone operator must not watch what it may not read."""
+    plural = "clusterkopfpeerings" if cluster_wide else "kopfpeerings"
+    kopf.index(PEERING_GROUP, "v1", plural, id=PEERINGS_INDEX)(_peering_status)
 
 
-@kopf.index(PEERING_GROUP, "v1", "kopfpeerings")
-async def namespaced_peerings(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
-    """Each namespace's peering's peers, by peering name (one per watched namespace)."""
+async def _peering_status(name: str, status: kopf.Status, **_: Any) -> dict[str, dict[str, Any]]:
+    """Each peering object's peers (kopf keeps them in its status), by peering name: one cluster-wide
+    object, or one per watched namespace."""
     return {name: dict(status)}
 
 
@@ -51,6 +55,6 @@ def active(peers: Iterable[Mapping[str, Any]], priority: int, now: datetime) -> 
     return True
 
 
-def statuses(name: str, *indexes: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The statuses of the peering objects called `name` in these indexes."""
-    return [status for index in indexes for status in index.get(name, ())]
+def statuses(name: str, index: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The statuses of the peering objects called `name` in the peerings index."""
+    return list(index.get(name, ()))

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -32,6 +33,8 @@ from .plan import PodReport, Probe, ProbeState, Running, RuntimePod, Waiting
 logger = logging.getLogger("imagefleet.nodeagent")
 
 SYNC_SECONDS = 30.0
+# After a failed relist (the API server restarting, say).
+SYNC_RETRY_SECONDS = 2.0
 # How often a worker checks that its process still runs, between probes.
 EXIT_CHECK_SECONDS = 0.5
 # On the agent's own SIGTERM (`imagefleet dev down`), how long runtimes get to drain.
@@ -95,9 +98,15 @@ class NodeAgent:
                 self._handle(getting.result(), {})
                 continue
             getting.cancel()
-            if not stop.is_set():
+            if stop.is_set():
+                break
+            try:
                 await self._sync(processes.find(self.id))
-                next_sync = loop.time() + SYNC_SECONDS
+            except (ApiException, urllib3.exceptions.HTTPError) as error:
+                logger.warning("cannot list the runtime pods (%s); retrying in %.0f s", error, SYNC_RETRY_SECONDS)
+                next_sync = loop.time() + SYNC_RETRY_SECONDS
+                continue
+            next_sync = loop.time() + SYNC_SECONDS
         await self._shutdown()
 
     # -- pods --------------------------------------------------------------------------
@@ -174,12 +183,18 @@ class NodeAgent:
 
     # -- API writes ----------------------------------------------------------------------
 
-    async def write_status(self, pod: RuntimePod, status: dict[str, Any]) -> None:
+    async def write_status(self, pod: RuntimePod, status: dict[str, Any]) -> bool:
+        """Whether the status was written; a failure (the API server restarting, say) is retried by the caller."""
         try:
             await asyncio.to_thread(self.core.patch_namespaced_pod_status, pod.name, pod.namespace, {"status": status})
         except ApiException as error:
             if error.status != 404:
                 logger.warning("cannot write the status of pod %s: %s", pod.key, error.reason)
+            return False
+        except urllib3.exceptions.HTTPError as error:
+            logger.warning("cannot write the status of pod %s: %s", pod.key, error)
+            return False
+        return True
 
     async def delete_pod(self, pod: RuntimePod) -> None:
         """Finish a graceful deletion, as the kubelet does once the containers have stopped."""
@@ -372,8 +387,7 @@ class PodWorker:
         status = plan.pod_status(self.pod, self.report)
         comparable = {**status, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"}
                                                for c in status["conditions"]]}
-        if comparable != self._written:
-            await self.agent.write_status(self.pod, status)
+        if comparable != self._written and await self.agent.write_status(self.pod, status):
             self._written = comparable
 
     async def _terminate(self, grace: float) -> None:

@@ -33,6 +33,7 @@ from imagefleet.bench.endpoints import Endpoints
 from imagefleet.demo.stack import install_crd
 from imagefleet.dev import processes
 from imagefleet.dev.prometheus import LocalPrometheus
+from imagefleet.measuredmemory.plan import ESTIMATE_LOW, PROCESS
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -252,6 +253,11 @@ async def test_load_scales_up_p95_recovers_scales_down_and_holds_without_prometh
     reasons = [reason for reason, _ in view.events()]
     assert policy.SCALED_UP in reasons and policy.SCALED_DOWN in reasons
     assert reasons.index(policy.SCALED_UP) < reasons.index(policy.SCALED_DOWN)
+    # The emulated pods report their process's memory: recorded as that, never compared with the card's estimate.
+    measured = await asyncio.to_thread(wait_until, lambda: view.status().get("measuredMemory"), timeout=10,
+                                       message="status.measuredMemory")
+    assert measured["source"] == PROCESS and measured["peakMiB"] > 0, measured
+    assert ESTIMATE_LOW not in reasons
 
     # 3. Another burst, then Prometheus stops: replicas hold, MetricsAvailable=False says why.
     load = asyncio.create_task(closed_loop(endpoints, 25.0))

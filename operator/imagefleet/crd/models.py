@@ -476,6 +476,18 @@ class MemoryEstimate(_ApiModel):
     capacity_mib: int = Field(alias="capacityMiB", ge=0, description="Memory of the class's card, MiB.")
 
 
+class MeasuredMemory(_ApiModel):
+    """The largest peak memory the runtime pods report, read from Prometheus every interval (kept when the pods go)."""
+
+    peak_mib: int = Field(alias="peakMiB", ge=0, description="Largest peak over the pods, MiB.")
+    source: Literal["cuda", "process"] = Field(
+        description="cuda: the card's allocator (torch.cuda.max_memory_allocated), compared with the estimate "
+        "(a Warning Event MemoryEstimateLow when above it). process: resident memory of the server process, on "
+        "CPU and with the emulated engine; no card's memory, never compared."
+    )
+    observed_time: datetime = Field(description="When this figure was read.")
+
+
 class AutoscalingStatus(_ApiModel):
     """The autoscaler's last recommendation, signal by signal."""
 
@@ -508,3 +520,4 @@ class ImageModelDeploymentStatus(_ApiModel):
     last_scale_time: datetime | None = Field(None, description="When the autoscaler last changed the replicas.")
     autoscaling: AutoscalingStatus | None = Field(None, description=AutoscalingStatus.__doc__)
     memory: MemoryEstimate | None = Field(None, description=MemoryEstimate.__doc__)
+    measured_memory: MeasuredMemory | None = Field(None, description=MeasuredMemory.__doc__)

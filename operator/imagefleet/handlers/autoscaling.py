@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -32,7 +31,7 @@ from ..config import OperatorSettings
 from ..kube import Kube, KubeError
 from .common import write_limiter
 from .indexes import Key, one, snapshot
-from .peering import PEERINGS_INDEX, active, statuses
+from .peering import this_replica_active
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +69,7 @@ async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, aut
     )
 
     def is_active() -> bool:
-        # Read at every round: the peering settings are applied by another start-up handler.
-        if settings.peering.standalone:
-            return True
-        peers = statuses(settings.peering.name, indexes[PEERINGS_INDEX])
-        return active(peers, settings.peering.priority, datetime.now(UTC))
+        return this_replica_active(settings, indexes)
 
     memo.autoscaling_rounds = asyncio.create_task(run_rounds(autoscaler, autoscaled, is_active),
                                                   name="imagefleet autoscaling rounds")

@@ -1,8 +1,8 @@
-"""Whether this replica is kopf's active peer: the autoscaling rounds run only then.
+"""Whether this replica is kopf's active peer: the autoscaling and measured-memory rounds run only then.
 
 With peering (IMAGEFLEET_PEERING), kopf pauses the operator's watch streams,
 handlers and daemons while a live peer of the same peering name has a higher
-priority. The round task is started at start-up, which kopf does not pause, so
+priority. The round tasks are started at start-up, which kopf does not pause, so
 each round asks `active` first. It reads the peering objects kopf decides from,
 by kopf's rule (a peer is live until `lastseen + lifetime`), through indexes
 whose watch streams kopf pauses with the rest of the operator: while paused they
@@ -14,7 +14,7 @@ nothing here is registered (`register` is called by `imagefleet run` only with p
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -58,3 +58,15 @@ def active(peers: Iterable[Mapping[str, Any]], priority: int, now: datetime) -> 
 def statuses(name: str, index: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The statuses of the peering objects called `name` in the peerings index."""
     return list(index.get(name, ()))
+
+
+def this_replica_active(settings: kopf.OperatorSettings, indexes: Mapping[str, Any]) -> bool:
+    """Whether rounds started at start-up should run now: always standalone, else only on the active peer.
+
+    `indexes` are a start-up handler's keyword arguments (the peerings index is one of them with peering).
+    Read at every round: the peering settings are applied by another start-up handler.
+    """
+    if settings.peering.standalone:
+        return True
+    peers = statuses(settings.peering.name, indexes[PEERINGS_INDEX])
+    return active(peers, settings.peering.priority, datetime.now(UTC))

@@ -42,6 +42,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client, config
 
@@ -223,7 +224,7 @@ def prometheus_queries(prometheus: LocalPrometheus) -> float:
 
 
 def operator_writes(audit_log: Path, namespace: str, start: float, end: float) -> Counter[str]:
-    """The operator's writes in the namespace between two times, by verb and resource (audit log)."""
+    """The operator's writes in the namespace between two times, by verb, resource and field manager (audit log)."""
     writes: Counter[str] = Counter()
     for line in audit_log.read_text(errors="replace").splitlines():
         event = json.loads(line)
@@ -233,7 +234,8 @@ def operator_writes(audit_log: Path, namespace: str, start: float, end: float) -
         if not start <= _epoch(event["requestReceivedTimestamp"]) <= end:
             continue
         resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        writes[f"{event['verb']} {resource}"] += 1
+        manager = parse_qs(urlsplit(event.get("requestURI", "")).query).get("fieldManager")
+        writes[f"{event['verb']} {resource}" + (f" ({manager[0]})" if manager else "")] += 1
     return writes
 
 
@@ -381,7 +383,7 @@ def main() -> None:
         steady_total = sum(steady_writes.values())
         print()
         print("RESULTS (runtime metrics are SYNTHETIC: one exporter process publishes every resource's "
-              "queue-depth series; KWOK marks pods Ready, no runtime runs)")
+              "queue-depth and peak-memory series; KWOK marks pods Ready, no runtime runs)")
         print(f"resources:                        {args.count} ({(args.count + 1) // 2} autoscaled) on "
               f"{args.nodes} KWOK nodes, {GPUS_PER_NODE} GPUs each, {len(GPU_CLASSES)} classes")
         print(f"autoscaler interval:              {args.interval:g} s (Prometheus scrapes every {SCRAPE_INTERVAL})")

@@ -6,7 +6,9 @@ STATE.json (rewritten by the benchmark, re-read when it changes):
     {"namespace": NS, "resources": {NAME: {"pods": N, "queue": Q}, ...}}
 
 For each resource it serves N `imagefleet_queue_depth` series, one per pod (label
-`pod`), that add up to Q, with the labels a runtime pod's series carry after the
+`pod`), that add up to Q, and each pod's peak memory (`imagefleet_memory_bytes{kind="peak"}`,
+a fixed 1 GiB as `source="cuda"`, under every model's estimate: the operator records it once
+per resource and warns for none), with the labels a runtime pod's series carry after the
 usual relabelling (`namespace`, `imagefleet_io_name`). Prometheus scrapes it as one
 target of the LocalPrometheus file-targets job.
 """
@@ -49,16 +51,21 @@ class State:
         return self._text
 
 
+PEAK_BYTES = 1 << 30
+
+
 def render(state: dict[str, Any]) -> str:
     namespace = state["namespace"]
-    lines = [f"# HELP {metrics.QUEUE_DEPTH} Requests waiting (SYNTHETIC).", f"# TYPE {metrics.QUEUE_DEPTH} gauge"]
+    queue = [f"# HELP {metrics.QUEUE_DEPTH} Requests waiting (SYNTHETIC).", f"# TYPE {metrics.QUEUE_DEPTH} gauge"]
+    memory = [f"# HELP {metrics.MEMORY_BYTES} Measured memory (SYNTHETIC).", f"# TYPE {metrics.MEMORY_BYTES} gauge"]
     for name, resource in sorted(state["resources"].items()):
         pods = max(1, int(resource["pods"]))
         share = float(resource["queue"]) / pods
         for pod in range(pods):
             labels = f'{NAMESPACE_LABEL}="{namespace}",{NAME_LABEL}="{name}",pod="{name}-{pod}"'
-            lines.append(f"{metrics.QUEUE_DEPTH}{{{labels}}} {share:g}")
-    return "\n".join(lines) + "\n"
+            queue.append(f"{metrics.QUEUE_DEPTH}{{{labels}}} {share:g}")
+            memory.append(f'{metrics.MEMORY_BYTES}{{{labels},kind="peak",source="cuda"}} {PEAK_BYTES}')
+    return "\n".join(queue + memory) + "\n"
 
 
 def main() -> None:

@@ -241,13 +241,16 @@ class Kube:
         )
 
     async def apply_status(
-        self, namespace: str, name: str, status: Mapping[str, Any], field_manager: str = FIELD_MANAGER
+        self, namespace: str, name: str, status: Mapping[str, Any], field_manager: str = FIELD_MANAGER,
+        *, force: bool = True,
     ) -> dict[str, Any]:
         """Server-side apply the operator's fields of an ImageModelDeployment's status.
 
         Conditions are a list map keyed by type: the apply sets the operator's
         conditions and leaves other managers' (the autoscaler's) untouched, with
-        no read-modify-write race and no precondition to conflict on.
+        no read-modify-write race and no precondition to conflict on. Without
+        `force`, a field another manager set to another value fails the apply
+        with 409 (a write only where nobody has written).
         """
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -257,7 +260,8 @@ class Kube:
         }
         return await self.request(
             "PATCH", _path("ImageModelDeployment", namespace, name, "status"), body=body,
-            content_type="application/apply-patch+yaml", query={"fieldManager": field_manager, "force": "true"},
+            content_type="application/apply-patch+yaml",
+            query={"fieldManager": field_manager, "force": "true" if force else "false"},
         )
 
     async def post_event(

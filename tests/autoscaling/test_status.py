@@ -167,30 +167,46 @@ def test_demand_age_from_the_gateway_annotation() -> None:
     assert loop.demand_age_seconds({loop.DEMAND_ANNOTATION: "yesterday"}, now) is None
 
 
-def test_no_first_write_while_no_pod_is_ready_unless_it_scales_or_reading_failed() -> None:
+def test_no_first_write_until_the_first_readings_can_be_there_unless_it_scales_or_reading_failed() -> None:
     empty = Readings(None, None, None, None)
+    window = 60.0
 
     def holding(ready: int) -> policy.Decision:
         observation = Observation(time=0.0, replicas=1, ready_replicas=ready, queue_depth=None, p95_seconds=None,
                                   busy_replicas=None)
         return decide(observation, TARGETS, History())
 
+    def quiet(resource: dict[str, Any], decision: policy.Decision, metrics: Metrics, *, replicas: int = 1,
+              ready: int = 0, ready_for: float = 0.0) -> bool:
+        return loop.nothing_to_report_yet(resource, decision, metrics, replicas=replicas, ready=ready,
+                                          ready_for_seconds=ready_for, grace_seconds=window)
+
     rolling_out = holding(ready=0)
     assert rolling_out.desired == 1 and not rolling_out.metrics_available
-    assert loop.nothing_to_report_yet({}, rolling_out, Metrics(empty), replicas=1, ready=0)
-    # A pod is ready: "no series" is news now (a scrape that never finds it must be seen).
-    assert not loop.nothing_to_report_yet({}, holding(ready=1), Metrics(empty), replicas=1, ready=1)
+    assert quiet({}, rolling_out, Metrics(empty))
+    # A pod is ready: Prometheus has a rate window to find and scrape it ("no series", "window too short")...
+    too_short = Metrics(empty, (loop.RATE_WINDOW_TOO_SHORT, "the 60s rate window holds 1 sample"))
+    assert quiet({}, holding(ready=1), Metrics(empty), ready=1, ready_for=59.0)
+    assert quiet({}, holding(ready=1), too_short, ready=1, ready_for=59.0)
+    # ... and after it, a scrape that never finds the pods is news.
+    assert not quiet({}, holding(ready=1), Metrics(empty), ready=1, ready_for=60.0)
+    assert not quiet({}, holding(ready=1), too_short, ready=1, ready_for=60.0)
+    # Readings there: written at once.
+    found = decision_for(Readings(queue_depth=0.0, p95_seconds=None, busy_replicas=0.0, age_seconds=1.0))
+    assert found.metrics_available
+    assert not quiet({}, found, Metrics(Readings(0.0, None, 0.0, 1.0)), ready=1, ready_for=1.0)
     # Prometheus missing or unreachable is said at once.
     failed = Metrics(empty, (loop.PROMETHEUS_NOT_CONFIGURED, "IMAGEFLEET_PROMETHEUS_URL is not set"))
-    assert not loop.nothing_to_report_yet({}, rolling_out, failed, replicas=1, ready=0)
+    assert not quiet({}, rolling_out, failed)
+    assert not quiet({}, holding(ready=1), Metrics(empty, (loop.PROMETHEUS_UNREACHABLE, "refused")), ready=1)
     # After the autoscaler's first write, every change is written as before.
     reported = merged({}, status_patch({}, rolling_out, Metrics(empty), generation=1, changed=False) or {})
-    assert not loop.nothing_to_report_yet({"status": reported}, rolling_out, Metrics(empty), replicas=1, ready=0)
+    assert not quiet({"status": reported}, rolling_out, Metrics(empty))
     # A scale (a capacity cap, a floor) is written whatever the pods.
     floor = decide(Observation(time=0.0, replicas=0, ready_replicas=0, queue_depth=None, p95_seconds=None,
                                busy_replicas=None), TARGETS, History())
     assert floor.desired == 1
-    assert not loop.nothing_to_report_yet({}, floor, Metrics(empty), replicas=0, ready=0)
+    assert not quiet({}, floor, Metrics(empty), replicas=0)
 
 
 def test_the_apply_carries_all_of_the_autoscalers_fields_and_none_of_the_operators() -> None:

@@ -200,6 +200,8 @@ class Autoscaler:
         # Per uid: the demand-at value last acted on, and the spec.replicas last seen.
         self._woken_by: dict[str, str] = {}
         self._spec_replicas: dict[str, int] = {}
+        # Per uid: when an evaluation first saw a ready pod (the first write waits a window for its series).
+        self._ready_since: dict[str, float] = {}
         self._closed = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -231,7 +233,8 @@ class Autoscaler:
         """
         self._keys = {resource["metadata"]["uid"]: (resource["metadata"]["namespace"], resource["metadata"]["name"])
                       for resource in resources}
-        known = set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
+        known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
+                 | set(self._ready_since))
         for uid in known - set(self._keys):
             self.forget(uid)
         return list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
@@ -254,6 +257,7 @@ class Autoscaler:
         self._locks.pop(uid, None)
         self._woken_by.pop(uid, None)
         self._spec_replicas.pop(uid, None)
+        self._ready_since.pop(uid, None)
 
     async def on_event(self, resource: Mapping[str, Any]) -> Decision | None:
         """Called on every watch event of an autoscaled resource, between the interval's evaluations.
@@ -342,7 +346,10 @@ class Autoscaler:
             self._histories.get(uid, History()),
         )
         self._histories[uid] = decision.history
-        if nothing_to_report_yet(resource, decision, metrics, replicas=replicas, ready=ready):
+        now = self.clock()
+        ready_since = self._ready_since.setdefault(uid, now) if ready else now
+        if nothing_to_report_yet(resource, decision, metrics, replicas=replicas, ready=ready,
+                                 ready_for_seconds=now - ready_since, grace_seconds=targets.latency_window_seconds):
             return decision
         await self._write_status(resource, decision, metrics, changed=decision.desired != replicas)
         if decision.desired != replicas:
@@ -583,18 +590,27 @@ def status_patch(
 
 
 def nothing_to_report_yet(
-    resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, replicas: int, ready: int
+    resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, replicas: int, ready: int,
+    ready_for_seconds: float, grace_seconds: float,
 ) -> bool:
-    """A first evaluation that holds while no pod is ready yet: no status write.
+    """A first evaluation that holds while its readings cannot be there yet: no status write.
 
-    No ready pod means no series, so it would only replace the operator's
-    MetricsAvailable=Unknown AwaitingMetrics with "no series" (and a write per new
-    resource). The autoscaler's first write comes when a pod is ready, when it
-    scales, or when reading failed (a missing or unreachable Prometheus is said at once).
+    Before a pod is ready there are no series; after the first one is, Prometheus has
+    to discover and scrape it twice before the rate window can be read. Saying so ("no
+    series", "rate window too short") would only replace the operator's
+    MetricsAvailable=Unknown AwaitingMetrics, and cost a write per new resource plus
+    one more when the readings come. The autoscaler's first write comes when the
+    readings are there, when it scales, when reading failed otherwise (a missing or
+    unreachable Prometheus is said at once), or when a pod has been ready for
+    `grace_seconds` (one rate window) and its series still cannot be read: a scrape
+    that never finds the pods is reported.
     """
     first = c.find((resource.get("status") or {}).get("conditions"), SCALING) is None
-    return (first and ready == 0 and replicas > 0 and decision.desired == replicas and metrics.failure is None
-            and not decision.metrics_available)
+    if not first or replicas == 0 or decision.desired != replicas or decision.metrics_available:
+        return False
+    if metrics.failure is not None and metrics.failure[0] != RATE_WINDOW_TOO_SHORT:
+        return False
+    return ready == 0 or ready_for_seconds < grace_seconds
 
 
 def _stored(value: Any) -> Any:

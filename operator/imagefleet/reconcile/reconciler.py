@@ -15,7 +15,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from ..kube import INITIAL_METRICS_FIELD_MANAGER, Kube
+from ..kube import INITIAL_METRICS_FIELD_MANAGER, Conflict, Kube
 from ..overflow import Problem
 from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, Config, Event, Observed, Plan, plan
 
@@ -121,9 +121,12 @@ class Reconciler:
         if planned.status is not None:
             self._written[(IMD, namespace, name)] = await self.kube.apply_status(namespace, name, planned.status)
         if planned.initial_metrics is not None:
-            self._written[(IMD, namespace, name)] = await self.kube.apply_status(
-                namespace, name, planned.initial_metrics, INITIAL_METRICS_FIELD_MANAGER
-            )
+            try:
+                self._written[(IMD, namespace, name)] = await self.kube.apply_status(
+                    namespace, name, planned.initial_metrics, INITIAL_METRICS_FIELD_MANAGER, force=False
+                )
+            except Conflict:
+                pass  # the autoscaler reported MetricsAvailable before this copy showed it: its verdict stands
         await self._post(imd, planned.events)
 
     async def _post(self, imd: Mapping[str, Any], events: tuple[Event, ...]) -> None:

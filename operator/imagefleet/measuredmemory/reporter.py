@@ -63,6 +63,7 @@ class MemoryReporter:
         self._written: dict[str, dict[str, Any]] = {}
         # Resources whose series collide, with the jobs, so the warning is logged once per change.
         self._collisions: dict[Key, tuple[str, ...]] = {}
+        self._failing = False
 
     async def aclose(self) -> None:
         await self.prometheus.aclose()
@@ -74,8 +75,13 @@ class MemoryReporter:
         try:
             found = measurements(await self.prometheus.query(peak_query()))
         except PrometheusError as error:
-            logger.warning("measured memory not read this interval: %s", error)
+            if not self._failing:  # once per outage: the autoscaler's MetricsAvailable reports it per resource
+                logger.warning("measured memory not read until Prometheus answers again: %s", error)
+            self._failing = True
             return 0
+        if self._failing:
+            logger.info("measured memory read again")
+        self._failing = False
         uids = {resource["metadata"]["uid"] for resource in resources}
         self._written = {uid: written for uid, written in self._written.items() if uid in uids}
         writes = await asyncio.gather(*(self._report(resource, found.get(_key(resource))) for resource in resources))

@@ -8,8 +8,8 @@ connections are retried with exponential backoff (honouring Retry-After, as API
 Priority and Fairness sends it with its 429s); writes wait for a token of a
 `WriteLimiter` shared by the operator's clients (client-side QPS and burst), so a
 burst of changes is spread out in order rather than dropped;
-409 Conflict is raised to the caller (the autoscaler re-reads and retries its
-status merge patches; the operator's own status writes are applies and never conflict).
+409 Conflict is raised to the caller (status writes are forced applies and never
+conflict, except the one-time AwaitingMetrics apply, which is not forced on purpose).
 """
 
 from __future__ import annotations
@@ -50,6 +50,19 @@ class KubeError(Exception):
     def __init__(self, status: int | None, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}" if status else message)
         self.status = status
+
+
+def _resource_version(obj: Mapping[str, Any]) -> int | None:
+    """An object's resourceVersion as a number (etcd's revision; None when it is not one)."""
+    value = obj.get("metadata", {}).get("resourceVersion")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def is_newer(written: Mapping[str, Any], seen: Mapping[str, Any]) -> bool:
+    """Whether a write's response is later than a watch's copy of the same object (False when either
+    cannot tell: the watch's copy is then trusted)."""
+    written_version, seen_version = _resource_version(written), _resource_version(seen)
+    return written_version is not None and seen_version is not None and written_version > seen_version
 
 
 class Conflict(KubeError):
@@ -223,22 +236,6 @@ class Kube:
             return await self.request("GET", _path(kind, namespace, name))
         except NotFound:
             return None
-
-    async def patch_status(
-        self, namespace: str, name: str, patch: Mapping[str, Any], resource_version: str | None
-    ) -> dict[str, Any]:
-        """Merge-patch an ImageModelDeployment's status, only if it is still at `resource_version`.
-
-        The precondition turns a lost update (someone else wrote status since it
-        was read) into a Conflict, so no one's conditions are silently dropped.
-        """
-        body: dict[str, Any] = {"status": dict(patch)}
-        if resource_version:
-            body["metadata"] = {"resourceVersion": resource_version}
-        return await self.request(
-            "PATCH", _path("ImageModelDeployment", namespace, name, "status"), body=body,
-            content_type="application/merge-patch+json",
-        )
 
     async def apply_status(
         self, namespace: str, name: str, status: Mapping[str, Any], field_manager: str = FIELD_MANAGER,

@@ -319,3 +319,37 @@ async def test_a_pod_whose_series_vanish_blocks_the_scale_down_and_is_reported(
     available = scene.condition(c.METRICS_AVAILABLE)
     assert (available["status"], available["reason"]) == (c.FALSE, policy.PARTIAL_METRICS)
     assert available["message"].startswith("1 ready pods have no fresh queue-depth series: no scale-down")
+
+
+async def test_a_copy_that_lags_behind_its_last_write_does_not_make_it_write_again(
+    cluster: Cluster, namespace: str, crd: None, prometheus: LocalPrometheus, exporters: list[Exporter],
+    autoscaler: Autoscaler,
+) -> None:
+    """A watch that has not yet delivered the autoscaler's own status write hands it the copy from
+    before that write: the second evaluation must judge "nothing changed" against its write's
+    response, not write the same fields again (one write per round per resource at scale)."""
+    scene = Scene(cluster, namespace, "lagging", "a100-80gb", max_replicas=4)
+    labels = {queries.NAMESPACE_LABEL: namespace, queries.NAME_LABEL: "lagging"}
+    prometheus.set_targets([Target(exporters[0].address, labels)])
+    wait_until(lambda: scene.apps.read_namespaced_deployment(scene.name, namespace).status.ready_replicas == 1,
+               timeout=60, message="a ready replica")
+    await asyncio.to_thread(prometheus_sees, prometheus.url, namespace, "lagging", 0)
+    stale = scene.resource()  # the copy from before the autoscaler's first write: the only one it gets
+    assert "conditions" not in (stale.get("status") or {})
+
+    async def evaluate() -> policy.Decision | None:
+        decision = await autoscaler.evaluate(stale)
+        await asyncio.sleep(INTERVAL)
+        return decision
+
+    deadline = time.monotonic() + 30
+    while not ((decision := await evaluate()) and decision.metrics_available):
+        assert time.monotonic() < deadline, f"no metrics: {decision}"
+    written = scene.resource()
+    assert c.find(written["status"]["conditions"], c.METRICS_AVAILABLE) is not None
+    version = written["metadata"]["resourceVersion"]
+    for _ in range(3):
+        decision = await autoscaler.evaluate(stale)
+        assert decision is not None and decision.metrics_available and decision.desired == 1
+        await asyncio.sleep(INTERVAL)
+    assert scene.resource()["metadata"]["resourceVersion"] == version, "the same status was written again"

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from .. import conditions as c
 from ..catalog import GPUClass
 from ..crd.models import ImageModelDeploymentSpec
-from ..kube import Kube, KubeError
+from ..kube import Kube, KubeError, is_newer
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .batch import Key, Round, read_round
@@ -202,6 +202,8 @@ class Autoscaler:
         self._spec_replicas: dict[str, int] = {}
         # Per uid: when an evaluation first saw a ready pod (the first write waits a window for its series).
         self._ready_since: dict[str, float] = {}
+        # Per uid: the resource as the autoscaler's last status write returned it.
+        self._written: dict[str, Mapping[str, Any]] = {}
         self._closed = False
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -234,7 +236,7 @@ class Autoscaler:
         self._keys = {resource["metadata"]["uid"]: (resource["metadata"]["namespace"], resource["metadata"]["name"])
                       for resource in resources}
         known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
-                 | set(self._ready_since))
+                 | set(self._ready_since) | set(self._written))
         for uid in known - set(self._keys):
             self.forget(uid)
         return list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
@@ -258,6 +260,7 @@ class Autoscaler:
         self._woken_by.pop(uid, None)
         self._spec_replicas.pop(uid, None)
         self._ready_since.pop(uid, None)
+        self._written.pop(uid, None)
 
     async def on_event(self, resource: Mapping[str, Any]) -> Decision | None:
         """Called on every watch event of an autoscaled resource, between the interval's evaluations.
@@ -490,18 +493,25 @@ class Autoscaler:
         leaves the operator's conditions alone with no precondition to conflict on (a
         merge patch would replace the whole list, and a resourceVersion precondition
         conflicts whenever the operator wrote status while this write waited for its
-        token). `current` is the newest copy the fleet knows, so "nothing changed" is
-        judged against what was last written.
+        token). `current` is the newer of the fleet's copy and the response to the
+        autoscaler's last write (a watch that lags an interval behind would otherwise
+        have it write the same fields again), so "nothing changed" is judged against
+        what was last written.
         """
         metadata = resource["metadata"]
-        namespace, name = metadata["namespace"], metadata["name"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata.get("uid", "")
         newest = self.fleet.resource(namespace, name)
-        current = newest if newest is not None and newest["metadata"].get("uid") == metadata.get("uid") else resource
+        current = newest if newest is not None and newest["metadata"].get("uid") == uid else resource
+        written = self._written.get(uid)
+        if written is not None and is_newer(written, current):
+            current = written  # the watch has not shown our last write yet
         status = current.get("status") or {}
         patch = make(status)
         if patch is None:
             return
-        await self.kube.apply_status(namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER)
+        self._written[uid] = await self.kube.apply_status(
+            namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER
+        )
 
 
 # The status the autoscaler owns (its apply sets all of them; one left out is removed).

@@ -15,18 +15,13 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from ..kube import INITIAL_METRICS_FIELD_MANAGER, Conflict, Kube
+from ..kube import INITIAL_METRICS_FIELD_MANAGER, Conflict, Kube, is_newer
 from ..overflow import Problem
 from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, Config, Event, Observed, Plan, plan
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
 IMD = "ImageModelDeployment"
-
-
-def _version(obj: Mapping[str, Any]) -> int | None:
-    value = obj.get("metadata", {}).get("resourceVersion")
-    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 class Reconciler:
@@ -50,11 +45,9 @@ class Reconciler:
         written = self._written.get(key)
         if written is None:
             return seen
-        if seen is not None:
-            written_version, seen_version = _version(written), _version(seen)
-            if written_version is None or seen_version is None or seen_version >= written_version:
-                del self._written[key]
-                return seen
+        if seen is not None and not is_newer(written, seen):
+            del self._written[key]
+            return seen
         return written
 
     def forget(self, kind: str, namespace: str, name: str) -> None:

@@ -38,7 +38,7 @@ from diffusers.utils import logging as diffusers_logging
 from torch.utils.flop_counter import FlopCounterMode
 
 from imagefleet_runtime.models.builtin import build_sd15_arch, build_tiny
-from imagefleet_runtime.speed import apply_to_denoiser, set_tf32
+from imagefleet_runtime.speed import apply_to_denoiser, set_tf32, tf32_applies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_throughput import batch_totals, drive, server  # noqa: E402 - the sibling benchmark's helpers
@@ -92,7 +92,7 @@ def dense_peak(device_name: str) -> dict[str, float] | None:
 
 
 def skip_reason(option: str, precision: str, device: torch.device, self_test: bool) -> str | None:
-    if option == "tf32" and (device.type != "cuda" or precision != "fp32"):
+    if option == "tf32" and not tf32_applies(device.type, precision):
         return "TF32 applies to fp32 matmuls and convolutions on CUDA only"
     if option == "compile" and self_test:
         return "torch.compile is left out of the CPU self-test (minutes of compilation)"

@@ -169,3 +169,26 @@ def test_a_compile_size_the_model_cannot_take_fails_the_startup() -> None:
     with TestClient(create_app(settings, on_fatal=fatal.append)):
         wait_until(lambda: bool(fatal), timeout=30, interval=0.05, message="the startup to fail")
     assert "compile_sizes: 768x768 is above max_width x max_height 512x512" in fatal[0]
+
+
+@pytest.mark.slow
+def test_after_the_warm_up_no_request_compiles() -> None:
+    """torch.compile for real (tiny on CPU, minutes: a minute or more per graph here): after the warm-up,
+    requests at every batch size, with guidance on and off, at both sizes, add no compiled graph."""
+    from torch._dynamo.utils import counters
+
+    settings = Settings(model="tiny", device="cpu", compile=True, compile_sizes="64x32", max_batch_size=3,
+                        default_steps=2)
+    client, engines = _recorded_app(settings)
+    with client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, timeout=1200, interval=0.5, message="/readyz")
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs >= 3  # the warm-up compiled (and the counter counts)
+        for size in ("64x64", "64x32"):
+            for n in (1, 2, 3):
+                for guidance in (1.0, 7.0):
+                    body = {"prompt": "a quay", "size": size, "n": n, "guidance_scale": guidance}
+                    assert client.post("/v1/images/generations", json=body).status_code == 200
+        assert counters["stats"]["unique_graphs"] == graphs
+        assert len(engines[0].calls) == len(warm_up_plan(
+            BatchKey(64, 64, 2, 5.0), BatchKey(64, 64, 2, 5.0), 3, [(64, 64), (64, 32)])) + 12

@@ -91,8 +91,8 @@ def warm_up(
             sizes = "compile_sizes" if buckets else "max_width/max_height"
             raise ModelLoadError(
                 f"the largest call this server allows, {count} image(s) of {key.width}x{key.height} "
-                f"(max_batch_size x {'a compiled size' if buckets else 'max_width x max_height'}), does not fit: "
-                f"{error.message}; lower max_batch_size or {sizes}, or use an accelerator with more memory"
+                f"(max_batch_size at {sizes}), does not fit: {error.message}; lower max_batch_size or "
+                f"{sizes}, or use an accelerator with more memory"
             ) from None
         seconds = time.monotonic() - started
         if index == 0:

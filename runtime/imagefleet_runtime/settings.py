@@ -13,9 +13,9 @@ from imagefleet.cost import builtin_plan
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
 Engine = Literal["diffusers", "emulated"]
-# WIDTHxHEIGHT[,WIDTHxHEIGHT...], e.g. 512x512,768x512.
 # The boolean settings that change how the denoiser runs (speed.py); docs/runtime.md, Speed options.
 SPEED_OPTIONS = ("channels_last", "fuse_qkv", "tf32", "compile")
+# WIDTHxHEIGHT[,WIDTHxHEIGHT...], e.g. 512x512,768x512.
 SIZE_LIST = r"^[1-9][0-9]*x[1-9][0-9]*(,[1-9][0-9]*x[1-9][0-9]*)*$"
 
 

@@ -6,7 +6,8 @@
 1. The denoiser alone: SD 1.5's UNet (860M parameters, random weights) at 512x512 (64x64 latents),
    25 steps with classifier-free guidance (each step runs the UNet on 2 x batch), at fp32, fp16 and
    bf16, batch 1, 4 and 8, with each speed option on alone and all on: channels_last, torch.compile,
-   fused QKV projections (diffusers' fuse_qkv_projections), TF32 (fp32 only). For each: images/s,
+   fused QKV projections (diffusers' fuse_qkv_projections), TF32 (fp32 only), each applied by the
+   runtime's own code (imagefleet_runtime.speed, as its --channels-last ... flags do). For each: images/s,
    the p95 of one 25-step generation, peak GPU memory, and the fraction of the card's dense
    fp16/bf16 (or TF32/fp32) peak that the UNet's FLOPs (counted with torch's FlopCounterMode)
    reach, from the card's datasheet figure when the card is in DENSE_PEAK_TFLOPS.
@@ -37,6 +38,7 @@ from diffusers.utils import logging as diffusers_logging
 from torch.utils.flop_counter import FlopCounterMode
 
 from imagefleet_runtime.models.builtin import build_sd15_arch, build_tiny
+from imagefleet_runtime.speed import apply_to_denoiser, set_tf32, tf32_applies
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_throughput import batch_totals, drive, server  # noqa: E402 - the sibling benchmark's helpers
@@ -90,7 +92,7 @@ def dense_peak(device_name: str) -> dict[str, float] | None:
 
 
 def skip_reason(option: str, precision: str, device: torch.device, self_test: bool) -> str | None:
-    if option == "tf32" and (device.type != "cuda" or precision != "fp32"):
+    if option == "tf32" and not tf32_applies(device.type, precision):
         return "TF32 applies to fp32 matmuls and convolutions on CUDA only"
     if option == "compile" and self_test:
         return "torch.compile is left out of the CPU self-test (minutes of compilation)"
@@ -98,15 +100,10 @@ def skip_reason(option: str, precision: str, device: torch.device, self_test: bo
 
 
 def prepare_unet(unet: torch.nn.Module, options: list[str], device: torch.device, dtype: torch.dtype) -> Any:
-    unet = unet.to(device=device, dtype=dtype).eval()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = "tf32" in options
-    if "fused_qkv" in options:
-        unet.fuse_qkv_projections()
-    if "channels_last" in options:
-        unet = unet.to(memory_format=torch.channels_last)
-    if "compile" in options:
-        unet = torch.compile(unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
-    return unet
+    """The runtime's own code (imagefleet_runtime.speed) applies the options, as a server with them set does."""
+    set_tf32("tf32" in options)
+    return apply_to_denoiser(unet.to(device=device, dtype=dtype).eval(), channels_last="channels_last" in options,
+                             fuse_qkv="fused_qkv" in options, compile="compile" in options)
 
 
 def synchronize(device: torch.device) -> None:

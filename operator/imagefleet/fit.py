@@ -40,6 +40,9 @@ UNSUPPORTED_PRECISION = "UnsupportedPrecision"
 REFUSED_PRECISION = "RefusedPrecision"
 UNKNOWN_GPU_CLASS = "UnknownGPUClass"
 UNKNOWN_MODEL = "UnknownModel"
+UNSUPPORTED_SPEED_OPTION = "UnsupportedSpeedOption"
+# Image sides are multiples of this (the CRD's generation sizes; the runtime checks its model's own).
+SIZE_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ def check_fit(resolved: Resolved, gpu_classes: dict[str, GPUClass]) -> Fit:
                    f"{gpu_class.name} cannot run {given} (it runs {', '.join(gpu_class.precisions)}): "
                    f"set spec.precision to one of those, or pick a class that runs {precision} "
                    f"({', '.join(alternatives) or 'none in the catalog'})")
+    speed_problem = _speed_problem(resolved, gpu_class)
+    if speed_problem is not None:
+        return Fit("False", UNSUPPORTED_SPEED_OPTION, speed_problem)
     if model is None:
         return Fit("Unknown", UNKNOWN_MODEL,
                    f"{spec.model.name} is not a catalog model, so its memory is unknown: set spec.model.family "
@@ -143,6 +149,28 @@ def check_fit(resolved: Resolved, gpu_classes: dict[str, GPUClass]) -> Fit:
         return Fit("True", FITS, summary, **figures)
     remedy = _remedy(resolved, model, gpu_class, gpu_classes)
     return Fit("False", INSUFFICIENT_MEMORY, f"{summary}: {remedy}", **figures)
+
+
+def _speed_problem(resolved: Resolved, gpu_class: GPUClass) -> str | None:
+    """Why spec.speed cannot work with the resolved precision, class and sizes (the CRD checks what it can
+    see: tf32 with spec.precision set; the precision the catalog fills in and the size limits are here)."""
+    speed, precision, generation = resolved.spec.speed, resolved.precision, resolved.generation
+    if speed is None:
+        return None
+    if speed.tf32 and precision != "fp32":
+        return (f"spec.speed.tf32 needs fp32, and the replicas run {precision} (the model's preferred precision, "
+                "spec.precision left out): set spec.precision fp32 or drop spec.speed.tf32")
+    if speed.tf32 and gpu_class.device != "cuda":
+        return f"spec.speed.tf32 needs a CUDA GPU and {gpu_class.name} runs on {gpu_class.device}: drop it"
+    for size in speed.compile_sizes or ():
+        width, height = (int(side) for side in size.split("x"))
+        if width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+            return f"spec.speed.compileSizes: {size} is not a multiple of {SIZE_MULTIPLE} on each side"
+        if width > generation.max_width or height > generation.max_height:
+            return (f"spec.speed.compileSizes: {size} is above the largest size {generation.max_width}x"
+                    f"{generation.max_height} (spec.generation.maxWidth x maxHeight, or the model's): raise those "
+                    "or drop the size")
+    return None
 
 
 def _remedy(resolved: Resolved, model: ModelInfo, gpu_class: GPUClass, gpu_classes: dict[str, GPUClass]) -> str:

@@ -28,7 +28,7 @@ from .errors import Broken, Draining, ModelLoadError, NotReady, install_handlers
 from .limits import BodyLimit
 from .metrics import Metrics
 from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
-from .settings import Settings
+from .settings import SPEED_OPTIONS, Settings
 from .validation import to_work
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,15 @@ class Runtime:
         default = self.default_key(engine)
         return replace(default, width=s.max_width or engine.native_size, height=s.max_height or engine.native_size)
 
+    def compiled_sizes(self, engine: ServingEngine) -> tuple[tuple[int, int], ...]:
+        """With compile: the sizes a request may ask for (the default size and compile_sizes), largest first;
+        without: none (any size within the limits)."""
+        if not self.settings.compile:
+            return ()
+        default = self.default_key(engine)
+        sizes = dict.fromkeys(((default.width, default.height), *self.settings.compile_buckets))
+        return tuple(sorted(sizes, key=lambda size: size[0] * size[1], reverse=True))
+
     async def start(self) -> None:
         """Load, check the defaults against the model, warm up at the largest call, start batching; a
         failure is fatal."""
@@ -79,12 +88,14 @@ class Runtime:
         try:
             engine = await asyncio.to_thread(self._load, s)
             key, largest = self.default_key(engine), self.largest_key(engine)
-            _check_sizes(key, largest, engine, s)
+            buckets = self.compiled_sizes(engine)
+            _check_sizes(key, largest, engine, s, buckets)
+            sizes = dict.fromkeys(buckets or ((largest.width, largest.height), (key.width, key.height)))
             logger.info(
-                "model %s loaded, %s; warming up at %dx%d and %dx%d, %d image(s)",
-                s.model, engine.summary, largest.width, largest.height, key.width, key.height, s.max_batch_size,
+                "model %s loaded, %s; warming up at %s, %d image(s)",
+                s.model, engine.summary, " and ".join(f"{w}x{h}" for w, h in sizes), s.max_batch_size,
             )
-            call_seconds = await asyncio.to_thread(warm_up, engine, key, largest, s.max_batch_size)
+            call_seconds = await asyncio.to_thread(warm_up, engine, key, largest, s.max_batch_size, buckets)
         except Exception as error:  # noqa: BLE001 - reported on /healthz and in the log, then the process exits
             self.phase, self.detail = Phase.FAILED, str(error)
             logger.exception("model %s failed to load", s.model)
@@ -146,20 +157,42 @@ def load_engine(settings: Settings) -> ServingEngine:
     if settings.engine == "emulated":
         from .emulated.engine import load_emulated
 
+        kernel_options = [name for name in SPEED_OPTIONS if getattr(settings, name)]
+        if kernel_options:
+            logger.warning(
+                "%s: no effect on the emulated engine (it runs no kernels; its timings are the cost table's); "
+                "compile still limits request sizes to the compiled ones", ", ".join(kernel_options),
+            )
         return load_emulated(settings)
     from .engine import PipelineEngine
     from .models.loader import load_pipeline
+    from .speed import apply_speed
 
     pipeline, device = load_pipeline(settings)
-    return PipelineEngine(pipeline, device)
+    applied = apply_speed(pipeline, device, settings)
+    engine = PipelineEngine(pipeline, device)
+    if applied:
+        engine.summary += f" ({', '.join(applied)})"
+    return engine
 
 
-def _check_sizes(key: BatchKey, largest: BatchKey, engine: ServingEngine, settings: Settings) -> None:
-    for name, size in (("default", key), ("largest", largest)):
-        if size.width % engine.size_multiple or size.height % engine.size_multiple:
+def _check_sizes(
+    key: BatchKey, largest: BatchKey, engine: ServingEngine, settings: Settings, buckets: tuple[tuple[int, int], ...]
+) -> None:
+    for name, (width, height) in (
+        ("default", (key.width, key.height)), ("largest", (largest.width, largest.height)),
+        *(("compile_sizes", bucket) for bucket in settings.compile_buckets),
+    ):
+        if width % engine.size_multiple or height % engine.size_multiple:
             raise ModelLoadError(
-                f"{name} size {size.width}x{size.height} is not a multiple of {engine.size_multiple}, "
-                f"which {settings.model} needs; set default_width/default_height and max_width/max_height"
+                f"{name} size {width}x{height} is not a multiple of {engine.size_multiple}, which {settings.model} "
+                "needs; set default_width/default_height, max_width/max_height and compile_sizes to multiples of it"
+            )
+    for width, height in buckets:
+        if width > largest.width or height > largest.height:
+            raise ModelLoadError(
+                f"compile_sizes: {width}x{height} is above max_width x max_height {largest.width}x{largest.height} "
+                f"({settings.model}'s native size when unset); raise those or drop the size"
             )
     if key.width > largest.width or key.height > largest.height:
         raise ModelLoadError(
@@ -253,6 +286,7 @@ def create_app(
             runtime.largest_key(engine),
             size_multiple=engine.size_multiple,
             output_formats=engine.output_formats,
+            compiled_sizes=runtime.compiled_sizes(engine),
         )
         made = await batcher.submit(key, images)
         encoded = await encoder.b64(made, request.output_format)

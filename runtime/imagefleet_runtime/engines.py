@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -41,36 +42,68 @@ class ServingEngine(Engine, Protocol):
         ...
 
 
-def warm_up(engine: ServingEngine, default: BatchKey, largest: BatchKey, images: int) -> float:
-    """Run the largest call a request can make (`images` at `largest`, guidance on), so that the peak
-    memory covers it before the pod is Ready, then the same number at `default` (unless that is the same
-    call); return one full call at `default`, in seconds, scaled up from the warm-up steps.
+def warm_up_plan(
+    default: BatchKey, largest: BatchKey, images: int, buckets: Sequence[tuple[int, int]] = ()
+) -> list[tuple[BatchKey, int]]:
+    """The warm-up's calls, (key, images) at WARM_UP_STEPS: first the largest call a request can make
+    (guidance on), last the timed call at `default`.
 
-    Raises ModelLoadError when the largest call runs out of memory: better a pod that fails to start
+    With compiled `buckets` (largest first), each bucket runs at `images` and at 1 image, guidance on
+    and off: the denoiser then sees its batch dimension at 2 x images, 2 and 1 (guidance on doubles it),
+    so torch marks it dynamic after the second call (a batch of 2 to 2 x images reuses that graph) and
+    compiles batch 1 apart (torch specialises sizes 0 and 1). No request pays a compilation, and a
+    bucket costs three short calls, not one per batch size. The timed call runs last, compiled.
+    """
+    steps = min(default.steps, WARM_UP_STEPS)
+    guided = max(largest.guidance_scale, CFG_GUIDANCE)
+    timed = (replace(default, steps=steps), images)
+    if not buckets:
+        peak = (replace(largest, steps=steps, guidance_scale=guided), images)
+        return [peak] if timed == peak else [peak, timed]
+    calls: list[tuple[BatchKey, int]] = []
+    for width, height in buckets:
+        key = replace(default, width=width, height=height, steps=steps)
+        for call in ((replace(key, guidance_scale=guided), images), (replace(key, guidance_scale=guided), 1),
+                     (replace(key, guidance_scale=1.0), 1)):
+            if call not in calls:
+                calls.append(call)
+    return [*calls, timed]
+
+
+def warm_up(
+    engine: ServingEngine, default: BatchKey, largest: BatchKey, images: int, buckets: Sequence[tuple[int, int]] = ()
+) -> float:
+    """Run warm_up_plan's calls, so that the peak memory covers the largest call a request can make (and,
+    with compiled `buckets`, every graph is compiled) before the pod is Ready; return one full call at
+    `default`, in seconds, scaled up from the warm-up steps.
+
+    Raises ModelLoadError when a call at `images` runs out of memory: better a pod that fails to start
     with what to change than one that fails under its first large batch.
     """
+    plan = warm_up_plan(default, largest, images, buckets)
     specs = [ImageSpec("warm-up", None, seed) for seed in range(images)]
-    steps = min(default.steps, WARM_UP_STEPS)
-    peak = replace(largest, steps=steps, guidance_scale=max(largest.guidance_scale, CFG_GUIDANCE))
-    timed = replace(default, steps=steps)
-    started = time.monotonic()
-    try:
-        engine.generate(peak, specs)
-    except OutOfMemory as error:
-        raise ModelLoadError(
-            f"the largest call this server allows, {images} image(s) of {largest.width}x{largest.height} "
-            f"(max_batch_size x max_width x max_height), does not fit: {error.message}; lower max_batch_size or "
-            "max_width/max_height, or use an accelerator with more memory"
-        ) from None
-    seconds = time.monotonic() - started
-    reading = engine.memory()
-    logger.info(
-        "warm-up: the largest call, %d image(s) at %dx%d, %d steps, guidance %g, ran in %.2f s; peak memory %s (%s)",
-        images, peak.width, peak.height, peak.steps, peak.guidance_scale, seconds,
-        "unknown" if reading.peak is None else f"{reading.peak / MIB:.0f} MiB", reading.source,
-    )
-    if timed != peak:
+    seconds = 0.0
+    for index, (key, count) in enumerate(plan):
         started = time.monotonic()
-        engine.generate(timed, specs)
+        try:
+            engine.generate(key, specs[:count])
+        except OutOfMemory as error:
+            sizes = "compile_sizes" if buckets else "max_width/max_height"
+            raise ModelLoadError(
+                f"the largest call this server allows, {count} image(s) of {key.width}x{key.height} "
+                f"(max_batch_size at {sizes}), does not fit: {error.message}; lower max_batch_size or "
+                f"{sizes}, or use an accelerator with more memory"
+            ) from None
         seconds = time.monotonic() - started
-    return seconds * default.steps / steps
+        if index == 0:
+            reading = engine.memory()
+            logger.info(
+                "warm-up: the largest call, %d image(s) at %dx%d, %d steps, guidance %g, ran in %.2f s; "
+                "peak memory %s (%s)",
+                count, key.width, key.height, key.steps, key.guidance_scale, seconds,
+                "unknown" if reading.peak is None else f"{reading.peak / MIB:.0f} MiB", reading.source,
+            )
+        elif buckets:
+            logger.info("warm-up (compiled sizes): %d image(s) at %dx%d, guidance %g, ran in %.2f s",
+                        count, key.width, key.height, key.guidance_scale, seconds)
+    return seconds * default.steps / plan[-1][0].steps

@@ -13,6 +13,10 @@ from imagefleet.cost import builtin_plan
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
 Engine = Literal["diffusers", "emulated"]
+# The boolean settings that change how the denoiser runs (speed.py); docs/runtime.md, Speed options.
+SPEED_OPTIONS = ("channels_last", "fuse_qkv", "tf32", "compile")
+# WIDTHxHEIGHT[,WIDTHxHEIGHT...], e.g. 512x512,768x512.
+SIZE_LIST = r"^[1-9][0-9]*x[1-9][0-9]*(,[1-9][0-9]*x[1-9][0-9]*)*$"
 
 
 class Settings(BaseSettings):
@@ -61,6 +65,27 @@ class Settings(BaseSettings):
     emulation_speedup: float = Field(
         1.0, gt=0, description="the emulated engine divides every duration by this (time-compressed tests)"
     )
+    channels_last: bool = Field(
+        False, description="hold the denoiser and the VAE in channels-last (NHWC) memory format"
+    )
+    fuse_qkv: bool = Field(
+        False,
+        description="fuse each attention's query, key and value projections into one matmul "
+        "(diffusers' fuse_qkv_projections, denoiser and VAE); refused for a denoiser without it",
+    )
+    tf32: bool = Field(
+        False, description="run fp32 matmuls and convolutions as TF32 on tensor cores; needs precision fp32 on cuda"
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser; requests are then limited to compile_sizes, all compiled "
+        "by the warm-up before Ready",
+    )
+    compile_sizes: str | None = Field(
+        None, pattern=SIZE_LIST,
+        description="with compile: the image sizes (WIDTHxHEIGHT,...) a request may ask for, besides the default "
+        "size, which is always one",
+    )
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
 
@@ -72,6 +97,35 @@ class Settings(BaseSettings):
             raise ValueError(f"default_width ({self.default_width}) is above max_width ({self.max_width})")
         if self.default_height is not None and self.max_height is not None and self.default_height > self.max_height:
             raise ValueError(f"default_height ({self.default_height}) is above max_height ({self.max_height})")
+        return self
+
+    @property
+    def compile_buckets(self) -> tuple[tuple[int, int], ...]:
+        """compile_sizes as (width, height) pairs, in the order given (the default size is added by the app)."""
+        if self.compile_sizes is None:
+            return ()
+        pairs = (size.split("x") for size in self.compile_sizes.split(","))
+        return tuple(dict.fromkeys((int(width), int(height)) for width, height in pairs))
+
+    @model_validator(mode="after")
+    def _speed_options_can_work(self) -> Self:
+        """tf32 is a mode of fp32 on CUDA, compile_sizes a setting of compile: any other use is refused."""
+        if self.tf32 and self.precision != "fp32":
+            raise ValueError(
+                f"tf32 needs precision fp32 (it is a mode of fp32 matmuls on CUDA), not {self.precision}: "
+                "drop --tf32 (IMAGEFLEET_TF32) or set precision fp32"
+            )
+        if self.tf32 and self.engine == "diffusers" and self.device == "cpu":
+            raise ValueError("tf32 needs device cuda (TF32 runs on NVIDIA tensor cores): drop --tf32 or use cuda")
+        if self.compile_sizes is not None and not self.compile:
+            raise ValueError("compile_sizes needs compile: set --compile (IMAGEFLEET_COMPILE=true) or drop them")
+        for width, height in self.compile_buckets:
+            if (self.max_width is not None and width > self.max_width) or (
+                self.max_height is not None and height > self.max_height
+            ):
+                raise ValueError(
+                    f"compile_sizes: {width}x{height} is above max_width x max_height {self.max_width}x{self.max_height}"
+                )
         return self
 
     @model_validator(mode="after")

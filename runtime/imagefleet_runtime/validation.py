@@ -18,9 +18,10 @@ def to_work(
     *,
     size_multiple: int,
     output_formats: frozenset[str],
+    compiled_sizes: tuple[tuple[int, int], ...] = (),
 ) -> tuple[BatchKey, list[ImageSpec]]:
-    """The batch key and one ImageSpec per image (at most `largest`'s size); InvalidRequest names the field
-    that is out of bounds."""
+    """The batch key and one ImageSpec per image (at most `largest`'s size, and one of `compiled_sizes` when
+    there are some); InvalidRequest names the field that is out of bounds."""
     if request.model is not None and request.model != settings.model:
         raise InvalidRequest(f"model: this server serves {settings.model!r}, not {request.model!r}", param="model")
     if request.output_format not in output_formats:
@@ -36,6 +37,11 @@ def to_work(
             )
         if value % size_multiple:
             raise InvalidRequest(f"size: {name} {value} is not a multiple of {size_multiple}", param="size")
+    if compiled_sizes and (width, height) not in compiled_sizes:
+        raise InvalidRequest(
+            f"size: {width}x{height} is not one of the sizes this server compiled its model for "
+            f"({', '.join(f'{w}x{h}' for w, h in compiled_sizes)}; compile_sizes)", param="size",
+        )
     steps = defaults.steps if request.steps is None else request.steps
     if steps > settings.max_steps:
         raise InvalidRequest(f"steps: {steps} is above this server's max_steps {settings.max_steps}", param="steps")

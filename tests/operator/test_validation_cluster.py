@@ -102,6 +102,11 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("cache-rwop-surge", _with(model={"name": "sd15", "cache": {"size": "8Gi", "accessModes": ["ReadWriteOncePod"]}},
                                rollout={"maxSurge": 1, "maxUnavailable": 0}),
      "spec.rollout.maxSurge", "ReadWriteOnce"),
+    ("speed-tf32-at-fp16", _with(speed={"tf32": True}), "spec.speed.tf32", "spec.precision fp32"),
+    ("speed-sizes-without-compile", _with(speed={"compileSizes": ["512x512"]}), "spec.speed.compileSizes",
+     "compile: true"),
+    ("speed-size-garbage", _with(speed={"compile": True, "compileSizes": ["512"]}), "spec.speed.compileSizes[0]",
+     "should match"),
 ]
 
 
@@ -160,3 +165,11 @@ def test_scaling_a_single_node_cache_past_one_replica_is_refused(
         client.CustomObjectsApi(cluster.api_client).patch_namespaced_custom_object_scale(
             GROUP, VERSION, namespace, PLURAL, "single", {"spec": {"replicas": 2}})
     assert rejected.value.status == 422 and "one replica" in json.loads(rejected.value.body)["message"]
+
+
+def test_tf32_with_the_precision_left_out_is_the_operators_to_judge(
+    cluster: Cluster, imd_crd: None, namespace: str
+) -> None:
+    """The catalog fills the precision in, so the API server accepts it (the FitsGPU condition judges)."""
+    created = Imds(cluster.api_client, namespace).create("tf32", _with(precision=None, speed={"tf32": True}))
+    assert created["spec"]["speed"] == {"tf32": True, "channelsLast": False, "fuseQKV": False, "compile": False}

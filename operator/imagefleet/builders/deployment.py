@@ -62,6 +62,14 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
         "HOST": "0.0.0.0",
         "PORT": RUNTIME_PORT,
     }
+    # Only the options that are on: a resource without spec.speed keeps the pod template it had.
+    speed = spec.speed
+    if speed is not None:
+        values.update({name: "true" for name, on in (("CHANNELS_LAST", speed.channels_last),
+                                                     ("FUSE_QKV", speed.fuse_qkv), ("TF32", speed.tf32),
+                                                     ("COMPILE", speed.compile)) if on})
+        if speed.compile_sizes:
+            values["COMPILE_SIZES"] = ",".join(speed.compile_sizes)
     return [{"name": f"IMAGEFLEET_{key}", "value": str(value)} for key, value in values.items()]
 
 

@@ -369,6 +369,49 @@ class TopologySpreadSpec(_ApiModel):
     )
 
 
+IMAGE_SIZE = r"^[1-9][0-9]*x[1-9][0-9]*$"
+MAX_COMPILE_SIZES = 8
+
+
+class SpeedSpec(_ApiModel):
+    """Speed options of the runtime on the GPU, all off by default (docs/runtime.md, Speed options)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.compileSizes) || self.compile",
+                "spec.speed.compileSizes needs spec.speed.compile: true",
+                ".compileSizes",
+            ),
+        )
+    )
+
+    channels_last: bool = Field(
+        False, description="Hold the denoiser and the VAE in channels-last (NHWC) memory format."
+    )
+    fuse_qkv: bool = Field(
+        False, alias="fuseQKV",
+        description="Fuse each attention's query, key and value projections into one matmul (diffusers' "
+        "fuse_qkv_projections; every catalog model has it; a repo id whose denoiser lacks it fails to start).",
+    )
+    tf32: bool = Field(
+        False,
+        description="Run fp32 matmuls and convolutions as TF32 on tensor cores: needs precision fp32 and a CUDA GPU "
+        "class (else FitsGPU is False, reason UnsupportedSpeedOption).",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the denoiser. Requests may then ask only for the default size and "
+        "compileSizes (others get 422); the runtime compiles each before it turns Ready.",
+    )
+    compile_sizes: list[Annotated[str, Field(max_length=11, pattern=IMAGE_SIZE)]] | None = Field(
+        None, max_length=MAX_COMPILE_SIZES,
+        description="With compile: image sizes (WIDTHxHEIGHT, multiples of 8 within generation.maxWidth x "
+        "maxHeight) a request may ask for besides the default size.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+
 # A root rule (it needs metadata.name): the shortest overflow cycle is refused by the API server itself.
 OVERFLOW_NOT_SELF = rule(
     "!has(self.spec.routing) || !has(self.spec.routing.overflowTo) "
@@ -404,6 +447,11 @@ class ImageModelDeploymentSpec(_ApiModel):
                 "spec.rollout.maxSurge must be 0 with a ReadWriteOnce or ReadWriteOncePod cache: a surge pod on "
                 "another node could not mount it",
                 ".rollout.maxSurge",
+            ),
+            rule(
+                "!has(self.speed) || !self.speed.tf32 || !has(self.precision) || self.precision == 'fp32'",
+                "spec.speed.tf32 needs spec.precision fp32 (TF32 is a mode of fp32 matmuls)",
+                ".speed.tf32",
             ),
         )
     )
@@ -450,6 +498,7 @@ class ImageModelDeploymentSpec(_ApiModel):
         "scheduler's defaults).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["topologyKey"]},
     )
+    speed: SpeedSpec | None = Field(None, description=SpeedSpec.__doc__)
 
 
 class Condition(_ApiModel):

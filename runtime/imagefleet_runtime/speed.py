@@ -66,7 +66,8 @@ def apply_speed(pipeline: Any, device: torch.device, settings: Settings) -> list
     if settings.tf32 and not tf32_applies(device.type, settings.precision):
         raise ModelLoadError(f"tf32 needs precision fp32 on cuda, and this server runs {settings.precision} on "
                              f"{device.type}: drop --tf32 (IMAGEFLEET_TF32)")
-    set_tf32(settings.tf32)
+    if settings.tf32:  # off: torch's defaults stand (fp32 matmuls in full fp32; cuDNN may pick TF32 convolutions)
+        set_tf32(True)
     apply_to_denoiser(
         denoiser_of(pipeline), channels_last=settings.channels_last, fuse_qkv=settings.fuse_qkv,
         compile=settings.compile,

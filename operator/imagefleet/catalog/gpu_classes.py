@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -61,10 +62,16 @@ def parse_gpu_classes(text: str, source: str) -> dict[str, GPUClass]:
     return catalog
 
 
+@cache
+def _builtin_gpu_classes() -> dict[str, GPUClass]:
+    return parse_gpu_classes(resources.files(__package__).joinpath(DEFAULT_FILE).read_text(), "(built-in)")
+
+
 def load_gpu_classes(path: Path | None = None) -> dict[str, GPUClass]:
-    """The classes from `path` (IMAGEFLEET_GPU_CLASSES_FILE), or the built-in catalog."""
+    """The classes from `path` (IMAGEFLEET_GPU_CLASSES_FILE), or the built-in catalog (parsed once: the
+    reconciler's drain-time estimate reads it on every reconcile)."""
     if path is None:
-        return parse_gpu_classes(resources.files(__package__).joinpath(DEFAULT_FILE).read_text(), "(built-in)")
+        return dict(_builtin_gpu_classes())
     try:
         text = Path(path).read_text()
     except OSError as error:

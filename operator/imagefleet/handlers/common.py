@@ -12,7 +12,7 @@ import kopf
 from ..autoscaling.capacity import class_usage
 from ..config import OperatorSettings
 from ..kube import KubeError, WriteLimiter
-from ..overflow import overflow_problems
+from ..overflow import Problem, overflow_problems
 from ..reconcile import Reconciler
 from ..reconcile.retries import Retries
 from ..reconcile.status import routing_out_of_date
@@ -96,11 +96,24 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
 
 async def recheck_overflow(memo: kopf.Memo, namespace: str, changed: str) -> None:
     """After `changed` came, changed or went: reconcile the other resources of its namespace whose
-    RoutingValid verdict is no longer what their status says (a target appeared, left, or closed a loop)."""
+    RoutingValid verdict is no longer what their status says (a target appeared, left, or closed a loop).
+
+    Only a resource that names an overflow target has a verdict, and it changes only with its problem
+    (none, a missing target, another group, a loop): after the first event of a namespace, only the
+    resources whose problem differs from the last re-check's are looked at, so a status write among
+    thousands of resources costs one pass over the links, not a verdict per resource.
+    """
     indexes: Indexes = memo.indexes
     links = list(indexes.routes.get(namespace, ()))
     problems = overflow_problems(namespace, links)
-    for link in links:
-        imd = one(indexes.imds, namespace, link.name) if link.name != changed else None
-        if imd is not None and routing_out_of_date(imd, problems.get(link.name)):
-            await reconcile_from_indexes(memo, namespace, link.name)
+    seen: dict[str, dict[str, Problem]] = memo.overflow_problems
+    before = seen.get(namespace)
+    seen[namespace] = problems
+    if before is None:
+        suspects = {link.name for link in links if link.overflow_to is not None}
+    else:
+        suspects = {name for name in problems.keys() | before.keys() if problems.get(name) != before.get(name)}
+    for name in sorted(suspects - {changed}):
+        imd = one(indexes.imds, namespace, name)
+        if imd is not None and routing_out_of_date(imd, problems.get(name)):
+            await reconcile_from_indexes(memo, namespace, name)

@@ -64,6 +64,8 @@ async def configure(
         Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),
     )
     memo.retries = Retries()
+    # Per namespace: the overflow verdicts the last re-check saw (handlers.common.recheck_overflow).
+    memo.overflow_problems = {}
     memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd,
                            runtime_disruption_budgets, gpu_nodes, gpu_pods)
     memo.resync = asyncio.create_task(

@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from imagefleet.catalog import load_gpu_classes
+from imagefleet.kube import INITIAL_METRICS_FIELD_MANAGER, Conflict
 from imagefleet.reconcile import Config, Reconciler
 
 SPEC = {"model": {"name": "tiny"}, "gpuClass": "cpu", "precision": "fp32", "replicas": 1}
@@ -22,6 +23,8 @@ class RecordingKube:
         self.calls: list[str] = []
         self.version = 100
         self.imd: dict[str, Any] = {}
+        # The autoscaler has written MetricsAvailable: the AwaitingMetrics apply conflicts, as the API server answers.
+        self.autoscaler_reported = False
 
     def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -39,8 +42,14 @@ class RecordingKube:
     async def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
         self.calls.append(f"delete {kind}")
 
-    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        self.calls.append("apply status")
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any],
+                           field_manager: str = "imagefleet-operator", *, force: bool = True) -> dict[str, Any]:
+        if field_manager == INITIAL_METRICS_FIELD_MANAGER:
+            self.calls.append(f"apply AwaitingMetrics (force={force})")
+            if self.autoscaler_reported:
+                raise Conflict(409, "conflict with imagefleet-autoscaler")
+        else:
+            self.calls.append("apply status")
         self.imd = self._bump({**self.imd, "status": {**self.imd.get("status", {}), **status}})
         return self.imd
 
@@ -81,6 +90,26 @@ async def test_a_stale_watch_view_does_not_repeat_writes() -> None:
     # The watch has not delivered the operator's own writes yet: same stale view again.
     assert await reconciler.reconcile("ns", "a", _imd(), None, None) is None
     assert kube.calls == []
+
+
+async def test_the_awaiting_metrics_apply_is_sent_once_per_generation_even_when_refused() -> None:
+    kube = RecordingKube()
+    kube.autoscaler_reported = True
+    autoscaled = _imd()
+    autoscaled["spec"] = {**SPEC, "autoscaling": {"enabled": True}}
+    kube.imd = copy.deepcopy(autoscaled)
+    reconciler = _reconciler(kube)
+    await reconciler.reconcile("ns", "a", autoscaled, None, None)
+    assert "apply AwaitingMetrics (force=False)" in kube.calls
+    kube.calls.clear()
+    # The watch still shows the copy from before the autoscaler's write: no second, refused apply.
+    await reconciler.reconcile("ns", "a", autoscaled, None, None)
+    assert not any(call.startswith("apply AwaitingMetrics") for call in kube.calls)
+    # A new generation (autoscaling turned off and on again) may say it once more.
+    again = copy.deepcopy(autoscaled)
+    again["metadata"] |= {"generation": 2, "resourceVersion": "1000"}
+    await reconciler.reconcile("ns", "a", again, None, None)
+    assert "apply AwaitingMetrics (force=False)" in kube.calls
 
 
 async def test_a_deleted_child_is_applied_again_once_the_watch_reports_it() -> None:

@@ -34,6 +34,8 @@ class Reconciler:
         self._written: dict[Key, dict[str, Any]] = {}
         # uid of each child this operator deleted, until the watch sees it gone.
         self._deleted: dict[Key, str] = {}
+        # Per resource: the (uid, generation) its one-time AwaitingMetrics apply was sent for, answered or refused.
+        self._awaiting_sent: dict[tuple[str, str], tuple[str, int | None]] = {}
 
     # -- the newest view -----------------------------------------------------
 
@@ -56,6 +58,7 @@ class Reconciler:
         self._deleted.pop((kind, namespace, name), None)
         if kind == IMD:
             self._locks.pop((namespace, name), None)
+            self._awaiting_sent.pop((namespace, name), None)
 
     # -- reconcile -----------------------------------------------------------
 
@@ -113,7 +116,10 @@ class Reconciler:
             await self._post(imd, child.events)
         if planned.status is not None:
             self._written[(IMD, namespace, name)] = await self.kube.apply_status(namespace, name, planned.status)
-        if planned.initial_metrics is not None:
+        sent = (metadata.get("uid", ""), metadata.get("generation"))
+        if planned.initial_metrics is not None and self._awaiting_sent.get((namespace, name)) != sent:
+            # Once per generation: a refused apply is not retried from a copy that still lags.
+            self._awaiting_sent[(namespace, name)] = sent
             try:
                 self._written[(IMD, namespace, name)] = await self.kube.apply_status(
                     namespace, name, planned.initial_metrics, INITIAL_METRICS_FIELD_MANAGER, force=False

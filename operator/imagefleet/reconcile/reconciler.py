@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..kube import INITIAL_METRICS_FIELD_MANAGER, Conflict, Kube, is_newer
@@ -93,6 +94,11 @@ class Reconciler:
                 free_gpus=free_gpus,
             )
             planned = plan(observed, self.config)
+            metadata = current["metadata"]
+            generation = (metadata.get("uid", ""), metadata.get("generation"))
+            if planned.initial_metrics is not None and self._awaiting_sent.get((namespace, name)) == generation:
+                # Once per generation: a refused apply is not sent again from a copy that still lags.
+                planned = replace(planned, initial_metrics=None)
             if planned.writes:
                 await self._execute(planned, observed)
                 return planned
@@ -116,10 +122,8 @@ class Reconciler:
             await self._post(imd, child.events)
         if planned.status is not None:
             self._written[(IMD, namespace, name)] = await self.kube.apply_status(namespace, name, planned.status)
-        sent = (metadata.get("uid", ""), metadata.get("generation"))
-        if planned.initial_metrics is not None and self._awaiting_sent.get((namespace, name)) != sent:
-            # Once per generation: a refused apply is not retried from a copy that still lags.
-            self._awaiting_sent[(namespace, name)] = sent
+        if planned.initial_metrics is not None:
+            self._awaiting_sent[(namespace, name)] = (metadata.get("uid", ""), metadata.get("generation"))
             try:
                 self._written[(IMD, namespace, name)] = await self.kube.apply_status(
                     namespace, name, planned.initial_metrics, INITIAL_METRICS_FIELD_MANAGER, force=False

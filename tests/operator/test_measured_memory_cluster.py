@@ -11,7 +11,7 @@ MemoryEstimateLow once; a second round with nothing new writes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -19,7 +19,6 @@ from kubernetes import client, config
 
 from imagefleet import GROUP, KIND, PLURAL, VERSION
 from imagefleet.autoscaling.prometheus import PrometheusClient
-from imagefleet.demo.stack import install_crd
 from imagefleet.dev.prometheus import LocalPrometheus, Target
 from imagefleet.kube import Kube
 from imagefleet.measuredmemory.plan import CUDA, ESTIMATE_LOW, PROCESS
@@ -27,7 +26,7 @@ from imagefleet.measuredmemory.reporter import MemoryReporter
 from imagefleet.metrics import MEMORY_BYTES
 from imagefleet_runtime.memory import MemoryReading
 from tests.autoscaling.exporter import Exporter
-from tests.autoscaling.test_batch_cluster import labels, query_requests
+from tests.autoscaling.test_batch_cluster import labels, prometheus, query_requests  # noqa: F401 - a fixture
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -35,17 +34,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 MIB = 1024 * 1024
 ESTIMATE = {"estimateMiB": 10_000, "limitMiB": 20_000, "capacityMiB": 22_000}
-
-
-@pytest.fixture(scope="module")
-def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
-    install_crd(cluster.api_client)
-    server = LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval="1s")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ zero wakes it at once, and `kubectl scale` is reported as ignored.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -31,9 +30,8 @@ from ..config import OperatorSettings
 from ..kube import Kube, KubeError
 from .common import write_limiter
 from .indexes import Key, one, snapshot
-from .peering import this_replica_active
+from .peering import start_rounds
 
-logger = logging.getLogger(__name__)
 
 
 class IndexedFleet:
@@ -68,23 +66,10 @@ async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, aut
         fleet=IndexedFleet(autoscaled, runtime_deployments, gpu_nodes, gpu_pods),
     )
 
-    def is_active() -> bool:
-        return this_replica_active(settings, indexes)
-
-    memo.autoscaling_rounds = asyncio.create_task(run_rounds(autoscaler, autoscaled, is_active),
-                                                  name="imagefleet autoscaling rounds")
-
-
-async def run_rounds(autoscaler: Autoscaler, autoscaled: kopf.Index[Any, Any], is_active: Callable[[], bool]) -> None:
-    """At the start of every interval, evaluate every autoscaled resource, while this replica is active."""
-    while True:
-        await asyncio.sleep(autoscaler.next_round_in())
-        if not is_active():
-            continue
-        try:
-            await autoscaler.evaluate_round([resource for store in autoscaled.values() for resource in store])
-        except Exception:  # noqa: BLE001 - a bug in one round must not end the autoscaling
-            logger.exception("an autoscaling round failed")
+    memo.autoscaling_rounds = start_rounds(
+        "autoscaling", settings, indexes, autoscaler.next_round_in,
+        lambda: autoscaler.evaluate_round([resource for store in autoscaled.values() for resource in store]),
+    )
 
 
 @kopf.on.cleanup()

@@ -13,11 +13,15 @@ nothing here is registered (`register` is called by `imagefleet run` only with p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
+
+logger = logging.getLogger(__name__)
 
 PEERING_GROUP = "kopf.dev"
 DEFAULT_LIFETIME_SECONDS = 60
@@ -70,3 +74,21 @@ def this_replica_active(settings: kopf.OperatorSettings, indexes: Mapping[str, A
         return True
     peers = statuses(settings.peering.name, indexes[PEERINGS_INDEX])
     return active(peers, settings.peering.priority, datetime.now(UTC))
+
+
+def start_rounds(what: str, settings: kopf.OperatorSettings, indexes: Mapping[str, Any],
+                 next_round_in: Callable[[], float], one_round: Callable[[], Awaitable[object]]) -> asyncio.Task[None]:
+    """A task that forever waits `next_round_in()` seconds, then runs `one_round()` if this replica is the
+    active peer; a round that fails is logged and the next one runs."""
+
+    async def rounds() -> None:
+        while True:
+            await asyncio.sleep(next_round_in())
+            if not this_replica_active(settings, indexes):
+                continue
+            try:
+                await one_round()
+            except Exception:  # noqa: BLE001 - a bug in one round must not end the rounds
+                logger.exception("a round of %s failed", what)
+
+    return asyncio.create_task(rounds(), name=f"imagefleet {what}")

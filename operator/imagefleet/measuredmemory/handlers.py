@@ -5,9 +5,7 @@ URL nothing is read and nothing runs."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -15,11 +13,9 @@ import kopf
 from ..autoscaling.prometheus import PrometheusClient
 from ..config import OperatorSettings
 from ..handlers.common import write_limiter
-from ..handlers.peering import this_replica_active
+from ..handlers.peering import start_rounds
 from ..kube import Kube
 from .reporter import MemoryReporter
-
-logger = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -31,23 +27,13 @@ async def start_memory_rounds(memo: kopf.Memo, settings: kopf.OperatorSettings, 
         return
     reporter = memo.memory_reporter = MemoryReporter(Kube.from_environment(limiter=write_limiter(memo)),
                                                      PrometheusClient(operator.prometheus_url))
-    memo.memory_rounds = asyncio.create_task(
-        run_rounds(reporter, imds, operator.autoscale_interval_seconds, lambda: this_replica_active(settings, indexes)),
-        name="imagefleet measured-memory rounds",
+    interval = operator.autoscale_interval_seconds
+    memo.memory_rounds = start_rounds(
+        "measured memory", settings, indexes,
+        # Half-way through each interval, away from the autoscaler's round.
+        lambda: interval - (time.monotonic() + interval / 2) % interval,
+        lambda: reporter.round([resource for store in imds.values() for resource in store]),
     )
-
-
-async def run_rounds(reporter: MemoryReporter, imds: kopf.Index[Any, Any], interval_seconds: float,
-                     is_active: Callable[[], bool]) -> None:
-    """Every interval (half-way through it, away from the autoscaler's round), report every resource."""
-    while True:
-        await asyncio.sleep(interval_seconds - (time.monotonic() + interval_seconds / 2) % interval_seconds)
-        if not is_active():
-            continue
-        try:
-            await reporter.round([resource for store in imds.values() for resource in store])
-        except Exception:  # noqa: BLE001 - a bug in one round must not end the reporting
-            logger.exception("a measured-memory round failed")
 
 
 @kopf.on.cleanup()

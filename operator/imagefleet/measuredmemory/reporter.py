@@ -82,8 +82,9 @@ class MemoryReporter:
         if self._failing:
             logger.info("measured memory read again")
         self._failing = False
-        uids = {resource["metadata"]["uid"] for resource in resources}
+        uids, keys = {resource["metadata"]["uid"] for resource in resources}, {_key(resource) for resource in resources}
         self._written = {uid: written for uid, written in self._written.items() if uid in uids}
+        self._collisions = {key: jobs for key, jobs in self._collisions.items() if key in keys}
         writes = await asyncio.gather(*(self._report(resource, found.get(_key(resource))) for resource in resources))
         return sum(writes)
 

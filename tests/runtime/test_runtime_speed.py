@@ -1,8 +1,8 @@
 """Speed options: channels-last, fused QKV, TF32 and torch.compile's size buckets.
 
-torch.compile itself is not run here: compiling the tiny UNet on this CPU took 63 s for the first
-graph alone, so the compile tests check the size buckets, the 422 and the warm-up's calls through the
-real app on the emulated engine (where compile compiles nothing but keeps its size rules).
+Compiling the tiny UNet on this CPU takes a minute or more per graph, so most compile tests check the
+size buckets, the 422 and the warm-up's calls through the real app on the emulated engine (where
+compile compiles nothing but keeps its size rules); one `slow` test, the last, compiles for real.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from imagefleet.catalog import load_gpu_classes
-from imagefleet.fit import UNSUPPORTED_SPEED_OPTION, check_fit
+from imagefleet.fit import UNSUPPORTED_SPEED_OPTION, Fit, check_fit
 from imagefleet.crd.models import ImageModelDeploymentSpec
 from imagefleet.reconcile import Config, Observed, plan
 from imagefleet.resolve import resolve
@@ -36,7 +36,7 @@ def test_without_speed_the_pod_template_is_unchanged() -> None:
     assert not SPEED_ENV & set(_env(_deployment(speed={})))
 
 
-def _fit(**spec: Any):  # type: ignore[no-untyped-def]
+def _fit(**spec: Any) -> Fit:
     return check_fit(resolve(ImageModelDeploymentSpec.model_validate(spec), CLASSES), CLASSES)
 
 

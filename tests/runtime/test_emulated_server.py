@@ -29,8 +29,11 @@ from tests.helpers import wait_until
 from .support import RunningServer, free_port, runtime_server, sample
 
 SPEEDUP = 20.0
-SDXL_H100 = ("--engine", "emulated", "--gpu-class", "h100-80gb", "--model", "sdxl", "--precision", "fp16",
-             "--emulation-speedup", str(SPEEDUP))
+SDXL_ON_H100 = ("--engine", "emulated", "--gpu-class", "h100-80gb", "--model", "sdxl", "--precision", "fp16")
+SDXL_H100 = (*SDXL_ON_H100, "--emulation-speedup", str(SPEEDUP))
+# The narrow server runs slower, so that two requests stay queued behind a 100-step one for over a
+# second: at 20x that window was about 0.3 s, which polling on a loaded machine could miss.
+NARROW_SPEEDUP = 5.0
 # A sleep may overrun on a busy shared machine; it never ends early.
 SLEEP_SLACK_SECONDS = 0.5
 RSS_LIMIT_MIB = 80
@@ -58,7 +61,7 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """Fills up at once: room for 2 waiting requests, one image per pipeline call."""
-    flags = (*SDXL_H100, "--queue-size", "2", "--max-batch-size", "1")
+    flags = (*SDXL_ON_H100, "--emulation-speedup", str(NARROW_SPEEDUP), "--queue-size", "2", "--max-batch-size", "1")
     with runtime_server(tmp_path_factory.mktemp("emulated-narrow"), *flags) as server:
         yield server
 

@@ -58,6 +58,14 @@ def _resource_version(obj: Mapping[str, Any]) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
+def trimmed(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """An object as plain dicts without metadata.managedFields: never read, and about half of an
+    applied object. Nested values are shared with `obj` (the operator only reads them)."""
+    raw = dict(obj)
+    metadata = {key: value for key, value in raw.get("metadata", {}).items() if key != "managedFields"}
+    return {**raw, "metadata": metadata}
+
+
 def is_newer(written: Mapping[str, Any], seen: Mapping[str, Any]) -> bool:
     """Whether a write's response is later than a watch's copy of the same object (False when either
     cannot tell: the watch's copy is then trusted)."""
@@ -215,12 +223,12 @@ class Kube:
     # -- the operator's operations -------------------------------------------
 
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply `manifest` (create or update); the live object."""
+        """Server-side apply `manifest` (create or update); the live object (`trimmed`)."""
         metadata = manifest["metadata"]
-        return await self.request(
+        return trimmed(await self.request(
             "PATCH", _path(manifest["kind"], metadata["namespace"], metadata["name"]), body=dict(manifest),
             content_type="application/apply-patch+yaml", query={"fieldManager": FIELD_MANAGER, "force": "true"},
-        )
+        ))
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
         """Delete one object if it is still the one with `uid` (absent already: fine)."""
@@ -247,7 +255,7 @@ class Kube:
         conditions and leaves other managers' (the autoscaler's) untouched, with
         no read-modify-write race and no precondition to conflict on. Without
         `force`, a field another manager set to another value fails the apply
-        with 409 (a write only where nobody has written).
+        with 409 (a write only where nobody has written). Returns the resource (`trimmed`).
         """
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -255,11 +263,11 @@ class Kube:
             "metadata": {"name": name, "namespace": namespace},
             "status": dict(status),
         }
-        return await self.request(
+        return trimmed(await self.request(
             "PATCH", _path("ImageModelDeployment", namespace, name, "status"), body=body,
             content_type="application/apply-patch+yaml",
             query={"fieldManager": field_manager, "force": "true" if force else "false"},
-        )
+        ))
 
     async def post_event(
         self, involved: Mapping[str, Any], type_: str, reason: str, message: str, instance: str

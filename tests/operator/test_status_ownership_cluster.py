@@ -55,8 +55,13 @@ async def test_the_awaiting_metrics_apply_never_takes_the_autoscalers_verdict_ba
         await kube.apply_status(namespace, "fresh", awaiting, INITIAL_METRICS_FIELD_MANAGER, force=False)
         waiting = metrics_available(cluster, namespace, "fresh")
         assert waiting is not None and waiting["reason"] == "AwaitingMetrics"
-        await kube.apply_status(namespace, "fresh", {"conditions": [found]}, AUTOSCALER)
+        answer = await kube.apply_status(namespace, "fresh", {"conditions": [found]}, AUTOSCALER)
         replaced = metrics_available(cluster, namespace, "fresh")
         assert replaced is not None and replaced["reason"] == "MetricsFound"
+        # The answer the loops keep as their newest copy carries no managedFields (the server's object does).
+        assert c.find(answer["status"]["conditions"], c.METRICS_AVAILABLE) == replaced
+        assert "managedFields" not in answer["metadata"]
+        live = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "fresh")
+        assert {entry["manager"] for entry in live["metadata"]["managedFields"]} >= {AUTOSCALER}
     finally:
         kube.close()

@@ -18,6 +18,7 @@ from ..builders.inference_pool import API_GROUP as POOL_GROUP
 from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..autoscaling.capacity import NodeGPUs, PodGPUs, node_gpus, pod_gpus
 from ..builders.labels import MANAGED_BY, MANAGED_BY_LABEL
+from ..kube import trimmed
 from ..overflow import Link
 
 Key = tuple[str, str]
@@ -25,14 +26,8 @@ RUNTIME_CHILDREN = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
 def snapshot(body: kopf.Body) -> dict[str, Any]:
-    """A watched object as plain dicts, without managedFields (never read, and the bulk of it).
-
-    Nested values are shared with the watch event, which nothing modifies: the
-    planner only reads them.
-    """
-    raw = dict(body)
-    metadata = {key: value for key, value in raw.get("metadata", {}).items() if key != "managedFields"}
-    return {**raw, "metadata": metadata}
+    """A watched object as plain dicts, without managedFields (see `kube.trimmed`)."""
+    return trimmed(body)
 
 
 def one(index: Mapping[Key, Any], namespace: str, name: str) -> dict[str, Any] | None:

@@ -113,6 +113,36 @@ async def test_the_awaiting_metrics_apply_is_sent_once_per_generation_even_when_
     assert "apply AwaitingMetrics (force=False)" in kube.calls
 
 
+async def test_the_awaiting_metrics_apply_does_not_wait_behind_the_children() -> None:
+    """At scale every write waits for a token: the AwaitingMetrics apply goes out with the first
+    child, before any pod can be ready (sent after them, it mostly found the autoscaler's verdict)."""
+    kube = RecordingKube()
+    autoscaled = _imd()
+    autoscaled["spec"] = {**SPEC, "autoscaling": {"enabled": True}}
+    kube.imd = copy.deepcopy(autoscaled)
+    sent = asyncio.Event()
+    answer_status = kube.apply_status
+    answer_child = kube.apply
+
+    async def apply_status(namespace: str, name: str, status: dict[str, Any], field_manager: str = "imagefleet-operator",
+                           *, force: bool = True) -> dict[str, Any]:
+        if field_manager == INITIAL_METRICS_FIELD_MANAGER:
+            sent.set()
+        return await answer_status(namespace, name, status, field_manager, force=force)
+
+    async def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == "Deployment":
+            await asyncio.wait_for(sent.wait(), timeout=5)  # the Deployment's token comes after it
+        return await answer_child(manifest)
+
+    kube.apply_status = apply_status  # type: ignore[method-assign]
+    kube.apply = apply  # type: ignore[method-assign]
+    await _reconciler(kube).reconcile("ns", "a", autoscaled, None, None)
+    assert kube.calls[:2] == ["apply Deployment", "apply AwaitingMetrics (force=False)"] or \
+        kube.calls[:2] == ["apply AwaitingMetrics (force=False)", "apply Deployment"], kube.calls
+    assert kube.calls[2:4] == ["apply Service", "apply status"], kube.calls
+
+
 async def test_a_deleted_child_is_applied_again_once_the_watch_reports_it() -> None:
     kube = RecordingKube()
     kube.imd = _imd()

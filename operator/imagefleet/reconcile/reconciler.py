@@ -108,6 +108,25 @@ class Reconciler:
         imd = observed.imd
         metadata = imd["metadata"]
         namespace, name = metadata["namespace"], metadata["name"]
+        initial: asyncio.Task[None] | None = None
+        if planned.initial_metrics is not None:
+            # Alongside the first child, not after the status: before the Deployment exists no pod
+            # can be ready, so the autoscaler cannot have reported yet. (Sent last, this apply waited
+            # behind the others for write tokens and, at scale, nearly always found a verdict there.)
+            self._awaiting_sent[(namespace, name)] = (metadata.get("uid", ""), metadata.get("generation"))
+            initial = asyncio.create_task(self._apply_initial_metrics(namespace, name, planned.initial_metrics))
+        try:
+            await self._apply_children(planned, observed)
+        finally:
+            if initial is not None:
+                await initial
+        if planned.status is not None:
+            self._written[(IMD, namespace, name)] = await self.kube.apply_status(namespace, name, planned.status)
+        await self._post(imd, planned.events)
+
+    async def _apply_children(self, planned: Plan, observed: Observed) -> None:
+        imd = observed.imd
+        namespace, name = imd["metadata"]["namespace"], imd["metadata"]["name"]
         lives = (observed.deployment, observed.service, observed.inference_pool, observed.disruption_budget)
         for child, live in zip(planned.children, lives, strict=True):
             if child.action == "apply":
@@ -120,17 +139,14 @@ class Reconciler:
                 self._written.pop((child.kind, namespace, name), None)
                 self._deleted[(child.kind, namespace, name)] = uid
             await self._post(imd, child.events)
-        if planned.status is not None:
-            self._written[(IMD, namespace, name)] = await self.kube.apply_status(namespace, name, planned.status)
-        if planned.initial_metrics is not None:
-            self._awaiting_sent[(namespace, name)] = (metadata.get("uid", ""), metadata.get("generation"))
-            try:
-                self._written[(IMD, namespace, name)] = await self.kube.apply_status(
-                    namespace, name, planned.initial_metrics, INITIAL_METRICS_FIELD_MANAGER, force=False
-                )
-            except Conflict:
-                pass  # the autoscaler reported MetricsAvailable before this copy showed it: its verdict stands
-        await self._post(imd, planned.events)
+
+    async def _apply_initial_metrics(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self._written[(IMD, namespace, name)] = await self.kube.apply_status(
+                namespace, name, status, INITIAL_METRICS_FIELD_MANAGER, force=False
+            )
+        except Conflict:
+            pass  # the autoscaler reported MetricsAvailable before this copy showed it: its verdict stands
 
     async def _post(self, imd: Mapping[str, Any], events: tuple[Event, ...]) -> None:
         """Post Events in the background: they are best effort and must not slow the reconcile."""

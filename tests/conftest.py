@@ -63,7 +63,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses the control plane is marked `cluster` (select with -m)."""
+    """Every test that uses the control plane is marked `cluster` (select with -m). The runtime
+    image's tests run last: CI builds that image in the background meanwhile (.ci/run)."""
     for item in items:
         if "cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: item.get_closest_marker("runtime_image") is not None)

@@ -10,6 +10,9 @@ from tests.chart.conftest import helm  # noqa: F401 - the chart's helm fixture
 from tests.chart.helm import ROOT
 from tests.operator.conftest import imd_crd  # noqa: F401
 
+# The tests that use the runtime image: its cold build (about 16 minutes) is part of their setup.
+RUNTIME_IMAGE_TIMEOUT_SECONDS = 2400
+
 
 def _report(what: str, image: images.Image) -> None:
     built = "found in storage" if image.build_seconds is None else f"built in {image.build_seconds:.0f}s"

@@ -23,6 +23,7 @@ from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.operator.harness import Imds, operator_writes
 
+from .conftest import RUNTIME_IMAGE_TIMEOUT_SECONDS
 from .container import Container
 
 pytestmark = [pytest.mark.slow]
@@ -76,6 +77,7 @@ def test_operator_image_reconciles_with_the_charts_service_account(
 
 
 @pytest.mark.runtime_image
+@pytest.mark.timeout(RUNTIME_IMAGE_TIMEOUT_SECONDS)
 def test_runtime_image_serves_the_tiny_model_to_the_openai_client(runtime_image: images.Image, tmp_path: Path) -> None:
     port = free_port()
     cache = tmp_path / "cache"

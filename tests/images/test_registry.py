@@ -20,6 +20,8 @@ from imagefleet.dev.registry import LocalRegistry
 from tests.chart.helm import CHART, Helm, one
 from tests.conftest import Cluster
 
+from .conftest import RUNTIME_IMAGE_TIMEOUT_SECONDS
+
 pytestmark = [pytest.mark.slow]
 
 PROJECT = "imagefleet"  # the registry path the images are published under (ghcr.io/imagefleet/...)
@@ -95,6 +97,7 @@ def test_images_and_chart_round_trip_through_an_oci_registry(
 
 
 @pytest.mark.runtime_image
+@pytest.mark.timeout(RUNTIME_IMAGE_TIMEOUT_SECONDS)
 def test_runtime_image_round_trips_through_the_registry(registry: LocalRegistry, runtime_image: images.Image) -> None:
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     push(registry, runtime_image, "imagefleet-runtime", version)

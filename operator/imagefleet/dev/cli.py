@@ -1,4 +1,4 @@
-"""`imagefleet dev up|down|build`."""
+"""`imagefleet dev up|down|build|images`."""
 
 from __future__ import annotations
 
@@ -98,5 +98,27 @@ def build_command() -> None:
     try:
         for name, path in build.ensure_built(components.ALL, _progress).items():
             click.echo(f"{name}\t{path}")
+    except DevError as error:
+        _fail(error)
+
+
+@dev.command("images")
+@click.argument("names", nargs=-1, type=click.Choice(["operator", "runtime"]))
+@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("."),
+              show_default="the current directory", help="The imagefleet checkout to build from.")
+def images_command(names: tuple[str, ...], source: Path) -> None:
+    """Build the container images (default: both) with buildah unless their inputs are built already."""
+    from . import images
+
+    specs = {"operator": images.OPERATOR, "runtime": images.RUNTIME}
+    root = source.resolve()
+    try:
+        if not (root / images.OPERATOR.dockerfile).is_file():
+            raise DevError(f"{root} is not an imagefleet checkout (no {images.OPERATOR.dockerfile})")
+        base = images.base_image(_progress)
+        for name in names or tuple(specs):
+            image = images.build(specs[name], root, base.reference, _progress)
+            built = "found in storage" if image.build_seconds is None else f"built in {image.build_seconds:.0f} s"
+            click.echo(f"{image.reference}\t{image.size_bytes / 1e6:.0f} MB\t{built}")
     except DevError as error:
         _fail(error)

@@ -11,11 +11,14 @@ unchanged image is found, not rebuilt, and `--layers` reuses the slow pip layer 
 the code changed. The pinned wheels are downloaded once per requirements file into a
 wheelhouse outside the repository, which the build reads offline (a pip.conf with
 `no-index` and the wheelhouse mounted into the RUN steps, never into an image): torch is
-downloaded once per machine, not once per build.
+downloaded once per machine, not once per build. One build of each image runs at a time on a
+machine (a file lock): CI starts the runtime image's build in the background while the tests
+run, and the tests that need it wait for it and then find it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import subprocess
@@ -23,7 +26,8 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,8 +94,27 @@ def _found(reference: str) -> bool:
     return subprocess.run(["buildah", "inspect", "--type", "image", reference], capture_output=True).returncode == 0
 
 
+@contextmanager
+def _exclusive(name: str, progress: Progress) -> Iterator[None]:
+    """Hold the machine's build lock of image `name` (waiting for another build of it to finish)."""
+    path = cache_dir() / "images" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another build of {name} on this machine ({path})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def base_image(progress: Progress = print) -> Image:
     """A Debian bookworm base with Python 3.11 (mmdebstrap), imported once into buildah's storage."""
+    with _exclusive(BASE_REPOSITORY.rsplit("/", 1)[-1], progress):
+        return _base_image(progress)
+
+
+def _base_image(progress: Progress) -> Image:
     key = hashlib.sha256(" ".join((SUITE, *BASE_PACKAGES)).encode()).hexdigest()[:12]
     reference = f"{BASE_REPOSITORY}:{SUITE}-{key}"
     if _found(reference):
@@ -159,6 +182,11 @@ def wheelhouse(spec: ImageSpec, root: Path, progress: Progress = print) -> Path:
 
 def build(spec: ImageSpec, root: Path, base: str, progress: Progress = print) -> Image:
     """The image of `spec` on `base`, built unless an image of the same inputs is in storage."""
+    with _exclusive(spec.name, progress):
+        return _build(spec, root, base, progress)
+
+
+def _build(spec: ImageSpec, root: Path, base: str, progress: Progress) -> Image:
     reference = f"localhost/{spec.name}:{input_key(spec, root, base)}"
     if _found(reference):
         return Image(reference, None, size_bytes(reference))

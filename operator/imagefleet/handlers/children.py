@@ -13,7 +13,7 @@ import kopf
 from ..builders.inference_pool import API_GROUP as POOL_GROUP
 from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..reconcile import Reconciler
-from .common import Indexes, reconcile_from_indexes
+from .common import Indexes, request_reconcile
 from .indexes import RUNTIME_CHILDREN, one
 
 
@@ -21,7 +21,7 @@ async def _child_changed(kind: str, type_: str | None, namespace: str, name: str
     reconciler: Reconciler = memo.reconciler
     if type_ == "DELETED":
         reconciler.forget(kind, namespace, name)
-    await reconcile_from_indexes(memo, namespace, name)
+    request_reconcile(memo, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=RUNTIME_CHILDREN)
@@ -57,4 +57,4 @@ async def inference_pool_crd_changed(memo: kopf.Memo, **_: Any) -> None:
         imd = one(indexes.imds, namespace, name)
         pool = ((imd or {}).get("spec", {}).get("routing") or {}).get("inferencePool") or {}
         if pool.get("enabled"):
-            await reconcile_from_indexes(memo, namespace, name)
+            request_reconcile(memo, namespace, name)

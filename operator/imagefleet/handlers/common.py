@@ -1,4 +1,5 @@
-"""What every handler shares: the write limiter, and reconciling one resource from the indexes with retries."""
+"""What every handler shares: the write limiter, and reconciling one resource from the indexes with retries
+(handlers ask for it through the reconcile queue, `request_reconcile`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from ..autoscaling.capacity import class_usage
 from ..config import OperatorSettings
 from ..kube import KubeError, WriteLimiter
 from ..overflow import Problem, overflow_problems
+from .. import KIND
 from ..reconcile import Reconciler
+from ..reconcile.queue import ReconcileQueue
 from ..reconcile.retries import Retries
 from ..reconcile.status import routing_out_of_date
 from .indexes import one, pool_crd_installed
@@ -61,15 +64,14 @@ def free_gpus(memo: kopf.Memo, imd: Mapping[str, Any] | None) -> int | None:
     return None if usage is None else usage.free_gpus
 
 
-async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
-                                 imd: Mapping[str, Any] | None = None) -> None:
+async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str) -> None:
     """Reconcile `namespace/name`; on an API failure (after the client's own retries) try again later."""
     reconciler: Reconciler = memo.reconciler
     retries: Retries = memo.retries
     indexes: Indexes = memo.indexes
     key = (namespace, name)
     problems = overflow_problems(namespace, indexes.routes.get(namespace, ()))
-    imd = imd if imd is not None else one(indexes.imds, namespace, name)
+    imd = one(indexes.imds, namespace, name)
     try:
         await reconciler.reconcile(
             namespace,
@@ -86,7 +88,7 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
     except KubeError as error:
 
         async def again() -> None:
-            await reconcile_from_indexes(memo, namespace, name)
+            request_reconcile(memo, namespace, name)
 
         delay = retries.failed(key, again)
         logger.warning("reconciling %s/%s failed (%s); retrying in %.0fs", namespace, name, error, delay)
@@ -94,7 +96,26 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str,
         retries.succeeded(key)
 
 
-async def recheck_overflow(memo: kopf.Memo, namespace: str, changed: str) -> None:
+def request_reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Reconcile `namespace/name` soon, off the calling watch worker (see `reconcile.queue`)."""
+    queue: ReconcileQueue = memo.reconciles
+    queue.add((namespace, name))
+
+
+async def reconcile_or_forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
+    """The reconcile queue's work: reconcile a resource the index holds, forget one it no longer holds."""
+    namespace, name = key
+    indexes: Indexes = memo.indexes
+    if one(indexes.imds, namespace, name) is None:
+        reconciler: Reconciler = memo.reconciler
+        retries: Retries = memo.retries
+        reconciler.forget(KIND, namespace, name)
+        retries.forget(key)
+    else:
+        await reconcile_from_indexes(memo, namespace, name)
+
+
+def recheck_overflow(memo: kopf.Memo, namespace: str, changed: str) -> None:
     """After `changed` came, changed or went: reconcile the other resources of its namespace whose
     RoutingValid verdict is no longer what their status says (a target appeared, left, or closed a loop).
 
@@ -116,4 +137,4 @@ async def recheck_overflow(memo: kopf.Memo, namespace: str, changed: str) -> Non
     for name in sorted(suspects - {changed}):
         imd = one(indexes.imds, namespace, name)
         if imd is not None and routing_out_of_date(imd, problems.get(name)):
-            await reconcile_from_indexes(memo, namespace, name)
+            request_reconcile(memo, namespace, name)

@@ -8,13 +8,10 @@ its labels). A resource already in line costs no API request.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import kopf
 
-from .common import Indexes, reconcile_from_indexes
-
-logger = logging.getLogger(__name__)
+from .common import Indexes, request_reconcile
 
 
 async def resync_forever(memo: kopf.Memo, interval_seconds: float) -> None:
@@ -22,7 +19,4 @@ async def resync_forever(memo: kopf.Memo, interval_seconds: float) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
         for namespace, name in list(indexes.imds):
-            try:
-                await reconcile_from_indexes(memo, namespace, name)
-            except Exception:  # noqa: BLE001 - one resource's bug must not stop the others
-                logger.exception("resync of %s/%s failed", namespace, name)
+            request_reconcile(memo, namespace, name)

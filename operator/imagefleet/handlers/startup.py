@@ -13,8 +13,9 @@ from .. import GROUP
 from ..config import OperatorSettings
 from ..kube import FIELD_MANAGER, Kube
 from ..reconcile import Config, Reconciler
+from ..reconcile.queue import ReconcileQueue
 from ..reconcile.retries import Retries
-from .common import Indexes, write_limiter
+from .common import Indexes, reconcile_or_forget, write_limiter
 from .resync import resync_forever
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ async def configure(
         Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),
     )
     memo.retries = Retries()
+    memo.reconciles = ReconcileQueue(lambda key: reconcile_or_forget(memo, key))
     # Per namespace: the overflow verdicts the last re-check saw (handlers.common.recheck_overflow).
     memo.overflow_problems = {}
     memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd,
@@ -81,13 +83,16 @@ async def configure(
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    """Stop the resync loop and pending retries, and close the API client."""
+    """Stop the resync loop, pending retries and queued reconciles, and close the API client."""
     task: asyncio.Task[None] | None = memo.get("resync")
     if task is not None:
         task.cancel()
     retries: Retries | None = memo.get("retries")
     if retries is not None:
         retries.cancel_all()
+    reconciles: ReconcileQueue | None = memo.get("reconciles")
+    if reconciles is not None:
+        await reconciles.aclose()
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         reconciler.kube.close()

@@ -8,15 +8,23 @@ its labels). A resource already in line costs no API request.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import kopf
 
-from .common import Indexes, request_reconcile
+from .common import Indexes, reconcile_from_indexes
+
+logger = logging.getLogger(__name__)
 
 
 async def resync_forever(memo: kopf.Memo, interval_seconds: float) -> None:
     indexes: Indexes = memo.indexes
     while True:
         await asyncio.sleep(interval_seconds)
+        # One at a time, not through the reconcile queue: a pass over thousands of resources
+        # paces itself instead of re-planning all of them at once every interval.
         for namespace, name in list(indexes.imds):
-            request_reconcile(memo, namespace, name)
+            try:
+                await reconcile_from_indexes(memo, namespace, name)
+            except Exception:  # noqa: BLE001 - one resource's bug must not stop the others
+                logger.exception("resync of %s/%s failed", namespace, name)

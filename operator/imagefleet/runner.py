@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from . import heap
 from .catalog import CatalogError
 from .config import OperatorSettings
 
@@ -51,9 +52,11 @@ def run(
     # warnings (and everything with --verbose); the operator's own log stays at INFO.
     kopf.configure(verbose=verbose, quiet=not verbose)
     logging.getLogger("imagefleet").setLevel(logging.DEBUG if verbose else logging.INFO)
+    trimming = heap.start_trimming()
     click.echo(
         f"imagefleet operator: watching {', '.join(chosen) if chosen else 'all namespaces'}; "
-        f"GPU classes: {', '.join(gpu_classes)}",
+        f"GPU classes: {', '.join(gpu_classes)}; allocator: {os.environ.get('PYTHONMALLOC') or 'pymalloc'}, "
+        f"freed memory returned every {heap.TRIM_INTERVAL_SECONDS:g} s: {'yes' if trimming else 'no (no glibc)'}",
         err=True,
     )
     kopf.run(clusterwide=not chosen, namespaces=chosen, liveness_endpoint=liveness)

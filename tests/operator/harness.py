@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from imagefleet import GROUP, PLURAL, VERSION
+from imagefleet import GROUP, PLURAL, VERSION, heap
 from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,8 @@ class OperatorProcess:
             sys.executable, "-m", "imagefleet", "run", *scope,
             "--kubeconfig", str(self.kubeconfig), "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
         ]
-        env = {**os.environ, "IMAGEFLEET_RESYNC_SECONDS": "20", **self.env}
+        # The allocator settings of the operator image (imagefleet.heap), so memory is measured as it runs there.
+        env = {**os.environ, **heap.ALLOCATOR_ENV, "IMAGEFLEET_RESYNC_SECONDS": "20", **self.env}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()

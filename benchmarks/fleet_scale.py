@@ -58,7 +58,8 @@ from benchmarks.operator_scale import (  # noqa: E402
     _peak_rss_mib,
     _percentile,
 )
-from imagefleet import GROUP, PLURAL, VERSION  # noqa: E402
+from imagefleet import GROUP, PLURAL, VERSION, heap  # noqa: E402
+from imagefleet.config import OperatorSettings  # noqa: E402
 from imagefleet.dev import processes  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane  # noqa: E402
 from imagefleet.dev.fleet import Fleet, load_fleet  # noqa: E402
@@ -273,6 +274,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--interval", type=float, default=15.0, help="the autoscaler's interval, seconds")
+    parser.add_argument("--resync", type=float, default=OperatorSettings.model_fields["resync_seconds"].default,
+                        help="the operator's resync period, seconds (default: the operator's; the tests use 20)")
     parser.add_argument("--steady", type=float, default=60.0, help="the steady window, seconds")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--waves", type=int, default=3, help="load waves, a tenth of the resources each")
@@ -301,6 +304,7 @@ def main() -> None:
         operator = OperatorProcess(kubeconfig, namespace, work / "operator.log", {
             "IMAGEFLEET_PROMETHEUS_URL": prometheus.url,
             "IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS": str(args.interval),
+            "IMAGEFLEET_RESYNC_SECONDS": str(args.resync),
         }).start()
         assert operator.process is not None
         others = {**plane.pids, "prometheus": prometheus.pid or 0, "synthetic-exporter": exporter.process.pid}
@@ -387,6 +391,8 @@ def main() -> None:
         print(f"resources:                        {args.count} ({(args.count + 1) // 2} autoscaled) on "
               f"{args.nodes} KWOK nodes, {GPUS_PER_NODE} GPUs each, {len(GPU_CLASSES)} classes")
         print(f"autoscaler interval:              {args.interval:g} s (Prometheus scrapes every {SCRAPE_INTERVAL})")
+        print(f"operator resync:                  every {args.resync:g} s; allocator "
+              f"{' '.join(f'{k}={v}' for k, v in heap.ALLOCATOR_ENV.items())} (the operator image's)")
         print(f"node heartbeats:                  {NODE_LEASE_SECONDS} s leases, {NODE_GRACE} grace (slowed: see "
               "NODE_LEASE_SECONDS)")
         print(f"all created after:                {applied:.1f} s")

@@ -10,13 +10,13 @@ from typing import Any
 
 import kopf
 
+from .. import KIND
 from ..autoscaling.capacity import class_usage
 from ..config import OperatorSettings
 from ..kube import KubeError, WriteLimiter
 from ..overflow import Problem, overflow_problems
-from .. import KIND
 from ..reconcile import Reconciler
-from ..reconcile.queue import ReconcileQueue
+from ..reconcile.queue import Key, ReconcileQueue
 from ..reconcile.retries import Retries
 from ..reconcile.status import routing_out_of_date
 from .indexes import one, pool_crd_installed
@@ -102,7 +102,7 @@ def request_reconcile(memo: kopf.Memo, namespace: str, name: str) -> None:
     queue.add((namespace, name))
 
 
-async def reconcile_or_forget(memo: kopf.Memo, key: tuple[str, str]) -> None:
+async def reconcile_or_forget(memo: kopf.Memo, key: Key) -> None:
     """The reconcile queue's work: reconcile a resource the index holds, forget one it no longer holds."""
     namespace, name = key
     indexes: Indexes = memo.indexes

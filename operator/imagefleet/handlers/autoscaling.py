@@ -27,9 +27,9 @@ from ..autoscaling.loop import Autoscaler
 from ..autoscaling.capacity import NodeGPUs, PodGPUs
 from ..autoscaling.prometheus import PrometheusClient
 from ..config import OperatorSettings
-from ..kube import Kube, KubeError
+from ..kube import Kube, KubeError, trimmed
 from .common import write_limiter
-from .indexes import Key, one, snapshot
+from .indexes import Key, one
 from .peering import start_rounds
 
 
@@ -89,7 +89,7 @@ def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
 @kopf.index(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)
 async def autoscaled(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """The autoscaled ImageModelDeployments by (namespace, name); the others are not indexed."""
-    return {(namespace, name): snapshot(body)}
+    return {(namespace, name): trimmed(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)

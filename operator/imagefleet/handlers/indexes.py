@@ -25,11 +25,6 @@ Key = tuple[str, str]
 RUNTIME_CHILDREN = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
-def snapshot(body: kopf.Body) -> dict[str, Any]:
-    """A watched object as plain dicts, without managedFields (see `kube.trimmed`)."""
-    return trimmed(body)
-
-
 def one(index: Mapping[Key, Any], namespace: str, name: str) -> dict[str, Any] | None:
     store = index.get((namespace, name))
     return next(iter(store), None) if store else None
@@ -38,19 +33,19 @@ def one(index: Mapping[Key, Any], namespace: str, name: str) -> dict[str, Any] |
 @kopf.index(GROUP, VERSION, PLURAL)
 async def imds(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """ImageModelDeployments by (namespace, name)."""
-    return {(namespace, name): snapshot(body)}
+    return {(namespace, name): trimmed(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=RUNTIME_CHILDREN)
 async def runtime_deployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """The operator's Deployments by (namespace, name): named after their ImageModelDeployment."""
-    return {(namespace, name): snapshot(body)}
+    return {(namespace, name): trimmed(body)}
 
 
 @kopf.index("v1", "services", labels=RUNTIME_CHILDREN)
 async def runtime_services(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """The operator's Services by (namespace, name)."""
-    return {(namespace, name): snapshot(body)}
+    return {(namespace, name): trimmed(body)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -63,14 +58,14 @@ async def routes(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[s
 @kopf.index(POOL_GROUP, "v1", "inferencepools", labels=RUNTIME_CHILDREN)
 async def inference_pools(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """The operator's InferencePools by (namespace, name); kopf watches them once their CRD is installed."""
-    return {(namespace, name): snapshot(body)}
+    return {(namespace, name): trimmed(body)}
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", labels=RUNTIME_CHILDREN)
 async def runtime_disruption_budgets(namespace: str, name: str, body: kopf.Body,
                                      **_: Any) -> dict[Key, dict[str, Any]]:
     """The operator's PodDisruptionBudgets by (namespace, name)."""
-    return {(namespace, name): snapshot(body)}
+    return {(namespace, name): trimmed(body)}
 
 
 def serves_v1(crd: Mapping[str, Any]) -> bool:

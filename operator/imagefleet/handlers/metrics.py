@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from .. import GROUP, PLURAL, VERSION
 from ..autoscaling import batch
 from ..config import OperatorSettings
+from ..kube import trimmed
 from ..resource_metrics import ResourceCollector
-from .indexes import snapshot
 
 
 @kopf.on.startup()
@@ -53,4 +53,4 @@ async def export_resource(type: str | None, body: kopf.Body, memo: kopf.Memo, **
     if type == "DELETED":
         collector.remove(body.metadata.namespace or "", body.metadata.name or "")
     else:
-        collector.update(snapshot(body))
+        collector.update(trimmed(body))

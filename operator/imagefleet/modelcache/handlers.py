@@ -14,8 +14,8 @@ import kopf
 from .. import GROUP, PLURAL, VERSION
 from ..config import OperatorSettings
 from ..handlers.common import write_limiter
-from ..handlers.indexes import Key, one, snapshot
-from ..kube import Kube, KubeError
+from ..handlers.indexes import Key, one
+from ..kube import Kube, KubeError, trimmed
 from ..reconcile.retries import Retries
 from .layout import CACHE_LABEL
 from .plan import SECRET_KEY_MISSING, SECRET_NOT_FOUND
@@ -39,13 +39,13 @@ class CacheIndexes:
 @kopf.index("v1", "persistentvolumeclaims", labels=CACHE_CHILDREN)
 async def cache_claims(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """Model-cache claims by (namespace, owner)."""
-    return {(namespace, labels[CACHE_LABEL]): snapshot(body)}
+    return {(namespace, labels[CACHE_LABEL]): trimmed(body)}
 
 
 @kopf.index("batch", "v1", "jobs", labels=CACHE_CHILDREN)
 async def cache_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """Download Jobs by (namespace, owner): one per cache directory the owner asked for."""
-    return {(namespace, labels[CACHE_LABEL]): snapshot(body)}
+    return {(namespace, labels[CACHE_LABEL]): trimmed(body)}
 
 
 @kopf.index("v1", "pods", labels=CACHE_CHILDREN)
@@ -121,7 +121,7 @@ async def resource_cache_event(
         memo.cache_retries.forget((namespace, name))
         memo.model_cache.forget(namespace, name)
         return
-    await reconcile_cache(memo, namespace, name, snapshot(body))
+    await reconcile_cache(memo, namespace, name, trimmed(body))
 
 
 @kopf.on.event("v1", "persistentvolumeclaims", labels=CACHE_CHILDREN)

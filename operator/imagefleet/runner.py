@@ -44,6 +44,7 @@ def run(
     import kopf  # imported here: `imagefleet crd` and the other commands never pay for it
 
     from . import handlers  # registers the handlers
+    from .handlers.discovery import Insights
 
     if settings.peering:
         handlers.peering.register(cluster_wide=not chosen)
@@ -59,4 +60,6 @@ def run(
         f"freed memory returned every {heap.TRIM_INTERVAL_SECONDS:g} s: {'yes' if trimming else 'no (no glibc)'}",
         err=True,
     )
-    kopf.run(clusterwide=not chosen, namespaces=chosen, liveness_endpoint=liveness)
+    insights = Insights()  # what kopf watches; handlers.discovery completes it when discovery lags
+    kopf.run(clusterwide=not chosen, namespaces=chosen, liveness_endpoint=liveness, insights=insights,
+             memo=kopf.Memo(kopf_insights=insights))

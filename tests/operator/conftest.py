@@ -51,9 +51,10 @@ def imagefleet_operator(operator_factory: OperatorFactory, namespace: str) -> Op
     return operator_factory(namespace)
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
-    """A failed test's report carries the tail of each operator's log."""
+    """A failed test's report carries the tail of each operator's log, before the control plane's logs
+    (innermost wrapper: it adds its sections first), so a CI log cut short in the middle keeps it."""
     report: pytest.TestReport = yield
     if report.failed:
         for process in getattr(item, "imagefleet_operators", ()):

@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
+from kopf._cogs.clients import auth
+from kopf._cogs.structs import credentials
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+import imagefleet.handlers  # noqa: F401 - registers the operator's handlers in kopf's default registry
+from imagefleet.handlers.discovery import Insights, watch_when_served, watched
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
@@ -190,3 +195,29 @@ def test_inference_pool_follows_its_crd_and_its_resource(
     wait_until(lambda: _pool(cluster, namespace, "sdxl-bulk") is None, timeout=60,
                message="the pool garbage-collected with its resource")
 
+
+
+async def test_kopfs_discovery_step_brings_in_the_pools_kopf_missed(
+    cluster: Cluster, no_pool_crd: client.ApiextensionsV1Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state the race leaves (see handlers.discovery): the CRD is Established and served, but kopf read
+    discovery too early and watches nothing of its group. The operator's rescan, kopf's own step, fixes it."""
+    _install_crd(no_pool_crd)
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+    settings = kopf.OperatorSettings()
+    vault = credentials.Vault()
+    await vault.populate({"kubeconfig": kopf.login_with_kubeconfig(settings=settings)})
+    auth.vault_var.set(vault)
+    insights = Insights()
+    crd = no_pool_crd.api_client.sanitize_for_serialization(no_pool_crd.read_custom_resource_definition(POOL_CRD))
+    assert not watched(insights, POOL[0], POOL[2])
+
+    try:
+        rescans = await watch_when_served(crd, kopf.Memo(kopf_insights=insights, kopf_settings=settings))
+    finally:
+        await vault.close()
+
+    assert rescans == 1
+    assert watched(insights, POOL[0], POOL[2])
+    # Indexed too: kopf lists the pools into the operator's index before it watches them.
+    assert any(resource.plural == POOL[2] and resource.version == POOL[1] for resource in insights.indexed_resources)

@@ -14,7 +14,8 @@ from ..builders.inference_pool import API_GROUP as POOL_GROUP
 from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..reconcile import Reconciler
 from .common import Indexes, request_reconcile
-from .indexes import RUNTIME_CHILDREN, one
+from .discovery import DISCOVERY_TIMEOUT_SECONDS, watch_when_served
+from .indexes import RUNTIME_CHILDREN, one, serves_v1
 
 
 async def _child_changed(kind: str, type_: str | None, namespace: str, name: str, memo: kopf.Memo) -> None:
@@ -50,8 +51,17 @@ async def disruption_budget_changed(type: str | None, namespace: str, name: str,
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=POOL_CRD)
-async def inference_pool_crd_changed(memo: kopf.Memo, **_: Any) -> None:
-    """The InferencePool CRD was installed, changed or removed: reconcile every resource that asks for a pool."""
+async def inference_pool_crd_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """The InferencePool CRD was installed, changed or removed: make sure kopf watches the pools once it serves
+    them (`discovery`), then reconcile every resource that asks for a pool."""
+    if serves_v1(body):
+        rescans = await watch_when_served(body, memo)
+        if rescans is None:
+            logger.warning(f"{POOL_CRD} is Established but the API server's discovery did not serve it within "
+                           f"{DISCOVERY_TIMEOUT_SECONDS:g} s: InferencePools are not watched (drift of them is not "
+                           "restored) until the next change of the CRD or a restart of the operator")
+        elif rescans:
+            logger.info(f"{POOL_CRD}: kopf watches InferencePools after {rescans} more discovery read(s)")
     indexes: Indexes = memo.indexes
     for namespace, name in list(indexes.imds):
         imd = one(indexes.imds, namespace, name)

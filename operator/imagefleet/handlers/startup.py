@@ -60,6 +60,7 @@ async def configure(
         settings.peering.standalone = True
     gpu_classes = operator.gpu_classes
     memo.settings = operator
+    memo.kopf_settings = settings  # for kopf's discovery step (handlers.discovery)
     memo.reconciler = Reconciler(
         Kube.from_environment(limiter=write_limiter(memo)),
         Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),

@@ -3,11 +3,12 @@
 kopf reads the API group's discovery on each event of a CustomResourceDefinition and watches what
 it finds there. The CRD's last event (Established) can reach it before the API server's discovery
 serves the new resource (2–25 ms later on an idle control plane here; kopf's observer alone missed
-InferencePools in 3 of 20 installs of their CRD, docs/gateway.md). kopf then finds nothing new and watches nothing until the next event of a CRD of that group or a restart:
-the operator would create InferencePools and never see them change. So on the CRD's events the
-operator hands the event to kopf's own discovery step again, until kopf watches the resource.
+InferencePools in 3 of 20 installs of their CRD, docs/gateway.md). kopf then finds nothing new and
+watches nothing until the next event of a CRD of that group or a restart: the operator would create
+InferencePools and never see them change. So on the CRD's events the operator hands the event to
+kopf's own discovery step again, until kopf watches the resource.
 
-That step is kopf's private API (`kopf._core.reactor.observation`); tests/operator/test_discovery.py
+That step is kopf's private API (`kopf._core.reactor.observation`); tests/operator/test_routing_cluster.py
 runs it against a real API server, so a kopf release that changes it fails there.
 """
 

@@ -42,7 +42,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from datetime import datetime
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from kubernetes import client, config
 
@@ -252,6 +253,30 @@ def first_deployment_writes(audit_log: Path, namespace: str) -> dict[str, float]
     return first
 
 
+def loaded_in_prometheus(prometheus: LocalPrometheus, namespace: str, names: list[str]) -> int:
+    """How many of `names` Prometheus has at the loaded queue depth (its latest scrape)."""
+    selector = f'namespace="{namespace}",imagefleet_io_name=~"{"|".join(names)}"'
+    query = f"count(sum by (imagefleet_io_name) (imagefleet_queue_depth{{{selector}}}) >= {LOADED_QUEUE})"
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/query?{urlencode({'query': query})}", timeout=10) as answer:
+        result = json.loads(answer.read())["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+ROUND_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \S+\s+\[\w+\s*\] autoscaling round: "
+                        r"(\d+) resources in ([\d.]+) s \(it began [\d.]+ s into its interval\), (\d+) Deployments scaled")
+
+
+def autoscaling_rounds(operator_log: Path) -> list[tuple[float, float, int]]:
+    """The autoscaler's rounds from the operator's log: (start, seconds, Deployments scaled)."""
+    rounds = []
+    for line in operator_log.read_text(errors="replace").splitlines():
+        found = ROUND_LINE.match(line)
+        if found:
+            end = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            rounds.append((end - float(found[3]), float(found[3]), int(found[4])))
+    return rounds
+
+
 def cpu_of(pids: dict[str, int]) -> dict[str, float]:
     found = {}
     for name, pid in pids.items():
@@ -269,6 +294,10 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200)
@@ -278,7 +307,8 @@ def main() -> None:
                         help="the operator's resync period, seconds (default: the operator's; the tests use 20)")
     parser.add_argument("--steady", type=float, default=60.0, help="the steady window, seconds")
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--waves", type=int, default=3, help="load waves, a tenth of the resources each")
+    parser.add_argument("--waves", type=int, default=5,
+                        help="load waves, a tenth of the resources each (at most 5: half are autoscaled)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="imagefleet-fleet-scale-"))
@@ -359,6 +389,8 @@ def main() -> None:
         autoscaled = names[0::2]
         latency: dict[str, float] = {}
         loaded_count = 0
+        # Per wave: when the load changed, how long until Prometheus had all of it, each resource's latency.
+        waves: list[tuple[float, float | None, list[float]]] = []
         for wave in range(args.waves):
             loaded = autoscaled[wave * tenth:(wave + 1) * tenth]
             if not loaded:
@@ -371,14 +403,18 @@ def main() -> None:
             exporter.load(loaded, LOADED_QUEUE)
             deadline = load_at + max(10 * args.interval, 120)
             scaled = 0
+            in_prometheus: float | None = None
             while time.time() < deadline and scaled < len(loaded):
+                if in_prometheus is None and loaded_in_prometheus(prometheus, namespace, loaded) == len(loaded):
+                    in_prometheus = time.time() - load_at
                 with deployments.lock:
                     for name in loaded:
                         for at, replicas in deployments.changed_at.get(name, []):
                             if at >= load_at and replicas >= LOADED_REPLICAS and name not in latency:
                                 latency[name] = at - load_at
                 scaled = sum(name in latency for name in loaded)
-                time.sleep(0.5)
+                time.sleep(0.25)
+            waves.append((load_at, in_prometheus, [latency[name] for name in loaded if name in latency]))
         peak = _peak_rss_mib(operator.process.pid)
 
         first = first_deployment_writes(plane.audit_log, namespace)
@@ -418,6 +454,20 @@ def main() -> None:
                   f"({len(latency)}/{loaded_count} scaled, {args.waves} waves)")
         else:
             print(f"decision latency: none of {loaded_count} scaled")
+        rounds = autoscaling_rounds(work / "operator.log")
+        if rounds:
+            seconds = [took for _, took, _ in rounds]
+            print(f"autoscaling rounds (operator log): {len(rounds)}, p50 {_percentile(seconds, 0.5):.1f} s, "
+                  f"max {max(seconds):.1f} s (interval {args.interval:g} s)")
+        print("each wave, seconds after its load change (where the decision latency goes):")
+        for number, (load_at, in_prometheus, values) in enumerate(waves, 1):
+            after = [(start - load_at, took, count) for start, took, count in rounds if start + took >= load_at]
+            acting = next(((start, took) for start, took, count in after if count), None)
+            print(f"    wave {number}: in Prometheus {_seconds(in_prometheus)}; rounds began "
+                  + ", ".join(f"{start:+.1f} ({took:.1f} s long, {count} scaled)" for start, took, count in after[:3])
+                  + (f"; acting round {acting[0]:+.1f}" if acting else "; no acting round")
+                  + (f"; Deployments asked {LOADED_REPLICAS} from {min(values):.1f} to {max(values):.1f}"
+                     if values else "; none scaled"))
         print(f"operator RSS:                     {steady_rss:.0f} MiB steady, {peak:.0f} MiB peak")
         print(f"operator CPU:                     {converge_cpu:.1f} s to converge, "
               f"{steady_cpu / minutes:.1f} s per minute steady ({steady_cpu / (steady_end - steady_start) * 100:.0f}% "

@@ -10,6 +10,7 @@ LocalPrometheus file-targets job, one per resource.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -66,6 +67,12 @@ def query_requests(prometheus: LocalPrometheus) -> float:
     return sum(float(value) for labels, value in pattern.findall(text) if f'handler="{QUERY_HANDLER}"' in labels)
 
 
+def rounds_observed() -> float:
+    """How many rounds the operator's round-duration histogram has counted."""
+    (family,) = loop.ROUND_SECONDS.collect()
+    return next(sample.value for sample in family.samples if sample.name.endswith("_count"))
+
+
 def create(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
     created: dict[str, Any] = custom.create_namespaced_custom_object(
@@ -105,7 +112,8 @@ async def one_round(autoscaler: Autoscaler, prometheus: LocalPrometheus,
 
 @pytest.mark.parametrize("count", [2, 20])
 async def test_one_round_sends_the_same_queries_for_2_and_20_resources(
-    cluster: Cluster, namespace: str, prometheus: LocalPrometheus, autoscaler: Autoscaler, count: int
+    cluster: Cluster, namespace: str, prometheus: LocalPrometheus, autoscaler: Autoscaler, count: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     names = [f"r{index:02d}" for index in range(count)]
     resources = [create(cluster, namespace, name) for name in names]
@@ -118,8 +126,16 @@ async def test_one_round_sends_the_same_queries_for_2_and_20_resources(
                                 message=f"Prometheus to scrape {count} exporters")
         # A first round learns the scrape intervals (the targets API, not a query); then count one.
         await one_round(autoscaler, prometheus, resources)
+        rounds_before = rounds_observed()
+        caplog.set_level(logging.INFO, logger=loop.__name__)
+        caplog.clear()
         sent, decisions = await one_round(autoscaler, prometheus, resources)
         assert sent == len(batch.batch_queries("{}", 20.0)), f"{count} resources: {sent} queries in one round"
+        # The round's duration is on the operator's /metrics, and one line says what the round did.
+        assert rounds_observed() == rounds_before + 1
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("autoscaling round:")]
+        assert re.fullmatch(rf"autoscaling round: {count} resources in \d+\.\d\d s \(it began \d+\.\d\d s into "
+                            r"its interval\), 0 Deployments scaled", line), line
         for name, decision in zip(names, decisions, strict=True):
             assert decision is not None and decision.metrics_available, (name, decision)
         # Each resource decided from its own slice: queue depth index % 3 at 2 per replica -> 1 replica.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from prometheus_client import Histogram
 from pydantic import ValidationError
 
 from .. import conditions as c
@@ -85,6 +86,14 @@ FIELD_MANAGER = "imagefleet-autoscaler"
 CLOSE_TIMEOUT_SECONDS = 10.0
 # Wake a little after an interval starts, so that every evaluation falls in the same one.
 ROUND_MARGIN_SECONDS = 0.05
+
+# Served on the operator's /metrics (handlers.metrics registers it).
+ROUND_SECONDS = Histogram(
+    "imagefleet_autoscaler_round_duration_seconds",
+    "One autoscaling round: every autoscaled resource read, decided and acted on",
+    buckets=(0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120),
+    registry=None,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +215,7 @@ class Autoscaler:
         self._written: dict[str, Mapping[str, Any]] = {}
         self._closed = False
         self._in_flight = 0
+        self._scaled = 0  # Deployment patches sent, ever (a round logs how many it sent)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -239,7 +249,16 @@ class Autoscaler:
                  | set(self._ready_since) | set(self._written))
         for uid in known - set(self._keys):
             self.forget(uid)
-        return list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
+        started, scaled_before = self.clock(), self._scaled
+        decisions = list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
+        took = self.clock() - started
+        ROUND_SECONDS.observe(took)
+        log = logger.warning if took > self.interval_seconds else logger.info
+        log("autoscaling round: %d resources in %.2f s (it began %.2f s into its interval), %d Deployments scaled%s",
+            len(resources), took, started % self.interval_seconds, self._scaled - scaled_before,
+            f"; longer than the {self.interval_seconds:g} s interval, so the next interval has no round"
+            if took > self.interval_seconds else "")
+        return decisions
 
     async def _evaluate_or_log(self, resource: Mapping[str, Any]) -> Decision | None:
         try:
@@ -363,6 +382,7 @@ class Autoscaler:
                 content_type="application/merge-patch+json",
                 query={"fieldManager": FIELD_MANAGER},
             )
+            self._scaled += 1
             await self.kube.post_event(resource, "Normal", decision.reason, decision.message, self.instance)
             logger.info("%s/%s: %s", namespace, name, decision.message)
         return decision

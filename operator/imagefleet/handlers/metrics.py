@@ -1,5 +1,5 @@
 """The operator's /metrics endpoint (IMAGEFLEET_METRICS_PORT): every resource's status as series,
-and the autoscaler's PromQL queries and batch splits.
+and the autoscaler's PromQL queries, batch splits and round durations.
 
 See `imagefleet.resource_metrics` for the series. Unset, the operator serves no metrics.
 """
@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from .. import GROUP, PLURAL, VERSION
 from ..autoscaling import batch
+from ..autoscaling.loop import ROUND_SECONDS
 from ..config import OperatorSettings
 from ..kube import trimmed
 from ..resource_metrics import ResourceCollector
@@ -29,6 +30,7 @@ async def serve_metrics(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     registry.register(memo.resource_metrics)
     registry.register(batch.QUERIES)
     registry.register(batch.SPLITS)
+    registry.register(ROUND_SECONDS)
     memo.metrics_server = start_http_server(port, registry=registry)
     logger.info(f"serving metrics on :{port}/metrics")
 

@@ -113,3 +113,32 @@ async def test_writes_wait_for_the_limiter_in_order_and_reads_do_not() -> None:
     read_started = time.monotonic()
     assert await kube.request("GET", "/y") == {"read": True}
     assert time.monotonic() - read_started < 0.2  # the bucket is empty, but a read does not wait for it
+
+
+async def test_an_urgent_write_goes_ahead_of_the_ordinary_ones_waiting() -> None:
+    limiter = WriteLimiter(qps=50.0, burst=1)
+    order: list[str] = []
+
+    async def write(label: str, urgent: bool = False) -> None:
+        await limiter.acquire(urgent=urgent)
+        order.append(label)
+
+    ordinary = [asyncio.create_task(write(f"ordinary {index}")) for index in range(5)]
+    await asyncio.sleep(0)  # all five wait; the burst's one token went to the first
+    urgent = asyncio.create_task(write("urgent", urgent=True))
+    await asyncio.gather(*ordinary, urgent)
+    # The first took the burst; the urgent one the next token; the others kept their order.
+    assert order == ["ordinary 0", "urgent", "ordinary 1", "ordinary 2", "ordinary 3", "ordinary 4"]
+
+
+async def test_a_cancelled_waiter_takes_no_token() -> None:
+    limiter = WriteLimiter(qps=20.0, burst=1)
+    await limiter.acquire()  # the bucket is empty now
+    cancelled = asyncio.create_task(limiter.acquire())
+    waiting = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    started = asyncio.get_running_loop().time()
+    await waiting
+    # The next token (0.05 s later) went to the waiter behind the cancelled one, not to nobody.
+    assert asyncio.get_running_loop().time() - started < 0.09

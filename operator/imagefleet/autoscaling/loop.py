@@ -9,9 +9,10 @@ readings come from a round shared by every resource evaluated in the same
 interval (`batch.read_round`: one query per signal for the whole fleet), started
 by `evaluate_round`, which the operator calls once per interval with every
 autoscaled resource. Decide: `policy.decide`. Act, writing only what changed and in this order: the
-status (desiredReplicas first, so a reconcile never applies a stale count), the
-Deployment's spec.replicas, then an Event when the count changed. The user's
-spec is never written. Evaluations of one resource never overlap (a round and a
+Deployment's spec.replicas (an urgent write: it goes ahead of the operator's other
+writes waiting for the write limiter), the status, then an Event when the count
+changed. A reconcile keeps the live Deployment's count (`reconcile.plan.desired_replicas`),
+so it never undoes the patch, whichever lands first. The user's spec is never written. Evaluations of one resource never overlap (a round and a
 demand wake-up may meet).
 """
 
@@ -373,16 +374,19 @@ class Autoscaler:
         if nothing_to_report_yet(resource, decision, metrics, replicas=replicas, ready=ready,
                                  ready_for_seconds=now - ready_since, grace_seconds=targets.latency_window_seconds):
             return decision
-        await self._write_status(resource, decision, metrics, changed=decision.desired != replicas)
-        if decision.desired != replicas:
+        changed = decision.desired != replicas
+        if changed:
             await self.kube.request(
                 "PATCH",
                 f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
                 body={"spec": {"replicas": decision.desired}},
                 content_type="application/merge-patch+json",
                 query={"fieldManager": FIELD_MANAGER},
+                urgent=True,
             )
             self._scaled += 1
+        await self._write_status(resource, decision, metrics, changed=changed)
+        if changed:
             await self.kube.post_event(resource, "Normal", decision.reason, decision.message, self.instance)
             logger.info("%s/%s: %s", namespace, name, decision.message)
         return decision

@@ -462,7 +462,8 @@ def main() -> None:
         print("each wave, seconds after its load change (where the decision latency goes):")
         for number, (load_at, in_prometheus, values) in enumerate(waves, 1):
             after = [(start - load_at, took, count) for start, took, count in rounds if start + took >= load_at]
-            acting = next(((start, took) for start, took, count in after if count), None)
+            # The first round to begin after the change that scaled something (a round reads as it begins).
+            acting = next(((start, took) for start, took, count in after if count and start >= 0), None)
             print(f"    wave {number}: in Prometheus {_seconds(in_prometheus)}; rounds began "
                   + ", ".join(f"{start:+.1f} ({took:.1f} s long, {count} scaled)" for start, took, count in after[:3])
                   + (f"; acting round {acting[0]:+.1f}" if acting else "; no acting round")

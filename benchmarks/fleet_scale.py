@@ -429,6 +429,8 @@ def main() -> None:
         print(f"autoscaler interval:              {args.interval:g} s (Prometheus scrapes every {SCRAPE_INTERVAL})")
         print(f"operator resync:                  every {args.resync:g} s; allocator "
               f"{' '.join(f'{k}={v}' for k, v in heap.ALLOCATOR_ENV.items())} (the operator image's)")
+        print(f"operator write limit:             {OperatorSettings().kube_write_qps:g} a second, burst "
+              f"{OperatorSettings().kube_write_burst} (IMAGEFLEET_KUBE_WRITE_QPS and _BURST)")
         print(f"node heartbeats:                  {NODE_LEASE_SECONDS} s leases, {NODE_GRACE} grace (slowed: see "
               "NODE_LEASE_SECONDS)")
         print(f"all created after:                {applied:.1f} s")

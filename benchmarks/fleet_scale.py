@@ -263,17 +263,18 @@ def loaded_in_prometheus(prometheus: LocalPrometheus, namespace: str, names: lis
 
 
 ROUND_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \S+\s+\[\w+\s*\] autoscaling round: "
-                        r"(\d+) resources in ([\d.]+) s \(it began [\d.]+ s into its interval\), (\d+) Deployments scaled")
+                        r"(\d+) resources in ([\d.]+) s \(it began [\d.]+ s into its interval; Prometheus read ([\d.]+) s\), "
+                        r"(\d+) Deployments scaled")
 
 
-def autoscaling_rounds(operator_log: Path) -> list[tuple[float, float, int]]:
-    """The autoscaler's rounds from the operator's log: (start, seconds, Deployments scaled)."""
+def autoscaling_rounds(operator_log: Path) -> list[tuple[float, float, float, int]]:
+    """The autoscaler's rounds from the operator's log: (start, seconds, Prometheus read seconds, Deployments scaled)."""
     rounds = []
     for line in operator_log.read_text(errors="replace").splitlines():
         found = ROUND_LINE.match(line)
         if found:
             end = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            rounds.append((end - float(found[3]), float(found[3]), int(found[4])))
+            rounds.append((end - float(found[3]), float(found[3]), float(found[4]), int(found[5])))
     return rounds
 
 
@@ -458,16 +459,20 @@ def main() -> None:
             print(f"decision latency: none of {loaded_count} scaled")
         rounds = autoscaling_rounds(work / "operator.log")
         if rounds:
-            seconds = [took for _, took, _ in rounds]
+            seconds = [took for _, took, _, _ in rounds]
+            reads = [read for _, _, read, _ in rounds]
             print(f"autoscaling rounds (operator log): {len(rounds)}, p50 {_percentile(seconds, 0.5):.1f} s, "
-                  f"max {max(seconds):.1f} s (interval {args.interval:g} s)")
+                  f"max {max(seconds):.1f} s (interval {args.interval:g} s); their Prometheus reads p50 "
+                  f"{_percentile(reads, 0.5):.2f} s, max {max(reads):.2f} s")
         print("each wave, seconds after its load change (where the decision latency goes):")
         for number, (load_at, in_prometheus, values) in enumerate(waves, 1):
-            after = [(start - load_at, took, count) for start, took, count in rounds if start + took >= load_at]
+            after = [(start - load_at, took, read, count) for start, took, read, count in rounds
+                     if start + took >= load_at]
             # The first round to begin after the change that scaled something (a round reads as it begins).
-            acting = next(((start, took) for start, took, count in after if count and start >= 0), None)
+            acting = next(((start, took) for start, took, _, count in after if count and start >= 0), None)
             print(f"    wave {number}: in Prometheus {_seconds(in_prometheus)}; rounds began "
-                  + ", ".join(f"{start:+.1f} ({took:.1f} s long, {count} scaled)" for start, took, count in after[:3])
+                  + ", ".join(f"{start:+.1f} ({took:.1f} s long, read {read:.1f} s, {count} scaled)"
+                              for start, took, read, count in after[:3])
                   + (f"; acting round {acting[0]:+.1f}" if acting else "; no acting round")
                   + (f"; Deployments asked {LOADED_REPLICAS} from {min(values):.1f} to {max(values):.1f}"
                      if values else "; none scaled"))

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import re
+import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class Round:
     covered: set[Key] | None = None
     splits: int = 0
     queries: int = 0
+    seconds: float = 0.0  # how long the read took
 
     def covers(self, key: Key) -> bool:
         return self.covered is None or key in self.covered
@@ -147,10 +149,12 @@ async def read_round(
     Failures that a smaller query cannot cure (Prometheus unreachable, bad answers)
     propagate, as they do for one resource.
     """
+    started = time.monotonic()
     result = Round()
     if not split_from_start:
         try:
             await _read_into(client, window_seconds, None, result)
+            result.seconds = time.monotonic() - started
             return result
         except (PrometheusTimeout, PrometheusTooLarge) as error:
             result = Round(queries=result.queries)
@@ -159,6 +163,7 @@ async def read_round(
     half = max(1, math.ceil(len(keys) / 2))
     await asyncio.gather(*(_read_batch(client, window_seconds, list(keys[i:i + half]), result)
                            for i in range(0, len(keys), half)))
+    result.seconds = time.monotonic() - started
     return result
 
 

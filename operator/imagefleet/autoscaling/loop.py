@@ -251,12 +251,16 @@ class Autoscaler:
         for uid in known - set(self._keys):
             self.forget(uid)
         started, scaled_before = self.clock(), self._scaled
+        slot = math.floor(started / self.interval_seconds)
         decisions = list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
         took = self.clock() - started
         ROUND_SECONDS.observe(took)
+        read = max((task.result().seconds for at, task in self._rounds.values()
+                    if at == slot and task.done() and not task.cancelled() and task.exception() is None), default=0.0)
         log = logger.warning if took > self.interval_seconds else logger.info
-        log("autoscaling round: %d resources in %.2f s (it began %.2f s into its interval), %d Deployments scaled%s",
-            len(resources), took, started % self.interval_seconds, self._scaled - scaled_before,
+        log("autoscaling round: %d resources in %.2f s (it began %.2f s into its interval; Prometheus read %.2f s), "
+            "%d Deployments scaled%s",
+            len(resources), took, started % self.interval_seconds, read, self._scaled - scaled_before,
             f"; longer than the {self.interval_seconds:g} s interval, so the next interval has no round"
             if took > self.interval_seconds else "")
         return decisions

@@ -278,6 +278,33 @@ def autoscaling_rounds(operator_log: Path) -> list[tuple[float, float, float, in
     return rounds
 
 
+def scaling_round_writes(audit_log: Path, namespace: str, rounds: list[tuple[float, float, float, int]]) -> list[str]:
+    """For each round that scaled: when its scale patches went out, how many of the operator's other
+    writes went before the last one and after it, and the write latency (audit log)."""
+    writes: list[tuple[float, float, bool]] = []
+    for line in audit_log.read_text(errors="replace").splitlines():
+        event = json.loads(line)
+        ref = event.get("objectRef", {})
+        if (ref.get("namespace") != namespace or event["verb"] in ("get", "list", "watch")
+                or not str(event.get("userAgent", "")).startswith(OPERATOR_USER_AGENTS)):
+            continue
+        patch = ref.get("resource") == "deployments" and "fieldManager=imagefleet-autoscaler" in event["requestURI"]
+        writes.append((_epoch(event["requestReceivedTimestamp"]), _epoch(event["stageTimestamp"]), patch))
+    lines = []
+    for start, took, _, count in rounds:
+        inside = [write for write in writes if start <= write[0] <= start + took]
+        patches = sorted(at for at, _, patch in inside if patch)
+        if not count or not patches:
+            continue
+        before = sum(1 for at, _, patch in inside if at <= patches[-1] and not patch)
+        latency = [(done - at) * 1000 for at, done, _ in inside]
+        lines.append(f"{took:5.1f} s round: {len(patches)} patches from +{patches[0] - start:.1f} to "
+                     f"+{patches[-1] - start:.1f} s, {before} other writes before the last, "
+                     f"{len(inside) - len(patches) - before} after; write latency p50 "
+                     f"{_percentile(latency, 0.5):.0f} ms, p95 {_percentile(latency, 0.95):.0f} ms")
+    return lines
+
+
 def cpu_of(pids: dict[str, int]) -> dict[str, float]:
     found = {}
     for name, pid in pids.items():
@@ -476,6 +503,9 @@ def main() -> None:
                   + (f"; acting round {acting[0]:+.1f}" if acting else "; no acting round")
                   + (f"; Deployments asked {LOADED_REPLICAS} from {min(values):.1f} to {max(values):.1f}"
                      if values else "; none scaled"))
+        print("rounds that scaled, their writes (audit log):")
+        for line in scaling_round_writes(plane.audit_log, namespace, rounds):
+            print(f"    {line}")
         print(f"operator RSS:                     {steady_rss:.0f} MiB steady, {peak:.0f} MiB peak")
         print(f"operator CPU:                     {converge_cpu:.1f} s to converge, "
               f"{steady_cpu / minutes:.1f} s per minute steady ({steady_cpu / (steady_end - steady_start) * 100:.0f}% "

@@ -113,8 +113,8 @@ class WriteLimiter:
 
     Waiters are served in arrival order, except that an urgent write goes ahead of every
     ordinary one still waiting. Only the autoscaler's scale patch is urgent: at 2,000
-    resources a wave of scale-ups otherwise waited behind about 1,200 status writes and
-    Events per round (docs/scaling.md).
+    resources a wave's 200 scale patches otherwise waited behind up to 810 of the round's
+    status writes and Events (docs/scaling.md).
     """
 
     def __init__(self, qps: float, burst: int) -> None:

@@ -12,8 +12,8 @@ autoscaled resource. Decide: `policy.decide`. Act, writing only what changed and
 Deployment's spec.replicas (an urgent write: it goes ahead of the operator's other
 writes waiting for the write limiter), the status, then an Event when the count
 changed. A reconcile keeps the live Deployment's count (`reconcile.plan.desired_replicas`),
-so it never undoes the patch, whichever lands first. The user's spec is never written. Evaluations of one resource never overlap (a round and a
-demand wake-up may meet).
+so it never undoes the patch, whichever lands first. The user's spec is never written.
+Evaluations of one resource never overlap (a round and a demand wake-up may meet).
 """
 
 from __future__ import annotations

@@ -217,7 +217,8 @@ async def test_kopfs_discovery_step_brings_in_the_pools_kopf_missed(
     finally:
         await vault.close()
 
-    assert rescans == 1
+    # At least one: discovery may serve the pools a few ms after Established, and then a second read is needed.
+    assert rescans is not None and rescans >= 1
     assert watched(insights, POOL[0], POOL[2])
     # Indexed too: kopf lists the pools into the operator's index before it watches them.
     assert any(resource.plural == POOL[2] and resource.version == POOL[1] for resource in insights.indexed_resources)

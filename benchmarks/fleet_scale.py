@@ -40,9 +40,9 @@ import urllib.request
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from datetime import datetime
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from kubernetes import client, config
@@ -60,6 +60,7 @@ from benchmarks.operator_scale import (  # noqa: E402
     _percentile,
 )
 from imagefleet import GROUP, PLURAL, VERSION, heap  # noqa: E402
+from imagefleet.autoscaling.loop import ROUND_LINE  # noqa: E402
 from imagefleet.config import OperatorSettings  # noqa: E402
 from imagefleet.dev import processes  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane  # noqa: E402
@@ -262,19 +263,18 @@ def loaded_in_prometheus(prometheus: LocalPrometheus, namespace: str, names: lis
     return int(float(result[0]["value"][1])) if result else 0
 
 
-ROUND_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \S+\s+\[\w+\s*\] autoscaling round: "
-                        r"(\d+) resources in ([\d.]+) s \(it began [\d.]+ s into its interval; Prometheus read ([\d.]+) s\), "
-                        r"(\d+) Deployments scaled")
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] ")
 
 
 def autoscaling_rounds(operator_log: Path) -> list[tuple[float, float, float, int]]:
     """The autoscaler's rounds from the operator's log: (start, seconds, Prometheus read seconds, Deployments scaled)."""
     rounds = []
     for line in operator_log.read_text(errors="replace").splitlines():
-        found = ROUND_LINE.match(line)
-        if found:
-            end = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            rounds.append((end - float(found[3]), float(found[3]), float(found[4]), int(found[5])))
+        at, found = LOG_TIME.match(line), ROUND_LINE.search(line)
+        if at and found:
+            end = datetime.strptime(at[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            seconds = float(found["seconds"])
+            rounds.append((end - seconds, seconds, float(found["read"]), int(found["scaled"])))
     return rounds
 
 
@@ -485,7 +485,9 @@ def main() -> None:
         else:
             print(f"decision latency: none of {loaded_count} scaled")
         rounds = autoscaling_rounds(work / "operator.log")
-        if rounds:
+        if not rounds:
+            print("autoscaling rounds: no round line in the operator log")
+        else:
             seconds = [took for _, took, _, _ in rounds]
             reads = [read for _, _, read, _ in rounds]
             print(f"autoscaling rounds (operator log): {len(rounds)}, p50 {_percentile(seconds, 0.5):.1f} s, "

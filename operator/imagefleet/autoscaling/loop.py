@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -94,6 +95,12 @@ ROUND_SECONDS = Histogram(
     "One autoscaling round: every autoscaled resource read, decided and acted on",
     buckets=(0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120),
     registry=None,
+)
+
+# The line each round logs, as `evaluate_round` writes it (benchmarks/fleet_scale.py reads it back).
+ROUND_LINE = re.compile(
+    r"autoscaling round: (?P<resources>\d+) resources in (?P<seconds>[\d.]+) s \(it began [\d.]+ s into its "
+    r"interval; Prometheus read (?P<read>[\d.]+) s\), (?P<scaled>\d+) Deployments scaled"
 )
 
 logger = logging.getLogger(__name__)

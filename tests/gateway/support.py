@@ -1,21 +1,26 @@
 """A gateway served by uvicorn on loopback in a thread of the test process, its fleet fed directly
-(the watch is tested against the real API server in test_watch_cluster.py)."""
+(the watch is tested against the real API server in test_watch_cluster.py); and `imagefleet gateway`
+as a process of its own, watching a real API server."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import uvicorn
 
-from imagefleet.gateway.app import create_app
+from imagefleet.gateway.app import create_app, create_metrics_app
 from imagefleet.gateway.auth import KeyRing
-from imagefleet.gateway.command import HeaderTimeoutProtocol
+from imagefleet.gateway.command import CompanionServer, HeaderTimeoutProtocol, serve
 from imagefleet.gateway.fleet import Resource
 from imagefleet.gateway.service import Gateway, Settings
 from tests.helpers import wait_until
@@ -28,6 +33,7 @@ T = TypeVar("T")
 class RunningGateway:
     gateway: Gateway
     base_url: str
+    metrics_url: str
     loop: asyncio.AbstractEventLoop
     demand: list[tuple[str, float]] = field(default_factory=list)  # (resource name, loop time) per signal
 
@@ -53,7 +59,7 @@ class RunningGateway:
             self.call(lambda obj=obj: self.gateway.fleet.apply_slice("ADDED", obj) and self.gateway.fleet_changed())
 
     def metric(self, name: str, **labels: str) -> float:
-        return sample(httpx.get(f"{self.base_url}/metrics", timeout=10).text, name, **labels)
+        return sample(httpx.get(f"{self.metrics_url}/metrics", timeout=10).text, name, **labels)
 
     def wait_polled(self, urls: list[str]) -> None:
         wait_until(lambda: all(self.gateway.loads.get(u) is not None and self.gateway.loads[u].ready for u in urls),
@@ -67,7 +73,7 @@ async def _call(function: Callable[[], T]) -> T:
 @contextmanager
 def running_gateway(settings: Settings = Settings(poll_interval_seconds=0.1), *, keys: KeyRing | None = None,
                     header_timeout: float = 10.0, body_timeout: float = 10.0) -> Iterator[RunningGateway]:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     demand: list[tuple[str, float]] = []
 
     async def record(resource: Resource) -> None:
@@ -78,19 +84,55 @@ def running_gateway(settings: Settings = Settings(poll_interval_seconds=0.1), *,
     protocol = type("TestHeaderTimeout", (HeaderTimeoutProtocol,), {"header_timeout": header_timeout})
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="warning",
                                            timeout_keep_alive=5))
+    metrics = CompanionServer(uvicorn.Config(create_metrics_app(gateway), host="127.0.0.1", port=metrics_port,
+                                             log_level="warning", lifespan="off"))
     loops: list[asyncio.AbstractEventLoop] = []
 
-    def serve() -> None:
+    def run() -> None:
         loop = asyncio.new_event_loop()
         loops.append(loop)
-        loop.run_until_complete(server.serve())
+        loop.run_until_complete(serve(server, metrics))
 
-    thread = threading.Thread(target=serve, name="gateway", daemon=True)
+    thread = threading.Thread(target=run, name="gateway", daemon=True)
     thread.start()
-    wait_until(lambda: server.started, timeout=30, interval=0.05, message="the gateway to listen")
-    running = RunningGateway(gateway, f"http://127.0.0.1:{port}", loops[0], demand)
+    wait_until(lambda: server.started and metrics.started, timeout=30, interval=0.05,
+               message="the gateway to listen")
+    running = RunningGateway(gateway, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", loops[0],
+                             demand)
     try:
         yield running
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class GatewayProcess:
+    url: str
+    metrics_url: str
+    log: Path
+
+
+@contextmanager
+def gateway_process(kubeconfig: Path, log: Path, *flags: str) -> Iterator[GatewayProcess]:
+    """`imagefleet gateway` on loopback (free ports) with `flags`, until its /readyz answers 200."""
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "imagefleet", "gateway", "--host", "127.0.0.1",
+                                    "--port", str(port), "--metrics-port", str(metrics_port), *flags],
+                                   env=env, stdout=sink, stderr=subprocess.STDOUT)
+    running = GatewayProcess(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log)
+    try:
+        wait_until(lambda: _ready(running.url), timeout=60, interval=0.2, message=f"the gateway's /readyz (log {log})")
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -27,7 +27,8 @@ from tests.conftest import Cluster
 from tests.helpers import wait_until
 from tests.operator.conftest import imagefleet_operator, imd_crd, operator_factory  # noqa: F401
 from tests.operator.harness import OperatorProcess
-from tests.runtime.support import free_port, sample
+from tests.gateway.support import GatewayProcess, gateway_process
+from tests.runtime.support import sample
 
 pytestmark = pytest.mark.slow
 PROMPT = "a lighthouse at dusk"
@@ -40,22 +41,15 @@ def imd(name: str, tier: str, replicas: int = 1, group: str = "sdxl") -> dict[st
 
 
 @pytest.fixture
-def gateway_url(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path / "gateway.log"
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-    with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "imagefleet", "gateway", "--host", "127.0.0.1",
-                                    "--port", str(port), "--namespaces", namespace, "--hold-timeout", "120"],
-                                   env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, timeout=60, interval=0.2,
-                   message=f"the gateway's /readyz (log {log})")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+def gateway(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[GatewayProcess]:
+    with gateway_process(cluster.kubeconfig, tmp_path / "gateway.log", "--namespaces", namespace,
+                         "--hold-timeout", "120") as running:
+        yield running
+
+
+@pytest.fixture
+def gateway_url(gateway: GatewayProcess) -> str:
+    return gateway.url
 
 
 def pod_ips(cluster: Cluster, namespace: str, name: str) -> list[str]:
@@ -131,7 +125,7 @@ def test_scale_from_zero_timeline(
 
 
 def test_deleting_a_pod_under_load_loses_no_accepted_request(
-    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess, gateway_url: str
+    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess, gateway: GatewayProcess
 ) -> None:
     """The deleted pod drains (answers what it accepted, 503 `draining` to the rest), then its process
     exits (connection refused): the gateway sends those elsewhere; nothing accepted is lost."""
@@ -143,14 +137,14 @@ def test_deleting_a_pod_under_load_loses_no_accepted_request(
     body = {"model": "pair", "prompt": PROMPT, "size": "512x512"}
     with httpx.Client(timeout=150) as warm:  # held until both are Ready
         for _ in range(4):
-            assert warm.post(f"{gateway_url}/v1/images/generations", json=body).status_code == 200
+            assert warm.post(f"{gateway.url}/v1/images/generations", json=body).status_code == 200
     stop = time.monotonic() + 8
     codes: list[int] = []
 
     def client_loop() -> None:
         with httpx.Client(timeout=150) as session:
             while time.monotonic() < stop:
-                codes.append(session.post(f"{gateway_url}/v1/images/generations", json=body).status_code)
+                codes.append(session.post(f"{gateway.url}/v1/images/generations", json=body).status_code)
 
     with ThreadPoolExecutor(6) as pool:
         loops = [pool.submit(client_loop) for _ in range(6)]
@@ -162,5 +156,5 @@ def test_deleting_a_pod_under_load_loses_no_accepted_request(
     assert len(codes) > 12 and set(codes) == {200}, codes
     remaining = core.list_namespaced_pod(namespace, label_selector=f"{NAME_LABEL}=pair").items
     assert all(p.metadata.name != victim or p.metadata.deletion_timestamp for p in remaining)
-    retried = sample(httpx.get(f"{gateway_url}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
+    retried = sample(httpx.get(f"{gateway.metrics_url}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
     print(f"\n{len(codes)} requests while a pod was deleted, all 200; the gateway sent {retried:.0f} again")

@@ -68,7 +68,7 @@ def test_slice_gives_ready_urls_on_the_http_port() -> None:
 def test_quality_picks_the_tier_and_the_stages_follow_overflow() -> None:
     fleet = by_key(resource("bulk", "bulk", overflow_to="std"), resource("std", "standard"),
                    resource("prem", "premium", overflow_to="std"))
-    assert groups(fleet.values()) == {"sdxl": ("bulk", "standard", "premium")}
+    assert groups(fleet.values()) == {("ns", "sdxl"): ("bulk", "standard", "premium")}
     low = route(fleet, "sdxl", "low", {})
     assert low.tier == "bulk" and [[r.name for r in s] for s in low.stages] == [["bulk"], ["std"]]
     assert [[r.name for r in s] for s in route(fleet, "sdxl", "high", {}).stages] == [["prem"], ["std"]]
@@ -187,13 +187,14 @@ def test_keys_401_for_missing_or_wrong_403_outside_groups_or_tiers() -> None:
             ring.identify(header)
     team = ring.identify("Bearer s3cret")
     assert team.name == "team" and ring.identify("bearer root").name == "admin"
-    KeyRing.check(team, "sdxl", "bulk")
+    fleet = by_key(resource("a", "bulk"), resource("b", "premium"), resource("f", "bulk", group="flux"))
+    assert route(fleet, "sdxl", "low", {}, team).tier == "bulk"
     with pytest.raises(Forbidden) as tier:
-        KeyRing.check(team, "sdxl", "premium")
+        route(fleet, "sdxl", "high", {}, team)
     assert tier.value.param == "quality"
-    with pytest.raises(Forbidden) as group:
-        KeyRing.check(team, "flux", "bulk")
-    assert group.value.param == "model"
+    with pytest.raises(NotFound) as group:  # outside its scope: as if it did not exist
+        route(fleet, "flux", "low", {}, team)
+    assert group.value.param == "model" and "flux" not in group.value.message.split(";")[1]
 
 
 def test_keys_file_holds_hashes_only() -> None:

@@ -109,7 +109,8 @@ class Stack:
         self.gateway = processes.start(
             [
                 sys.executable, "-m", "imagefleet", "gateway",
-                "--host", processes.HOST, "--port", str(port), "--namespaces", NAMESPACE,
+                "--host", processes.HOST, "--port", str(port), "--metrics-port", str(processes.free_port()),
+                "--namespaces", NAMESPACE,
             ],
             self.logs / "gateway.log",
             env={"KUBECONFIG": str(self.kubeconfig)},

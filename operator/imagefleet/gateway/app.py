@@ -4,6 +4,10 @@ Slow or oversized clients are cut off at the edge: a declared Content-Length ove
 413 before any byte of the body is read, a streamed body is counted as it arrives, and the body
 must arrive within a timeout (the header timeout is the server's, see `command.py`). A client that
 disconnects cancels its request, held or in flight.
+
+The API key is checked before anything else of a request is read. `/metrics` (every tenant's group
+names and traffic) is not on this app: `create_metrics_app` serves it on a port of its own, which
+the chart opens to Prometheus only. There are no /docs or /openapi.json (docs/gateway.md is the API).
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
                 await lifespan_hooks[1]()
             await gateway.stop()
 
-    app = FastAPI(title="imagefleet-gateway", lifespan=lifespan)
+    app = FastAPI(title="imagefleet-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     started = int(time.time())
 
     def caller(request: Request) -> ApiKey | None:
@@ -110,13 +114,12 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """200 once the watches have listed the resources and their endpoints."""
-        is_ready = ready()
-        return JSONResponse({"status": "ready" if is_ready else "syncing"}, status_code=200 if is_ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        """200 once the watches have listed the resources and their endpoints, while the load poller runs."""
+        if not ready():
+            return JSONResponse({"status": "syncing"}, status_code=503)
+        if not gateway.poller.healthy():
+            return JSONResponse({"status": "load poller stalled"}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -134,5 +137,16 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
             return Response(status_code=499)
         return Response(answer.content, status_code=answer.status_code, media_type="application/json",
                         headers={k: v for k, v in answer.headers.items() if k.lower() == "retry-after"})
+
+    return app
+
+
+def create_metrics_app(gateway: Gateway) -> FastAPI:
+    """GET /metrics alone, for a port that only Prometheus may reach."""
+    app = FastAPI(title="imagefleet-gateway-metrics", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

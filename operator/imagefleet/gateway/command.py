@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..kube import Kube
-from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app
+from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app, create_metrics_app
 from .auth import KeyRing
 from .service import Gateway, Settings
 from .watch import FleetWatch, demand_signaller
@@ -57,6 +59,25 @@ class HeaderTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
+class CompanionServer(uvicorn.Server):
+    """A second server on the same event loop (the metrics port): it leaves the signals to the main
+    server, which stops it on the way out."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(main: uvicorn.Server, companion: CompanionServer) -> None:
+    """Both servers until the main one exits (SIGTERM, SIGINT)."""
+    companion_task = asyncio.ensure_future(companion.serve())
+    try:
+        await main.serve()
+    finally:
+        companion.should_exit = True
+        await companion_task
+
+
 def _option(name: str, **kwargs: Any) -> Any:
     return click.option(f"--{name}", envvar=f"IMAGEFLEET_GATEWAY_{name.upper().replace('-', '_')}",
                         show_default=True, show_envvar=True, **kwargs)
@@ -65,6 +86,7 @@ def _option(name: str, **kwargs: Any) -> Any:
 @click.command("gateway")
 @_option("host", default="0.0.0.0", help="Address to listen on.")
 @_option("port", default=8080, type=int, help="Port to listen on.")
+@_option("metrics-port", default=9102, type=int, help="Port of GET /metrics (only; keep it from clients).")
 @_option("namespaces", default="", help="Comma-separated namespaces to watch (default: all).")
 @_option("api-keys", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
          help="YAML file of API key hashes (see docs/gateway.md); without it, no key is asked.")
@@ -77,7 +99,7 @@ def _option(name: str, **kwargs: Any) -> Any:
 @_option("header-timeout", default=HEADER_TIMEOUT_SECONDS, type=float,
          help="Seconds a client has to send its request headers.")
 @_option("body-timeout", default=BODY_TIMEOUT_SECONDS, type=float, help="Seconds a client has to send its body.")
-def gateway(host: str, port: int, namespaces: str, api_keys: Path | None, hold_timeout: float,
+def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: Path | None, hold_timeout: float,
             max_held: int, poll_interval: float, max_body_bytes: int, header_timeout: float,
             body_timeout: float) -> None:
     """One OpenAI-compatible front door for the fleet: routes by model group and quality (tier), picks
@@ -92,8 +114,12 @@ def gateway(host: str, port: int, namespaces: str, api_keys: Path | None, hold_t
     app = create_app(service, ready=lambda: fleet_watch.synced, lifespan_hooks=(fleet_watch.start, fleet_watch.stop),
                      max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     HeaderTimeoutProtocol.header_timeout = header_timeout
+    main = uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=HeaderTimeoutProtocol, log_level="warning",
+                                         timeout_keep_alive=int(header_timeout)))
+    metrics = CompanionServer(uvicorn.Config(create_metrics_app(service), host=host, port=metrics_port,
+                                             http=HeaderTimeoutProtocol, log_level="warning", lifespan="off",
+                                             timeout_keep_alive=int(header_timeout)))
     try:
-        uvicorn.run(app, host=host, port=port, http=HeaderTimeoutProtocol, log_level="warning",
-                    timeout_keep_alive=int(header_timeout))
+        asyncio.run(serve(main, metrics))
     finally:
         kube.close()

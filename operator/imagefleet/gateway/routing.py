@@ -10,6 +10,15 @@ of resources to try, in order (the tier's resources, then their overflow targets
 
 A group without the asked tier is a 404 naming the tiers it has: the gateway never upgrades or
 downgrades a request silently (an upgrade costs the caller's budget, a downgrade its quality).
+
+A model group belongs to one namespace: resources of the same `routing.group` in two namespaces
+are two groups, never one, so one tenant cannot take a share of another's requests. `model` names
+a group as `namespace/group`, or as `group` alone when exactly one namespace the caller may use
+has it; a name that fits several is refused (404 naming the choices), never routed.
+
+The API key is checked here, on the first route and on every re-route of a held request: the
+groups a key may not use are invisible (the same 404 as a group that does not exist), and no
+stage, overflow included, holds a resource of a tier the key may not use.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from dataclasses import dataclass
 from ..crd.models import Tier
 from ..overflow import Link
 from ..overflow import overflow_problems as namespace_problems
+from .auth import ApiKey, KeyRing
 from .errors import NotFound
 from .fleet import Resource, ResourceKey
 
@@ -28,14 +38,20 @@ TIER_BY_QUALITY: dict[str, Tier] = {"low": "bulk", "medium": "standard", "high":
 DEFAULT_QUALITY = "auto"
 
 
+GroupKey = tuple[str, str]  # (namespace, group)
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a request may go: `stages[0]` are the resources of the asked tier, each next stage the
-    overflow targets of the one before (never a resource twice)."""
+    overflow targets of the one before (never a resource twice), all of them allowed to `key`."""
 
+    namespace: str
     group: str
     tier: Tier
     stages: tuple[tuple[Resource, ...], ...]
+    quality: str | None = None
+    key: ApiKey | None = None
 
 
 def overflow_problems(resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, str]:
@@ -51,12 +67,50 @@ def overflow_problems(resources: Mapping[ResourceKey, Resource]) -> dict[Resourc
     }
 
 
-def groups(resources: Iterable[Resource]) -> dict[str, tuple[Tier, ...]]:
-    """Each model group with its tiers, cheapest first."""
-    tiers: dict[str, set[Tier]] = {}
+def groups(resources: Iterable[Resource], key: ApiKey | None = None) -> dict[GroupKey, tuple[Tier, ...]]:
+    """Each model group `key` may use (all without a key), with its tiers, cheapest first."""
+    tiers: dict[GroupKey, set[Tier]] = {}
     for resource in resources:
-        tiers.setdefault(resource.group, set()).add(resource.tier)
+        if KeyRing.allows_group(key, resource.namespace, resource.group):
+            tiers.setdefault((resource.namespace, resource.group), set()).add(resource.tier)
     return {group: tuple(t for t in TIER_ORDER if t in found) for group, found in sorted(tiers.items())}
+
+
+def model_names(known: Iterable[GroupKey]) -> dict[GroupKey, str]:
+    """The name a caller sends for each group: `group` alone where no other namespace has it, else
+    `namespace/group`."""
+    known = list(known)
+    count: dict[str, int] = {}
+    for _, group in known:
+        count[group] = count.get(group, 0) + 1
+    return {(namespace, group): group if count[group] == 1 else f"{namespace}/{group}"
+            for namespace, group in known}
+
+
+def models(resources: Iterable[Resource], key: ApiKey | None) -> dict[str, tuple[Tier, ...]]:
+    """The groups `key` may use by the name it sends, with their tiers (GET /v1/models)."""
+    known = groups(resources, key)
+    names = model_names(known)
+    return {names[group]: tiers for group, tiers in known.items()}
+
+
+def resolve(model: str | None, known: Iterable[GroupKey]) -> GroupKey:
+    """The group `model` names among `known` (those the caller may use); NotFound lists only those."""
+    known = list(known)
+    names = ", ".join(model_names(known).values()) or "none yet"
+    if model is None:
+        raise NotFound(f"a request must name a model group in `model`; known groups: {names}", param="model",
+                       code="model_not_found")
+    namespace, _, group = model.rpartition("/")
+    matches = [k for k in known if k[1] == group and (not namespace or k[0] == namespace)]
+    if len(matches) > 1:
+        choices = ", ".join(f"{ns}/{g}" for ns, g in matches)
+        raise NotFound(f"model group {model!r} is in several namespaces; name one of {choices}", param="model",
+                       code="model_ambiguous")
+    if not matches:
+        raise NotFound(f"unknown model group {model!r}; known groups: {names}", param="model",
+                       code="model_not_found")
+    return matches[0]
 
 
 def tier_for(quality: str | None, available: tuple[Tier, ...], group: str) -> Tier:
@@ -72,18 +126,21 @@ def tier_for(quality: str | None, available: tuple[Tier, ...], group: str) -> Ti
 
 
 def route(resources: Mapping[ResourceKey, Resource], model: str | None, quality: str | None,
-          ignored: Mapping[ResourceKey, str]) -> Route:
-    """The route of a request; NotFound names the known groups (or the group's tiers).
+          ignored: Mapping[ResourceKey, str], key: ApiKey | None = None) -> Route:
+    """The route of a request by `key` (None: no keys asked); NotFound names the groups the key may
+    use (or the group's tiers), Forbidden a tier the key may not use.
 
     `ignored` are the resources whose overflowTo is invalid (see `overflow_problems`).
     """
-    known = groups(resources.values())
-    if model is None or model not in known:
-        names = ", ".join(known) or "none yet"
-        what = "a request must name a model group in `model`" if model is None else f"unknown model group {model!r}"
-        raise NotFound(f"{what}; known groups: {names}", param="model", code="model_not_found")
-    tier = tier_for(quality, known[model], model)
-    members = [r for r in resources.values() if r.group == model]
+    known = groups(resources.values(), key)
+    namespace, group = resolve(model, known)
+    available = known[(namespace, group)]
+    # "auto" picks among the tiers the key may use; a tier asked by name is checked as asked.
+    usable = tuple(t for t in available if KeyRing.allows_tier(key, t))
+    tier = tier_for(quality, available if quality in TIER_BY_QUALITY else usable or available, group)
+    if key is not None:
+        KeyRing.check_tier(key, tier)
+    members = [r for r in resources.values() if r.namespace == namespace and r.group == group]
     same_tier = [r for r in members if r.tier == tier]
     # A resource of the tier that another one of the tier overflows to is a later stage, not an entry.
     targets = {(r.namespace, r.overflow_to) for r in same_tier if r.key not in ignored and r.overflow_to}
@@ -96,5 +153,14 @@ def route(resources: Mapping[ResourceKey, Resource], model: str | None, quality:
         following = {
             (r.namespace, r.overflow_to) for r in stage if r.overflow_to and r.key not in ignored
         } - visited
-        stage = tuple(sorted((resources[k] for k in following if k in resources), key=lambda r: r.key))
-    return Route(model, tier, tuple(stages))
+        # Overflow stays in the group and never reaches a tier the key may not use.
+        stage = tuple(sorted((resources[k] for k in following if k in resources
+                              and KeyRing.allows_tier(key, resources[k].tier)),
+                             key=lambda r: r.key))
+    return Route(namespace, group, tier, tuple(stages), quality, key)
+
+
+def reroute(resources: Mapping[ResourceKey, Resource], previous: Route, ignored: Mapping[ResourceKey, str]) -> Route:
+    """`previous` routed again on the current fleet (a held request, after a change): the same
+    namespace's group, quality and key, checked again."""
+    return route(resources, f"{previous.namespace}/{previous.group}", previous.quality, ignored, previous.key)

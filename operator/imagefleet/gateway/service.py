@@ -11,12 +11,12 @@ from dataclasses import dataclass, replace
 
 import httpx
 
-from .auth import ApiKey, KeyRing
+from .auth import ApiKey
 from .errors import GatewayError, Shed, Unavailable
 from .fleet import Fleet, Resource, ResourceKey
 from .holding import Changes, DemandPacer, Hold, HoldSlots, Send, ShedAll, decide
 from .picking import Candidate, Picker, PodLoad
-from .routing import Route, groups, overflow_problems, route
+from .routing import Route, models, overflow_problems, reroute, route
 from .schemas import parse_request
 from .telemetry import GatewayMetrics
 from .upstream import LoadPoller, NotSent, Upstream
@@ -80,7 +80,7 @@ class Gateway:
         }
 
     def model_groups(self, key: ApiKey | None) -> dict[str, tuple[str, ...]]:
-        return {g: t for g, t in groups(self.fleet.resources.values()).items() if KeyRing.allows_group(key, g)}
+        return models(self.fleet.resources.values(), key)
 
     async def start(self) -> None:
         self._spawn(self.poller.run())
@@ -101,9 +101,7 @@ class Gateway:
     async def generate(self, raw: bytes, key: ApiKey | None) -> httpx.Response:
         """The pod's answer for a generation request, or a GatewayError."""
         request, body = parse_request(raw)
-        route_ = route(self.fleet.resources, request.model, request.quality, self.ignored)
-        if key is not None:
-            KeyRing.check(key, route_.group, route_.tier)
+        route_ = route(self.fleet.resources, request.model, request.quality, self.ignored, key)
         try:
             response = await self._serve(route_, request.quality, body)
         except GatewayError as error:
@@ -120,7 +118,7 @@ class Gateway:
             while True:
                 now = time.monotonic()
                 # The fleet may have changed while held: route again (cheap, no I/O).
-                route_ = route(self.fleet.resources, route_.group, quality, self.ignored)
+                route_ = reroute(self.fleet.resources, route_, self.ignored)
                 candidates = self.candidates(route_, tried)
                 decision = decide(route_, candidates, now, self.picker)
                 # A preferred resource without a pod is demand even while its overflow serves.

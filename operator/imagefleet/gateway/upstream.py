@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BadGateway
 from .picking import PodLoad
@@ -17,6 +18,12 @@ logger = logging.getLogger(__name__)
 LOAD_PATH = "/v1/load"
 GENERATE_PATH = "/v1/images/generations"
 POLL_TIMEOUT_SECONDS = 0.5
+# A /v1/load answer is ~150 bytes; more is a broken or hostile pod.
+MAX_LOAD_BYTES = 4096
+IDENTITY = {"accept-encoding": "identity"}
+# The poller is unhealthy (readiness fails) when no round completed within this many intervals.
+STALE_ROUNDS = 20
+STALE_MIN_SECONDS = 5.0
 # Pod answers that say the generation did not run: safe to send to another pod.
 NOT_TAKEN_CODES = frozenset({"queue_full", "not_ready", "draining"})
 
@@ -28,6 +35,19 @@ class NotSent(Exception):
     def __init__(self, message: str, *, saturated: bool = False) -> None:
         super().__init__(message)
         self.saturated = saturated
+
+
+class LoadAnswer(BaseModel):
+    """The fields of a pod's GET /v1/load the picker uses, checked (extra fields are ignored)."""
+
+    model_config = ConfigDict(strict=True)
+
+    ready: bool
+    queued: int = Field(ge=0)
+    running: int = Field(ge=0)
+    queue_limit: int = Field(ge=0)
+    max_batch_size: int = Field(ge=1)
+    batch_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Upstream:
@@ -57,16 +77,25 @@ class Upstream:
         return response
 
     async def poll(self, url: str) -> PodLoad | None:
+        """The pod's load, or None (unknown) for any answer but a well-formed one of at most
+        MAX_LOAD_BYTES within POLL_TIMEOUT_SECONDS in all: a broken or hostile pod cannot stop or stall
+        the poller, or grow the gateway's memory."""
         try:
-            response = await self._client.get(url + LOAD_PATH, timeout=POLL_TIMEOUT_SECONDS)
-            data = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            async with (asyncio.timeout(POLL_TIMEOUT_SECONDS),
+                        self._client.stream("GET", url + LOAD_PATH, headers=IDENTITY) as response):
+                if response.status_code != 200:
+                    return None
+                body = bytearray()
+                async for chunk in response.aiter_raw():  # as sent: no decompression bomb
+                    body += chunk
+                    if len(body) > MAX_LOAD_BYTES:
+                        return None
+            answer = LoadAnswer.model_validate_json(bytes(body))
+        except (httpx.HTTPError, ValidationError, TimeoutError):
             return None
-        if not isinstance(data, dict):
-            return None
-        return PodLoad(ready=bool(data["ready"]), queued=int(data["queued"]), running=int(data["running"]),
-                       queue_limit=int(data["queue_limit"]), max_batch_size=int(data["max_batch_size"]),
-                       batch_seconds=data.get("batch_seconds"), observed_at=time.monotonic())
+        return PodLoad(ready=answer.ready, queued=answer.queued, running=answer.running,
+                       queue_limit=answer.queue_limit, max_batch_size=answer.max_batch_size,
+                       batch_seconds=answer.batch_seconds, observed_at=time.monotonic())
 
 
 def _error_code(response: httpx.Response) -> str | None:
@@ -77,7 +106,12 @@ def _error_code(response: httpx.Response) -> str | None:
 
 
 class LoadPoller:
-    """Polls every ready pod's load every `interval` seconds (and a new pod at once, via `kick`)."""
+    """Polls every ready pod's load every `interval` seconds (and a new pod at once, via `kick`).
+
+    `run` supervises the rounds: one that fails is logged and the next starts after an interval, so
+    nothing a pod answers stops the polling. `healthy` is False when no round completed lately (the
+    task died or hangs), and the gateway's readiness follows it.
+    """
 
     def __init__(self, upstream: Upstream, urls: Callable[[], Iterable[str]], loads: dict[str, PodLoad],
                  on_change: Callable[[], None], interval: float) -> None:
@@ -87,26 +121,45 @@ class LoadPoller:
         self._on_change = on_change
         self._interval = interval
         self._kick = asyncio.Event()
+        self._last_round: float | None = None
 
     def kick(self) -> None:
         self._kick.set()
 
+    def healthy(self, now: float | None = None) -> bool:
+        """Whether a round completed within max(STALE_ROUNDS intervals, STALE_MIN_SECONDS)."""
+        if self._last_round is None:
+            return False
+        stale_after = max(STALE_ROUNDS * self._interval, STALE_MIN_SECONDS)
+        return (time.monotonic() if now is None else now) - self._last_round <= stale_after
+
     async def run(self) -> None:
         while True:
             self._kick.clear()
-            urls = sorted(self._urls())
-            results = await asyncio.gather(*(self._upstream.poll(url) for url in urls))
-            changed = False
-            for url, load in zip(urls, results, strict=True):
-                if load is not None:
-                    previous = self._loads.get(url)
-                    changed |= previous is None or previous.ready != load.ready or previous.queued != load.queued
-                    self._loads[url] = load
-            for gone in set(self._loads) - set(urls):
-                del self._loads[gone]
-            if changed:
-                self._on_change()
+            try:
+                await self._round()
+                self._last_round = time.monotonic()
+            except Exception:  # noqa: BLE001 - logged; the next round starts over
+                logger.exception("a load poll round failed; polling again in %.2fs", self._interval)
             try:
                 await asyncio.wait_for(self._kick.wait(), self._interval)
             except TimeoutError:
                 pass
+
+    async def _round(self) -> None:
+        urls = sorted(self._urls())
+        results = await asyncio.gather(*(self._upstream.poll(url) for url in urls), return_exceptions=True)
+        changed = False
+        for url, load in zip(urls, results, strict=True):
+            if isinstance(load, BaseException):
+                logger.warning("polling %s failed: %r; its load is unknown", url, load)
+                load = None
+            if load is None:  # unknown this round: its last load goes stale (see picking.fresh)
+                continue
+            previous = self._loads.get(url)
+            changed |= previous is None or previous.ready != load.ready or previous.queued != load.queued
+            self._loads[url] = load
+        for gone in set(self._loads) - set(urls):
+            del self._loads[gone]
+        if changed:
+            self._on_change()

@@ -21,7 +21,7 @@ from .helm import CHART, Helm, by_kind, kubectl, one
 
 KEY_HASH = hashlib.sha256(b"team-a-key").hexdigest()
 ENABLED: dict[str, Any] = {"gateway": {"enabled": True, "apiKeys": {"keys": [
-    {"name": "team-a", "sha256": KEY_HASH, "groups": ["sdxl"], "tiers": ["bulk"]}]}}}
+    {"name": "team-a", "sha256": KEY_HASH, "groups": ["team-a/sdxl"], "tiers": ["bulk"]}]}}}
 
 
 def gateway_docs(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -41,7 +41,7 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     documents = gateway_docs(helm.template(values=ENABLED))
     assert sorted(d["kind"] for d in documents) == sorted(
         ["ServiceAccount", "Deployment", "Service", "Secret", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
-         "PodDisruptionBudget"])
+         "NetworkPolicy", "PodDisruptionBudget", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
     deployment = one(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
@@ -50,6 +50,9 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env["IMAGEFLEET_GATEWAY_API_KEYS"] == "/etc/imagefleet-gateway/keys.yaml"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": 8080, "metrics": 9102} and env["IMAGEFLEET_GATEWAY_METRICS_PORT"] == "9102"
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9102"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
@@ -60,7 +63,7 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     secret = one(documents, "Secret")
     keys = yaml.safe_load(secret["stringData"]["keys.yaml"])
-    assert keys == {"keys": [{"name": "team-a", "sha256": KEY_HASH, "groups": ["sdxl"], "tiers": ["bulk"]}]}
+    assert keys == {"keys": [{"name": "team-a", "sha256": KEY_HASH, "groups": ["team-a/sdxl"], "tiers": ["bulk"]}]}
     volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
 
@@ -93,8 +96,9 @@ def test_gateway_rbac_is_least_privilege(helm: Helm) -> None:
 def test_network_policy_admits_only_the_gateway_and_prometheus_to_runtime_pods(helm: Helm) -> None:
     documents = gateway_docs(helm.template("--namespace", "imagefleet-system",
                                            values={**ENABLED, "watchNamespaces": ["team-a"]}))
-    policy = one(documents, "NetworkPolicy")
-    assert policy["metadata"]["namespace"] == "team-a"
+    policies = {p["metadata"]["namespace"]: p for p in by_kind(documents, "NetworkPolicy")}
+    assert sorted(policies) == ["imagefleet-system", "team-a"]
+    policy = policies["team-a"]
     runtime_pod_labels = selector_labels("any-resource")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= runtime_pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -105,6 +109,11 @@ def test_network_policy_admits_only_the_gateway_and_prometheus_to_runtime_pods(h
     assert peer["podSelector"]["matchLabels"].items() <= gateway_pods.items()
     assert from_gateway["ports"] == from_prometheus["ports"] == [{"port": "http", "protocol": "TCP"}]
     assert from_prometheus["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    # The gateway's own pods: clients on http from anywhere, the metrics port from Prometheus only.
+    clients, scrapes = policies["imagefleet-system"]["spec"]["ingress"]
+    assert clients == {"ports": [{"port": "http", "protocol": "TCP"}]}
+    assert scrapes["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert scrapes["from"] == from_prometheus["from"]
     off = gateway_docs(helm.template(values={"gateway": {"enabled": True, "networkPolicy": {"enabled": False}}}))
     assert by_kind(off, "NetworkPolicy") == []
 

@@ -152,6 +152,14 @@ def controller_uid(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _not_ours(live: Mapping[str, Any]) -> str:
+    """Why a live object of a child's name is left alone: never adopted (a forced apply would take it
+    over, and garbage collection would delete it with the resource)."""
+    if controller_uid(live) is None:
+        return "was not created by imagefleet (it has no controller owner reference); it is never adopted"
+    return "belongs to someone else"
+
+
 def _child(kind: str, manifest: dict[str, Any] | None, live: Mapping[str, Any] | None) -> ChildPlan:
     if live is not None and live.get("metadata", {}).get("deletionTimestamp"):
         return ChildPlan(kind, "none")  # going away; recreated once the watch sees it gone
@@ -200,8 +208,8 @@ def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
         message = (f"spec.routing.inferencePool.enabled is true, but the InferencePool CRD ({CRD_NAME}, v1) "
                    "is not installed in this cluster: install the Gateway API Inference Extension")
         return ChildPlan(INFERENCE_POOL, "none"), (c.FALSE, s.CRD_NOT_INSTALLED, message) if wanted else None
-    if live is not None and controller_uid(live) not in (None, owner.uid):
-        message = f"InferencePool {owner.name} already exists and belongs to someone else: rename or remove it"
+    if live is not None and controller_uid(live) != owner.uid:
+        message = f"InferencePool {owner.name} already exists and {_not_ours(live)}: rename or remove it"
         return ChildPlan(INFERENCE_POOL, "none"), (c.FALSE, s.NAME_CONFLICT, message) if wanted else None
     if not wanted:
         child = _child(INFERENCE_POOL, None, live)
@@ -222,7 +230,7 @@ def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
 def _disruption_budget(spec: ImageModelDeploymentSpec, owner: Owner, live: Mapping[str, Any] | None) -> ChildPlan:
     """The PodDisruptionBudget's plan: one while spec.disruption is set, none otherwise. A budget of that
     name that someone else owns is left alone."""
-    if live is not None and controller_uid(live) not in (None, owner.uid):
+    if live is not None and controller_uid(live) != owner.uid:
         return ChildPlan(DISRUPTION_BUDGET, "none")
     name = f"{DISRUPTION_BUDGET} {owner.name}"
     if spec.disruption is None:
@@ -315,9 +323,9 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
     replicas = desired_replicas(spec, resolved.autoscaling, current, observed.deployment)
 
     foreign = [
-        f"{kind} {owner.name} already exists and belongs to someone else"
+        f"{kind} {owner.name} already exists and {_not_ours(live)}"
         for kind, live in (("Deployment", observed.deployment), ("Service", observed.service))
-        if live is not None and controller_uid(live) not in (None, owner.uid)
+        if live is not None and controller_uid(live) != owner.uid
     ]
     if foreign:
         deployment_plan = ChildPlan("Deployment", "none")

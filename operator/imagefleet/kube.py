@@ -245,12 +245,14 @@ class Kube:
 
     # -- the operator's operations -------------------------------------------
 
-    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply `manifest` (create or update); the live object (`trimmed`)."""
+    async def apply(self, manifest: Mapping[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply `manifest` (create or update); the live object (`trimmed`). Without `force`,
+        fields another manager set to other values fail the apply with Conflict."""
         metadata = manifest["metadata"]
         return trimmed(await self.request(
             "PATCH", _path(manifest["kind"], metadata["namespace"], metadata["name"]), body=dict(manifest),
-            content_type="application/apply-patch+yaml", query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content_type="application/apply-patch+yaml",
+            query={"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"},
         ))
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:

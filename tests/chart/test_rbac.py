@@ -229,7 +229,7 @@ def can_i(scenario: Scenario, verb: str, resource: str) -> bool:
 
 
 @pytest.mark.parametrize(("verb", "allowed"), [
-    *((verb, True) for verb in ("create", "list", "watch", "patch", "delete")), ("get", False), ("update", False),
+    *((verb, True) for verb in ("create", "get", "list", "watch", "patch", "delete")), ("update", False),
 ])
 def test_service_account_has_exactly_the_operators_rights_on_inference_pools(
     scenario: Scenario, verb: str, allowed: bool

@@ -25,6 +25,13 @@ class RecordingKube:
         self.imd: dict[str, Any] = {}
         # The autoscaler has written MetricsAvailable: the AwaitingMetrics apply conflicts, as the API server answers.
         self.autoscaler_reported = False
+        # Objects of the children's names that someone else made (unlabelled: no watch shows them), by kind.
+        self.foreign: dict[str, dict[str, Any]] = {}
+        self.forced: list[bool] = []  # of each child apply
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(f"get {kind}")
+        return self.foreign.get(kind)
 
     def _bump(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.version += 1
@@ -33,8 +40,11 @@ class RecordingKube:
         obj["metadata"].setdefault("uid", f"{obj['kind']}-uid")
         return obj
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def apply(self, manifest: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         self.calls.append(f"apply {manifest['kind']}")
+        self.forced.append(force)
+        if not force and manifest["kind"] in self.foreign:
+            raise Conflict(409, "Apply failed with 1 conflict: conflict with \"kubectl-create\": .spec.selector")
         live = self._bump(manifest)
         live["metadata"]["generation"] = 1
         return live
@@ -130,10 +140,10 @@ async def test_the_awaiting_metrics_apply_does_not_wait_behind_the_children() ->
             sent.set()
         return await answer_status(namespace, name, status, field_manager, force=force)
 
-    async def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    async def apply(manifest: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         if manifest["kind"] == "Deployment":
             await asyncio.wait_for(sent.wait(), timeout=5)  # the Deployment's token comes after it
-        return await answer_child(manifest)
+        return await answer_child(manifest, force=force)
 
     kube.apply_status = apply_status  # type: ignore[method-assign]
     kube.apply = apply  # type: ignore[method-assign]
@@ -168,3 +178,17 @@ async def test_resource_being_deleted_is_left_alone() -> None:
     imd["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert await _reconciler(kube).reconcile("ns", "a", imd, None, None) is None
     assert kube.calls == []
+
+
+async def test_an_unlabelled_object_of_a_childs_name_is_not_taken_over() -> None:
+    """Creating a child the watches have not seen is an apply without force: someone else's object of
+    that name conflicts, is read, and the resource says NameConflict instead of adopting it."""
+    kube = RecordingKube()
+    kube.imd = _imd()
+    kube.foreign["Service"] = {"kind": "Service", "metadata": {"name": "a", "namespace": "ns", "uid": "theirs"}}
+    await _reconciler(kube).reconcile("ns", "a", _imd(), None, None)
+    await _settle()
+    assert kube.calls[:4] == ["apply Deployment", "apply Service", "get Service", "apply status"], kube.calls
+    assert kube.forced == [False, False]
+    ready = next(c for c in kube.imd["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "NameConflict" and "Service a already exists" in ready["message"]

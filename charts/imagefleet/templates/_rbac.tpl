@@ -17,7 +17,9 @@ namespaces, else into a Role in each watched namespace.
   verbs: [patch]
 # The children it owns: one runtime Deployment per ImageModelDeployment, written with
 # server-side apply (a PATCH that may create, hence create + patch; never PUT),
-# drift-corrected, scaled by the autoscaler, deleted when no longer wanted.
+# drift-corrected, scaled by the autoscaler, deleted when no longer wanted. Each child
+# is read once (get) before it is created, so that an object of that name which is not
+# the resource's is reported (NameConflict), never taken over.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [create, get, list, watch, patch, delete]
@@ -27,15 +29,15 @@ namespaces, else into a Role in each watched namespace.
   verbs: [create, get, list, watch, patch, delete]
 # The children it owns when a resource sets spec.routing.inferencePool.enabled: one
 # InferencePool per ImageModelDeployment (Gateway API Inference Extension), the same
-# way, but never read one by one (no get). Harmless while that CRD is not installed.
+# way. Harmless while that CRD is not installed.
 - apiGroups: [inference.networking.k8s.io]
   resources: [inferencepools]
-  verbs: [create, list, watch, patch, delete]
+  verbs: [create, get, list, watch, patch, delete]
 # The children it owns when a resource sets spec.disruption: one PodDisruptionBudget
-# per ImageModelDeployment, the same way, never read one by one (no get).
+# per ImageModelDeployment, the same way.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [create, list, watch, patch, delete]
+  verbs: [create, get, list, watch, patch, delete]
 # Model cache (spec.model.cache): one PersistentVolumeClaim per resource, created by
 # server-side apply and watched; never deleted (garbage collection does, with the owner).
 - apiGroups: [""]

@@ -23,6 +23,17 @@ from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, Config, Event, Observed, Pl
 Key = tuple[str, str, str]  # kind, namespace, name
 
 IMD = "ImageModelDeployment"
+# The Observed field of each of Plan.children, in order.
+CHILD_FIELDS = ("deployment", "service", "inference_pool", "disruption_budget")
+
+
+class ForeignChild(Exception):
+    """An object of a child's name exists that the watches did not show (`field` of Observed)."""
+
+    def __init__(self, field: str, live: Mapping[str, Any]) -> None:
+        super().__init__(f"{field}: {live.get('metadata', {}).get('name')}")
+        self.field = field
+        self.live = live
 
 
 class Reconciler:
@@ -93,16 +104,27 @@ class Reconciler:
                 disruption_budget=self._newest(DISRUPTION_BUDGET, namespace, name, disruption_budget),
                 free_gpus=free_gpus,
             )
-            planned = plan(observed, self.config)
-            metadata = current["metadata"]
-            generation = (metadata.get("uid", ""), metadata.get("generation"))
-            if planned.initial_metrics is not None and self._awaiting_sent.get((namespace, name)) == generation:
-                # Once per generation: a refused apply is not sent again from a copy that still lags.
-                planned = replace(planned, initial_metrics=None)
-            if planned.writes:
+            planned = self._plan(observed)
+            if not planned.writes:
+                return None
+            try:
                 await self._execute(planned, observed)
-                return planned
-            return None
+            except ForeignChild as found:
+                # Not ours after all: plan again with it, which leaves it alone and says so (NameConflict).
+                observed = replace(observed, **{found.field: found.live})
+                planned = self._plan(observed)
+                await self._execute(planned, observed)
+            return planned
+
+    def _plan(self, observed: Observed) -> Plan:
+        planned = plan(observed, self.config)
+        metadata = observed.imd["metadata"]
+        generation = (metadata.get("uid", ""), metadata.get("generation"))
+        if planned.initial_metrics is not None and \
+                self._awaiting_sent.get((metadata["namespace"], metadata["name"])) == generation:
+            # Once per generation: a refused apply is not sent again from a copy that still lags.
+            planned = replace(planned, initial_metrics=None)
+        return planned
 
     async def _execute(self, planned: Plan, observed: Observed) -> None:
         imd = observed.imd
@@ -128,10 +150,10 @@ class Reconciler:
         imd = observed.imd
         namespace, name = imd["metadata"]["namespace"], imd["metadata"]["name"]
         lives = (observed.deployment, observed.service, observed.inference_pool, observed.disruption_budget)
-        for child, live in zip(planned.children, lives, strict=True):
+        for child, live, field in zip(planned.children, lives, CHILD_FIELDS, strict=True):
             if child.action == "apply":
                 assert child.manifest is not None
-                self._written[(child.kind, namespace, name)] = await self.kube.apply(child.manifest)
+                self._written[(child.kind, namespace, name)] = await self._apply_child(child.manifest, live, field)
             elif child.action == "delete":
                 assert live is not None
                 uid = live["metadata"]["uid"]
@@ -139,6 +161,23 @@ class Reconciler:
                 self._written.pop((child.kind, namespace, name), None)
                 self._deleted[(child.kind, namespace, name)] = uid
             await self._post(imd, child.events)
+
+    async def _apply_child(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None,
+                           field: str) -> dict[str, Any]:
+        """Apply a child. One the watches have not seen (they see only objects with the runtime labels)
+        is applied without force: if an object of that name exists, made by someone else, its fields
+        conflict and nothing is taken over (a forced apply would adopt it, and garbage collection would
+        then delete it with the resource)."""
+        try:
+            return await self.kube.apply(manifest, force=live is not None)
+        except Conflict:
+            if live is not None:
+                raise
+            metadata = manifest["metadata"]
+            found = await self.kube.get(manifest["kind"], metadata["namespace"], metadata["name"])
+            if found is None:
+                raise
+            raise ForeignChild(field, found) from None
 
     async def _apply_initial_metrics(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .builders.inference_pool import DEFAULT_ENDPOINT_PICKER, EndpointPicker
 from .catalog import GPUClass, load_gpu_classes
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/imagefleet/imagefleet-runtime:0.1.0"
+PEER_FIELDS = frozenset({"namespaceSelector", "podSelector", "ipBlock"})
 
 
 class OperatorSettings(BaseSettings):
@@ -48,6 +51,26 @@ class OperatorSettings(BaseSettings):
     endpoint_picker_port: int = Field(
         DEFAULT_ENDPOINT_PICKER.port, ge=1, le=65535, description="The endpoint picker Service's port."
     )
+
+    runtime_ingress_from: str | None = Field(
+        None, description="JSON list of NetworkPolicy peers (namespaceSelector/podSelector, or ipBlock) that may "
+        "reach the runtime pods: the operator makes one NetworkPolicy per resource admitting only them on the "
+        "runtime port; unset: no NetworkPolicy.",
+    )
+
+    @field_validator("runtime_ingress_from")
+    @classmethod
+    def _peers(cls, value: str | None) -> str | None:
+        if value is not None:
+            peers = json.loads(value)
+            if not isinstance(peers, list) or not all(isinstance(peer, dict) and peer and set(peer) <= PEER_FIELDS
+                                                      for peer in peers):
+                raise ValueError(f"a JSON list of NetworkPolicy peers, each with some of {sorted(PEER_FIELDS)}")
+        return value
+
+    @property
+    def runtime_ingress(self) -> tuple[dict[str, Any], ...] | None:
+        return None if self.runtime_ingress_from is None else tuple(json.loads(self.runtime_ingress_from))
 
     @property
     def endpoint_picker(self) -> EndpointPicker:

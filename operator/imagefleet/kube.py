@@ -89,6 +89,7 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
         "ImageModelDeployment": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
         "InferencePool": "/apis/inference.networking.k8s.io/v1/namespaces/{ns}/inferencepools",
         "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+        "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
         "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
         "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
         "Secret": "/api/v1/namespaces/{ns}/secrets",

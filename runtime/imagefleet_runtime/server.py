@@ -1,4 +1,5 @@
-"""Uvicorn, with SIGTERM meaning "drain, then exit" instead of "stop listening now"."""
+"""Uvicorn, with SIGTERM meaning "drain, then exit" instead of "stop listening now", and a header
+timeout (a client sending its headers a byte at a time is cut off)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ from types import FrameType
 
 import uvicorn
 
+from imagefleet.http_limits import HeaderTimeoutProtocol
+
 logger = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
     """The first SIGTERM/SIGINT runs `drain()` while still listening (new requests get a 503 that
     says why, instead of a refused connection), then shuts down as usual. A second signal exits at
-    once, without waiting for open requests."""
+    once, without waiting for open requests. Connections use HeaderTimeoutProtocol, whatever
+    `config.http` said."""
 
     def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        config.http = HeaderTimeoutProtocol
         super().__init__(config)
         self._drain = drain
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,6 @@ import pytest
 import yaml
 from kubernetes import client
 
-from imagefleet.builders.labels import selector_labels
 from tests.conftest import Cluster
 from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
 
@@ -41,7 +41,7 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     documents = gateway_docs(helm.template(values=ENABLED))
     assert sorted(d["kind"] for d in documents) == sorted(
         ["ServiceAccount", "Deployment", "Service", "Secret", "ClusterRole", "ClusterRoleBinding", "NetworkPolicy",
-         "NetworkPolicy", "PodDisruptionBudget", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
+         "PodDisruptionBudget", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])
     deployment = one(documents, "Deployment")
     assert deployment["spec"]["replicas"] == 2
     pod = deployment["spec"]["template"]["spec"]
@@ -93,29 +93,29 @@ def test_gateway_rbac_is_least_privilege(helm: Helm) -> None:
     assert env["IMAGEFLEET_GATEWAY_NAMESPACES"] == "team-a,team-b"
 
 
-def test_network_policy_admits_only_the_gateway_and_prometheus_to_runtime_pods(helm: Helm) -> None:
-    documents = gateway_docs(helm.template("--namespace", "imagefleet-system",
-                                           values={**ENABLED, "watchNamespaces": ["team-a"]}))
-    policies = {p["metadata"]["namespace"]: p for p in by_kind(documents, "NetworkPolicy")}
-    assert sorted(policies) == ["imagefleet-system", "team-a"]
-    policy = policies["team-a"]
-    runtime_pod_labels = selector_labels("any-resource")
-    assert policy["spec"]["podSelector"]["matchLabels"].items() <= runtime_pod_labels.items()
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    gateway_pods = one(documents, "Deployment")["spec"]["template"]["metadata"]["labels"]
-    from_gateway, from_prometheus = policy["spec"]["ingress"]
-    (peer,) = from_gateway["from"]
-    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "imagefleet-system"}
-    assert peer["podSelector"]["matchLabels"].items() <= gateway_pods.items()
-    assert from_gateway["ports"] == from_prometheus["ports"] == [{"port": "http", "protocol": "TCP"}]
-    assert from_prometheus["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
-    # The gateway's own pods: clients on http from anywhere, the metrics port from Prometheus only.
-    clients, scrapes = policies["imagefleet-system"]["spec"]["ingress"]
+def test_network_policies_admit_only_the_gateway_and_prometheus(helm: Helm) -> None:
+    """The runtime pods' policies are the operator's, one per resource (tests/security runs them); the
+    chart gives it the peers, and covers the gateway's own pods."""
+    documents = helm.template("--namespace", "imagefleet-system", values={**ENABLED, "watchNamespaces": ["team-a"]})
+    operator = next(d for d in by_kind(documents, "Deployment") if d not in gateway_docs(documents))
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    gateway_pods = one(gateway_docs(documents), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    from_gateway, from_prometheus = json.loads(env["IMAGEFLEET_RUNTIME_INGRESS_FROM"])
+    assert from_gateway["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "imagefleet-system"}
+    assert from_gateway["podSelector"]["matchLabels"].items() <= gateway_pods.items()
+    assert from_prometheus == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    policy = one(gateway_docs(documents), "NetworkPolicy")
+    assert policy["metadata"]["namespace"] == "imagefleet-system"
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= gateway_pods.items()
+    clients, scrapes = policy["spec"]["ingress"]
     assert clients == {"ports": [{"port": "http", "protocol": "TCP"}]}
-    assert scrapes["ports"] == [{"port": "metrics", "protocol": "TCP"}]
-    assert scrapes["from"] == from_prometheus["from"]
-    off = gateway_docs(helm.template(values={"gateway": {"enabled": True, "networkPolicy": {"enabled": False}}}))
+    assert scrapes == {"from": [from_prometheus], "ports": [{"port": "metrics", "protocol": "TCP"}]}
+    off = helm.template(values={"gateway": {"enabled": True, "networkPolicy": {"enabled": False}}})
     assert by_kind(off, "NetworkPolicy") == []
+    operator = next(d for d in by_kind(off, "Deployment") if d not in gateway_docs(off))
+    assert "IMAGEFLEET_RUNTIME_INGRESS_FROM" not in {e["name"] for e in operator["spec"]["template"]["spec"]
+                                                     ["containers"][0]["env"]}
 
 
 BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [

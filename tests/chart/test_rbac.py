@@ -196,6 +196,7 @@ ALLOWED = [
     ("watch", "nodes"),
     ("create", "jobs.batch"),
     ("watch", "persistentvolumeclaims"),
+    ("create", "networkpolicies.networking.k8s.io"),
     ("get", "secrets"),  # only the model cache's token check: a Secret a resource names
 ]
 REFUSED = [

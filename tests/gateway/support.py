@@ -20,7 +20,8 @@ import uvicorn
 
 from imagefleet.gateway.app import create_app, create_metrics_app
 from imagefleet.gateway.auth import KeyRing
-from imagefleet.gateway.command import CompanionServer, HeaderTimeoutProtocol, serve
+from imagefleet.gateway.command import CompanionServer, serve
+from imagefleet.http_limits import HeaderTimeoutProtocol
 from imagefleet.gateway.fleet import Resource
 from imagefleet.gateway.service import Gateway, Settings
 from tests.helpers import wait_until

@@ -59,3 +59,17 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
+
+{{/*
+Who may reach the runtime pods (JSON NetworkPolicy peers, for the operator's per-resource
+NetworkPolicy): the chart's gateway pods, and Prometheus.
+*/}}
+{{- define "imagefleet.runtimeIngressFrom" -}}
+{{- $gateway := dict
+      "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace))
+      "podSelector" (dict "matchLabels" (include "imagefleet.gatewaySelectorLabels" . | fromYaml)) }}
+{{- $prometheus := dict
+      "namespaceSelector" (dict "matchLabels" .Values.gateway.networkPolicy.prometheusNamespaceSelector)
+      "podSelector" (dict "matchLabels" .Values.gateway.networkPolicy.prometheusPodSelector) }}
+{{- list $gateway $prometheus | toJson }}
+{{- end -}}

@@ -38,6 +38,11 @@ namespaces, else into a Role in each watched namespace.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [create, get, list, watch, patch, delete]
+# The children it owns when the gateway's network policy is on: one NetworkPolicy per
+# ImageModelDeployment (only the gateway and Prometheus reach its runtime pods), the same way.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, get, list, watch, patch, delete]
 # Model cache (spec.model.cache): one PersistentVolumeClaim per resource, created by
 # server-side apply and watched; never deleted (garbage collection does, with the owner).
 - apiGroups: [""]

@@ -4,6 +4,7 @@ from .deployment import build_deployment
 from .disruption import build_pod_disruption_budget
 from .inference_pool import EndpointPicker, build_inference_pool
 from .labels import Owner, owner_reference, runtime_labels, selector_labels, selector_string
+from .network_policy import build_network_policy
 from .service import build_service
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Owner",
     "build_deployment",
     "build_inference_pool",
+    "build_network_policy",
     "build_pod_disruption_budget",
     "build_service",
     "owner_reference",

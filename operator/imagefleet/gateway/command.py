@@ -11,53 +11,13 @@ from typing import Any
 
 import click
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..http_limits import HEADER_TIMEOUT_SECONDS, HeaderTimeoutProtocol
 from ..kube import Kube
 from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app, create_metrics_app
 from .auth import KeyRing
 from .service import Gateway, Settings
 from .watch import FleetWatch, demand_signaller
-
-HEADER_TIMEOUT_SECONDS = 10.0
-
-
-class HeaderTimeoutProtocol(H11Protocol):
-    """Closes a connection whose request headers are not complete within the header timeout of it
-    opening or of the previous response (uvicorn alone waits forever on a slow client's headers)."""
-
-    header_timeout = HEADER_TIMEOUT_SECONDS
-    _header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.cycle is not None and not self.cycle.response_complete and self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.cycle is None or self.cycle.response_complete:
-            self._arm()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._timed_out)
-
-    def _timed_out(self) -> None:
-        if not self.transport.is_closing():
-            self.transport.close()
-
 
 class CompanionServer(uvicorn.Server):
     """A second server on the same event loop (the metrics port): it leaves the signals to the main

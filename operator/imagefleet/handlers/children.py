@@ -1,5 +1,5 @@
-"""Drift correction: a change to (or the deletion of) a runtime Deployment, Service, InferencePool or
-PodDisruptionBudget reconciles its owner; so does the InferencePool CRD coming or going.
+"""Drift correction: a change to (or the deletion of) a runtime Deployment, Service, InferencePool,
+PodDisruptionBudget or NetworkPolicy reconciles its owner; so does the InferencePool CRD coming or going.
 
 Deployment events also carry readiness (readyReplicas) into the owner's status.
 """
@@ -48,6 +48,12 @@ async def disruption_budget_changed(type: str | None, namespace: str, name: str,
                                     **_: Any) -> None:
     """A runtime PodDisruptionBudget changed: restore it if it drifted."""
     await _child_changed("PodDisruptionBudget", type, namespace, name, memo)
+
+
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=RUNTIME_CHILDREN)
+async def network_policy_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A runtime NetworkPolicy changed: restore it if it drifted (or was deleted)."""
+    await _child_changed("NetworkPolicy", type, namespace, name, memo)
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=POOL_CRD)

@@ -46,6 +46,7 @@ class Indexes:
     runtime_disruption_budgets: Mapping[Any, Any]
     gpu_nodes: Mapping[Any, Any]
     gpu_pods: Mapping[Any, Any]
+    runtime_network_policies: Mapping[Any, Any]
 
 
 def free_gpus(memo: kopf.Memo, imd: Mapping[str, Any] | None) -> int | None:
@@ -84,6 +85,7 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str) -> 
             overflow_problem=problems.get(name),
             disruption_budget=one(indexes.runtime_disruption_budgets, namespace, name),
             free_gpus=free_gpus(memo, imd),
+            network_policy=one(indexes.runtime_network_policies, namespace, name),
         )
     except KubeError as error:
 

@@ -68,6 +68,13 @@ async def runtime_disruption_budgets(namespace: str, name: str, body: kopf.Body,
     return {(namespace, name): trimmed(body)}
 
 
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=RUNTIME_CHILDREN)
+async def runtime_network_policies(namespace: str, name: str, body: kopf.Body,
+                                   **_: Any) -> dict[Key, dict[str, Any]]:
+    """The operator's NetworkPolicies by (namespace, name)."""
+    return {(namespace, name): trimmed(body)}
+
+
 def serves_v1(crd: Mapping[str, Any]) -> bool:
     """Whether a CustomResourceDefinition is Established, not being deleted, and serves v1."""
     if crd.get("metadata", {}).get("deletionTimestamp"):

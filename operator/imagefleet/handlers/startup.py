@@ -34,6 +34,7 @@ async def configure(
     runtime_disruption_budgets: kopf.Index[Any, Any],
     gpu_nodes: kopf.Index[Any, Any],
     gpu_pods: kopf.Index[Any, Any],
+    runtime_network_policies: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """Keep any kopf state in imagefleet.io annotations, set up peering, the reconciler and the resync."""
@@ -63,14 +64,15 @@ async def configure(
     memo.kopf_settings = settings  # for kopf's discovery step (handlers.discovery)
     memo.reconciler = Reconciler(
         Kube.from_environment(limiter=write_limiter(memo)),
-        Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker),
+        Config(gpu_classes=gpu_classes, runtime_image=operator.runtime_image, endpoint_picker=operator.endpoint_picker,
+               runtime_ingress=operator.runtime_ingress),
     )
     memo.retries = Retries()
     memo.reconciles = ReconcileQueue(lambda key: reconcile_or_forget(memo, key))
     # Per namespace: the overflow verdicts the last re-check saw (handlers.common.recheck_overflow).
     memo.overflow_problems = {}
     memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd,
-                           runtime_disruption_budgets, gpu_nodes, gpu_pods)
+                           runtime_disruption_budgets, gpu_nodes, gpu_pods, runtime_network_policies)
     memo.resync = asyncio.create_task(
         resync_forever(memo, operator.resync_seconds),
         name="imagefleet resync",

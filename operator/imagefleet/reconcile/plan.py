@@ -19,6 +19,7 @@ from ..builders import (
     Owner,
     build_deployment,
     build_inference_pool,
+    build_network_policy,
     build_pod_disruption_budget,
     build_service,
     selector_string,
@@ -52,6 +53,7 @@ FITS_NOW = "FitsGPU"
 INVALID_SPEC = "InvalidSpec"
 INFERENCE_POOL = "InferencePool"
 DISRUPTION_BUDGET = "PodDisruptionBudget"
+NETWORK_POLICY = "NetworkPolicy"
 DEPRECATED_FIELD = "DeprecatedField"
 _WARNING_READY_REASONS = {s.PROGRESS_DEADLINE_EXCEEDED, s.DOES_NOT_FIT, s.NAME_CONFLICT}
 _NOT_CREATED_REASONS = {s.CREATING, s.DOES_NOT_FIT, s.NAME_CONFLICT, AWAITING_MODEL_CACHE}
@@ -64,6 +66,8 @@ class Config:
     gpu_classes: dict[str, GPUClass]
     runtime_image: str
     endpoint_picker: EndpointPicker = DEFAULT_ENDPOINT_PICKER
+    # Who may reach the runtime pods (NetworkPolicyPeers); None: the operator makes no NetworkPolicy.
+    runtime_ingress: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Observed:
     disruption_budget: Mapping[str, Any] | None = None
     # Free GPUs of the resource's class (the autoscaler's capacity index); None: unknown or not asked.
     free_gpus: int | None = None
+    network_policy: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -114,10 +119,11 @@ class Plan:
     initial_metrics: dict[str, Any] | None = None
     inference_pool: ChildPlan = ChildPlan(INFERENCE_POOL, "none")
     disruption_budget: ChildPlan = ChildPlan(DISRUPTION_BUDGET, "none")
+    network_policy: ChildPlan = ChildPlan(NETWORK_POLICY, "none")
 
     @property
-    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan, ChildPlan]:
-        return (self.deployment, self.service, self.inference_pool, self.disruption_budget)
+    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan, ChildPlan, ChildPlan]:
+        return (self.deployment, self.service, self.inference_pool, self.disruption_budget, self.network_policy)
 
     @property
     def writes(self) -> bool:
@@ -245,6 +251,21 @@ def _disruption_budget(spec: ImageModelDeploymentSpec, owner: Owner, live: Mappi
         budget = (f"maxUnavailable {disruption.max_unavailable}" if disruption.max_unavailable is not None
                   else f"minAvailable {disruption.min_available}")
         events.append(Event("Normal", CREATED, f"created {name} over the runtime pods: {budget}"))
+    return replace(child, events=tuple(events))
+
+
+def _network_policy(tier: str, owner: Owner, live: Mapping[str, Any] | None,
+                    peers: tuple[Mapping[str, Any], ...] | None) -> ChildPlan:
+    """The NetworkPolicy's plan: one while the operator is configured with runtime ingress peers, none
+    otherwise. A policy of that name that someone else owns is left alone."""
+    if live is not None and controller_uid(live) != owner.uid:
+        return ChildPlan(NETWORK_POLICY, "none")
+    child = _child(NETWORK_POLICY, None if peers is None else with_spec_hash(build_network_policy(owner, tier, peers)),
+                   live)
+    events = _child_events(child, live, owner.name, created_before=False)
+    if child.action == "apply" and live is None:
+        events.append(Event("Normal", CREATED, f"created {NETWORK_POLICY} {owner.name}: only the configured peers "
+                                               "(the gateway, Prometheus) reach the runtime pods"))
     return replace(child, events=tuple(events))
 
 
@@ -394,4 +415,5 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
                                     timestamp=timestamp),
         pool_plan,
         _disruption_budget(spec, owner, observed.disruption_budget),
+        _network_policy(spec.tier, owner, observed.network_policy, config.runtime_ingress),
     )

@@ -18,13 +18,13 @@ from typing import Any
 
 from ..kube import INITIAL_METRICS_FIELD_MANAGER, Conflict, Kube, is_newer
 from ..overflow import Problem
-from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, Config, Event, Observed, Plan, plan
+from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, NETWORK_POLICY, Config, Event, Observed, Plan, plan
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
 IMD = "ImageModelDeployment"
 # The Observed field of each of Plan.children, in order.
-CHILD_FIELDS = ("deployment", "service", "inference_pool", "disruption_budget")
+CHILD_FIELDS = ("deployment", "service", "inference_pool", "disruption_budget", "network_policy")
 
 
 class ForeignChild(Exception):
@@ -87,6 +87,7 @@ class Reconciler:
         overflow_problem: Problem | None = None,
         disruption_budget: Mapping[str, Any] | None = None,
         free_gpus: int | None = None,
+        network_policy: Mapping[str, Any] | None = None,
     ) -> Plan | None:
         """Bring one resource's children and status in line; the plan it carried out (None: nothing to do)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -103,6 +104,7 @@ class Reconciler:
                 overflow_problem=overflow_problem,
                 disruption_budget=self._newest(DISRUPTION_BUDGET, namespace, name, disruption_budget),
                 free_gpus=free_gpus,
+                network_policy=self._newest(NETWORK_POLICY, namespace, name, network_policy),
             )
             planned = self._plan(observed)
             if not planned.writes:
@@ -149,7 +151,8 @@ class Reconciler:
     async def _apply_children(self, planned: Plan, observed: Observed) -> None:
         imd = observed.imd
         namespace, name = imd["metadata"]["namespace"], imd["metadata"]["name"]
-        lives = (observed.deployment, observed.service, observed.inference_pool, observed.disruption_budget)
+        lives = (observed.deployment, observed.service, observed.inference_pool, observed.disruption_budget,
+                 observed.network_policy)
         for child, live, field in zip(planned.children, lives, CHILD_FIELDS, strict=True):
             if child.action == "apply":
                 assert child.manifest is not None

@@ -81,3 +81,12 @@ def test_overflow_never_reaches_a_tier_outside_the_key(premium_pod: RunningServe
         answer = generate(gw.base_url, {"model": "sdxl", "quality": "low"}, BULK_AUTH)
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "no_ready_pod", answer.text
         assert premium_pod.metric(names.IMAGES_GENERATED_TOTAL) == before
+
+
+def test_a_deeply_nested_body_is_a_client_error_not_a_crash() -> None:
+    """Low finding: 30,000 nested arrays (60 KB, under the body limit) made the gateway's parser recurse
+    past Python's limit: a 500. Now a 422 naming the body, like any malformed JSON."""
+    with running_gateway() as gw:
+        answer = httpx.post(f"{gw.base_url}/v1/images/generations", content=b"[" * 30_000 + b"]" * 30_000,
+                            headers={"content-type": "application/json"}, timeout=10)
+        assert answer.status_code == 422 and answer.json()["error"]["param"] == "body", answer.text

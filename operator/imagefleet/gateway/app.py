@@ -13,6 +13,8 @@ the chart opens to Prometheus only. There are no /docs or /openapi.json (docs/ga
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +32,19 @@ from .service import Gateway
 # Generation requests are small JSON: 2 prompts of 4,000 characters fit many times over.
 MAX_BODY_BYTES = 64 * 1024
 BODY_TIMEOUT_SECONDS = 10.0
+ACCESS_LOG = logging.getLogger("imagefleet.gateway.access")
+
+
+def log_access(key: ApiKey | None, raw: bytes, status: int, seconds: float) -> None:
+    """One line per generation request: the key's name (never the key), the model and quality the
+    body named (repr: a client's newline cannot forge a line), the answer's status, the seconds taken."""
+    try:
+        data = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):
+        data = {}
+    named = data if isinstance(data, dict) else {}
+    ACCESS_LOG.info("key=%s model=%r quality=%r status=%d seconds=%.3f", "-" if key is None else key.name,
+                    named.get("model"), named.get("quality"), status, seconds)
 
 
 def error_response(error: GatewayError) -> JSONResponse:
@@ -130,13 +145,25 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
 
     @app.post("/v1/images/generations")
     async def generate(request: Request) -> Response:
-        key = caller(request)
-        raw = await read_body(request, max_body_bytes, body_timeout)
-        answer = await unless_disconnected(request, gateway.generate(raw, key))
-        if answer is None:  # the client is gone; nobody reads this
-            return Response(status_code=499)
-        return Response(answer.content, status_code=answer.status_code, media_type="application/json",
-                        headers={k: v for k, v in answer.headers.items() if k.lower() == "retry-after"})
+        started = time.monotonic()
+        key: ApiKey | None = None
+        raw = b""
+        status = 500
+        try:
+            key = caller(request)
+            raw = await read_body(request, max_body_bytes, body_timeout)
+            answer = await unless_disconnected(request, gateway.generate(raw, key))
+            if answer is None:  # the client is gone; nobody reads this
+                status = 499
+                return Response(status_code=499)
+            status = answer.status_code
+            return Response(answer.content, status_code=answer.status_code, media_type="application/json",
+                            headers={k: v for k, v in answer.headers.items() if k.lower() == "retry-after"})
+        except GatewayError as error:
+            status = error.status
+            raise
+        finally:
+            log_access(key, raw, status, time.monotonic() - started)
 
     return app
 

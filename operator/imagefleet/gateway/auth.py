@@ -16,10 +16,12 @@ Names and hashes are unique in the file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 from collections.abc import Sequence
-
+from pathlib import Path
 from typing import Annotated
 
 import yaml
@@ -28,6 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..crd.models import Tier
 from .errors import Forbidden, Unauthorized
 
+logger = logging.getLogger(__name__)
+
+# How often the keys file is read again (a rotated Secret reaches the pod's volume within about a minute).
+KEYS_RELOAD_SECONDS = 2.0
 # `namespace/group`, or `group` in any namespace (DNS labels).
 GROUP_SCOPE = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
@@ -59,6 +65,11 @@ class KeysFile(BaseModel):
         return keys
 
 
+def parse_keys(text: str) -> list[ApiKey]:
+    """The keys of a keys file's text; ValueError (or yaml.YAMLError) says what is wrong."""
+    return KeysFile.model_validate(yaml.safe_load(text)).keys
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -71,7 +82,11 @@ class KeyRing:
 
     @classmethod
     def from_yaml(cls, text: str) -> KeyRing:
-        return cls(KeysFile.model_validate(yaml.safe_load(text)).keys)
+        return cls(parse_keys(text))
+
+    def replace(self, keys: Sequence[ApiKey]) -> None:
+        """Serve `keys` from now on (requests already authorized keep the key they had)."""
+        self._keys = tuple(keys)
 
     def identify(self, authorization: str | None) -> ApiKey:
         """The key of an `Authorization: Bearer KEY` header; 401 when missing or unknown.
@@ -107,3 +122,40 @@ class KeyRing:
     def allows_group(key: ApiKey | None, namespace: str, group: str) -> bool:
         """Whether `key` may use `group` of `namespace`: a group outside its scope is not shown to it."""
         return key is None or key.groups is None or f"{namespace}/{group}" in key.groups or group in key.groups
+
+
+class KeysFileWatch:
+    """Reads the keys file again every KEYS_RELOAD_SECONDS and, when its text changed, serves its keys:
+    keys are rotated by changing the Secret, with no restart. A file that does not parse is logged
+    and the keys served so far stay."""
+
+    def __init__(self, path: Path, ring: KeyRing, interval: float = KEYS_RELOAD_SECONDS) -> None:
+        self._path = path
+        self._ring = ring
+        self._interval = interval
+        self._text = path.read_text()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                text = self._path.read_text()
+                if text == self._text:
+                    continue
+                self._text = text
+                keys = parse_keys(text)
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                logger.error("the keys file %s cannot be used (%s); serving the keys read before", self._path, error)
+                continue
+            self._ring.replace(keys)
+            logger.info("keys file %s read again: %d keys (%s)", self._path, len(keys),
+                        ", ".join(key.name for key in keys))

@@ -15,7 +15,7 @@ import uvicorn
 from ..http_limits import HEADER_TIMEOUT_SECONDS, HeaderTimeoutProtocol
 from ..kube import Kube
 from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app, create_metrics_app
-from .auth import KeyRing
+from .auth import KeyRing, KeysFileWatch
 from .service import Gateway, Settings
 from .watch import FleetWatch, demand_signaller
 
@@ -49,7 +49,8 @@ def _option(name: str, **kwargs: Any) -> Any:
 @_option("metrics-port", default=9102, type=int, help="Port of GET /metrics (only; keep it from clients).")
 @_option("namespaces", default="", help="Comma-separated namespaces to watch (default: all).")
 @_option("api-keys", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-         help="YAML file of API key hashes (see docs/gateway.md); without it, no key is asked.")
+         help="YAML file of API key hashes (see docs/gateway.md), read again when it changes; without it, no key "
+              "is asked.")
 @_option("hold-timeout", default=Settings.hold_timeout_seconds, type=float,
          help="Seconds a request waits for a pod to become ready before a 503.")
 @_option("max-held", default=Settings.max_held, type=int, help="Requests held at once; more get a 503.")
@@ -68,10 +69,22 @@ def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll and per request otherwise
     kube = Kube.from_environment()
     keys = KeyRing.from_yaml(api_keys.read_text()) if api_keys else None
+    keys_watch = KeysFileWatch(api_keys, keys) if api_keys and keys else None
     settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, poll_interval_seconds=poll_interval)
     service = Gateway(settings, signal_demand=demand_signaller(kube), keys=keys)
     fleet_watch = FleetWatch(service, kube, [n.strip() for n in namespaces.split(",") if n.strip()])
-    app = create_app(service, ready=lambda: fleet_watch.synced, lifespan_hooks=(fleet_watch.start, fleet_watch.stop),
+
+    async def start() -> None:
+        await fleet_watch.start()
+        if keys_watch is not None:
+            keys_watch.start()
+
+    async def stop() -> None:
+        if keys_watch is not None:
+            await keys_watch.stop()
+        await fleet_watch.stop()
+
+    app = create_app(service, ready=lambda: fleet_watch.synced, lifespan_hooks=(start, stop),
                      max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     HeaderTimeoutProtocol.header_timeout = header_timeout
     main = uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=HeaderTimeoutProtocol, log_level="warning",

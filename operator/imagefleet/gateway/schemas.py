@@ -31,6 +31,8 @@ def parse_request(raw: bytes) -> tuple[GatewayRequest, bytes]:
         data: Any = json.loads(raw)
     except ValueError as error:
         raise InvalidRequest("body: JSON decode error", param="body", code="invalid") from error
+    except RecursionError as error:  # a body of 64 KiB can nest arrays deeper than the parser recurses
+        raise InvalidRequest("body: JSON nested too deeply", param="body", code="invalid") from error
     try:
         request = GatewayRequest.model_validate(data)
     except ValidationError as error:

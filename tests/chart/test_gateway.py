@@ -53,6 +53,9 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"http": 8080, "metrics": 9102} and env["IMAGEFLEET_GATEWAY_METRICS_PORT"] == "9102"
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9102"
+    # Out of the endpoints before it stops listening; time to answer a request held, then generated, in full.
+    assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+    assert pod["terminationGracePeriodSeconds"] == 10 + 180 + 600
     assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
     anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]

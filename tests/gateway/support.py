@@ -112,6 +112,7 @@ class GatewayProcess:
     url: str
     metrics_url: str
     log: Path
+    process: subprocess.Popen[bytes]
 
 
 @contextmanager
@@ -123,13 +124,14 @@ def gateway_process(kubeconfig: Path, log: Path, *flags: str) -> Iterator[Gatewa
         process = subprocess.Popen([sys.executable, "-m", "imagefleet", "gateway", "--host", "127.0.0.1",
                                     "--port", str(port), "--metrics-port", str(metrics_port), *flags],
                                    env=env, stdout=sink, stderr=subprocess.STDOUT)
-    running = GatewayProcess(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log)
+    running = GatewayProcess(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log, process)
     try:
         wait_until(lambda: _ready(running.url), timeout=60, interval=0.2, message=f"the gateway's /readyz (log {log})")
         yield running
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
 
 
 def _ready(url: str) -> bool:

@@ -84,20 +84,23 @@ def pod(stack: ExitStack, address: str, speedup: float) -> str:
     return url
 
 
-def gateway(stack: ExitStack, port: int, groups: list[str], picker: str = "least-loaded") -> tuple[str, int]:
-    """A gateway process serving `groups` ("name=url,url"; no URL: a resource at zero); (URL, pid)."""
-    url = f"http://127.0.0.1:{port}"
+def gateway(stack: ExitStack, port: int, groups: list[str], picker: str = "least-loaded") -> tuple[str, str, int]:
+    """A gateway process serving `groups` ("name=url,url"; no URL: a resource at zero); (URL, metrics URL, pid)."""
+    url, metrics_port = f"http://127.0.0.1:{port}", free_port()
     child = stack.enter_context(process(
-        [sys.executable, __file__, "serve", "--port", str(port), "--picker", picker, *groups], url))
-    return url, child.pid
+        [sys.executable, __file__, "serve", "--port", str(port), "--metrics-port", str(metrics_port),
+         "--picker", picker, *groups], url))
+    return url, f"http://127.0.0.1:{metrics_port}", child.pid
 
 
-def serve(port: int, picker_name: str, groups: list[str]) -> None:
+def serve(port: int, metrics_port: int, picker_name: str, groups: list[str]) -> None:
     """The gateway app with a fixed fleet (the benchmark has no API server), on the CLI's server settings."""
     import uvicorn
 
-    from imagefleet.gateway.app import create_app
-    from imagefleet.gateway.command import HeaderTimeoutProtocol
+    from imagefleet.gateway.app import create_app, create_metrics_app
+    from imagefleet.gateway.command import CompanionServer
+    from imagefleet.gateway.command import serve as serve_both
+    from imagefleet.http_limits import HeaderTimeoutProtocol
     from imagefleet.gateway.picking import Picker, RoundRobinPicker
     from imagefleet.gateway.service import Gateway, Settings
 
@@ -114,8 +117,11 @@ def serve(port: int, picker_name: str, groups: list[str]) -> None:
                              "labels": {"kubernetes.io/service-name": name}},
                 "ports": [{"name": "http", "port": int(pod_port)}],
                 "endpoints": [{"addresses": [host], "conditions": {"ready": True}}]})
-    uvicorn.run(create_app(service), host="127.0.0.1", port=port, http=HeaderTimeoutProtocol, log_level="warning",
-                timeout_keep_alive=10)
+    main = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, http=HeaderTimeoutProtocol,
+                                         log_level="warning", timeout_keep_alive=10))
+    metrics = CompanionServer(uvicorn.Config(create_metrics_app(service), host="127.0.0.1", port=metrics_port,
+                                             log_level="warning", lifespan="off"))
+    asyncio.run(serve_both(main, metrics))
 
 
 def free_port() -> int:
@@ -192,7 +198,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def hold(url: str, count: int, pid: int) -> tuple[int, float]:
+async def hold(url: str, metrics_url: str, count: int, pid: int) -> tuple[int, float]:
     """Open `count` requests to a resource at zero; (held seen by the gateway, its RSS then in MiB)."""
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
@@ -201,7 +207,7 @@ async def hold(url: str, count: int, pid: int) -> tuple[int, float]:
         deadline = time.monotonic() + 60
         held = 0.0
         while time.monotonic() < deadline:
-            held = await asyncio.to_thread(metric, url, names.GATEWAY_HELD_REQUESTS)
+            held = await asyncio.to_thread(metric, metrics_url, names.GATEWAY_HELD_REQUESTS)
             if held >= count:
                 break
             await asyncio.sleep(0.2)
@@ -217,6 +223,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command")
     serve_args = sub.add_parser("serve")
     serve_args.add_argument("--port", type=int, required=True)
+    serve_args.add_argument("--metrics-port", type=int, required=True)
     serve_args.add_argument("--picker", choices=["least-loaded", "round-robin"], default="least-loaded")
     serve_args.add_argument("groups", nargs="*")
     parser.add_argument("--rate", type=float, default=200.0, help="requests/s on each path")
@@ -225,13 +232,13 @@ def main() -> None:
     parser.add_argument("--picking-rate", type=float, default=10.0, help="requests/s on each gateway (picking)")
     args = parser.parse_args()
     if args.command == "serve":
-        serve(args.port, args.picker, args.groups)
+        serve(args.port, args.metrics_port, args.picker, args.groups)
         return
 
     print(f"pods: imagefleet-runtime --engine emulated ({GPU_CLASS} figures, sdxl fp16, 64x64, 4 steps): EMULATED")
     with ExitStack() as stack:
         pods = [pod(stack, f"127.100.1.{i}", speedup=1.0) for i in (1, 2)]
-        gw_url, gw_pid = gateway(stack, free_port(), [f"sdxl={','.join(pods)}", "cold="])
+        gw_url, gw_metrics, gw_pid = gateway(stack, free_port(), [f"sdxl={','.join(pods)}", "cold="])
         for _ in range(20):  # warm both paths' connections
             httpx.post(gw_url + "/v1/images/generations", json={**BODY, "model": "sdxl"}, timeout=30)
         direct = Path_("direct to pod", pods, BODY, [])
@@ -249,13 +256,13 @@ def main() -> None:
         print(f"   added by the gateway: p50 {1000 * (percentile(via.latencies, .5) - percentile(direct.latencies, .5)):.2f} ms, "
               f"p99 {1000 * (percentile(via.latencies, .99) - percentile(direct.latencies, .99)):.2f} ms")
         print(f"   gateway process: {cores:.2f} cores, RSS {memory:.0f} MiB")
-        held, held_memory = asyncio.run(hold(gw_url, args.held, gw_pid))
+        held, held_memory = asyncio.run(hold(gw_url, gw_metrics, args.held, gw_pid))
         print(f"\n2. held requests: {held} held at once (asked {args.held}); gateway RSS {held_memory:.0f} MiB")
 
         fast_a, slow_a = pod(stack, "127.100.2.1", 1.0), pod(stack, "127.100.2.2", 0.25)
         fast_b, slow_b = pod(stack, "127.100.3.1", 1.0), pod(stack, "127.100.3.2", 0.25)
-        least, _ = gateway(stack, free_port(), [f"sdxl={fast_a},{slow_a}"], "least-loaded")
-        rr, _ = gateway(stack, free_port(), [f"sdxl={fast_b},{slow_b}"], "round-robin")
+        least, _, _ = gateway(stack, free_port(), [f"sdxl={fast_a},{slow_a}"], "least-loaded")
+        rr, _, _ = gateway(stack, free_port(), [f"sdxl={fast_b},{slow_b}"], "round-robin")
         body = {"prompt": PROMPT, "size": "512x512", "model": "sdxl"}
         picked = [Path_("least-loaded", [least], body, []), Path_("round-robin", [rr], body, [])]
         asyncio.run(open_loop(picked, args.picking_rate, args.seconds))

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from imagefleet.builders import Owner, build_deployment, build_service
+from imagefleet.builders import Owner, build_deployment, build_network_policy, build_service
 from imagefleet.catalog import load_gpu_classes
 from imagefleet.config import DEFAULT_RUNTIME_IMAGE
 from imagefleet.crd.models import ImageModelDeploymentSpec
@@ -32,8 +32,18 @@ CHART_VALUES: dict[str, dict[str, Any]] = {
 }
 
 
+# What the chart passes the operator (IMAGEFLEET_RUNTIME_INGRESS_FROM) with the gateway on.
+RUNTIME_PEERS = [
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "imagefleet-system"}},
+     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "imagefleet", "app.kubernetes.io/component": "gateway"}}},
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+]
+
+
 def operator_output() -> list[dict[str, Any]]:
-    """The runtime Deployment and Service the operator builds for each example that fits its GPU class."""
+    """The runtime Deployment, Service and NetworkPolicy the operator builds for each example that fits its
+    GPU class."""
     classes = load_gpu_classes()
     built = []
     for path in EXAMPLES:
@@ -44,6 +54,7 @@ def operator_output() -> list[dict[str, Any]]:
             owner = Owner(name=resource["metadata"]["name"], namespace="team-a", uid="00000000-0000-0000-0000-000000000001")
             built.append(build_deployment(owner, resolved, 1, DEFAULT_RUNTIME_IMAGE))
             built.append(build_service(owner, resolved.spec.tier))
+            built.append(build_network_policy(owner, resolved.spec.tier, RUNTIME_PEERS))
             if resolved.spec.model.cache is None and resolved.spec.model.persistent_volume_claim is None:
                 built.extend(_cached(owner, resource["spec"], classes))
     return built

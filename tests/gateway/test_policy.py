@@ -76,6 +76,19 @@ def test_quality_picks_the_tier_and_the_stages_follow_overflow() -> None:
     assert route(fleet, "sdxl", "auto", {}).tier == "standard"
 
 
+def test_a_group_belongs_to_its_namespace() -> None:
+    team_a, team_b = Resource("team-a", "a", "sdxl", "standard", None, 30), Resource("team-b", "b", "sdxl", "standard", None, 30)
+    fleet = by_key(team_a, team_b)
+    assert [[r.key for r in s] for s in route(fleet, "team-b/sdxl", None, {}).stages] == [[("team-b", "b")]]
+    with pytest.raises(NotFound) as ambiguous:
+        route(fleet, "sdxl", None, {})
+    assert ambiguous.value.code == "model_ambiguous" and "team-a/sdxl, team-b/sdxl" in ambiguous.value.message
+    scoped = ApiKey(name="a", sha256=digest("k"), groups=frozenset({"team-a/sdxl"}))
+    assert route(fleet, "sdxl", None, {}, scoped).stages == ((team_a,),)
+    with pytest.raises(NotFound):
+        route(fleet, "team-b/sdxl", None, {}, scoped)
+
+
 def test_without_standard_the_default_is_the_cheapest_tier() -> None:
     assert route(by_key(resource("a", "premium"), resource("b", "bulk")), "sdxl", None, {}).tier == "bulk"
 

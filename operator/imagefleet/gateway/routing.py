@@ -97,20 +97,17 @@ def models(resources: Iterable[Resource], key: ApiKey | None) -> dict[str, tuple
 def resolve(model: str | None, known: Iterable[GroupKey]) -> GroupKey:
     """The group `model` names among `known` (those the caller may use); NotFound lists only those."""
     known = list(known)
-    names = ", ".join(model_names(known).values()) or "none yet"
-    if model is None:
-        raise NotFound(f"a request must name a model group in `model`; known groups: {names}", param="model",
-                       code="model_not_found")
-    namespace, _, group = model.rpartition("/")
+    namespace, _, group = (model or "").rpartition("/")
     matches = [k for k in known if k[1] == group and (not namespace or k[0] == namespace)]
-    if len(matches) > 1:
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
         choices = ", ".join(f"{ns}/{g}" for ns, g in matches)
         raise NotFound(f"model group {model!r} is in several namespaces; name one of {choices}", param="model",
                        code="model_ambiguous")
-    if not matches:
-        raise NotFound(f"unknown model group {model!r}; known groups: {names}", param="model",
-                       code="model_not_found")
-    return matches[0]
+    names = ", ".join(model_names(known).values()) or "none yet"
+    what = "a request must name a model group in `model`" if model is None else f"unknown model group {model!r}"
+    raise NotFound(f"{what}; known groups: {names}", param="model", code="model_not_found")
 
 
 def tier_for(quality: str | None, available: tuple[Tier, ...], group: str) -> Tier:

@@ -17,9 +17,10 @@ namespaces, else into a Role in each watched namespace.
   verbs: [patch]
 # The children it owns: one runtime Deployment per ImageModelDeployment, written with
 # server-side apply (a PATCH that may create, hence create + patch; never PUT),
-# drift-corrected, scaled by the autoscaler, deleted when no longer wanted. Each child
-# is read once (get) before it is created, so that an object of that name which is not
-# the resource's is reported (NameConflict), never taken over.
+# drift-corrected, scaled by the autoscaler, deleted when no longer wanted. A child is
+# created by an apply without force: when an object of that name exists that is not the
+# resource's, the apply conflicts and the operator reads it (get) to report it
+# (NameConflict), never taking it over. The same holds for every child below.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [create, get, list, watch, patch, delete]

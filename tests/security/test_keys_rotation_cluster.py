@@ -45,3 +45,17 @@ def test_a_leaked_key_is_refused_once_the_keys_file_changes(cluster: Cluster, na
     assert "key=team-a-rotated model='nothing-here' quality=None status=404" in log
     assert "key=- model='nothing-here' quality=None status=401" in log
     assert LEAKED not in log and NEW not in log
+
+
+def test_a_keys_file_with_a_hash_twice_is_refused(tmp_path: Path) -> None:
+    """Low finding: two entries with one hash (a narrow scope and a broad one) were accepted and the
+    last won. The gateway now refuses to start on such a file, naming the problem."""
+    import os
+    import subprocess
+    import sys
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(keys_file("team-a", LEAKED) + f"  - name: everything\n    sha256: {digest(LEAKED)}\n")
+    result = subprocess.run([sys.executable, "-m", "imagefleet", "gateway", "--api-keys", str(keys)],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
+    assert result.returncode == 2 and "sha256 must be unique" in result.stderr, result.stderr

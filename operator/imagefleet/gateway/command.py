@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 import uvicorn
+import yaml
 
 from ..http_limits import HEADER_TIMEOUT_SECONDS, HeaderTimeoutProtocol
 from ..kube import Kube
@@ -67,9 +68,12 @@ def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: 
     the least-loaded pod, overflows, holds requests while a resource scales from zero."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll and per request otherwise
-    kube = Kube.from_environment()
-    keys = KeyRing.from_yaml(api_keys.read_text()) if api_keys else None
+    try:
+        keys = KeyRing.from_yaml(api_keys.read_text()) if api_keys else None
+    except (ValueError, yaml.YAMLError) as error:
+        raise click.BadParameter(f"{api_keys}: {error}", param_hint="--api-keys") from error
     keys_watch = KeysFileWatch(api_keys, keys) if api_keys and keys else None
+    kube = Kube.from_environment()
     settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, poll_interval_seconds=poll_interval)
     service = Gateway(settings, signal_demand=demand_signaller(kube), keys=keys)
     fleet_watch = FleetWatch(service, kube, [n.strip() for n in namespaces.split(",") if n.strip()])

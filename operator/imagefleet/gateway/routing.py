@@ -150,7 +150,7 @@ def route(resources: Mapping[ResourceKey, Resource], model: str | None, quality:
         following = {
             (r.namespace, r.overflow_to) for r in stage if r.overflow_to and r.key not in ignored
         } - visited
-        # Overflow stays in the group and never reaches a tier the key may not use.
+        # Overflow never reaches a tier the key may not use (nor another group: see `ignored`).
         stage = tuple(sorted((resources[k] for k in following if k in resources
                               and KeyRing.allows_tier(key, resources[k].tier)),
                              key=lambda r: r.key))

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import Receive
 
 from .auth import ApiKey
+from .queue import DEADLINE_HEADER
 from .errors import GatewayError, InvalidRequest, RequestTimeout, TooLarge
 from .service import Gateway
 
@@ -129,7 +130,7 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
     async def generate(request: Request) -> Response:
         key = caller(request)
         raw = await read_body(request, max_body_bytes, body_timeout)
-        answer = await unless_disconnected(request, gateway.generate(raw, key))
+        answer = await unless_disconnected(request, gateway.generate(raw, key, request.headers.get(DEADLINE_HEADER)))
         if answer is None:  # the client is gone; nobody reads this
             return Response(status_code=499)
         return Response(answer.content, status_code=answer.status_code, media_type="application/json",

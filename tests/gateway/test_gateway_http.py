@@ -213,6 +213,68 @@ def test_a_pod_gone_since_its_last_poll_is_retried_elsewhere(bulk_pod: RunningSe
         assert gw.metric(names.GATEWAY_RETRIES_TOTAL) == 1
 
 
+class DyingPod:
+    """A pod that takes each request and dies before answering: it reads the request, then closes."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.taken = 0
+        self.polled = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection:  # a poll of its load dies the same way: the gateway then keeps its last one
+                request = connection.recv(65536)
+                if request.startswith(b"POST /v1/images/generations"):
+                    self.taken += 1
+                elif request.startswith(b"GET /v1/load"):
+                    self.polled += 1
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_pod_that_dies_holding_a_request_has_it_made_again_once_elsewhere(bulk_pod: RunningServer) -> None:
+    """Nobody received an image from the dead pod: the gateway sends the request once more; a second
+    death is a 502, never a third try."""
+    dying, dying_too = DyingPod(), DyingPod()
+    try:
+        with running_gateway(Settings(poll_interval_seconds=60)) as gw:
+            gw.set_resource("sdxl", tier="bulk")
+            gw.set_endpoints("sdxl", [bulk_pod.base_url, dying.url])
+            gw.wait_polled([bulk_pod.base_url])
+            gw.call(lambda: gw.gateway.loads.__setitem__(
+                dying.url, PodLoad(True, 0, 0, 64, 4, 0.1, asyncio.get_running_loop().time())))
+            gw.call(lambda: gw.gateway.in_flight.__setitem__(bulk_pod.base_url, 3))  # the dying one is picked first
+            before = images(bulk_pod)
+            answer = post(gw, {"prompt": PROMPT, "model": "sdxl"})
+            assert answer.status_code == 200, answer.text
+            assert dying.taken == 1 and images(bulk_pod) == before + 1
+            assert gw.metric(names.GATEWAY_RETRIES_TOTAL) == 1
+        with running_gateway(Settings(poll_interval_seconds=60)) as gw:
+            gw.set_resource("sdxl", tier="bulk")
+            gw.set_endpoints("sdxl", [dying.url, dying_too.url])
+            # A poll round that began before both were known would forget a load set meanwhile.
+            wait_until(lambda: dying_too.polled >= 1, timeout=10, interval=0.02,
+                       message="a poll round that knew both dying pods")
+            for url in (dying.url, dying_too.url):
+                gw.call(lambda url=url: gw.gateway.loads.__setitem__(
+                    url, PodLoad(True, 0, 0, 64, 4, 0.1, asyncio.get_running_loop().time())))
+            answer = post(gw, {"prompt": PROMPT, "model": "sdxl"})
+            assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_failed", answer.text
+            assert dying.taken + dying_too.taken == 1 + 2  # once each: the first request's death, then this one's two
+    finally:
+        dying.close()
+        dying_too.close()
+
+
 def burst(gw: RunningGateway, body: dict[str, Any], count: int) -> list[httpx.Response]:
     barrier = threading.Barrier(count)
 

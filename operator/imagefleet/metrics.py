@@ -24,16 +24,26 @@ MEMORY_BYTES = "imagefleet_memory_bytes"
 # Requests taken from the queue into the batch being collected or run; with QUEUE_DEPTH (the waiting
 # ones) these are the queued/running gauges an endpoint picker reads.
 REQUESTS_RUNNING = "imagefleet_requests_running"
+# Requests dropped before their batch ran because their client had gone.
+REQUESTS_ABANDONED_TOTAL = "imagefleet_requests_abandoned_total"
 
 # The gateway's own metrics (`imagefleet gateway`), labelled by model group and tier.
 GATEWAY_REQUESTS_TOTAL = "imagefleet_gateway_requests_total"  # by group, tier, code
 GATEWAY_OVERFLOWED_TOTAL = "imagefleet_gateway_overflowed_total"  # by group, tier, and the resource taking them
-GATEWAY_SHED_TOTAL = "imagefleet_gateway_shed_total"  # by group, tier: 429 because every pod was saturated
-GATEWAY_HELD_REQUESTS = "imagefleet_gateway_held_requests"  # waiting for a ready pod, by group and tier
+GATEWAY_SHED_TOTAL = "imagefleet_gateway_shed_total"  # by group, tier: 429, the deadline cannot be met or a bound is reached
+GATEWAY_HELD_REQUESTS = "imagefleet_gateway_held_requests"  # waiting in the gateway's queue, by group and tier
 GATEWAY_HOLD_TIMEOUTS_TOTAL = "imagefleet_gateway_hold_timeouts_total"  # by group, tier
 GATEWAY_RETRIES_TOTAL = "imagefleet_gateway_retries_total"  # sent again to another pod: the first never got it
 GATEWAY_UPSTREAM_SECONDS = "imagefleet_gateway_upstream_seconds"  # time spent waiting on the pod
 GATEWAY_IGNORED_OVERFLOW = "imagefleet_gateway_ignored_overflow"  # resources whose overflowTo is missing or loops
+# The gateway's demand, by the resource it is for (labels GATEWAY_RESOURCE_LABELS: not `namespace`,
+# which a scrape sets to the gateway's own). A request of a route with several first-choice
+# resources counts a share on each. Each gateway replica counts its own: the fleet's is the sum.
+GATEWAY_ARRIVALS_TOTAL = "imagefleet_gateway_arrivals_total"  # each request once, whatever became of it
+GATEWAY_QUEUED_REQUESTS = "imagefleet_gateway_queued_requests"  # waiting in the gateway's queue now
+GATEWAY_QUEUED_WORK_SECONDS = "imagefleet_gateway_queued_work_seconds"  # their work, GPU-seconds by the cost model
+GATEWAY_QUEUE_WAIT_SECONDS = "imagefleet_gateway_queue_wait_seconds"  # time from arrival to leaving for a pod
+GATEWAY_RESOURCE_LABELS = ("resource_namespace", "resource_name")
 
 # Values of the `reason` label of REQUESTS_REJECTED_TOTAL.
 REJECT_QUEUE_FULL = "queue_full"

@@ -15,11 +15,12 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from enum import Enum
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from imagefleet import metrics as names
+from imagefleet.disconnect import unless_disconnected
 
 from .batcher import Batcher, BatchKey
 from .encoding import Encoder
@@ -276,7 +277,7 @@ def create_app(
         return ModelList(data=[card])
 
     @app.post("/v1/images/generations", response_model=GenerationResponse)
-    async def generate(request: GenerationRequest) -> GenerationResponse:
+    async def generate(request: GenerationRequest, http: Request) -> GenerationResponse | Response:
         arrived = time.monotonic()
         batcher, engine, encoder = runtime.accepting()
         key, images = to_work(
@@ -288,7 +289,9 @@ def create_app(
             output_formats=engine.output_formats,
             compiled_sizes=runtime.compiled_sizes(engine),
         )
-        made = await batcher.submit(key, images)
+        made = await unless_disconnected(http, batcher.submit(key, images))
+        if made is None:  # the client left; its job was dropped unless it was already running
+            return Response(status_code=499)
         encoded = await encoder.b64(made, request.output_format)
         runtime.metrics.request_duration.observe(time.monotonic() - arrived)
         runtime.metrics.images_generated.inc(len(encoded))

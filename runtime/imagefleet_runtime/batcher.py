@@ -141,7 +141,15 @@ class Batcher:
         self._pending.append(job)
         self._metrics.queue_depth.set(len(self._pending))
         self._changed.set()
-        return await job.result
+        try:
+            return await job.result
+        except asyncio.CancelledError:
+            # The client left: a job still waiting is dropped before its batch runs.
+            if job in self._pending:
+                self._pending.remove(job)
+                self._metrics.queue_depth.set(len(self._pending))
+                self._metrics.abandoned.inc()
+            raise
 
     async def drain(self) -> None:
         """Refuse new requests, then return once every accepted one has been answered."""

@@ -49,6 +49,10 @@ class Metrics:
         )
         for reason in REJECT_REASONS:
             self.requests_rejected.labels(reason)
+        self.abandoned = Counter(
+            names.REQUESTS_ABANDONED_TOTAL, "Requests dropped before their batch ran because their client had gone.",
+            registry=self.registry,
+        )
         self.requests_running = Gauge(
             names.REQUESTS_RUNNING, "Requests in the batch being collected or run.", registry=self.registry
         )

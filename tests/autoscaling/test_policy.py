@@ -409,6 +409,39 @@ def test_a_growing_queue_counts_as_arrivals_not_yet_served() -> None:
                                            batch_size=2.0).message
 
 
+def test_the_gateway_queue_joins_the_backlog_and_its_arrivals_the_rate() -> None:
+    """The pods keep up (2/s served, nothing queued at them) while 60 wait at the gateway and 5/s
+    arrive there: capacity sizes for the arrivals plus the backlog, not for what was served."""
+    pods_only = decide(observe(0, 2, queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+                       TARGETS, History())
+    assert pods_only.proposals[CAPACITY] == 3 and not pods_only.gateway_demand
+    with_gateway = decide(
+        observe(0, 2, queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0,
+                gateway_arrival_rate=5.0, gateway_queued=60.0),
+        TARGETS, History(),
+    )
+    # Backlog 60 + (5 - 2) * 60 s of start-up = 240, drained within 18 s: (5 + 240 / 18) / 1 = 18.3 -> 19,
+    # clamped to maxReplicas 10.
+    assert with_gateway.proposals[CAPACITY] == 19 and with_gateway.desired == 10
+    assert with_gateway.gateway_demand
+    assert "60 of them at the gateway" in with_gateway.message and "5.00 requests/s arriving" in with_gateway.message
+
+
+def test_demand_over_twice_the_ready_rate_scales_to_it_at_once_whatever_the_scale_up_window() -> None:
+    slow = Targets(**{**TARGETS.__dict__, "scale_up_stabilization_seconds": 120.0})
+    history = decide(observe(-30, 2, queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0),
+                     slow, History()).history
+    # 2 ready serve 2/s; 3/s arrive and 10 wait: 3 + 10 / 10 = 4/s, not over twice 2/s: the window holds.
+    calm = decide(observe(0, 2, queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0,
+                          gateway_arrival_rate=3.0, gateway_queued=10.0), slow, history)
+    assert not calm.panic and calm.desired == 2 and calm.proposals[CAPACITY] > 2
+    # 6/s arrive and 40 wait: 10/s, over twice 2/s: capacity's count at once.
+    burst = decide(observe(0, 2, queue=0, p95=3.0, served_rate=2.0, batch_seconds=2.0, batch_size=2.0,
+                           gateway_arrival_rate=6.0, gateway_queued=40.0), slow, history)
+    assert burst.panic and burst.desired == min(10, burst.proposals[CAPACITY] or 0) and burst.desired > 2
+    assert "sized to it at once" in burst.message
+
+
 # Scale to and from zero.
 
 ZERO = Targets(**{**TARGETS.__dict__, "min_replicas": 0, "scale_to_zero": True})

@@ -291,4 +291,4 @@ def test_a_batch_that_times_out_splits_down_to_each_resource_and_reports_each(
     assert sum("splitting it in halves" in record.getMessage() for record in caplog.records) == 2
     assert set(result.failures) == set(keys)
     assert all(isinstance(error, PrometheusTimeout) for error in result.failures.values())
-    assert result.queries == 8 * 5  # all, the two halves, and the two singles of the first half
+    assert result.queries == 9 * 5  # all, the two halves, and the two singles of the first half

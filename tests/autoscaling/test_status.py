@@ -239,3 +239,22 @@ def test_no_signal_at_all_stores_no_autoscaling_object_and_is_not_rewritten() ->
     owned = loop.owned_status(loop.merge_patched({}, patch))
     assert "autoscaling" not in owned  # an empty object the API server would refuse in an apply
     assert status_patch(owned, decision, Metrics(empty), generation=1, changed=False) is None
+
+
+def test_a_gateway_demand_source_without_gateway_series_says_it_sizes_from_the_pods_alone() -> None:
+    readings = Readings(queue_depth=2.0, p95_seconds=4.0, busy_replicas=1.0, age_seconds=1.0)
+    decision = decision_for(readings)
+    patch = status_patch({}, decision, Metrics(readings), generation=1, changed=False, demand_source="Gateway")
+    available = c.find(merged({}, patch or {})["conditions"], c.METRICS_AVAILABLE)
+    assert available is not None
+    assert (available["status"], available["reason"]) == (c.TRUE, loop.NO_GATEWAY_DEMAND)
+    assert "sized from the pods' queue depth and latency alone" in available["message"]
+    # Without a demand source, the pods' signals are the whole story: nothing to say.
+    plain = status_patch({}, decision, Metrics(readings), generation=1, changed=False)
+    assert c.find(merged({}, plain or {})["conditions"], c.METRICS_AVAILABLE)["reason"] == loop.METRICS_FOUND
+    # With the gateway's series, MetricsFound says they were read.
+    fed = decide(Observation(time=0.0, replicas=2, ready_replicas=2, queue_depth=2.0, p95_seconds=4.0,
+                             gateway_arrival_rate=1.0, gateway_queued=3.0), TARGETS, History())
+    both = status_patch({}, fed, Metrics(readings), generation=1, changed=False, demand_source="Gateway")
+    found = c.find(merged({}, both or {})["conditions"], c.METRICS_AVAILABLE)
+    assert found["reason"] == loop.METRICS_FOUND and "the gateway's demand" in found["message"]

@@ -17,6 +17,7 @@ import pytest
 from imagefleet import metrics as names
 from imagefleet.gateway.auth import ApiKey, KeyRing, digest
 from imagefleet.gateway.picking import PodLoad
+from imagefleet.gateway.queue import DEADLINE_HEADER
 from imagefleet.gateway.service import Settings
 from tests.helpers import wait_until
 from tests.runtime.support import RunningServer, free_port
@@ -179,13 +180,18 @@ def test_hold_times_out_with_503_and_the_bound_on_held_requests() -> None:
         assert gw.metric(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, group="cold", tier="standard") == 1
 
 
-def test_client_disconnect_cancels_a_held_request() -> None:
+def test_client_disconnect_cancels_a_held_request_and_it_stops_counting_as_demand() -> None:
     with running_gateway(Settings(poll_interval_seconds=0.1, hold_timeout_seconds=60)) as gw:
         gw.set_resource("cold")
+        demand = {"resource_namespace": "ns", "resource_name": "cold"}
         with pytest.raises(httpx.ReadTimeout):
             post(gw, {"prompt": PROMPT, "model": "cold"}, timeout=1.0)
         wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == 0,
                    timeout=5, interval=0.05, message="the held request to be cancelled")
+        assert gw.metric(names.GATEWAY_QUEUED_REQUESTS, **demand) == 0
+        assert gw.metric(names.GATEWAY_QUEUED_WORK_SECONDS, **demand) == 0
+        assert gw.metric(names.GATEWAY_ARRIVALS_TOTAL, **demand) == 1  # it did arrive
+        assert gw.metric(names.GATEWAY_QUEUE_WAIT_SECONDS + "_count", **demand) == 0  # never left for a pod
         assert gw.metric(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, group="cold", tier="standard") == 0
 
 
@@ -205,6 +211,68 @@ def test_a_pod_gone_since_its_last_poll_is_retried_elsewhere(bulk_pod: RunningSe
         assert answer.status_code == 200, answer.text
         assert images(bulk_pod) == before + 1
         assert gw.metric(names.GATEWAY_RETRIES_TOTAL) == 1
+
+
+class DyingPod:
+    """A pod that takes each request and dies before answering: it reads the request, then closes."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.taken = 0
+        self.polled = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            with connection:  # a poll of its load dies the same way: the gateway then keeps its last one
+                request = connection.recv(65536)
+                if request.startswith(b"POST /v1/images/generations"):
+                    self.taken += 1
+                elif request.startswith(b"GET /v1/load"):
+                    self.polled += 1
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_pod_that_dies_holding_a_request_has_it_made_again_once_elsewhere(bulk_pod: RunningServer) -> None:
+    """Nobody received an image from the dead pod: the gateway sends the request once more; a second
+    death is a 502, never a third try."""
+    dying, dying_too = DyingPod(), DyingPod()
+    try:
+        with running_gateway(Settings(poll_interval_seconds=60)) as gw:
+            gw.set_resource("sdxl", tier="bulk")
+            gw.set_endpoints("sdxl", [bulk_pod.base_url, dying.url])
+            gw.wait_polled([bulk_pod.base_url])
+            gw.call(lambda: gw.gateway.loads.__setitem__(
+                dying.url, PodLoad(True, 0, 0, 64, 4, 0.1, asyncio.get_running_loop().time())))
+            gw.call(lambda: gw.gateway.in_flight.__setitem__(bulk_pod.base_url, 3))  # the dying one is picked first
+            before = images(bulk_pod)
+            answer = post(gw, {"prompt": PROMPT, "model": "sdxl"})
+            assert answer.status_code == 200, answer.text
+            assert dying.taken == 1 and images(bulk_pod) == before + 1
+            assert gw.metric(names.GATEWAY_RETRIES_TOTAL) == 1
+        with running_gateway(Settings(poll_interval_seconds=60)) as gw:
+            gw.set_resource("sdxl", tier="bulk")
+            gw.set_endpoints("sdxl", [dying.url, dying_too.url])
+            # A poll round that began before both were known would forget a load set meanwhile.
+            wait_until(lambda: dying_too.polled >= 1, timeout=10, interval=0.02,
+                       message="a poll round that knew both dying pods")
+            for url in (dying.url, dying_too.url):
+                gw.call(lambda url=url: gw.gateway.loads.__setitem__(
+                    url, PodLoad(True, 0, 0, 64, 4, 0.1, asyncio.get_running_loop().time())))
+            answer = post(gw, {"prompt": PROMPT, "model": "sdxl"})
+            assert answer.status_code == 502 and answer.json()["error"]["code"] == "upstream_failed", answer.text
+            assert dying.taken + dying_too.taken == 1 + 2  # once each: the first request's death, then this one's two
+    finally:
+        dying.close()
+        dying_too.close()
 
 
 def burst(gw: RunningGateway, body: dict[str, Any], count: int) -> list[httpx.Response]:
@@ -233,17 +301,43 @@ def test_overflow_under_saturation_and_never_otherwise(bulk_pod: RunningServer, 
         assert gw.metric(names.GATEWAY_OVERFLOWED_TOTAL, group="g", tier="premium", to="b") >= 1
 
 
-def test_shed_with_429_when_every_pod_is_saturated(premium_pod: RunningServer) -> None:
+def test_a_burst_waits_in_the_queue_instead_of_being_shed_and_demand_is_counted(premium_pod: RunningServer) -> None:
+    """One pod that takes one request at a time and queues one: a burst of 8 waits at the gateway
+    (its deadline can be met) and is answered whole; each arrival is counted once, the wait observed."""
     with running_gateway(Settings(poll_interval_seconds=0.1)) as gw:
         gw.set_resource("alone", tier="premium")
         gw.set_endpoints("alone", [premium_pod.base_url])
         gw.wait_polled([premium_pod.base_url])
         answers = burst(gw, {"prompt": PROMPT, "model": "alone"}, 8)
-        codes = sorted(a.status_code for a in answers)
-        assert 200 in codes and 429 in codes, codes
-        shed = [a for a in answers if a.status_code == 429]
-        assert all(a.json()["error"]["code"] == "saturated" and int(a.headers["retry-after"]) >= 1 for a in shed)
-        assert gw.metric(names.GATEWAY_SHED_TOTAL, group="alone", tier="premium") == len(shed)
+        assert [a.status_code for a in answers] == [200] * 8
+        assert gw.metric(names.GATEWAY_SHED_TOTAL, group="alone", tier="premium") == 0
+        demand = {"resource_namespace": "ns", "resource_name": "alone"}
+        assert gw.metric(names.GATEWAY_ARRIVALS_TOTAL, **demand) == 8
+        assert gw.metric(names.GATEWAY_QUEUE_WAIT_SECONDS + "_count", **demand) == 8
+        assert gw.metric(names.GATEWAY_QUEUED_REQUESTS, **demand) == 0
+        assert gw.metric(names.GATEWAY_HELD_REQUESTS, group="alone", tier="premium") == 0
+
+
+def test_a_deadline_that_cannot_be_met_is_shed_with_retry_after_and_a_bad_one_is_refused(
+    premium_pod: RunningServer,
+) -> None:
+    with running_gateway(Settings(poll_interval_seconds=0.1)) as gw:
+        gw.set_resource("alone", tier="premium")
+        gw.set_endpoints("alone", [premium_pod.base_url])
+        gw.wait_polled([premium_pod.base_url])
+        batch = httpx.get(f"{premium_pod.base_url}/v1/load", timeout=10).json()["batch_seconds"]
+        # Shorter than one batch: no start can meet it, even on an idle pod.
+        short = post(gw, {"prompt": PROMPT, "model": "alone"},
+                     headers={DEADLINE_HEADER: f"{batch / 4:.6f}"})
+        assert short.status_code == 429, short.text
+        assert short.json()["error"]["code"] == "deadline_unmet" and int(short.headers["retry-after"]) >= 1
+        assert gw.metric(names.GATEWAY_SHED_TOTAL, group="alone", tier="premium") == 1
+        assert gw.metric(names.GATEWAY_ARRIVALS_TOTAL, resource_namespace="ns", resource_name="alone") == 1
+        for bad in ("soon", "-3", "0"):
+            refused = post(gw, {"prompt": PROMPT, "model": "alone"}, headers={DEADLINE_HEADER: bad})
+            assert refused.status_code == 422 and refused.json()["error"]["param"] == DEADLINE_HEADER, refused.text
+        # Longer than the tier's target: capped at it, and served.
+        assert post(gw, {"prompt": PROMPT, "model": "alone"}, headers={DEADLINE_HEADER: "3600"}).status_code == 200
 
 
 def test_runtime_load_endpoint_and_running_gauge(premium_pod: RunningServer) -> None:

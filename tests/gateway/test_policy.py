@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from imagefleet.gateway.auth import ApiKey, KeyRing, digest
 from imagefleet.gateway.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from imagefleet.gateway.fleet import Fleet, Resource, ready_urls_from_slice, resource_from_object
-from imagefleet.gateway.holding import DemandPacer, Hold, Send, ShedAll, decide
+from imagefleet.gateway.holding import DemandPacer, cold, pick
 from imagefleet.gateway.picking import STALE_AFTER_SECONDS, Candidate, Picker, PodLoad, RoundRobinPicker, usable
 from imagefleet.gateway.routing import groups, overflow_problems, route
 from imagefleet.gateway.schemas import parse_request
@@ -39,10 +40,16 @@ def imd(name: str, **spec: Any) -> dict[str, Any]:
             "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", **spec}}
 
 
+def routing_view(obj: dict[str, Any]) -> Resource:
+    parsed = resource_from_object(obj)
+    assert parsed is not None
+    return replace(parsed, pricing=None)
+
+
 def test_group_defaults_to_the_name_and_p95_to_the_tier() -> None:
-    assert resource_from_object(imd("thumbs", tier="bulk")) == Resource("ns", "thumbs", "thumbs", "bulk", None, 120)
-    routed = resource_from_object(imd("renders", tier="premium", routing={"group": "sdxl", "overflowTo": "std"},
-                                      autoscaling={"targetP95Seconds": 5}))
+    assert routing_view(imd("thumbs", tier="bulk")) == Resource("ns", "thumbs", "thumbs", "bulk", None, 120)
+    routed = routing_view(imd("renders", tier="premium", routing={"group": "sdxl", "overflowTo": "std"},
+                              autoscaling={"targetP95Seconds": 5}))
     assert routed == Resource("ns", "renders", "sdxl", "premium", "std", 5)
 
 
@@ -125,19 +132,21 @@ def candidate(url: str, res: Resource, pod: PodLoad | None, in_flight: int = 0) 
     return Candidate(url, res, pod, in_flight)
 
 
-def test_filters_drop_stale_unready_full_and_slow_pods() -> None:
+def test_filters_drop_stale_unready_full_and_pods_with_a_batch_waiting() -> None:
     r = resource("a", p95=10)
     pods = [
         candidate("ok", r, load()),
+        candidate("running-one", r, load(running=1), in_flight=1),  # its next batch is still empty
         candidate("never-polled", r, None),
         candidate("stale", r, load(at=NOW - STALE_AFTER_SECONDS - 0.1)),
         candidate("loading", r, load(ready=False)),
         candidate("full", r, load(queued=8)),
-        candidate("own-flood", r, load(queued=0), in_flight=9 + 1),  # the poll lags our own sends
-        candidate("slow", r, load(queued=3, seconds=4.0)),  # 4 batches ahead of 4 s > 10 s
+        candidate("own-flood", r, load(queued=0), in_flight=1 + 1),  # the poll lags our own sends
+        candidate("batch-waiting", r, load(queued=4, batch=4)),  # its next batch is full already
+        candidate("batch-filling", r, load(queued=3, batch=4)),
         candidate("idle-but-slow", r, load(seconds=30.0)),  # misses the target even idle: still used
     ]
-    assert [c.url for c in usable(pods, NOW)] == ["ok", "idle-but-slow"]
+    assert [c.url for c in usable(pods, NOW)] == ["ok", "running-one", "batch-filling", "idle-but-slow"]
 
 
 def test_picker_takes_least_outstanding_work_and_rotates_ties() -> None:
@@ -162,23 +171,22 @@ def test_overflow_only_when_every_preferred_pod_is_saturated() -> None:
     fleet = by_key(prem, std)
     r = route(fleet, "sdxl", "high", {})
     spare = {std.key: [candidate("s", std, load())]}
-    calm = decide(r, {prem.key: [candidate("p", prem, load(queued=1))], **spare}, NOW, Picker())
-    assert isinstance(calm, Send) and calm.candidate.url == "p" and not calm.overflowed
-    full = decide(r, {prem.key: [candidate("p", prem, load(queued=8))], **spare}, NOW, Picker())
-    assert isinstance(full, Send) and full.candidate.url == "s" and full.overflowed
+    calm = pick(r, {prem.key: [candidate("p", prem, load())], **spare}, NOW, Picker())
+    assert calm is not None and calm.candidate.url == "p" and not calm.overflowed
+    full = pick(r, {prem.key: [candidate("p", prem, load(queued=1))], **spare}, NOW, Picker())
+    assert full is not None and full.candidate.url == "s" and full.overflowed
 
 
-def test_no_pod_holds_and_names_the_cold_resources_all_saturated_sheds() -> None:
+def test_no_pod_with_room_waits_and_the_first_choices_without_a_pod_are_cold() -> None:
     a, b = resource("a", overflow_to="b"), resource("b")
     r = route(by_key(a, b), "sdxl", None, {})
-    cold = decide(r, {a.key: [], b.key: [candidate("b1", b, load(queued=8))]}, NOW, Picker())
-    assert cold == Hold((a,))
-    warming = decide(r, {a.key: [candidate("a1", a, None)], b.key: [candidate("b1", b, load(queued=8))]}, NOW,
-                     Picker())
-    assert warming == Hold(())
-    shed = decide(r, {a.key: [candidate("a1", a, load(queued=8, seconds=2.0))],
-                      b.key: [candidate("b1", b, load(queued=8, seconds=3.0))]}, NOW, Picker())
-    assert isinstance(shed, ShedAll) and shed.retry_after == pytest.approx(2.0 * 9)
+    none_ready = {a.key: [], b.key: [candidate("b1", b, load(queued=8))]}
+    assert pick(r, none_ready, NOW, Picker()) is None
+    assert cold(r, none_ready) == (a,)
+    warming = {a.key: [candidate("a1", a, None)], b.key: [candidate("b1", b, load(queued=8))]}
+    assert pick(r, warming, NOW, Picker()) is None and cold(r, warming) == ()
+    busy = {a.key: [candidate("a1", a, load(queued=1))], b.key: [candidate("b1", b, load(queued=1))]}
+    assert pick(r, busy, NOW, Picker()) is None
 
 
 def test_demand_is_signalled_at_most_once_a_second_per_resource() -> None:

@@ -1,10 +1,16 @@
 """Every autoscaled resource's readings in one query per signal (`sum by (namespace, imagefleet_io_name, job)`).
 
-A round runs the eight queries of `queries.read` once for all resources and
+A round runs the nine queries of `batch_queries` once for all resources and
 slices the answers per resource, so the queries per interval do not grow with
 the fleet. The meanings stay per resource: the queue depth is read per pod with
 each pod's sample age; a resource with no series, a NaN or a stale sample has
 no signal, never zero.
+
+The gateway's demand (arrivals, queued requests and their work, `imagefleet.metrics`) is one
+query: each signal's sum over every gateway replica, tagged with a `signal` label and joined by
+`or`. Its series name the resource by `resource_namespace` and `resource_name` (a scrape sets
+`namespace` to the gateway's own), and arrivals are read with rate() over the counters, so a
+gateway replica that restarts does not take the sum to zero.
 
 Series of one resource that come from more than one scrape job (a foreign
 exporter with the same namespace and imagefleet_io_name labels) collide: the
@@ -42,6 +48,11 @@ from .queries import NAME_LABEL, NAMESPACE_LABEL, Readings, queue_reading
 Key = tuple[str, str]
 JOB_LABEL = "job"
 BY = f"{NAMESPACE_LABEL}, {NAME_LABEL}, {JOB_LABEL}"
+# The gateway's demand signals, as the `signal` label of its one query names them.
+SIGNAL_LABEL = "signal"
+GATEWAY_ARRIVALS = "arrivals"
+GATEWAY_QUEUED = "queued"
+GATEWAY_WORK = "work"
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +76,32 @@ def batch_selector(keys: Collection[Key] | None) -> str:
     return f'{{{NAMESPACE_LABEL}=~"{namespaces}",{NAME_LABEL}=~"{names}"}}'
 
 
-def batch_queries(selector: str, window_seconds: float) -> dict[str, str]:
-    """The signals of `queries.read`, for every resource the selector picks, grouped by resource and job."""
+def gateway_selector(keys: Collection[Key] | None) -> str:
+    """The gateway's demand series of every resource (None), or of a batch (a superset, as `batch_selector`)."""
+    namespace_label, name_label = metrics.GATEWAY_RESOURCE_LABELS
+    if keys is None:
+        return f'{{{name_label}!=""}}'
+    namespaces = "|".join(sorted({_regex(namespace) for namespace, _ in keys}))
+    names = "|".join(sorted({_regex(name) for _, name in keys}))
+    return f'{{{namespace_label}=~"{namespaces}",{name_label}=~"{names}"}}'
+
+
+def gateway_query(selector: str, window_seconds: float) -> str:
+    """The gateway's demand signals, summed over its replicas, in one query (a `signal` label each)."""
+    by = ", ".join(metrics.GATEWAY_RESOURCE_LABELS)
+    window = f"[{round(window_seconds)}s]"
+    signals = {
+        GATEWAY_ARRIVALS: f"sum by ({by}) (rate({metrics.GATEWAY_ARRIVALS_TOTAL}{selector}{window}))",
+        GATEWAY_QUEUED: f"sum by ({by}) ({metrics.GATEWAY_QUEUED_REQUESTS}{selector})",
+        GATEWAY_WORK: f"sum by ({by}) ({metrics.GATEWAY_QUEUED_WORK_SECONDS}{selector})",
+    }
+    return " or ".join(f'label_replace({query}, "{SIGNAL_LABEL}", "{name}", "", "")'
+                       for name, query in signals.items())
+
+
+def batch_queries(selector: str, window_seconds: float, gateway: str | None = None) -> dict[str, str]:
+    """The signals of a round, for every resource the selectors pick, grouped by resource and job;
+    `gateway` selects the gateway's demand series (default: every resource's)."""
     window = f"[{round(window_seconds)}s]"
     queue = f"{metrics.QUEUE_DEPTH}{selector}"
 
@@ -86,6 +121,7 @@ def batch_queries(selector: str, window_seconds: float) -> dict[str, str]:
         "batch_seconds": mean(metrics.BATCH_DURATION_SECONDS),
         "batch_size": mean(metrics.BATCH_SIZE),
         "samples": f"max by ({BY}) (count_over_time({queue}{window}))",
+        "gateway": gateway_query(gateway or gateway_selector(None), window_seconds),
     }
 
 
@@ -107,7 +143,8 @@ class Round:
 
     def collision(self, key: Key) -> str | None:
         """Why the resource's series cannot be summed (more than one job reports them); None when they can."""
-        jobs = {sample.labels.get(JOB_LABEL, "") for samples in self.series.get(key, {}).values() for sample in samples}
+        jobs = {sample.labels.get(JOB_LABEL, "") for signal, samples in self.series.get(key, {}).items()
+                if signal != "gateway" for sample in samples}
         if len(jobs) <= 1:
             return None
         return (
@@ -127,6 +164,8 @@ class Round:
                 return None
             return samples[0].value
 
+        demand = {sample.labels.get(SIGNAL_LABEL): sample.value for sample in found.get("gateway", [])
+                   if math.isfinite(sample.value)}
         return Readings(
             queue_depth=queue.total,
             p95_seconds=value("p95"),
@@ -138,6 +177,9 @@ class Round:
             batch_seconds=value("batch_seconds"),
             batch_size=value("batch_size"),
             window_samples=value("samples"),
+            gateway_arrival_rate=demand.get(GATEWAY_ARRIVALS),
+            gateway_queued=demand.get(GATEWAY_QUEUED),
+            gateway_queued_work_seconds=demand.get(GATEWAY_WORK),
         )
 
 
@@ -197,13 +239,15 @@ async def _read_batch(client: PrometheusClient, window_seconds: float, keys: lis
 async def _read_into(client: PrometheusClient, window_seconds: float, keys: list[Key] | None, result: Round) -> None:
     """Run one batch's queries; file the answers by resource (only the batch's resources)."""
     wanted = None if keys is None else set(keys)
-    texts = batch_queries(batch_selector(keys), window_seconds)
+    texts = batch_queries(batch_selector(keys), window_seconds, gateway_selector(keys))
     result.queries += len(texts)
     QUERIES.inc(len(texts))
     answers = await asyncio.gather(*(client.query(text) for text in texts.values()))
+    gateway_labels = metrics.GATEWAY_RESOURCE_LABELS
     for signal, samples in zip(texts, answers, strict=True):
+        labels = gateway_labels if signal == "gateway" else (NAMESPACE_LABEL, NAME_LABEL)
         for sample in samples:
-            key = (sample.labels.get(NAMESPACE_LABEL, ""), sample.labels.get(NAME_LABEL, ""))
+            key = (sample.labels.get(labels[0], ""), sample.labels.get(labels[1], ""))
             if wanted is None or key in wanted:
                 result.series[key][signal].append(sample)
 

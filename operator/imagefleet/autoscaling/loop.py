@@ -66,6 +66,8 @@ METRICS_FOUND = "MetricsFound"
 NO_METRICS = "NoMetrics"
 PROMETHEUS_NOT_CONFIGURED = "PrometheusNotConfigured"
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
+# The resource's demand source is the gateway, but no gateway series came: the pods' signals alone.
+NO_GATEWAY_DEMAND = "NoGatewayDemand"
 QUERY_FAILED = "QueryFailed"
 SERIES_COLLIDE = "SeriesCollide"
 RATE_WINDOW_TOO_SHORT = "RateWindowTooShort"
@@ -375,6 +377,8 @@ class Autoscaler:
                 capacity=capacity,
                 demand_age_seconds=demand_age_seconds(metadata.get("annotations"), datetime.now(UTC)),
                 error=None if metrics.failure is None else metrics.failure[1],
+                gateway_arrival_rate=readings.gateway_arrival_rate,
+                gateway_queued=readings.gateway_queued,
             ),
             targets,
             self._histories.get(uid, History()),
@@ -512,10 +516,11 @@ class Autoscaler:
     async def _write_status(
         self, resource: Mapping[str, Any], decision: Decision, metrics: Metrics, *, changed: bool
     ) -> None:
+        demand_source = ((resource.get("spec") or {}).get("autoscaling") or {}).get("demandSource")
         await self._patch_status(
             resource,
             lambda status: status_patch(status, decision, metrics, generation=resource["metadata"].get("generation"),
-                                        changed=changed),
+                                        changed=changed, demand_source=demand_source),
         )
 
     async def _patch_status(
@@ -577,7 +582,8 @@ def merge_patched(document: Mapping[str, Any], patch: Mapping[str, Any]) -> dict
 
 
 def status_patch(
-    status: Mapping[str, Any], decision: Decision, metrics: Metrics, *, generation: int | None, changed: bool
+    status: Mapping[str, Any], decision: Decision, metrics: Metrics, *, generation: int | None, changed: bool,
+    demand_source: str | None = None,
 ) -> dict[str, Any] | None:
     """The autoscaler's status fields as they should be, as a merge patch; None when nothing differs."""
     readings = metrics.readings
@@ -589,8 +595,15 @@ def status_patch(
             c.FALSE, PARTIAL_METRICS,
             f"{decision.missing_series} ready pods have no fresh queue-depth series: no scale-down{window}",
         )
+    elif decision.metrics_available and demand_source is not None and not decision.gateway_demand:
+        available = (
+            c.TRUE, NO_GATEWAY_DEMAND,
+            "no gateway demand series for this resource (the gateway is down, or not scraped): sized from the "
+            f"pods' queue depth and latency alone{window}",
+        )
     elif decision.metrics_available:
-        available = (c.TRUE, METRICS_FOUND, f"queue depth and latency read from Prometheus{window}")
+        source = "the gateway's demand, the pods' " if decision.gateway_demand else ""
+        available = (c.TRUE, METRICS_FOUND, f"{source}queue depth and latency read from Prometheus{window}")
     elif metrics.failure is not None:
         available = (c.FALSE, metrics.failure[0], decision.message + window)  # the message carries the failure
     else:

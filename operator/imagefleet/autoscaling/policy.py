@@ -33,6 +33,12 @@ Rules, in order:
 6. Zero. Only with a demand source (the gateway): at zero, demand newer than the
    scale-down window scales to at least 1 at once; above zero, recent demand
    keeps at least 1.
+7. Demand at the front door. With the gateway's series, the arrival rate is the
+   larger of the pods' estimate and the gateway's arrivals (every request, also
+   those still queued or shed), and the requests queued at the gateway join the
+   backlog. When demand (arrivals plus the backlog over the p95 target) is over
+   twice what the ready replicas serve, capacity's count is taken at once,
+   whatever the scale-up window.
 """
 
 from __future__ import annotations
@@ -63,6 +69,9 @@ SCALED_FROM_ZERO = "ScaledFromZero"  # 0 -> N on demand
 TOO_MANY = "TooManyReplicas"
 TOO_FEW = "TooFewReplicas"
 INSUFFICIENT_GPUS = "InsufficientGPUs"
+
+# Demand over this many times the ready replicas' rate scales to it at once (Knative's panic mode).
+PANIC_FACTOR = 2.0
 
 # The latency and busy-time windows span at least this many evaluation intervals
 # and this many scrape intervals (rate() needs two samples, four gives margin).
@@ -122,6 +131,10 @@ class Observation:
     demand_age_seconds: float | None = None
     # Why the readings are missing (e.g. "Prometheus unreachable: ..."), for messages.
     error: str | None = None
+    # The gateway's demand, summed over its replicas: arrivals per second, requests queued there.
+    # None: no gateway series for the resource.
+    gateway_arrival_rate: float | None = None
+    gateway_queued: float | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,10 @@ class Decision:
     missing_series: int = 0
     # Why latency proposed nothing although it was read: the target and the service time.
     latency_unreachable: str | None = None
+    # Whether the gateway's demand series were read (False: sized from the pods' signals alone).
+    gateway_demand: bool = False
+    # Demand over PANIC_FACTOR x the ready rate: capacity's count taken at once.
+    panic: bool = False
 
 
 def valid(value: float | None) -> float | None:
@@ -217,6 +234,10 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
     if stale:
         queue = p95 = None
     busy = None if stale else valid(observation.busy_replicas)
+    gateway_rate = None if stale else valid(observation.gateway_arrival_rate)
+    gateway_queue = None if stale else valid(observation.gateway_queued)
+    if queue is not None and gateway_queue is not None:
+        queue += gateway_queue  # waiting at the front door is waiting all the same
     missing = 0
     if queue is not None and observation.queue_series is not None:
         missing = max(0, observation.ready_replicas - observation.queue_series)
@@ -251,6 +272,9 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
         since, before = history.queue or (now - targets.latency_window_seconds, normal)
         if now > since:
             rate += max(0.0, (queue - max(before, normal)) / (now - since))
+    if gateway_rate is not None:
+        rate = max(rate or 0.0, gateway_rate)  # what arrived, not only what was served
+    panic = False
     if rate is not None and queue is not None and service is not None and unreachable is None:
         sized = replicas_for(
             arrival_rate=rate,
@@ -264,6 +288,10 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
         )
         if sized is not None:
             proposals[CAPACITY] = sized
+            serves = observation.ready_replicas * max(1.0, valid(observation.batch_size) or 1.0) / (
+                valid(observation.batch_seconds) or math.inf)
+            demand_rate = rate + queue / targets.target_p95_seconds
+            panic = gateway_rate is not None and demand_rate > PANIC_FACTOR * serves
 
     given = {name: value for name, value in proposals.items() if value is not None}
     if not given:
@@ -294,7 +322,7 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
     raw = given[winner]
     if queue is None or missing > 0:
         raw = max(raw, current)  # without every pod's queue, the other signals may only add replicas
-    up_floor = min(
+    up_floor = raw if panic else min(
         [raw]
         + [s.replicas for s in recommendations if now - s.time < targets.scale_up_stabilization_seconds]
     )
@@ -319,7 +347,9 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
         desired = max(current, observation.capacity, floor)
         limited = INSUFFICIENT_GPUS
 
-    signals = _describe(queue, p95, busy, rate, proposals, targets)
+    signals = _describe(queue, p95, busy, rate, proposals, targets, gateway_queue)
+    if panic:
+        signals += f"; demand is over {PANIC_FACTOR:g}x what the ready replicas serve: sized to it at once"
     if missing:
         signals += (
             f"; {missing} of {observation.ready_replicas} ready pods have no fresh queue depth "
@@ -369,6 +399,8 @@ def decide(observation: Observation, targets: Targets, history: History) -> Deci
         history=History(recommendations, ready, None if queue is None else (now, queue)),
         missing_series=missing,
         latency_unreachable=unreachable,
+        gateway_demand=gateway_rate is not None,
+        panic=panic,
     )
 
 
@@ -434,10 +466,13 @@ def _describe(
     rate: float | None,
     proposals: dict[str, int | None],
     targets: Targets,
+    gateway_queue: float | None = None,
 ) -> str:
     parts = []
     if queue is not None:
-        parts.append(f"queue {queue:g} (target {targets.target_queue_depth:g}/replica) asks {proposals[QUEUE]}")
+        at_gateway = "" if gateway_queue is None else f", {gateway_queue:g} of them at the gateway"
+        parts.append(f"queue {queue:g}{at_gateway} (target {targets.target_queue_depth:g}/replica) "
+                     f"asks {proposals[QUEUE]}")
     else:
         parts.append("no queue signal")
     if p95 is not None:
@@ -453,5 +488,6 @@ def _describe(
             f"{busy:.2f} replicas busy (target {targets.target_utilization:.0%}) asks {proposals[UTILIZATION]}"
         )
     if rate is not None and proposals[CAPACITY] is not None:
-        parts.append(f"{rate:.2f} requests/s need {proposals[CAPACITY]} for the p95 target")
+        arriving = " arriving" if gateway_queue is not None else ""
+        parts.append(f"{rate:.2f} requests/s{arriving} need {proposals[CAPACITY]} for the p95 target")
     return ", ".join(parts)

@@ -38,6 +38,13 @@ class PrometheusTooLarge(PrometheusQueryError):
 # How Prometheus says a query was too big for it: errorType "timeout", or the sample limit.
 _TOO_LARGE_TYPES = frozenset({"timeout"})
 _TOO_LARGE_MESSAGE = "too many samples"
+# Answers that mean "Prometheus is down", not "the query is wrong": a 503 in plain text is what
+# Prometheus itself answers while it starts or shuts down (its readiness gate: "Service
+# Unavailable"); 502 and 504 without JSON are what a proxy in front of it answers while it is
+# gone. Its API's own errorType "unavailable" says the same. (A JSON 503 of errorType "timeout"
+# is a query too large, above.)
+_DOWN_STATUSES = frozenset({502, 503, 504})
+_UNAVAILABLE_TYPE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -83,19 +90,23 @@ class PrometheusClient:
             raise PrometheusUnavailable(f"Prometheus at {self.url} timed out: {error!r}") from error
         except httpx.TransportError as error:
             raise PrometheusUnavailable(f"Prometheus at {self.url} is unreachable: {error!r}") from error
+        kind: type[PrometheusError]
         try:
             payload: dict[str, Any] = response.json()
         except ValueError as error:
-            raise PrometheusQueryError(
-                f"Prometheus at {self.url} answered HTTP {response.status_code} without JSON"
+            kind = PrometheusUnavailable if response.status_code in _DOWN_STATUSES else PrometheusQueryError
+            raise kind(
+                f"Prometheus at {self.url} answered HTTP {response.status_code} without JSON: "
+                f"{response.text[:200].strip()!r}"
             ) from error
         if payload.get("status") != "success":
             error_type, message = str(payload.get("errorType", "")), str(payload.get("error", ""))
-            kind = (
-                PrometheusTooLarge
-                if error_type in _TOO_LARGE_TYPES or _TOO_LARGE_MESSAGE in message
-                else PrometheusQueryError
-            )
+            if error_type in _TOO_LARGE_TYPES or _TOO_LARGE_MESSAGE in message:
+                kind = PrometheusTooLarge
+            elif error_type == _UNAVAILABLE_TYPE:
+                kind = PrometheusUnavailable
+            else:
+                kind = PrometheusQueryError
             raise kind(
                 f"Prometheus at {self.url} rejected {what} (HTTP {response.status_code}): "
                 f"{payload.get('errorType', 'error')}: {payload.get('error', 'no message')}"

@@ -90,6 +90,10 @@ class Readings:
     batch_size: float | None = None
     # The most samples a pod has in the rate window (None: no series).
     window_samples: float | None = None
+    # The gateway's demand for the resource, summed over its replicas (None: no gateway series).
+    gateway_arrival_rate: float | None = None
+    gateway_queued: float | None = None
+    gateway_queued_work_seconds: float | None = None
 
 
 def parse_duration(text: str) -> float:

@@ -23,10 +23,11 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.types import Receive
 
+from ..disconnect import unless_disconnected
 from .auth import ApiKey
 from .errors import GatewayError, InvalidRequest, RequestTimeout, TooLarge
+from .queue import DEADLINE_HEADER
 from .service import Gateway
 
 # Generation requests are small JSON: 2 prompts of 4,000 characters fit many times over.
@@ -72,27 +73,6 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise RequestTimeout(f"the body did not arrive within {timeout:.0f}s", param="body",
                              code="body_timeout") from error
     return b"".join(chunks)
-
-
-async def until_disconnect(receive: Receive) -> None:
-    """Return when the client goes away (call only after the body was read whole)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def unless_disconnected(request: Request, work: Awaitable[Any]) -> Any:
-    """`work`'s result, or None after cancelling it if the client disconnected first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(until_disconnect(request.receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            return None
-    return task.result()
 
 
 def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
@@ -152,7 +132,8 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
         try:
             key = caller(request)
             raw = await read_body(request, max_body_bytes, body_timeout)
-            answer = await unless_disconnected(request, gateway.generate(raw, key))
+            answer = await unless_disconnected(request, gateway.generate(raw, key,
+                                                                         request.headers.get(DEADLINE_HEADER)))
             if answer is None:  # the client is gone; nobody reads this
                 status = 499
                 return Response(status_code=499)

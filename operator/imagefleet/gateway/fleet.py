@@ -7,6 +7,7 @@ belongs to the resource its `kubernetes.io/service-name` label names.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from ..crd.models import ImageModelDeploymentSpec, Tier
 from ..tiers import effective_autoscaling
+from .pricing import Pricing, pricing_of
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 RUNTIME_PORT_NAME = "http"
@@ -31,6 +33,8 @@ class Resource:
     tier: Tier
     overflow_to: str | None
     target_p95_seconds: float
+    # What a request costs on the resource's card (None: the catalog has no figures for its model).
+    pricing: Pricing | None = None
 
     @property
     def key(self) -> ResourceKey:
@@ -53,11 +57,21 @@ def resource_from_object(obj: dict[str, Any]) -> Resource | None:
         tier=spec.tier,
         overflow_to=routing.overflow_to if routing else None,
         target_p95_seconds=effective_autoscaling(spec).target_p95_seconds,
+        pricing=pricing_of(spec),
     )
 
 
 def ready_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:
     """Base URLs of the ready endpoints of one EndpointSlice (`ready` unset counts as ready, as the API says)."""
+    return _urls_from_slice(obj, ready=True)
+
+
+def starting_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:
+    """Base URLs of the endpoints that are not ready and not terminating: pods still starting."""
+    return _urls_from_slice(obj, ready=False)
+
+
+def _urls_from_slice(obj: dict[str, Any], *, ready: bool) -> tuple[str, ...]:
     ports = obj.get("ports") or []
     port = next((p.get("port") for p in ports if p.get("name") == RUNTIME_PORT_NAME), None)
     if port is None and ports:
@@ -67,12 +81,18 @@ def ready_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:
     urls = []
     for endpoint in obj.get("endpoints") or []:
         conditions = endpoint.get("conditions") or {}
-        if conditions.get("ready") is False or not endpoint.get("addresses"):
+        is_ready = conditions.get("ready") is not False
+        if is_ready != ready or not endpoint.get("addresses") or (not ready and conditions.get("terminating")):
             continue
         address = endpoint["addresses"][0]
         host = f"[{address}]" if ":" in address else address
         urls.append(f"http://{host}:{port}")
     return tuple(sorted(urls))
+
+
+# Until a resource's first pod has been seen starting and then ready, a starting pod is expected
+# to serve this long after it was first seen (the autoscaler's own default start-up time).
+DEFAULT_STARTUP_SECONDS = 60.0
 
 
 @dataclass
@@ -82,8 +102,15 @@ class Fleet:
     resources: dict[ResourceKey, Resource] = field(default_factory=dict)
     # (namespace, slice name) -> (service name, ready URLs)
     slices: dict[ResourceKey, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # (namespace, slice name) -> (service name, starting URLs)
+    starting_slices: dict[ResourceKey, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Starting URL -> when it was first seen starting (monotonic seconds).
+    first_seen: dict[str, float] = field(default_factory=dict)
+    # (namespace, service) -> the last start-up seen: first seen starting until ready, in seconds.
+    startup_seconds: dict[ResourceKey, float] = field(default_factory=dict)
     # (namespace, service) -> ready URLs; rebuilt on the first read after a slice changed.
     _by_service: dict[ResourceKey, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    clock: Any = field(default=time.monotonic, repr=False, compare=False)
 
     def apply_resource(self, event_type: str, obj: dict[str, Any]) -> bool:
         """Apply a watch event of an ImageModelDeployment; True when the routing view changed."""
@@ -104,6 +131,8 @@ class Fleet:
         key = (metadata["namespace"], metadata["name"])
         service = (metadata.get("labels") or {}).get(SERVICE_NAME_LABEL)
         entry = None if event_type == "DELETED" or service is None else (service, ready_urls_from_slice(obj))
+        self._track_starting(key, service, () if entry is None else starting_urls_from_slice(obj),
+                             () if entry is None else entry[1])
         if self.slices.get(key) == entry:
             return False
         if entry is None:
@@ -113,12 +142,41 @@ class Fleet:
         self._by_service = None
         return True
 
+    def _track_starting(self, key: ResourceKey, service: str | None, starting: tuple[str, ...],
+                        ready: tuple[str, ...]) -> None:
+        """Remember when each starting pod was first seen; learn the start-up time when one turns ready."""
+        now = self.clock()
+        for url in ready:
+            seen = self.first_seen.pop(url, None)
+            if seen is not None and service is not None:
+                self.startup_seconds[(key[0], service)] = now - seen
+        _, previous = self.starting_slices.pop(key, ("", ()))
+        for url in set(previous) - set(starting) - set(ready):
+            self.first_seen.pop(url, None)
+        if starting and service is not None:
+            self.starting_slices[key] = (service, starting)
+            for url in starting:
+                self.first_seen.setdefault(url, now)
+
+    def starting(self, resource: Resource) -> tuple[float, ...]:
+        """Seconds from now until each starting pod of the resource is expected to serve (0: overdue)."""
+        now = self.clock()
+        startup = self.startup_seconds.get(resource.key, DEFAULT_STARTUP_SECONDS)
+        return tuple(sorted(
+            max(0.0, self.first_seen.get(url, now) + startup - now)
+            for (namespace, _), (service, urls) in self.starting_slices.items()
+            if (namespace, service) == resource.key
+            for url in urls
+        ))
+
     def replace(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
         """Start over from a full list of `kind` ("resources" or "slices") in `namespace` (None: all),
         after a watch had to list again."""
         table: dict[ResourceKey, Any] = self.resources if kind == "resources" else self.slices
         for key in [key for key in table if namespace is None or key[0] == namespace]:
             del table[key]
+            if kind == "slices":
+                self.starting_slices.pop(key, None)
         apply = self.apply_resource if kind == "resources" else self.apply_slice
         for obj in items:
             apply("ADDED", obj)

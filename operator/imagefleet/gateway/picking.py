@@ -2,14 +2,14 @@
 each remaining pod a number, the picker takes the best. Never random: ties go round-robin.
 
 A pod's outstanding work is the gateway's own in-flight count to it plus the queue its `/v1/load`
-reported at the last poll. Saturation is explicit: a pod is saturated when its queue is full or
-its predicted wait is above the resource's p95 target, and a pod whose load is stale counts as
-saturated, never as idle.
+reported at the last poll. Requests wait in the gateway's queue, not at the pods: a pod takes
+one more only while less than one batch waits at it (so it always has its next batch, and a
+request sent starts within about one batch). Saturation is explicit: a pod with a batch waiting
+or a full queue is saturated, and a pod whose load is stale counts as saturated, never as idle.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,12 +45,6 @@ class Candidate:
         assert self.load is not None
         return max(self.load.queued, self.in_flight - self.load.max_batch_size)
 
-    def predicted_wait(self) -> float:
-        """Seconds until a new request would finish here: the batches ahead of it, plus its own."""
-        assert self.load is not None
-        batch = self.load.batch_seconds or 0.0
-        return (math.ceil((self.waiting() + 1) / self.load.max_batch_size) + (self.load.running > 0)) * batch
-
 
 Filter = Callable[[Candidate, float], bool]
 Scorer = Callable[[Candidate], float]
@@ -73,15 +67,12 @@ def queue_has_room(candidate: Candidate, now: float) -> bool:
     return candidate.load is not None and candidate.waiting() < candidate.load.queue_limit
 
 
-def within_p95_target(candidate: Candidate, now: float) -> bool:
-    """An idle pod always passes: a target it misses even idle is for the spec to fix, not a reason to shed."""
-    if candidate.load is None:
-        return False
-    idle = candidate.waiting() == 0 and candidate.load.running == 0 and candidate.in_flight == 0
-    return idle or candidate.predicted_wait() <= candidate.resource.target_p95_seconds
+def batch_has_room(candidate: Candidate, now: float) -> bool:
+    """Less than one batch waits at the pod: what is sent now runs in its next batch."""
+    return candidate.load is not None and candidate.waiting() < candidate.load.max_batch_size
 
 
-FILTERS: tuple[Filter, ...] = (polled, fresh, serving, queue_has_room, within_p95_target)
+FILTERS: tuple[Filter, ...] = (polled, fresh, serving, queue_has_room, batch_has_room)
 
 
 def in_flight_score(candidate: Candidate) -> float:

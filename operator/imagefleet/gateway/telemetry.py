@@ -15,10 +15,21 @@ class GatewayMetrics:
         self.overflowed = Counter(names.GATEWAY_OVERFLOWED_TOTAL, "Requests sent to an overflow resource because "
                                   "every pod of the preferred one was saturated.", ["group", "tier", "to"],
                                   registry=self.registry)
-        self.shed = Counter(names.GATEWAY_SHED_TOTAL, "Requests answered 429: every pod of the route saturated.",
-                            ["group", "tier"], registry=self.registry)
-        self.held = Gauge(names.GATEWAY_HELD_REQUESTS, "Requests waiting for a ready pod.", ["group", "tier"],
+        self.shed = Counter(names.GATEWAY_SHED_TOTAL, "Requests answered 429: their deadline could not be met, "
+                            "or a queue bound was reached.", ["group", "tier"], registry=self.registry)
+        self.held = Gauge(names.GATEWAY_HELD_REQUESTS, "Requests waiting in the gateway's queue.", ["group", "tier"],
                           registry=self.registry)
+        by_resource = list(names.GATEWAY_RESOURCE_LABELS)
+        self.arrivals = Counter(names.GATEWAY_ARRIVALS_TOTAL, "Requests that arrived for the resource, each once, "
+                                "whatever became of it.", by_resource, registry=self.registry)
+        self.queued = Gauge(names.GATEWAY_QUEUED_REQUESTS, "Requests for the resource waiting in the gateway's "
+                            "queue.", by_resource, registry=self.registry)
+        self.queued_work = Gauge(names.GATEWAY_QUEUED_WORK_SECONDS, "GPU-seconds of work waiting in the gateway's "
+                                 "queue for the resource, by the catalog's cost model.", by_resource,
+                                 registry=self.registry)
+        self.queue_wait = Histogram(names.GATEWAY_QUEUE_WAIT_SECONDS, "Seconds a request waited in the gateway's "
+                                    "queue before it left for a pod.", by_resource,
+                                    buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry)
         self.hold_timeouts = Counter(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, "Held requests answered 503: no pod "
                                      "became ready in time.", ["group", "tier"], registry=self.registry)
         self.retries = Counter(names.GATEWAY_RETRIES_TOTAL, "Requests sent again to another pod because the "

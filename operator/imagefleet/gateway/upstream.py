@@ -50,6 +50,12 @@ class LoadAnswer(BaseModel):
     batch_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
+class Vanished(Exception):
+    """The pod took the request and closed the connection before any byte of an answer: it died
+    (its node deleted, its process killed). Nobody received an image, so making it again elsewhere
+    is safe; the caller bounds how often."""
+
+
 class Upstream:
     def __init__(self, *, generation_timeout: float) -> None:
         self._client = httpx.AsyncClient(
@@ -61,13 +67,17 @@ class Upstream:
         await self._client.aclose()
 
     async def generate(self, url: str, body: bytes) -> httpx.Response:
-        """The pod's answer. NotSent when it never ran the request (another pod may); BadGateway when
-        the exchange broke after the pod had it (it may have run: never sent twice)."""
+        """The pod's answer. NotSent when it never ran the request (another pod may); Vanished when the
+        pod died holding it, with no answer; BadGateway when the exchange broke otherwise (a timeout:
+        the pod may still be generating, so it is never sent twice)."""
         try:
             response = await self._client.post(url + GENERATE_PATH, content=body,
                                                headers={"content-type": "application/json"})
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
             raise NotSent(f"{url}: {error!r}") from error
+        except (httpx.RemoteProtocolError, httpx.ReadError) as error:
+            # No status line came back (a status line would have made this a response).
+            raise Vanished(f"{url}: {error!r}") from error
         except httpx.HTTPError as error:
             raise BadGateway(f"the pod failed while generating ({type(error).__name__}); the request may have "
                              "run, so it was not retried", code="upstream_failed") from error

@@ -36,6 +36,7 @@ class RunningGateway:
     base_url: str
     metrics_url: str
     loop: asyncio.AbstractEventLoop
+    server: uvicorn.Server
     demand: list[tuple[str, float]] = field(default_factory=list)  # (resource name, loop time) per signal
 
     def call(self, function: Callable[[], T]) -> T:
@@ -99,7 +100,7 @@ def running_gateway(settings: Settings = Settings(poll_interval_seconds=0.1), *,
     wait_until(lambda: server.started and metrics.started, timeout=30, interval=0.05,
                message="the gateway to listen")
     running = RunningGateway(gateway, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", loops[0],
-                             demand)
+                             server, demand)
     try:
         yield running
     finally:

@@ -16,15 +16,15 @@ are two groups, never one, so one tenant cannot take a share of another's reques
 a group as `namespace/group`, or as `group` alone when exactly one namespace the caller may use
 has it; a name that fits several is refused (404 naming the choices), never routed.
 
-The API key is checked here, on the first route and on every re-route of a held request: the
-groups a key may not use are invisible (the same 404 as a group that does not exist), and no
-stage, overflow included, holds a resource of a tier the key may not use.
+The API key is checked here: the groups a key may not use are invisible (the same 404 as a group
+that does not exist), and no stage, overflow included, holds a resource of a tier the key may not
+use; `within` narrows a route shared by several keys' requests (a queue's) to one request's key.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..crd.models import Tier
 from ..overflow import Link
@@ -50,8 +50,6 @@ class Route:
     group: str
     tier: Tier
     stages: tuple[tuple[Resource, ...], ...]
-    quality: str | None = None
-    key: ApiKey | None = None
 
 
 def overflow_problems(resources: Mapping[ResourceKey, Resource]) -> dict[ResourceKey, str]:
@@ -154,10 +152,13 @@ def route(resources: Mapping[ResourceKey, Resource], model: str | None, quality:
         stage = tuple(sorted((resources[k] for k in following if k in resources
                               and KeyRing.allows_tier(key, resources[k].tier)),
                              key=lambda r: r.key))
-    return Route(namespace, group, tier, tuple(stages), quality, key)
+    return Route(namespace, group, tier, tuple(stages))
 
 
-def reroute(resources: Mapping[ResourceKey, Resource], previous: Route, ignored: Mapping[ResourceKey, str]) -> Route:
-    """`previous` routed again on the current fleet (a held request, after a change): the same
-    namespace's group, quality and key, checked again."""
-    return route(resources, f"{previous.namespace}/{previous.group}", previous.quality, ignored, previous.key)
+def within(route_: Route, key: ApiKey | None) -> Route:
+    """`route_` without the resources of tiers `key` may not use (a stage left empty goes): a route
+    shared by every key's requests (a queue's), narrowed to one request's."""
+    if key is None or key.tiers is None:
+        return route_
+    stages = tuple(kept for stage in route_.stages if (kept := tuple(r for r in stage if r.tier in key.tiers)))
+    return replace(route_, stages=stages)

@@ -39,6 +39,8 @@ ACCESS_LOG = logging.getLogger("imagefleet.gateway.access")
 def log_access(key: ApiKey | None, raw: bytes, status: int, seconds: float) -> None:
     """One line per generation request: the key's name (never the key), the model and quality the
     body named (repr: a client's newline cannot forge a line), the answer's status, the seconds taken."""
+    if not ACCESS_LOG.isEnabledFor(logging.INFO):
+        return
     try:
         data = json.loads(raw) if raw else {}
     except (ValueError, RecursionError):

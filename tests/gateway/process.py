@@ -1,0 +1,34 @@
+"""`imagefleet gateway` as its own process against a control plane, for the tests that go through it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from imagefleet.dev.processes import free_port
+from tests.helpers import wait_until
+
+
+@contextmanager
+def gateway_process(kubeconfig: Path, namespace: str, log: Path, *extra: str) -> Iterator[str]:
+    """The gateway watching `namespace`, ready; its base URL. Stopped (SIGTERM) on exit."""
+    port = free_port()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "imagefleet", "gateway", "--host", "127.0.0.1",
+                                    "--port", str(port), "--namespaces", namespace, *extra],
+                                   env=env, stdout=sink, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, timeout=60, interval=0.2,
+                   message=f"the gateway's /readyz (log {log})")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

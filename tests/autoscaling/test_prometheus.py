@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import start_http_server
 
 from imagefleet import metrics
 from imagefleet.autoscaling import batch, queries
@@ -29,6 +31,7 @@ from imagefleet.autoscaling.prometheus import (
 )
 from imagefleet.dev.processes import HOST, free_port
 from imagefleet.dev.prometheus import LocalPrometheus, Target
+from imagefleet.gateway.telemetry import GatewayMetrics
 from tests.autoscaling.exporter import Exporter
 from tests.helpers import wait_until
 
@@ -381,3 +384,66 @@ def test_a_batch_that_times_out_splits_down_to_each_resource_and_reports_each(ca
     assert all(isinstance(error, PrometheusTimeout) for error in result.failures.values())
     queries = len(batch.batch_queries("{}", WINDOW_SECONDS))
     assert result.queries == queries * 5  # all, the two halves, and the two singles of the first half
+
+
+class GatewayReplica:
+    """One gateway replica's demand series (the gateway's own metric definitions), served for Prometheus,
+    counting arrivals for team-a/a at a steady pace from a thread; `restart()` starts over from zero on
+    the same address, as a restarted replica does."""
+
+    def __init__(self, port: int = 0, queued: float = 3.0) -> None:
+        self.metrics = GatewayMetrics()
+        self.metrics.queued.labels(NAMESPACE, "a").set(queued)
+        server, self._thread = start_http_server(port, addr=HOST, registry=self.metrics.registry)
+        self._server = server
+        self.port = server.server_port
+        self.address = f"{HOST}:{self.port}"
+        self._stop = threading.Event()
+        self._counter = threading.Thread(target=self._count, daemon=True)
+        self._counter.start()
+
+    def _count(self) -> None:
+        while not self._stop.wait(0.1):  # 10 arrivals a second
+            self.metrics.arrivals.labels(NAMESPACE, "a").inc()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._counter.join()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def test_gateway_demand_is_summed_over_replicas_and_a_restart_never_reads_as_zero(tmp_path: Path) -> None:
+    """Two gateway replicas count arrivals for one resource; one restarts (its counter back to 0).
+    Every round's arrival rate stays near the sum (never zero, never missing), and the queue is the sum."""
+    first, second = GatewayReplica(queued=3.0), GatewayReplica(queued=2.0)
+    prometheus = LocalPrometheus(tmp_path / "prometheus", scrape_interval="1s")
+    prometheus.set_targets([Target(first.address), Target(second.address)])
+    prometheus.start()
+    key = (NAMESPACE, "a")
+
+    def reading() -> queries.Readings:
+        async def go() -> queries.Readings:
+            async with PrometheusClient(prometheus.url) as client:
+                result = await batch.read_round(client, WINDOW_SECONDS, [key])
+            return result.readings(key, 90.0)
+
+        return asyncio.run(go())
+
+    try:
+        wait_until(lambda: (reading().gateway_arrival_rate or 0) > 15, timeout=60, message="both replicas counted")
+        assert reading().gateway_queued == 5.0
+        port = second.port
+        second.close()
+        second = GatewayReplica(port=port, queued=2.0)  # restarted: every counter from zero
+        rates = []
+        deadline = time.monotonic() + 3 * WINDOW_SECONDS / 2
+        while time.monotonic() < deadline:
+            rates.append(reading().gateway_arrival_rate)
+            time.sleep(0.5)
+        assert all(rate is not None and rate > 5 for rate in rates), rates
+    finally:
+        prometheus.stop()
+        first.close()
+        second.close()

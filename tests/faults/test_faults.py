@@ -223,8 +223,8 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
     wait_until(endpoints.any_ready, timeout=60, message="a ready endpoint")
     nodes = [n for n in node_manifests(FLEET) if n["metadata"]["labels"].get("nvidia.com/gpu.product") == "NVIDIA-L4"]
 
-    with (gateway_process(plane.kubeconfig, fault_namespace, tmp_path / "gateway.log") as gateway,
-          scraped(prometheus, gateway), Load(Cached([gateway]), clients=16, model="moving") as load):
+    with (gateway_process(plane.kubeconfig, fault_namespace, tmp_path / "gateway.log") as process,
+          scraped(prometheus, process.url), Load(Cached([process.url]), clients=16, model="moving") as load):
         wait_until(lambda: fleet.converged(3), timeout=120, message="3 ready replicas under load (on 3 of the 4 L4 nodes)")
         victim = fleet.pods()[0]
         node = victim.spec.node_name
@@ -244,7 +244,7 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
             assert fleet.replicas() == 3
         finally:  # the node comes back for the other tests of the module
             fleet.core.create_node(next(n for n in nodes if n["metadata"]["name"] == node))
-        resent = sample(httpx.get(f"{gateway}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
+        resent = sample(httpx.get(f"{process.url}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
     assert_nothing_lost(load)
     print(f"the gateway sent {resent:.0f} requests again; "
           f"node {node} deleted: its pod removed after {removed:.1f}s, 3 ready replicas again after {moved:.1f}s; "

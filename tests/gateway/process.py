@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -15,9 +16,22 @@ from imagefleet.dev.processes import free_port
 from tests.helpers import wait_until
 
 
+@dataclass(frozen=True)
+class GatewayProcess:
+    url: str
+    pid: int
+
+    def rss_mib(self) -> float:
+        """The process's resident memory now."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"no VmRSS for process {self.pid}")
+
+
 @contextmanager
-def gateway_process(kubeconfig: Path, namespace: str, log: Path, *extra: str) -> Iterator[str]:
-    """The gateway watching `namespace`, ready; its base URL. Stopped (SIGTERM) on exit."""
+def gateway_process(kubeconfig: Path, namespace: str, log: Path, *extra: str) -> Iterator[GatewayProcess]:
+    """The gateway watching `namespace`, ready. Stopped (SIGTERM) on exit."""
     port = free_port()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     with log.open("wb") as sink:
@@ -28,7 +42,7 @@ def gateway_process(kubeconfig: Path, namespace: str, log: Path, *extra: str) ->
     try:
         wait_until(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, timeout=60, interval=0.2,
                    message=f"the gateway's /readyz (log {log})")
-        yield url
+        yield GatewayProcess(url, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -4,9 +4,11 @@ loopback pod IPs (the node agent, emulated engine), EndpointSlices from the cont
 
 from __future__ import annotations
 
+import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,9 @@ from kubernetes import client
 from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet import metrics as names
 from imagefleet.builders.labels import NAME_LABEL
+from imagefleet.crd.models import ImageModelDeploymentSpec
+from imagefleet.gateway.auth import digest
+from imagefleet.tiers import effective_autoscaling
 from tests.conftest import Cluster
 from tests.gateway.process import gateway_process
 from tests.helpers import wait_until
@@ -37,8 +42,8 @@ def imd(name: str, tier: str, replicas: int = 1, group: str = "sdxl") -> dict[st
 
 @pytest.fixture
 def gateway_url(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[str]:
-    with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log", "--hold-timeout", "120") as url:
-        yield url
+    with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log", "--hold-timeout", "120") as gateway:
+        yield gateway.url
 
 
 def pod_ips(cluster: Cluster, namespace: str, name: str) -> list[str]:
@@ -151,3 +156,73 @@ def test_deleting_a_pod_under_load_loses_no_accepted_request(
     assert all(p.metadata.name != victim or p.metadata.deletion_timestamp for p in remaining)
     retried = sample(httpx.get(f"{gateway_url}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
     print(f"\n{len(codes)} requests while a pod was deleted, all 200; the gateway sent {retried:.0f} again")
+
+
+GATEWAY_MEMORY_LIMIT_MIB = 512  # the chart's gateway.resources.limits.memory
+
+
+def test_a_flood_on_one_key_is_shed_while_another_key_is_served_within_its_target(
+    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess, tmp_path: Path
+) -> None:
+    """2,000 requests in 1 s on one API key while another key sends one a second: the calm key is
+    answered within its tier's target (fair dequeue), the flood gets 429s with Retry-After (its
+    per-key bound and its deadline), and the gateway's memory stays under its limit."""
+    custom = client.CustomObjectsApi(cluster.api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, imd("shared", "standard", group="shared"))
+    wait_until(lambda: len(pod_ips(cluster, namespace, "shared")) == 1, timeout=60, message="a pod with an IP")
+    target = effective_autoscaling(ImageModelDeploymentSpec.model_validate(
+        imd("shared", "standard")["spec"])).target_p95_seconds
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"keys:\n  - name: flood\n    sha256: {digest('flood-key')}\n"
+                    f"  - name: calm\n    sha256: {digest('calm-key')}\n")
+    body = {"model": "shared", "prompt": PROMPT, "size": "512x512"}
+    with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log", "--api-keys", str(keys)) as gateway:
+        url = f"{gateway.url}/v1/images/generations"
+        with httpx.Client(timeout=150, headers={"authorization": "Bearer calm-key"}) as warm:
+            assert warm.post(url, json=body).status_code == 200  # held until the pod is Ready
+
+        async def run() -> tuple[list[httpx.Response], list[tuple[int, float]], float]:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+            async with (httpx.AsyncClient(timeout=150, limits=limits,
+                                          headers={"authorization": "Bearer flood-key"}) as flood_client,
+                        httpx.AsyncClient(timeout=150, headers={"authorization": "Bearer calm-key"}) as calm_client):
+                peak = 0.0
+
+                async def flood_one(index: int) -> httpx.Response:
+                    await asyncio.sleep(index / 2000)  # 2,000 spread over 1 s
+                    return await flood_client.post(url, json=body)
+
+                async def calm() -> list[tuple[int, float]]:
+                    answers = []
+                    for _ in range(10):
+                        started = time.monotonic()
+                        answer = await calm_client.post(url, json=body)
+                        answers.append((answer.status_code, time.monotonic() - started))
+                        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+                    return answers
+
+                async def watch_memory(done: asyncio.Event) -> None:
+                    nonlocal peak
+                    while not done.is_set():
+                        peak = max(peak, gateway.rss_mib())
+                        await asyncio.sleep(0.2)
+
+                done = asyncio.Event()
+                watcher = asyncio.ensure_future(watch_memory(done))
+                flood, calm_answers = await asyncio.gather(
+                    asyncio.gather(*(flood_one(i) for i in range(2000))), calm())
+                done.set()
+                await watcher
+                return list(flood), calm_answers, peak
+
+        flood, calm_answers, peak = asyncio.run(run())
+    codes = Counter(answer.status_code for answer in flood)
+    shed = [answer for answer in flood if answer.status_code == 429]
+    print(f"\nflood: {dict(codes)}; calm: {[f'{code} {seconds:.2f}s' for code, seconds in calm_answers]}; "
+          f"gateway RSS peak {peak:.0f} MiB (emulated sdxl on h100-80gb, target {target:g}s)")
+    assert all(code == 200 and seconds <= target for code, seconds in calm_answers), calm_answers
+    assert set(codes) <= {200, 429}, codes
+    assert len(shed) > 1000
+    assert all(int(answer.headers["retry-after"]) >= 1 for answer in shed)
+    assert {answer.json()["error"]["code"] for answer in shed} <= {"queue_full", "deadline_unmet"}
+    assert peak < GATEWAY_MEMORY_LIMIT_MIB

@@ -48,9 +48,10 @@ def test_the_classifier_tells_blocks_apart(tmp_path: Path) -> None:
         "```yaml\nrelabel_configs: []\n```\n"
         "```yaml\nsomething: else\n```\n"
         "```yml\n- a list\n```\n"
+        "1. item\n\n   ```yaml\n   gpuClasses: {}\n   ```\n"
     )
     assert [kind_of(block) for block in blocks([page])] == ["objects", "spec", "values", "scrape-job", "relabel",
-                                                            None, None]
+                                                            None, None, "values"]
 
 
 IMDS = [(block, document) for block in _of_kind("objects", "spec") for document in objects(block)

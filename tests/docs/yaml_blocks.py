@@ -32,7 +32,8 @@ BASE_SPEC: dict[str, Any] = {"model": {"name": "sdxl"}, "gpuClass": "l4-24gb"}
 # A block that says the operator refuses it (FitsGPU=False) is expected to be refused.
 REFUSED_MARK = "FitsGPU=False"
 
-_BLOCK = re.compile(r"^```ya?ml[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+# A fence may be indented (inside a list item); its lines are dedented by the fence's indent.
+_BLOCK = re.compile(r"^( *)```ya?ml[^\n]*\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 
 Kind = Literal["objects", "spec", "values", "scrape-job", "relabel"]
 
@@ -60,8 +61,10 @@ def blocks(pages: list[Path] = PAGES) -> list[Block]:
     for page in pages:
         text = page.read_text()
         for match in _BLOCK.finditer(text):
-            documents = tuple(doc for doc in yaml.safe_load_all(match.group(1)) if doc is not None)
-            found.append(Block(page, text.count("\n", 0, match.start()) + 1, match.group(1), documents))
+            indent = len(match.group(1))
+            body = "".join(line[indent:] for line in match.group(2).splitlines(keepends=True))
+            documents = tuple(doc for doc in yaml.safe_load_all(body) if doc is not None)
+            found.append(Block(page, text.count("\n", 0, match.start()) + 1, body, documents))
     return found
 
 

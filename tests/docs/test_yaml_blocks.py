@@ -13,8 +13,6 @@ import yaml
 from imagefleet import KIND
 from imagefleet.catalog import load_gpu_classes
 from imagefleet.crd.models import ImageModelDeploymentSpec
-from imagefleet.dev.build import ensure_built
-from imagefleet.dev.components import HELM
 from imagefleet.dev.prometheus import runtime_pods_job
 from imagefleet.fit import check_fit
 from imagefleet.resolve import resolve
@@ -72,11 +70,6 @@ def test_every_image_model_deployment_fits_unless_its_block_says_it_is_refused(
     fit = check_fit(resolve(spec, classes), classes)
     assert fit.status == ("False" if block.expects_refusal else "True"), fit.message
 
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    binary = ensure_built([HELM], progress=lambda message: print(f"[helm] {message}"))["helm"]
-    return Helm(binary=binary, home=tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.mark.parametrize("block", _of_kind("values"), ids=_ids)

@@ -36,11 +36,17 @@ def _crds() -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def third_party_crds(cluster: Cluster) -> Iterator[None]:
-    """The InferencePool and ServiceMonitor CRDs, Established; removed afterwards (other tests run without them)."""
+    """The InferencePool and ServiceMonitor CRDs, Established; the ones this installed are removed afterwards
+    (other tests run without them)."""
     extensions = client.ApiextensionsV1Api(cluster.api_client)
-    crds = _crds()
+    crds, installed = _crds(), []
     for crd in crds:
-        extensions.create_custom_resource_definition(crd)
+        try:
+            extensions.create_custom_resource_definition(crd)
+            installed.append(crd)
+        except ApiException as error:
+            if error.status != 409:  # already there: another test's, left as it is
+                raise
     try:
         for crd in crds:
             name = crd["metadata"]["name"]  # type: ignore[index]
@@ -52,7 +58,7 @@ def third_party_crds(cluster: Cluster) -> Iterator[None]:
             wait_until(established, timeout=30, message=f"CRD {name} to be Established")
         yield
     finally:
-        for crd in crds:
+        for crd in installed:
             try:
                 extensions.delete_custom_resource_definition(crd["metadata"]["name"])  # type: ignore[index]
             except ApiException as error:

@@ -26,7 +26,8 @@ def chart_readme() -> str:
         "Kubernetes 1.30 or newer. Helm installs the CRDs in `crds/` on the first install only: apply\n"
         "the new `crds/imagemodeldeployment.yaml` before each upgrade. The install's notes print the next\n"
         "commands (a first resource, a gateway key, a call). Documentation: the project's `README.md`\n"
-        "and `docs/` ([getting started](https://github.com/imagefleet/imagefleet/blob/main/docs/getting-started.md)).\n\n"
+        "and `docs/` ([getting started]"
+        "(https://github.com/imagefleet/imagefleet/blob/main/docs/getting-started.md)).\n\n"
         "## Values\n\n"
         + helm_values.values_table()
     )

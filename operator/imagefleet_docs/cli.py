@@ -26,7 +26,8 @@ def _params(command: click.Command) -> str:
     rows = []
     for param in command.params:
         if isinstance(param, click.Argument):
-            rows.append([code(param.human_readable_name), "", "argument" + (", repeatable" if param.nargs == -1 else "")])
+            repeatable = ", repeatable" if param.nargs == -1 else ""
+            rows.append([code(param.human_readable_name), "", f"argument{repeatable}"])
         elif isinstance(param, click.Option) and not param.hidden:
             names = ", ".join(code(name) for name in [*param.opts, *param.secondary_opts])
             extra = f" (env `{param.envvar}`)" if isinstance(param.envvar, str) else ""
@@ -54,7 +55,8 @@ def _runtime() -> str:
             continue
         rows.append([", ".join(code(flag) for flag in action.option_strings), action.help or ""])
     return (
-        "## `imagefleet-runtime`\n\n```text\nimagefleet-runtime [OPTIONS]\nimagefleet-runtime download --model M --target DIR [--variant V]\n```\n\n"
+        "## `imagefleet-runtime`\n\n```text\nimagefleet-runtime [OPTIONS]\n"
+        "imagefleet-runtime download --model M --target DIR [--variant V]\n```\n\n"
         "Serves one model; `download` fills a model cache (the operator's download Job runs it).\n\n"
         + table(["option", "what it does"], rows)
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.chart.helm import CHART, Helm
+from tests.chart.test_install import crds_installed  # noqa: F401 - the chart's CRDs, which helm maps kinds with
 from tests.conftest import Cluster
 
 
@@ -16,7 +17,9 @@ def notes(helm: Helm, cluster: Cluster, values: dict[str, Any]) -> str:
     return result.stdout.split("NOTES:", 1)[1]
 
 
-def test_with_the_gateway_and_no_key_the_notes_make_one_and_call_it(helm: Helm, cluster: Cluster) -> None:
+def test_with_the_gateway_and_no_key_the_notes_make_one_and_call_it(
+    helm: Helm, cluster: Cluster, crds_installed: None,  # noqa: F811
+) -> None:
     text = notes(helm, cluster, {"gateway": {"enabled": True}})
     assert "answers 401" in text
     assert 'HASH=$(printf %s "$KEY" | sha256sum | cut -d\' \' -f1)' in text
@@ -26,7 +29,9 @@ def test_with_the_gateway_and_no_key_the_notes_make_one_and_call_it(helm: Helm, 
     assert '"model": "tiny"' in text
 
 
-def test_with_keys_configured_the_notes_only_call(helm: Helm, cluster: Cluster) -> None:
+def test_with_keys_configured_the_notes_only_call(
+    helm: Helm, cluster: Cluster, crds_installed: None,  # noqa: F811
+) -> None:
     key = {"name": "me", "sha256": "0" * 64}
     text = notes(helm, cluster, {"gateway": {"enabled": True, "service": {"port": 8000}, "apiKeys": {"keys": [key]}}})
     assert "answers 401" not in text and "sha256sum" not in text
@@ -34,7 +39,9 @@ def test_with_keys_configured_the_notes_only_call(helm: Helm, cluster: Cluster) 
     assert "KEY=...   # one of your keys" in text
 
 
-def test_without_the_gateway_the_notes_say_how_to_turn_it_on(helm: Helm, cluster: Cluster) -> None:
+def test_without_the_gateway_the_notes_say_how_to_turn_it_on(
+    helm: Helm, cluster: Cluster, crds_installed: None,  # noqa: F811
+) -> None:
     text = notes(helm, cluster, {})
     assert "--set gateway.enabled=true" in text
     assert "port-forward service/fleet-imagefleet-gateway" not in text

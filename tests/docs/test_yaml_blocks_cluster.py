@@ -23,7 +23,9 @@ from tests.operator.conftest import imd_crd  # noqa: F401 - the ImageModelDeploy
 
 from .yaml_blocks import ROOT, Block, blocks, kind_of, objects
 
-POOL_CRD = ROOT / "third_party" / "gateway-api-inference-extension-v1.6.0" / "inference.networking.k8s.io_inferencepools.yaml"
+POOL_CRD = (
+    ROOT / "third_party" / "gateway-api-inference-extension-v1.6.0" / "inference.networking.k8s.io_inferencepools.yaml"
+)
 OBJECT_BLOCKS = [block for block in blocks() if kind_of(block) in ("objects", "spec")]
 
 
@@ -66,7 +68,10 @@ def third_party_crds(cluster: Cluster) -> Iterator[None]:
                     raise
 
 
-def dry_run(cluster: Cluster, namespace: str, documents: list[dict[str, object]], work: Path) -> subprocess.CompletedProcess[str]:
+def dry_run(
+    cluster: Cluster, namespace: str, documents: list[dict[str, object]], work: Path
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply --server-side --dry-run=server` of `documents`, placed in `namespace`."""
     manifest = work / "block.yaml"
     placed = [{**doc, "metadata": {**doc.get("metadata", {}), "namespace": namespace}}  # type: ignore[dict-item]
               for doc in documents]

@@ -15,6 +15,7 @@ from imagefleet.catalog import load_gpu_classes
 from imagefleet.crd.models import ImageModelDeploymentSpec
 from imagefleet.dev.prometheus import runtime_pods_job
 from imagefleet.fit import check_fit
+from imagefleet.gateway.auth import KeysFile
 from imagefleet.resolve import resolve
 from tests.chart.helm import Helm
 
@@ -44,12 +45,14 @@ def test_the_classifier_tells_blocks_apart(tmp_path: Path) -> None:
         "```yaml\ngateway:\n  enabled: true\n```\n"
         "```yaml\njob_name: x\n```\n"
         "```yaml\nrelabel_configs: []\n```\n"
+        "```yaml\nkeys: []\n```\n"
         "```yaml\nsomething: else\n```\n"
         "```yml\n- a list\n```\n"
         "1. item\n\n   ```yaml\n   gpuClasses: {}\n   ```\n"
     )
-    assert [kind_of(block) for block in blocks([page])] == ["objects", "spec", "values", "scrape-job", "relabel",
-                                                            None, None, "values"]
+    assert [kind_of(block) for block in blocks([page])] == [
+        "objects", "spec", "values", "scrape-job", "relabel", "gateway-keys", None, None, "values"
+    ]
 
 
 IMDS = [(block, document) for block in _of_kind("objects", "spec") for document in objects(block)
@@ -91,3 +94,9 @@ def test_every_relabeling_is_one_of_the_scrape_jobs(block: Block) -> None:
     assert document["relabel_configs"], block.where
     for rule in document["relabel_configs"]:
         assert rule in job["relabel_configs"], f"{block.where}: {yaml.safe_dump(rule)}"
+
+
+@pytest.mark.parametrize("block", _of_kind("gateway-keys"), ids=_ids)
+def test_every_keys_file_is_one_the_gateway_reads(block: Block) -> None:
+    (document,) = block.documents
+    assert KeysFile.model_validate(document).keys, f"{block.where}: no key"

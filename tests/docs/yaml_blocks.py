@@ -10,7 +10,8 @@ Every block is one of:
 - `values`: Helm values of charts/imagefleet (every top-level key is one of values.yaml's),
   rendered with `helm template`, which validates them against values.schema.json;
 - `scrape-job`: the runtime pods' Prometheus scrape job, equal to the one the local Prometheus runs;
-- `relabel`: relabelings, each one of that scrape job's.
+- `relabel`: relabelings, each one of that scrape job's;
+- `gateway-keys`: the gateway's API keys file (the only top-level key is `keys`), read by its own model.
 
 A block of none of these kinds fails the test that classifies them.
 """
@@ -35,7 +36,7 @@ REFUSED_MARK = "FitsGPU=False"
 # A fence may be indented (inside a list item); its lines are dedented by the fence's indent.
 _BLOCK = re.compile(r"^( *)```ya?ml[^\n]*\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
 
-Kind = Literal["objects", "spec", "values", "scrape-job", "relabel"]
+Kind = Literal["objects", "spec", "values", "scrape-job", "relabel", "gateway-keys"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ def kind_of(block: Block) -> Kind | None:
         return "scrape-job"
     if set(document) == {"relabel_configs"}:
         return "relabel"
+    if set(document) == {"keys"}:
+        return "gateway-keys"
     if set(document) <= VALUES_KEYS:
         return "values"
     return None

@@ -1,5 +1,5 @@
 """Names of the runtime's Prometheus metrics: the one source for the runtime,
-the operator's queries and the tests (DESIGN.md fixes them)."""
+the operator's queries and the tests (docs/reference/metrics.md is generated from them)."""
 
 PREFIX = "imagefleet_"
 

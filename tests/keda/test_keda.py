@@ -155,12 +155,11 @@ async def test_keda_scales_the_resource_up_under_load_and_back_through_the_hpa(
     await asyncio.to_thread(wait_until, view.scaled_object_ready, timeout=60, message="the ScaledObject Ready")
     assert_keda_owns_the_hpa(view, DOWN_WINDOW)
     # The HPA controller reads both metrics through the aggregation layer and KEDA's metrics server.
-    able = await asyncio.to_thread(
+    await asyncio.to_thread(
         wait_until, lambda: (cond := view.hpa_condition("ScalingActive")) is not None and cond.status == "True"
         and len(view.hpa().status.current_metrics or []) == 2,
         timeout=2 * HPA_SYNC_SECONDS + 10, message="the HPA reading KEDA's two external metrics",
     )
-    assert able
     assert view.wanted() == 1
 
     # Load above one replica's capacity: the queue's metric asks for more, the HPA writes the
@@ -196,7 +195,6 @@ async def test_keda_scales_the_resource_up_under_load_and_back_through_the_hpa(
         f"KEDA + HPA: 1 -> {peak} replicas {scaled_at - started:.1f}s after the load began; back to 1 "
         f"{back_at - ended:.1f}s after it ended (scale-down window {DOWN_WINDOW}s, HPA sync {HPA_SYNC_SECONDS}s)"
     )
-    assert peak > 1
 
 
 def hold_for(seconds: float, *checks: Any) -> None:

@@ -236,9 +236,10 @@ class Replayed:
     send_lags: list[tuple[float, float]] = field(default_factory=list)  # (arrival, lag)
 
 
-async def replay(endpoints: Picker, arrivals: list[float], speedup: float) -> Replayed:
+async def replay(endpoints: Picker, arrivals: list[float], speedup: float, model: str | None = None) -> Replayed:
     """Send each request at its arrival time (trace seconds / speedup); never wait for answers
-    before sending (open loop)."""
+    before sending (open loop). `model`: the model group to name (requests through the gateway)."""
+    body = BODY if model is None else {**BODY, "model": model}
     replayed = Replayed()
     results = replayed.latencies
     start = time.monotonic()
@@ -252,7 +253,7 @@ async def replay(endpoints: Picker, arrivals: list[float], speedup: float) -> Re
             results.append((arrival, math.inf))
             return
         try:
-            response = await http.post(f"{url}/v1/images/generations", json=BODY)
+            response = await http.post(f"{url}/v1/images/generations", json=body)
             status = response.status_code
         except httpx.HTTPError:
             status = -1

@@ -1,5 +1,5 @@
 """Names of the runtime's Prometheus metrics: the one source for the runtime,
-the operator's queries and the tests (DESIGN.md fixes them)."""
+the operator's queries and the tests (docs/reference/metrics.md is generated from them)."""
 
 PREFIX = "imagefleet_"
 
@@ -33,7 +33,7 @@ GATEWAY_OVERFLOWED_TOTAL = "imagefleet_gateway_overflowed_total"  # by group, ti
 GATEWAY_SHED_TOTAL = "imagefleet_gateway_shed_total"  # by group, tier: 429, the deadline cannot be met or a bound is reached
 GATEWAY_HELD_REQUESTS = "imagefleet_gateway_held_requests"  # waiting in the gateway's queue, by group and tier
 GATEWAY_HOLD_TIMEOUTS_TOTAL = "imagefleet_gateway_hold_timeouts_total"  # by group, tier
-GATEWAY_RETRIES_TOTAL = "imagefleet_gateway_retries_total"  # sent again to another pod: the first never got it
+GATEWAY_RETRIES_TOTAL = "imagefleet_gateway_retries_total"  # sent again: the first pod never got it, or died holding it
 GATEWAY_UPSTREAM_SECONDS = "imagefleet_gateway_upstream_seconds"  # time spent waiting on the pod
 GATEWAY_IGNORED_OVERFLOW = "imagefleet_gateway_ignored_overflow"  # resources whose overflowTo is missing or loops
 # The gateway's demand, by the resource it is for (labels GATEWAY_RESOURCE_LABELS: not `namespace`,

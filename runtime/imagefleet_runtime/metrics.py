@@ -1,4 +1,4 @@
-"""The runtime's Prometheus metrics, exactly the names in DESIGN.md (from imagefleet.metrics)."""
+"""The runtime's Prometheus metrics, by the names in imagefleet.metrics (docs/reference/metrics.md lists them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Runtime settings: flags or IMAGEFLEET_* environment variables (DESIGN.md fixes the names)."""
+"""Runtime settings: flags or IMAGEFLEET_* environment variables (docs/reference/environment.md lists them)."""
 
 from __future__ import annotations
 

@@ -5,25 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import start_http_server
 
 from imagefleet import metrics
 from imagefleet.autoscaling import batch, queries
 from imagefleet.autoscaling.prometheus import (
     PrometheusClient,
+    PrometheusError,
     PrometheusQueryError,
     PrometheusTimeout,
+    PrometheusTooLarge,
     PrometheusUnavailable,
 )
 from imagefleet.dev.processes import HOST, free_port
 from imagefleet.dev.prometheus import LocalPrometheus, Target
+from imagefleet.gateway.telemetry import GatewayMetrics
 from tests.autoscaling.exporter import Exporter
 from tests.helpers import wait_until
 
@@ -235,8 +243,88 @@ def test_nothing_listening_is_unavailable() -> None:
         raw(f"http://{HOST}:{free_port()}", "up")
 
 
-def test_a_server_that_never_answers_times_out() -> None:
-    """A real socket that accepts and stays silent: the call gives up, it does not hang."""
+def test_a_prometheus_stopping_under_queries_reads_as_unavailable_never_as_a_query_error(tmp_path: Path) -> None:
+    """Queries race a real Prometheus's shutdown (SIGTERM). What comes back while it stops (its
+    readiness gate's plain-text 503, a reset, then a refused connection) is "Prometheus is down"."""
+    server = LocalPrometheus(tmp_path / "stopping", scrape_interval="1s")
+    server.start()
+    failures: list[Exception] = []
+
+    async def go() -> None:
+        async with PrometheusClient(server.url, timeout=2.0) as client:
+            async def hammer() -> None:
+                while True:
+                    try:
+                        await client.query("up")
+                    except PrometheusError as error:
+                        failures.append(error)
+                        if not isinstance(error, PrometheusUnavailable) or "unreachable" in str(error):
+                            return
+
+            tasks = [asyncio.ensure_future(hammer()) for _ in range(4)]
+            await asyncio.sleep(0.2)
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*tasks), 30)
+
+    try:
+        asyncio.run(go())
+    finally:
+        server.stop()
+    assert failures
+    assert all(isinstance(error, PrometheusUnavailable) for error in failures), failures
+
+
+def test_prometheus_not_ready_503_is_unavailable_and_a_json_timeout_is_too_large() -> None:
+    """Prometheus's own answers, served from a socket: the readiness gate's plain 503 while it starts
+    or stops, and its API's 503 with errorType "timeout" for a query too large (a smaller one may pass)."""
+    answers = {
+        b"/api/v1/query": (503, "text/plain", b"Service Unavailable"),
+        b"/api/v1/targets": (503, "application/json",
+                             b'{"status":"error","errorType":"timeout","error":"query timed out"}'),
+    }
+    listener = socket.create_server((HOST, 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                path = connection.recv(65536).split(b" ")[1].split(b"?")[0]
+                status, kind, body = answers[path]
+                connection.sendall(b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                                   b"Connection: close\r\n\r\n%s" % (status, kind.encode(), len(body), body))
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+
+    async def go() -> tuple[Exception, Exception]:
+        async with PrometheusClient(f"http://{HOST}:{listener.getsockname()[1]}") as client:
+            errors: list[Exception] = []
+            for call in (client.query("up"), client.active_targets()):
+                try:
+                    await call
+                except PrometheusError as error:
+                    errors.append(error)
+            return errors[0], errors[1]
+
+    try:
+        not_ready, too_large = asyncio.run(go())
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert isinstance(not_ready, PrometheusUnavailable) and "503" in str(not_ready)
+    assert isinstance(too_large, PrometheusTooLarge)
+
+
+@contextmanager
+def silent_server() -> Iterator[str]:
+    """A real socket that accepts connections and never answers; its URL."""
     listener = socket.socket()
     listener.bind((HOST, 0))
     listener.listen()
@@ -253,14 +341,8 @@ def test_a_server_that_never_answers_times_out() -> None:
 
     thread = threading.Thread(target=accept)
     thread.start()
-
-    async def go() -> None:
-        async with PrometheusClient(f"http://{HOST}:{listener.getsockname()[1]}", timeout=0.5) as client:
-            await client.query("up")
-
     try:
-        with pytest.raises(PrometheusUnavailable, match="timed out"):
-            asyncio.run(go())
+        yield f"http://{HOST}:{listener.getsockname()[1]}"
     finally:
         stop.set()
         thread.join()
@@ -269,26 +351,99 @@ def test_a_server_that_never_answers_times_out() -> None:
         listener.close()
 
 
-def test_a_batch_that_times_out_splits_down_to_each_resource_and_reports_each(
-    setup: Setup, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Prometheus never answers within the read timeout: the round halves its batches down to one
-    resource each, logs and counts every split, and hands each resource its own failure."""
-    wait_scraped(setup, 4)
+def test_a_server_that_never_answers_times_out() -> None:
+    """The call gives up, it does not hang."""
+
+    async def go(url: str) -> None:
+        async with PrometheusClient(url, timeout=0.5) as client:
+            await client.query("up")
+
+    with silent_server() as url, pytest.raises(PrometheusUnavailable, match="timed out"):
+        asyncio.run(go(url))
+
+
+def test_a_batch_that_times_out_splits_down_to_each_resource_and_reports_each(caplog: pytest.LogCaptureFixture) -> None:
+    """Prometheus takes the queries and never answers within the read timeout: the round halves its
+    batches down to one resource each, logs and counts every split, and hands each resource its own
+    failure. (A real Prometheus answers a small query faster than any read timeout can be trusted to
+    expire: a silent socket is what never answers.)"""
     keys = [(NAMESPACE, "a"), (NAMESPACE, "b"), ("team-c", "a")]
     splits_before = batch.SPLITS._value.get()
 
-    async def go() -> batch.Round:
-        # Connecting may take its time; the answer may not (no query is answered in 0.1 ms).
-        async with PrometheusClient(setup.prometheus.url, timeout=httpx.Timeout(5.0, read=0.0001)) as client:
+    async def go(url: str) -> batch.Round:
+        async with PrometheusClient(url, timeout=httpx.Timeout(5.0, read=0.2)) as client:
             return await batch.read_round(client, WINDOW_SECONDS, keys)
 
-    with caplog.at_level("WARNING", logger=batch.__name__):
-        result = asyncio.run(go())
+    with caplog.at_level("WARNING", logger=batch.__name__), silent_server() as url:
+        result = asyncio.run(go(url))
     # All three, then the half of two: two splits; the single resources are not split further.
     assert result.splits == 2
     assert batch.SPLITS._value.get() - splits_before == 2
     assert sum("splitting it in halves" in record.getMessage() for record in caplog.records) == 2
     assert set(result.failures) == set(keys)
     assert all(isinstance(error, PrometheusTimeout) for error in result.failures.values())
-    assert result.queries == 9 * 5  # all, the two halves, and the two singles of the first half
+    queries = len(batch.batch_queries("{}", WINDOW_SECONDS))
+    assert result.queries == queries * 5  # all, the two halves, and the two singles of the first half
+
+
+class GatewayReplica:
+    """One gateway replica's demand series (the gateway's own metric definitions), served for Prometheus,
+    counting arrivals for team-a/a at a steady pace from a thread; `restart()` starts over from zero on
+    the same address, as a restarted replica does."""
+
+    def __init__(self, port: int = 0, queued: float = 3.0) -> None:
+        self.metrics = GatewayMetrics()
+        self.metrics.queued.labels(NAMESPACE, "a").set(queued)
+        server, self._thread = start_http_server(port, addr=HOST, registry=self.metrics.registry)
+        self._server = server
+        self.port = server.server_port
+        self.address = f"{HOST}:{self.port}"
+        self._stop = threading.Event()
+        self._counter = threading.Thread(target=self._count, daemon=True)
+        self._counter.start()
+
+    def _count(self) -> None:
+        while not self._stop.wait(0.1):  # 10 arrivals a second
+            self.metrics.arrivals.labels(NAMESPACE, "a").inc()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._counter.join()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def test_gateway_demand_is_summed_over_replicas_and_a_restart_never_reads_as_zero(tmp_path: Path) -> None:
+    """Two gateway replicas count arrivals for one resource; one restarts (its counter back to 0).
+    Every round's arrival rate stays near the sum (never zero, never missing), and the queue is the sum."""
+    first, second = GatewayReplica(queued=3.0), GatewayReplica(queued=2.0)
+    prometheus = LocalPrometheus(tmp_path / "prometheus", scrape_interval="1s")
+    prometheus.set_targets([Target(first.address), Target(second.address)])
+    prometheus.start()
+    key = (NAMESPACE, "a")
+
+    def reading() -> queries.Readings:
+        async def go() -> queries.Readings:
+            async with PrometheusClient(prometheus.url) as client:
+                result = await batch.read_round(client, WINDOW_SECONDS, [key])
+            return result.readings(key, 90.0)
+
+        return asyncio.run(go())
+
+    try:
+        wait_until(lambda: (reading().gateway_arrival_rate or 0) > 15, timeout=60, message="both replicas counted")
+        assert reading().gateway_queued == 5.0
+        port = second.port
+        second.close()
+        second = GatewayReplica(port=port, queued=2.0)  # restarted: every counter from zero
+        rates = []
+        deadline = time.monotonic() + 3 * WINDOW_SECONDS / 2
+        while time.monotonic() < deadline:
+            rates.append(reading().gateway_arrival_rate)
+            time.sleep(0.5)
+        assert all(rate is not None and rate > 5 for rate in rates), rates
+    finally:
+        prometheus.stop()
+        first.close()
+        second.close()

@@ -1,12 +1,13 @@
-"""The simulator's service model against one live emulated pod, on the same arrivals.
+"""The simulator's service model against one live emulated pod behind the gateway, on the same arrivals.
 
 A real `imagefleet-runtime --engine emulated` process (SDXL 1024², 30 steps on an A100's
-published timings, time-compressed) takes an open-loop Poisson burst above its capacity
+published timings, time-compressed) behind the real gateway (its queue by deadline, with the
+target scaled by the same speed-up) takes an open-loop Poisson burst above the pod's capacity
 through the comparison benchmark's own client (benchmarks/sim_vs_live.py); the simulator
-replays the same arrivals through one pod with the cost model mapped the benchmark's way
-(batch_seconds = base x (1 - c), image_seconds = base x c). Queueing and continuous batching
-must give the same tail: p95 within 20 %. The full fleet comparison, with the
-operator and Prometheus, is the benchmark.
+replays the same arrivals through its model of the gateway and one pod, with the cost model
+mapped the benchmark's way (batch_seconds = base x (1 - c), image_seconds = base x c). The
+gateway's queue, continuous batching and the pod must give the same tail (p95 within 20 %) and
+the same refusals. The full fleet comparison, with the operator and Prometheus, is the benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import pytest
 from benchmarks.sim_vs_live import replay
 from imagefleet.autoscaling.simulation import Fleet, nearest_rank_p95, poisson_arrivals, simulate
 from imagefleet.cost import builtin_plan, call_seconds
+from imagefleet.gateway.service import Settings
+from tests.gateway.support import running_gateway
 from tests.runtime.support import runtime_server
 
 pytestmark = pytest.mark.slow
@@ -27,6 +30,7 @@ SPEEDUP = 5.0
 # Trace seconds: 0.9 requests/s for a minute (one pod serves about 0.49/s at batch 4), then a
 # quiet tail long enough for the backlog to drain.
 TRACE = [(0.0, 0.9), (60.0, 0.0), (240.0, 0.0)]
+TARGET_SECONDS = 60.0  # trace seconds
 
 
 class OnePod:
@@ -44,16 +48,19 @@ async def test_one_pod_queues_and_batches_as_simulated(tmp_path: Path) -> None:
     plan = builtin_plan(model="sdxl", gpu_class="a100-80gb", precision="fp16")
     base = call_seconds(plan, width=1024, height=1024, steps=30, images=1)
     c = plan.class_cost.batch_cost
-    fleet = Fleet(batch_seconds=base * (1 - c), image_seconds=base * c, max_batch_size=4, queue_size=64,
+    fleet = Fleet(batch_seconds=base * (1 - c), image_seconds=base * c, max_batch_size=4,
                   startup_seconds=0.0)
-    simulated = simulate(TRACE, lambda _: 1, fleet, initial_replicas=1, target_p95_seconds=60.0, seed=0)
+    simulated = simulate(TRACE, lambda _: 1, fleet, initial_replicas=1, target_p95_seconds=TARGET_SECONDS, seed=0)
     arrivals = poisson_arrivals(TRACE, random.Random(0))  # the simulator's seed-0 arrivals
 
     flags = ("--engine", "emulated", "--gpu-class", "a100-80gb", "--model", "sdxl", "--precision", "fp16",
              "--emulation-speedup", str(SPEEDUP), "--max-batch-size", "4", "--queue-size", "64",
              "--default-steps", "30")
-    with runtime_server(tmp_path, *flags) as server:
-        replayed = await replay(OnePod(server.base_url), arrivals, SPEEDUP)
+    with runtime_server(tmp_path, *flags) as server, running_gateway(Settings(poll_interval_seconds=0.1)) as gateway:
+        gateway.set_resource("one", tier="bulk", autoscaling={"targetP95Seconds": TARGET_SECONDS / SPEEDUP})
+        gateway.set_endpoints("one", [server.base_url])
+        gateway.wait_polled([server.base_url])
+        replayed = await replay(OnePod(gateway.base_url), arrivals, SPEEDUP, model="one")
 
     live = [latency for _, latency in replayed.latencies]
     print(f"{len(arrivals)} requests: p95 live {nearest_rank_p95(live):.1f} s, simulated {simulated.p95_seconds:.1f} s "

@@ -44,30 +44,36 @@ def test_a_fixed_fleet_with_headroom_meets_the_slo_and_pays_for_every_minute() -
     assert all(o.busy_replicas is not None and 1.0 < o.busy_replicas < 2.0 for o in seen[8:])
 
 
-def test_an_overloaded_pod_fills_its_queue_then_refuses() -> None:
-    """3 requests/s on one pod that serves at most 4 per 4.5 s: its queue reaches the
-    bound (64) and stays there, and the excess is refused (429), counted as over target."""
+def test_an_overloaded_pod_is_fronted_by_the_gateway_queue_which_refuses_what_cannot_start_in_time() -> None:
+    """3 requests/s on one pod that serves at most 4 per 4.5 s: the gateway keeps a queue of what can
+    still finish within the 10 s target, refuses the rest at once (429, counted as over the target),
+    and the pod never holds more than its next batch."""
     seen, autoscaler = fixed(1)
     result = run_simulation(
         [(0.0, 3.0), (600.0, 3.0)], autoscaler, Fleet(), initial_replicas=1, target_p95_seconds=10.0
     )
     assert result.slo_violation_minutes == 10
-    depths = [o.queue_depth for o in seen]
-    assert depths[0] is not None and depths[0] < 64
-    assert all(d is not None and 64 - 4 <= d <= 64 for d in depths[len(depths) // 2 :])  # full, less a batch
+    loaded = seen[len(seen) // 2:]
+    assert all(o.queue_depth is not None and o.queue_depth <= 4 for o in loaded)  # at most a batch at the pod
+    assert all(o.gateway_queued is not None and o.gateway_queued <= 8 for o in loaded)
+    assert all(o.gateway_arrival_rate is not None and 2.0 < o.gateway_arrival_rate < 4.0 for o in loaded)
     # Served: at most 4 / 4.5 s for 600 s (533); the rest of ~1800 arrivals refused.
     assert 1000 < result.rejected < 1500
     assert result.requests - result.rejected < 600
 
 
-def test_a_queue_bound_per_pod_with_two_pods() -> None:
-    _, autoscaler = fixed(2)
-    small = run_simulation([(0.0, 1.6), (300.0, 1.6)], autoscaler, Fleet(queue_size=4), initial_replicas=2,
-                           target_p95_seconds=10.0)
-    _, autoscaler = fixed(2)
-    large = run_simulation([(0.0, 1.6), (300.0, 1.6)], autoscaler, Fleet(queue_size=400), initial_replicas=2,
-                           target_p95_seconds=10.0)
-    assert small.rejected > large.rejected == 0
+def test_with_no_ready_pod_the_gateway_holds_until_one_serves_or_the_hold_timeout() -> None:
+    """The only pod starts for 30 s: what arrives meanwhile waits and is served; with a start-up
+    longer than the hold timeout it is refused instead."""
+    _, autoscaler = fixed(1)
+    trace = [(0.0, 0.2), (120.0, 0.2)]
+    held = run_simulation(trace, autoscaler, Fleet(startup_seconds=30.0), initial_replicas=0,
+                          target_p95_seconds=10.0)
+    assert held.rejected == 0 and held.p95_seconds > 10.0
+    _, autoscaler = fixed(1)
+    timed_out = run_simulation(trace, autoscaler, Fleet(startup_seconds=200.0, hold_timeout_seconds=20.0),
+                               initial_replicas=0, target_p95_seconds=10.0)
+    assert timed_out.rejected > 0
 
 
 def test_continuous_batching_starts_at_once_and_runs_a_backlog_in_full_batches() -> None:
@@ -193,9 +199,8 @@ def test_a_trace_without_the_header_is_a_usage_error(tmp_path: Path) -> None:
     [
         (["--min-replicas", "5", "--max-replicas", "2"], "--min-replicas 5 is above --max-replicas 2"),
         (["--scale-down-window", "10", "--interval", "15"], "shorter than --interval"),
-        (["--min-replicas", "0"], "--min-replicas 0 needs a demand source"),
+        (["--min-replicas", "0"], "--min-replicas 0 needs scale from zero"),
         (["--seeds", "0"], "--seeds"),
-        (["--queue-size", "2", "--max-batch-size", "4"], "--queue-size 2 is below --max-batch-size 4"),
         (["--target-p95-seconds", "0"], "--target-p95-seconds"),
     ],
 )

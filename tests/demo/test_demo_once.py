@@ -13,8 +13,9 @@ from imagefleet.demo.scenario import BULK, PREMIUM, REFUSED
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 
-def test_demo_once_shows_every_expected_state() -> None:
-    command = [str(Path(sys.executable).with_name("imagefleet")), "demo", "--once"]
+def test_demo_once_shows_every_expected_state(tmp_path: Path) -> None:
+    plot = tmp_path / "demo.png"
+    command = [str(Path(sys.executable).with_name("imagefleet")), "demo", "--once", "--plot", str(plot)]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=900)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
@@ -31,3 +32,4 @@ def test_demo_once_shows_every_expected_state() -> None:
     assert any(f"{BULK}: desired replicas 1 ->" in line for line in lines), output
     assert any("burst through the gateway" in line for line in lines), output
     assert "stopped everything" in output
+    assert f"wrote {plot}" in output and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

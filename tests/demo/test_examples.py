@@ -50,3 +50,22 @@ def test_refused_example_names_a_class_that_fits() -> None:
     classes = load_gpu_classes()
     message = check_fit(resolve(spec, classes), classes).message
     assert "h100-80gb" in message
+
+
+REAL_CLUSTER = EXAMPLES / "real-cluster"
+# The demo's examples of gated models, each also in real-cluster/ with a token for its download.
+GATED = ["bulk-thumbnails.yaml", "premium-renders.yaml"]
+
+
+def test_real_cluster_examples_are_the_demo_ones_with_a_cache_that_uses_the_token_secret() -> None:
+    assert sorted(p.name for p in REAL_CLUSTER.glob("*.yaml")) == sorted([*GATED, "hf-token.yaml"])
+    secret = yaml.safe_load((REAL_CLUSTER / "hf-token.yaml").read_text())
+    assert (secret["kind"], sorted(secret["stringData"])) == ("Secret", ["token"])
+    for name in GATED:
+        real = yaml.safe_load((REAL_CLUSTER / name).read_text())
+        cache = real["spec"]["model"].pop("cache")
+        assert real == load(name), f"real-cluster/{name} differs from {name} beyond spec.model.cache"
+        assert cache["tokenSecretRef"] == {"name": secret["metadata"]["name"], "key": "token"}
+        spec = ImageModelDeploymentSpec.model_validate({**real["spec"], "model": {**real["spec"]["model"], "cache": cache}})
+        classes = load_gpu_classes()
+        assert check_fit(resolve(spec, classes), classes).status == "True"

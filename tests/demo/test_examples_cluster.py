@@ -35,3 +35,14 @@ def test_api_server_rejects_a_broken_example(cluster: Cluster, namespace: str) -
         create(cluster, namespace, body)
     assert error.value.status == 422
     assert "minReplicas" in error.value.body
+
+
+@pytest.mark.parametrize("path", sorted((example_files()[0].parent / "real-cluster").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_api_server_accepts_real_cluster_example(cluster: Cluster, namespace: str, path: Any) -> None:
+    install_crd(cluster.api_client)
+    body = yaml.safe_load(path.read_text())
+    if body["kind"] == "Secret":
+        client.CoreV1Api(cluster.api_client).create_namespaced_secret(namespace, body, dry_run="All")
+    else:
+        create(cluster, namespace, body)

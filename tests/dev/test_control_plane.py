@@ -106,6 +106,43 @@ def test_kubectl_lists_the_simulated_gpu_nodes(cluster: Cluster) -> None:
     assert "h200-141gb-0" in table and "NVIDIA-H200" in table and "Ready" in table
 
 
+def test_the_api_server_publishes_its_own_front_proxy_ca_for_extension_api_servers(cluster: Cluster) -> None:
+    published = client.CoreV1Api(cluster.api_client).read_namespaced_config_map(
+        "extension-apiserver-authentication", "kube-system"
+    ).data
+    front_proxy_ca = (cluster.plane.pki_dir / "front-proxy-ca.crt").read_text()
+    assert published["requestheader-client-ca-file"].strip() == front_proxy_ca.strip()
+    assert published["client-ca-file"].strip() != front_proxy_ca.strip()
+    assert json.loads(published["requestheader-allowed-names"]) == ["front-proxy-client"]
+    assert json.loads(published["requestheader-username-headers"]) == ["X-Remote-User"]
+
+
+def test_the_controller_manager_runs_the_hpa_controller(cluster: Cluster, namespace: str) -> None:
+    """An HPA on an external metric that nothing serves: the HPA controller takes it up and says why it cannot scale."""
+    client.AppsV1Api(cluster.api_client).create_namespaced_deployment(namespace, gpu_deployment("web", 1, gpus=1))
+    hpas = client.AutoscalingV2Api(cluster.api_client)
+    hpas.create_namespaced_horizontal_pod_autoscaler(namespace, {
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "metrics": [{
+                "type": "External",
+                "external": {"metric": {"name": "queue"}, "target": {"type": "AverageValue", "averageValue": "4"}},
+            }],
+        },
+    })
+
+    def active_condition() -> client.V2HorizontalPodAutoscalerCondition | None:
+        conditions = hpas.read_namespaced_horizontal_pod_autoscaler("web", namespace).status.conditions or []
+        return next((condition for condition in conditions if condition.type == "ScalingActive"), None)
+
+    # The controller's default sync period is 15 s.
+    condition = wait_until(active_condition, timeout=45, message="the HPA controller to evaluate the HPA")
+    assert (condition.status, condition.reason) == ("False", "FailedGetExternalMetric"), condition
+
+
 def _imagefleet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).with_name("imagefleet")), *args],

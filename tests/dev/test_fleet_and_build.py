@@ -93,3 +93,22 @@ def test_the_cache_key_changes_with_the_ldflags() -> None:
     assert helm.key.startswith("helm-v3.22.0-")
     assert replace(helm, ldflags=lambda version: [f"-X helm.sh/helm/v3/internal/version.version={version}"]).key \
         not in {helm.key, "helm-v3.22.0"}
+
+
+def test_keda_is_built_on_demand_only_and_its_toolchain_is_part_of_its_key() -> None:
+    assert components.KEDA not in components.ALL and components.KEDA not in components.CONTROL_PLANE
+    assert components.KEDA.key.startswith(f"keda-{components.KEDA_VERSION}-")
+    assert replace(components.KEDA, toolchain="local").key != components.KEDA.key
+
+
+def test_a_module_copy_links_the_sources_and_writes_go_mod_and_go_sum_anew(tmp_path: Path) -> None:
+    module = tmp_path / "cache" / "example.com" / "m@v1.0.0"
+    (module / "cmd").mkdir(parents=True)
+    for name, text in {"go.mod": "module example.com/m\n", "go.sum": "", "cmd/main.go": "package main\n"}.items():
+        (module / name).write_text(text)
+    module.chmod(0o555)  # as in Go's module cache
+    copy = build.module_copy(components.KEDA, module, tmp_path / "work")
+    assert (copy / "cmd" / "main.go").stat().st_ino == (module / "cmd" / "main.go").stat().st_ino
+    for name in ("go.mod", "go.sum"):
+        assert (copy / name).read_text() == (module / name).read_text()
+        assert (copy / name).stat().st_ino != (module / name).stat().st_ino

@@ -1,7 +1,7 @@
-"""Closed-loop load over a resource's ready endpoints, run in a thread, that keeps count of
-what happened to every request: answered (200), refused by the fleet before it accepted the
-request (429 queue full, 503 draining, connection refused), never sent (no endpoint known), or
-lost: accepted and then not answered (the connection broke, a timeout, any other status)."""
+"""Closed-loop load over a resource's ready endpoints (or through the gateway), run in a thread, that
+keeps count of what happened to every request: answered (200), refused before it was accepted
+(429, 503 draining, connection refused), never sent (no endpoint known), or lost: accepted and
+then not answered (the connection broke, a timeout, any other status)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections import Counter
 import httpx
 
 from imagefleet.bench.load import Picker
-from imagefleet.metrics import REJECT_DRAINING, REJECT_QUEUE_FULL
+from imagefleet.metrics import REJECT_DRAINING
 
 BODY = {"prompt": "a lighthouse at dusk", "response_format": "b64_json", "steps": 10}
 ANSWERED, REFUSED, UNSENT, LOST = "answered", "refused", "unsent", "lost"
@@ -22,10 +22,12 @@ ANSWERED, REFUSED, UNSENT, LOST = "answered", "refused", "unsent", "lost"
 class Load:
     """`clients` clients, each sending its next request `pause` seconds after the last one ended."""
 
-    def __init__(self, endpoints: Picker, clients: int, pause: float = 0.0) -> None:
+    def __init__(self, endpoints: Picker, clients: int, pause: float = 0.0, model: str | None = None) -> None:
+        """`model`: the model group to name (requests through the gateway)."""
         self.endpoints = endpoints
         self.clients = clients
         self.pause = pause
+        self.body = BODY if model is None else {**BODY, "model": model}
         self.outcomes: Counter[str] = Counter()
         self.lost: list[str] = []  # what each lost request saw
         self._stop = threading.Event()
@@ -58,7 +60,7 @@ class Load:
                 await asyncio.sleep(0.5)
                 continue
             try:
-                outcome, detail = await _send(http, base)
+                outcome, detail = await _send(http, base, self.body)
             finally:
                 self.endpoints.release(base)
             self.outcomes[outcome] += 1
@@ -67,9 +69,9 @@ class Load:
             await asyncio.sleep(self.pause if outcome == ANSWERED else max(self.pause, 0.2))
 
 
-async def _send(http: httpx.AsyncClient, base: str) -> tuple[str, str]:
+async def _send(http: httpx.AsyncClient, base: str, body: dict[str, object]) -> tuple[str, str]:
     try:
-        response = await http.post(f"{base}/v1/images/generations", json=BODY)
+        response = await http.post(f"{base}/v1/images/generations", json=body)
     except httpx.ConnectError as error:
         return REFUSED, str(error)
     except httpx.HTTPError as error:
@@ -77,7 +79,8 @@ async def _send(http: httpx.AsyncClient, base: str) -> tuple[str, str]:
     if response.status_code == 200:
         return ANSWERED, ""
     code = _error_code(response)
-    if (response.status_code, code) in ((429, REJECT_QUEUE_FULL), (503, REJECT_DRAINING)):
+    # A 429 is never accepted work: a pod's full queue, or the gateway's deadline or queue bound.
+    if response.status_code == 429 or (response.status_code, code) == (503, REJECT_DRAINING):
         return REFUSED, code
     return LOST, f"{response.status_code} {response.text[:200]}"
 

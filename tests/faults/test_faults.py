@@ -12,21 +12,28 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
 from imagefleet import KIND
 from imagefleet import conditions as c
+from imagefleet import metrics as names
 from imagefleet.autoscaling import policy
 from imagefleet.autoscaling.loop import SCALING, SCALING_LIMITED
 from imagefleet.bench.endpoints import Endpoints, ready_endpoints
 from imagefleet.dev.fleet import node_manifests
-from imagefleet.dev.prometheus import LocalPrometheus
+from imagefleet.dev.prometheus import LocalPrometheus, Target
 from tests.conftest import Cluster
+from tests.gateway.process import gateway_process
 from tests.helpers import wait_until
 from tests.operator.harness import Imds, operator_writes
+from tests.runtime.support import sample
 
 from .conftest import FLEET, StartOperator
 from .load import ANSWERED, LOST, Cached, Load
@@ -202,9 +209,12 @@ def test_operator_killed_during_a_scale_up_then_prometheus_restarted_during_the_
 
 
 def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller_fleet(
-    plane: Cluster, fault_namespace: str, start_operator: StartOperator
+    plane: Cluster, fault_namespace: str, start_operator: StartOperator, prometheus: LocalPrometheus, tmp_path: Path
 ) -> None:
-    """It removes a node, and puts it back at the end."""
+    """It removes a node, and puts it back at the end. The load goes through the gateway (scraped by
+    Prometheus, so the autoscaler sees the demand waiting there), whose promise when a node dies is
+    that a request its pod held, unanswered, is made again elsewhere: nobody received that image.
+    So nothing is lost."""
     fleet = ResourceView(plane, fault_namespace, "moving")
     start_operator()
     fleet.imds.create("moving", autoscaled_sd15(max_replicas=3))
@@ -213,7 +223,8 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
     wait_until(endpoints.any_ready, timeout=60, message="a ready endpoint")
     nodes = [n for n in node_manifests(FLEET) if n["metadata"]["labels"].get("nvidia.com/gpu.product") == "NVIDIA-L4"]
 
-    with Load(endpoints, clients=16) as load:
+    with (gateway_process(plane.kubeconfig, fault_namespace, tmp_path / "gateway.log") as process,
+          scraped(prometheus, process.url), Load(Cached([process.url]), clients=16, model="moving") as load):
         wait_until(lambda: fleet.converged(3), timeout=120, message="3 ready replicas under load (on 3 of the 4 L4 nodes)")
         victim = fleet.pods()[0]
         node = victim.spec.node_name
@@ -233,10 +244,22 @@ def test_gpu_node_deleted_under_load_its_pod_moves_and_capacity_sees_the_smaller
             assert fleet.replicas() == 3
         finally:  # the node comes back for the other tests of the module
             fleet.core.create_node(next(n for n in nodes if n["metadata"]["name"] == node))
+        resent = sample(httpx.get(f"{process.metrics_url}/metrics", timeout=5).text, names.GATEWAY_RETRIES_TOTAL)
     assert_nothing_lost(load)
-    print(f"node {node} deleted: its pod removed after {removed:.1f}s, 3 ready replicas again after {moved:.1f}s; "
+    print(f"the gateway sent {resent:.0f} requests again; "
+          f"node {node} deleted: its pod removed after {removed:.1f}s, 3 ready replicas again after {moved:.1f}s; "
           f"ScalingLimited: {limited}")
     assert "no free GPUs for more than 3 replicas" in limited
+
+
+@contextmanager
+def scraped(prometheus: LocalPrometheus, url: str) -> Iterator[None]:
+    """Prometheus scrapes `url` (a gateway) while in the block."""
+    prometheus.set_targets([Target(url.removeprefix("http://"))])
+    try:
+        yield
+    finally:
+        prometheus.set_targets([])
 
 
 def _scaling_reason(fleet: ResourceView, name: str) -> str | None:

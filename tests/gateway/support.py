@@ -1,18 +1,13 @@
 """A gateway served by uvicorn on loopback in a thread of the test process, its fleet fed directly
-(the watch is tested against the real API server in test_watch_cluster.py); and `imagefleet gateway`
-as a process of its own, watching a real API server."""
+(the watch is tested against the real API server in test_watch_cluster.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -107,36 +102,3 @@ def running_gateway(settings: Settings = Settings(poll_interval_seconds=0.1), *,
         server.should_exit = True
         thread.join(timeout=30)
 
-
-@dataclass(frozen=True)
-class GatewayProcess:
-    url: str
-    metrics_url: str
-    log: Path
-    process: subprocess.Popen[bytes]
-
-
-@contextmanager
-def gateway_process(kubeconfig: Path, log: Path, *flags: str) -> Iterator[GatewayProcess]:
-    """`imagefleet gateway` on loopback (free ports) with `flags`, until its /readyz answers 200."""
-    port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    with log.open("wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "imagefleet", "gateway", "--host", "127.0.0.1",
-                                    "--port", str(port), "--metrics-port", str(metrics_port), *flags],
-                                   env=env, stdout=sink, stderr=subprocess.STDOUT)
-    running = GatewayProcess(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log, process)
-    try:
-        wait_until(lambda: _ready(running.url), timeout=60, interval=0.2, message=f"the gateway's /readyz (log {log})")
-        yield running
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -163,6 +164,37 @@ def test_a_preferred_resource_at_zero_is_signalled_while_its_overflow_serves(bul
         assert gw.metric(names.GATEWAY_OVERFLOWED_TOTAL, group="g", tier="bulk", to="warm") == 1
         wait_until(lambda: [name for name, _ in gw.demand] == ["cold"], timeout=5, interval=0.02,
                    message="the demand signal for the resource at zero")
+
+
+def test_queue_bounds_per_api_key_and_per_route_and_none_per_key_without_keys() -> None:
+    ring = KeyRing([ApiKey(name=name, sha256=digest(f"{name}-key")) for name in ("a", "b", "c")])
+    settings = Settings(poll_interval_seconds=0.1, hold_timeout_seconds=5.0, max_queued_per_route=2,
+                        max_queued_per_key=1)
+    body = {"prompt": PROMPT, "model": "cold"}
+
+    def as_key(gw: RunningGateway, name: str) -> httpx.Response:
+        return post(gw, body, headers={"authorization": f"Bearer {name}-key"})
+
+    with running_gateway(settings, keys=ring) as gw, ThreadPoolExecutor(2) as pool:
+        gw.set_resource("cold")  # no pod: every request waits
+        held = [pool.submit(as_key, gw, "a")]
+        wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == 1,
+                   timeout=10, interval=0.02, message="a's request held")
+        second = as_key(gw, "a")
+        assert second.status_code == 429 and second.json()["error"]["code"] == "queue_full", second.text
+        assert "per API key (a)" in second.json()["error"]["message"] and int(second.headers["retry-after"]) >= 1
+        held.append(pool.submit(as_key, gw, "b"))
+        wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == 2,
+                   timeout=10, interval=0.02, message="b's request held")
+        third = as_key(gw, "c")
+        assert third.status_code == 429 and "per route" in third.json()["error"]["message"], third.text
+        assert [f.result(timeout=30).status_code for f in held] == [503, 503]  # the hold timeout
+    with running_gateway(replace(settings, max_queued_per_route=10)) as gw, ThreadPoolExecutor(2) as pool:
+        gw.set_resource("cold")
+        anonymous = [pool.submit(post, gw, body) for _ in range(2)]
+        wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == 2,
+                   timeout=10, interval=0.02, message="both anonymous requests held: no per-key bound")
+        assert [f.result(timeout=30).status_code for f in anonymous] == [503, 503]
 
 
 def test_hold_times_out_with_503_and_the_bound_on_held_requests() -> None:

@@ -1,15 +1,12 @@
 """RoutingValid and the InferencePool against the real local control plane.
 
-The InferencePool CRD is the Gateway API Inference Extension's own (v1.6.0, unchanged), from
-../shared/third_party/ beside the repository (IMAGEFLEET_THIRD_PARTY points elsewhere, e.g. from a
-git worktree). Without it the test fails naming the file: it is never skipped.
+The InferencePool CRD is the Gateway API Inference Extension's own (v1.6.0, unchanged), vendored
+in third_party/ with its license. Without it the test fails naming the file: it is never skipped.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kopf
@@ -29,8 +26,8 @@ from .conftest import OperatorFactory
 from .harness import ROOT, Imds
 
 TINY = {"model": {"name": "tiny"}, "gpuClass": "cpu", "precision": "fp32"}
-POOL_CRD_FILE = Path(os.environ.get("IMAGEFLEET_THIRD_PARTY", ROOT.parent / "shared" / "third_party")) / (
-    "gateway-api-inference-extension-v1.6.0/inference.networking.k8s.io_inferencepools.yaml"
+POOL_CRD_FILE = (
+    ROOT / "third_party" / "gateway-api-inference-extension-v1.6.0" / "inference.networking.k8s.io_inferencepools.yaml"
 )
 POOL_CRD = "inferencepools.inference.networking.k8s.io"
 POOL = ("inference.networking.k8s.io", "v1", "inferencepools")
@@ -87,8 +84,7 @@ def test_overflow_targets_are_judged_on_apply_and_again_when_the_namespace_chang
 def no_pool_crd(cluster: Cluster) -> Iterator[client.ApiextensionsV1Api]:
     """The InferencePool CRD absent at the start and removed again at the end (other tests run without it)."""
     if not POOL_CRD_FILE.is_file():
-        pytest.fail(f"the Gateway API Inference Extension CRD is missing: {POOL_CRD_FILE} (see "
-                    "../shared/third_party/README.md; set IMAGEFLEET_THIRD_PARTY to its folder)")
+        pytest.fail(f"the Gateway API Inference Extension CRD is missing: {POOL_CRD_FILE} (see third_party/README.md)")
     extensions = client.ApiextensionsV1Api(cluster.api_client)
     _delete_crd(extensions)
     yield extensions

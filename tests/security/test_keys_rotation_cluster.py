@@ -14,7 +14,7 @@ import httpx
 
 from imagefleet.gateway.auth import digest
 from tests.conftest import Cluster
-from tests.gateway.support import gateway_process
+from tests.gateway.process import gateway_process
 from tests.helpers import wait_until
 
 LEAKED, NEW = "sk-leaked-0123456789", "sk-rotated-9876543210"
@@ -32,19 +32,19 @@ def status(url: str, key: str) -> int:
 def test_a_leaked_key_is_refused_once_the_keys_file_changes(cluster: Cluster, namespace: str, tmp_path: Path) -> None:
     keys = tmp_path / "keys.yaml"
     keys.write_text(keys_file("team-a", LEAKED))
-    with gateway_process(cluster.kubeconfig, tmp_path / "gateway.log", "--namespaces", namespace,
-                         "--api-keys", str(keys)) as gateway:
+    log = tmp_path / "gateway.log"
+    with gateway_process(cluster.kubeconfig, namespace, log, "--api-keys", str(keys)) as gateway:
         assert status(gateway.url, LEAKED) == 404  # authorized; no such group here
         assert status(gateway.url, NEW) == 401
         keys.write_text("keys: [this is not a keys file")  # a broken file keeps the keys served
         keys.write_text(keys_file("team-a-rotated", NEW))
         wait_until(lambda: status(gateway.url, NEW) == 404, timeout=15, interval=0.2, message="the new key served")
         assert status(gateway.url, LEAKED) == 401
-        log = gateway.log.read_text()
-    assert "key=team-a model='nothing-here' quality=None status=404" in log
-    assert "key=team-a-rotated model='nothing-here' quality=None status=404" in log
-    assert "key=- model=None quality=None status=401" in log  # refused before its body was read
-    assert LEAKED not in log and NEW not in log
+    text = log.read_text()
+    assert "key=team-a model='nothing-here' quality=None status=404" in text
+    assert "key=team-a-rotated model='nothing-here' quality=None status=404" in text
+    assert "key=- model=None quality=None status=401" in text  # refused before its body was read
+    assert LEAKED not in text and NEW not in text
 
 
 def test_a_keys_file_with_a_hash_twice_is_refused(tmp_path: Path) -> None:
@@ -57,5 +57,6 @@ def test_a_keys_file_with_a_hash_twice_is_refused(tmp_path: Path) -> None:
     keys = tmp_path / "keys.yaml"
     keys.write_text(keys_file("team-a", LEAKED) + f"  - name: everything\n    sha256: {digest(LEAKED)}\n")
     result = subprocess.run([sys.executable, "-m", "imagefleet", "gateway", "--api-keys", str(keys)],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "KUBECONFIG": str(tmp_path / "none")})
     assert result.returncode == 2 and "sha256 must be unique" in result.stderr, result.stderr

@@ -8,6 +8,7 @@ Prometheus scaler or a custom-metrics adapter, on the same readings imagefleet g
 | queue depth (sum) | External, AverageValue targetQueueDepth | ceil(queue / target) |
 | p95 latency | External, Value targetP95Seconds | ceil(p95 / target * ready pods) |
 | busy share per pod | Pods, AverageValue target_utilization | ceil(mean busy / target * pods with metrics) |
+| the gateway's queued requests | External, AverageValue targetQueueDepth | ceil(queued / target) |
 
 as the replica calculator (pkg/controller/podautoscaler/replica_calculator.go)
 computes them: a Value metric scales the *ready* pods; for the Pods metric, pods still starting (Pending) are unready:
@@ -78,6 +79,9 @@ class HpaAutoscaler:
             external_average_value(queue, self.targets.target_queue_depth, current),
             external_value(p95, self.targets.target_p95_seconds, current, ready),
         ]
+        if observation.gateway_queued is not None:  # a gateway is scraped: its queue, as an external metric
+            proposals.append(external_average_value(_zero_if_missing(observation.gateway_queued),
+                                                    self.targets.target_queue_depth, current))
         if observation.busy_replicas is not None and not math.isnan(observation.busy_replicas):
             per_pod = [observation.busy_replicas / ready] * ready if ready else []
             proposals.append(

@@ -298,8 +298,8 @@ class Autoscaler:
     async def on_event(self, resource: Mapping[str, Any]) -> Decision | None:
         """Called on every watch event of an autoscaled resource, between the interval's evaluations.
 
-        Fresh gateway demand on a resource at zero evaluates it at once (so 0 -> 1 does
-        not wait for the interval); a changed spec.replicas (kubectl scale) is reported
+        Fresh gateway demand on a resource at zero (or not yet decided) evaluates it at once
+        (so 0 -> 1 does not wait for the interval); a changed spec.replicas (kubectl scale) is reported
         as ignored. Returns the wake-up's decision, None when there was none.
         """
         uid = resource["metadata"]["uid"]
@@ -311,7 +311,9 @@ class Autoscaler:
             if seen is not None and seen != replicas:
                 await self.manual_scale(resource, replicas)
         demand = (resource["metadata"].get("annotations") or {}).get(DEMAND_ANNOTATION)
-        at_zero = (resource.get("status") or {}).get("desiredReplicas") == 0
+        # At zero, or not decided yet: a new resource with minReplicas 0 starts at zero, and its
+        # first request must not wait for the first round.
+        at_zero = (resource.get("status") or {}).get("desiredReplicas") in (0, None)
         if not demand or not at_zero or self._woken_by.get(uid) == demand:
             return None
         if not (spec.get("autoscaling") or {}).get("demandSource"):

@@ -147,8 +147,6 @@ def table_rows(trace_name: str, summaries: dict[str, dict[str, Summary]]) -> lis
 @click.option("--image-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Added cost per image in a batch.")
 @click.option("--max-batch-size", default=4, show_default=True, type=click.IntRange(min=1))
-@click.option("--queue-size", default=64, show_default=True, type=click.IntRange(min=1),
-              help="Requests waiting per pod before it answers 429.")
 @click.option("--startup-seconds", default=60.0, show_default=True, type=click.FloatRange(min=0),
               help="Until a new replica serves.")
 @click.option("--interval", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -168,7 +166,6 @@ def simulate(
     batch_seconds: float,
     image_seconds: float,
     max_batch_size: int,
-    queue_size: int,
     startup_seconds: float,
     interval: float,
     scrape_interval: float,
@@ -182,11 +179,9 @@ def simulate(
     traces ship in imagefleet/autoscaling/traces/.
     """
     if min_replicas == 0:
-        raise click.UsageError("--min-replicas 0 needs a demand source (the gateway), which simulate does not model")
+        raise click.UsageError("--min-replicas 0 needs scale from zero, which simulate does not model")
     if min_replicas > max_replicas:
         raise click.UsageError(f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}")
-    if queue_size < max_batch_size:
-        raise click.UsageError(f"--queue-size {queue_size} is below --max-batch-size {max_batch_size}")
     if scale_down_window and scale_down_window < interval:
         raise click.UsageError(
             f"--scale-down-window {scale_down_window:g} is shorter than --interval {interval:g}: "
@@ -205,7 +200,6 @@ def simulate(
         batch_seconds=batch_seconds,
         image_seconds=image_seconds,
         max_batch_size=max_batch_size,
-        queue_size=queue_size,
         startup_seconds=startup_seconds,
         interval_seconds=interval,
         scrape_interval_seconds=scrape_interval,

@@ -2,22 +2,27 @@
 
 The service model follows the runtime and the live fleet:
 
-- Requests arrive as a Poisson process at the trace's rate (piecewise constant).
-  Each goes to the ready pod with the least work (waiting plus in its batch), as
-  the gateway routes; when every ready pod's queue holds `queue_size` requests, or
-  no pod is ready, it is refused (HTTP 429).
+- Requests arrive as a Poisson process at the trace's rate (piecewise constant)
+  at the gateway, which queues them by deadline as `imagefleet.gateway.queue`
+  does: a request is refused (HTTP 429) when its predicted start plus one batch
+  is past the p95 target, counting the requests ahead of it, those waiting at the
+  pods, the ready pods' rate and the starting pods from their ready time; with no
+  ready pod it waits, up to `hold_timeout_seconds` (then 503, counted refused).
+  The gateway hands the oldest waiting request to the ready pod with the least
+  work whenever one has less than a full batch waiting.
 - Each pod has its own queue and continuous batcher: a free pod starts a batch at
   once with the waiting requests, oldest first, up to `max_batch_size` (never
   waiting for more), and is busy for `batch_seconds + image_seconds * batch`.
 - A new pod holds a GPU at once and serves `startup_seconds` after it is asked for.
   A pod scaled away takes no new requests, finishes its queue, then exits.
-- Prometheus scrapes every serving pod every `scrape_interval_seconds`: the queue
-  gauge and the runtime's counters (latency histogram with the runtime's buckets,
+- Prometheus scrapes the gateway (its arrivals counter and queue gauge) and every
+  serving pod every `scrape_interval_seconds`: the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
   batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
   was scraped: the queue summed over the pods' last samples, and over the window
   rate() of the counters (the increase between the first and last sample in the
   window over their span), the p95 as histogram_quantile computes it from the
-  summed bucket rates, the busy replicas, the served rate and the mean batch.
+  summed bucket rates, the busy replicas, the served rate and the mean batch;
+  and the gateway's arrival rate and queue.
 
 Results: replica-minutes (GPU-holding pod time), SLO-violation minutes (minutes of
 arrival whose true p95 latency is above the target; a refused or never-served
@@ -34,6 +39,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from imagefleet.gateway.queue import Capacity, predicted_start
 from imagefleet.metrics import LATENCY_BUCKETS_SECONDS
 
 from .policy import Observation
@@ -46,11 +52,11 @@ class Fleet:
     batch_seconds: float = 0.5
     image_seconds: float = 1.0
     max_batch_size: int = 4
-    queue_size: int = 64
     startup_seconds: float = 60.0
     interval_seconds: float = 15.0
     scrape_interval_seconds: float = 15.0
     latency_window_seconds: float = 60.0
+    hold_timeout_seconds: float = 180.0
 
     def batch_time(self, size: int) -> float:
         return self.batch_seconds + self.image_seconds * size
@@ -106,6 +112,15 @@ class _Pod:
             cumulative.append(total)
         return _Scrape(time, len(self.queue), tuple(cumulative), self.served, self.batch_seconds, self.batches,
                        self.batched)
+
+
+@dataclass
+class _Gateway:
+    """The gateway's queue of the route, and its two demand series as scraped."""
+
+    waiting: deque[float] = field(default_factory=deque)  # arrival times, oldest first
+    arrivals: int = 0
+    scrapes: deque[tuple[float, int, int]] = field(default_factory=deque)  # (time, arrivals, queued)
 
 
 def histogram_quantile(quantile: float, bounds: Sequence[float], cumulative: Sequence[float]) -> float | None:
@@ -172,6 +187,7 @@ def simulate(
             tick += step
 
     pods = [_Pod(started=0.0, ready_at=0.0) for _ in range(initial_replicas)]
+    gateway = _Gateway()
     scraped: list[_Pod] = list(pods)  # pods whose series Prometheus still holds
     replica_seconds = 0.0
     latencies_by_minute: dict[int, list[float]] = {}
@@ -189,6 +205,38 @@ def simulate(
         pod.batch = [pod.queue.popleft() for _ in range(size)]
         pod.busy_until = time + fleet.batch_time(size)
         schedule(pod.busy_until, "done", pod)
+
+    def pod_rate(pod: _Pod) -> float:
+        """What the pod's /v1/load says it serves: a full batch per its mean call (the warm-up's before any)."""
+        call = pod.batch_seconds / pod.batches if pod.batches else fleet.batch_time(1)
+        return fleet.max_batch_size / call
+
+    def admitted(time: float) -> bool:
+        ready = [p for p in pods if p.ready_at <= time and not p.leaving]
+        if not ready:
+            return True  # capacity is coming (or the hold timeout answers)
+        capacity = Capacity(
+            ready_rate=sum(pod_rate(p) for p in ready),
+            pod_rate=sum(pod_rate(p) for p in ready) / len(ready),
+            starting_in=tuple(p.ready_at - time for p in pods if p.ready_at > time and not p.leaving),
+            at_pods=float(sum(len(p.queue) for p in ready)),
+            service_seconds=max(p.batch_seconds / p.batches if p.batches else fleet.batch_time(1) for p in ready),
+        )
+        start = predicted_start(len(gateway.waiting) + capacity.at_pods, capacity)
+        return start + capacity.service_seconds <= target_p95_seconds
+
+    def dispatch(time: float) -> None:
+        nonlocal rejected
+        while gateway.waiting and gateway.waiting[0] <= time - fleet.hold_timeout_seconds:
+            rejected += 1
+            record(gateway.waiting.popleft(), math.inf)
+        while gateway.waiting:
+            room = [p for p in pods if p.ready_at <= time and not p.leaving and len(p.queue) < fleet.max_batch_size]
+            if not room:
+                return
+            chosen = min(room, key=_Pod.load)
+            chosen.queue.append(gateway.waiting.popleft())
+            try_start(time, chosen)
 
     def finish(time: float, pod: _Pod) -> None:
         size = len(pod.batch)
@@ -235,19 +283,26 @@ def simulate(
             served_rate=rate(lambda s: s.served) if rates else None,
             batch_seconds=rate(lambda s: s.batch_seconds) / calls if calls > 0 else None,
             batch_size=rate(lambda s: s.batched) / calls if calls > 0 else None,
+            gateway_arrival_rate=gateway_rate(time, window),
+            gateway_queued=float(gateway.scrapes[-1][2]) if gateway.scrapes else None,
         )
+
+    def gateway_rate(time: float, window: float) -> float | None:
+        inside = [scrape for scrape in gateway.scrapes if scrape[0] > time - window]
+        if len(inside) < 2:
+            return None
+        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
     while events:
         time, _, kind, pod = heapq.heappop(events)
         if kind == "arrival":
-            open_pods = [p for p in pods if p.ready_at <= time and not p.leaving and len(p.queue) < fleet.queue_size]
-            if not open_pods:
+            gateway.arrivals += 1
+            if not admitted(time):
                 rejected += 1
                 record(time, math.inf)
                 continue
-            chosen = min(open_pods, key=_Pod.load)
-            chosen.queue.append(time)
-            try_start(time, chosen)
+            gateway.waiting.append(time)
+            dispatch(time)
         elif kind == "done":
             assert pod is not None
             finish(time, pod)
@@ -255,7 +310,15 @@ def simulate(
                 retire(time, pod)
             else:
                 try_start(time, pod)
+            dispatch(time)
+        elif kind == "ready":
+            dispatch(time)
         elif kind == "scrape":
+            gateway.scrapes.append((time, gateway.arrivals, len(gateway.waiting)))
+            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds
+            while gateway.scrapes and gateway.scrapes[0][0] < horizon:
+                gateway.scrapes.popleft()
+            dispatch(time)  # the hold timeout, checked at least this often
             for candidate in pods:
                 if candidate.ready_at <= time:
                     if candidate not in scraped:
@@ -274,6 +337,7 @@ def simulate(
                 changes += 1
             for _ in range(desired - len(active)):
                 pods.append(_Pod(started=time, ready_at=time + fleet.startup_seconds))
+                schedule(time + fleet.startup_seconds, "ready")
             # Scale down: starting pods first, then the ones with the least work.
             victims = sorted(active, key=lambda p: (p.ready_at <= time, p.load()))[: max(0, len(active) - desired)]
             for victim in victims:
@@ -285,6 +349,8 @@ def simulate(
         retire(max(end, pod.busy_until if pod.batch else end), pod)
         for arrival in pod.queue:  # never served: waiting until the end
             record(arrival, end - arrival)
+    for arrival in gateway.waiting:
+        record(arrival, end - arrival)
     violations = slo_violation_minutes(latencies_by_minute, target_p95_seconds)
     return Result(
         replica_minutes=replica_seconds / 60.0,

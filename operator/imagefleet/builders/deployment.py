@@ -38,7 +38,7 @@ STARTUP_PROBE_FAILURES = 90
 
 
 def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
-    """The runtime's settings (its IMAGEFLEET_* environment variables, DESIGN.md)."""
+    """The runtime's settings (its IMAGEFLEET_* environment variables)."""
     spec = resolved.spec
     assert resolved.gpu_class is not None
     batching, generation = resolved.batching, resolved.generation

@@ -1,4 +1,4 @@
-"""Labels, annotations and owner references of everything the operator makes (DESIGN.md fixes them)."""
+"""Labels, annotations and owner references of everything the operator makes (docs/concepts.md shows them)."""
 
 from __future__ import annotations
 

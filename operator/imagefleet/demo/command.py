@@ -6,6 +6,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -35,6 +36,8 @@ from imagefleet.demo.scenario import (
     target_p95,
     window_figures,
 )
+from imagefleet.bench.plot import require_matplotlib
+from imagefleet.demo.plot import Timeline, write_plot
 from imagefleet.demo.stack import NAMESPACE, Stack, demo_dir
 from imagefleet.demo.table import before_after_view, fleet_view, last_decision
 from imagefleet.dev.errors import DevError
@@ -50,7 +53,10 @@ SCALE_TIMEOUT_SECONDS = BURST_SECONDS + 30.0
 @click.command()
 @click.option("--once", is_flag=True, help="Run the scripted scenario once, print the final state and exit "
               "0 only if every expectation held.")
-def demo(once: bool) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="At the end, draw each resource's replicas, queue, client p95 and 429s over time into this PNG "
+              "(needs imagefleet[plot]).")
+def demo(once: bool, plot: Path | None) -> None:
     """Run a simulated GPU fleet locally and watch imagefleet manage it.
 
     Starts a local control plane with simulated GPU nodes whose runtime pods are
@@ -63,8 +69,12 @@ def demo(once: bool) -> None:
     decision until Ctrl-C; then tears everything down.
     """
     # Piped output (logs, CI) has no width to fit: give the table room.
+    if plot is not None:
+        require_matplotlib()  # fail before anything starts, not after the run
     console = Console(highlight=False, width=None if sys.stdout.isatty() else LOG_WIDTH)
     clock = Clock()
+    timeline = Timeline()
+    run: Run | None = None
     stack = Stack(demo_dir())
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -72,7 +82,7 @@ def demo(once: bool) -> None:
         names = apply_examples(api, NAMESPACE)
         clock.say(console, f"applied {', '.join(names)} from examples/ in namespace {NAMESPACE}")
         clock.say(console, f"watch it with: kubectl --kubeconfig {stack.kubeconfig} -n {NAMESPACE} get imd,pods -o wide")
-        run = Run(console, clock, stack, api, once)
+        run = Run(console, clock, stack, api, once, timeline)
         held = run.play()
     except KeyboardInterrupt:
         held = None
@@ -83,6 +93,10 @@ def demo(once: bool) -> None:
         clock.say(console, "tearing down")
         stack.down()
         clock.say(console, f"stopped everything; logs are in {stack.logs} and {stack.plane.logs_dir}")
+        if plot is not None:
+            answers = run.burst.answers if run is not None and run.burst is not None else []
+            write_plot(timeline, answers, plot, f"imagefleet demo: {NAMESPACE} (emulated GPUs)")
+            clock.say(console, f"wrote {plot}")
     if once and not held:
         sys.exit(1)
 
@@ -90,8 +104,11 @@ def demo(once: bool) -> None:
 class Run:
     """The scenario, one tick at a time: read the fleet, check, show."""
 
-    def __init__(self, console: Console, clock: Clock, stack: Stack, api: client.ApiClient, once: bool) -> None:
+    def __init__(
+        self, console: Console, clock: Clock, stack: Stack, api: client.ApiClient, once: bool, timeline: Timeline
+    ) -> None:
         self.console = console
+        self.timeline = timeline
         self.clock = clock
         self.stack = stack
         self.api = api
@@ -167,6 +184,7 @@ class Run:
             raise DevError(f"the gateway exited: see {self.stack.logs / 'gateway.log'}")
         snapshot = read_snapshot(self.api, NAMESPACE)
         now = self.clock.elapsed()
+        self.timeline.record(now, snapshot)
         for expectation in self.expectations if self.burst is not None else self.settle:
             before = expectation.met_after_seconds
             expectation.update(snapshot, now)

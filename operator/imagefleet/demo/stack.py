@@ -31,7 +31,7 @@ from imagefleet.dev.cluster import ControlPlane
 from imagefleet.dev.errors import DevError
 from imagefleet.dev.fleet import Fleet, load_fleet
 from imagefleet.dev.paths import cache_dir
-from imagefleet.dev.prometheus import LocalPrometheus
+from imagefleet.dev.prometheus import LocalPrometheus, Target
 
 Progress = Callable[[str], None]
 
@@ -118,6 +118,8 @@ class Stack:
         self.record(self.gateway.pid)
         self.gateway_url = f"http://{processes.HOST}:{port}"
         processes.wait_for(self._gateway_ready, 60, f"the gateway's /readyz (see {self.logs / 'gateway.log'})")
+        # The autoscaler reads the demand waiting at the gateway from Prometheus.
+        self.prometheus.set_targets([Target(f"{processes.HOST}:{port}")])
         return self.api
 
     def _gateway_ready(self) -> bool:

@@ -66,7 +66,7 @@ def _build(component: Component, progress: Progress) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": component.toolchain, "GOFLAGS": "-mod=mod"}
     progress(
         f"building {component.name} {component.version} from Go modules "
         f"(first run only; log: {log_path})"
@@ -90,7 +90,15 @@ def _build(component: Component, progress: Progress) -> None:
 
         ldflags = " ".join(["-s", "-w", *component.ldflags(component.version)])
         tags = [f"-tags={','.join(component.tags)}"] if component.tags else []
-        if component.replaced_version is None:
+        if component.own_go_mod:
+            env["GOFLAGS"] = "-mod=readonly"  # exactly the module's go.sum
+            info = json.loads(
+                go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work)
+            )
+            source = module_copy(component, Path(info["Dir"]), work)
+            for name, package in component.binaries.items():
+                go_run("build", "-trimpath", f"-ldflags={ldflags}", *tags, "-o", str(staging / name), package, cwd=source)
+        elif component.replaced_version is None:
             env["GOBIN"] = str(staging)
             for name, package in component.binaries.items():
                 go_run("install", "-trimpath", f"-ldflags={ldflags}", *tags, f"{package}@{component.version}", cwd=work)
@@ -113,20 +121,20 @@ def _build(component: Component, progress: Progress) -> None:
 
 def _write_wrapper_module(component: Component, work: Path, go_run: Callable[..., str]) -> None:
     info = json.loads(go_run("mod", "download", "-json", f"{component.module}@{component.version}", cwd=work))
-    local = _patched_copy(component, Path(info["Dir"]), work) if component.patches else None
+    local = f"./{module_copy(component, Path(info['Dir']), work).name}" if component.patches else None
     (work / "go.mod").write_text(wrapper_go_mod(component, Path(info["GoMod"]).read_text(), local))
     (work / "go.sum").unlink(missing_ok=True)
     imports = "\n".join(f'\t_ "{package}"' for package in component.binaries.values())
     (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
 
 
-PATCHED_MODULE_DIR = "patched-module"
+MODULE_COPY_DIR = "module"
 
 
-def _patched_copy(component: Component, module_dir: Path, work: Path) -> str:
-    """A copy of the module (hard links: seconds, no extra space) with the patched files
-    written anew; Go refuses overlays of files in its module cache. Its path for `replace`."""
-    copy = work / PATCHED_MODULE_DIR
+def module_copy(component: Component, module_dir: Path, work: Path) -> Path:
+    """A copy of the module (hard links: seconds, no extra space) with the patched files, and
+    go.mod and go.sum, written anew (never through a link into the read-only module cache)."""
+    copy = work / MODULE_COPY_DIR
     if copy.exists():
         _make_writable(copy)
         shutil.rmtree(copy)
@@ -137,7 +145,13 @@ def _patched_copy(component: Component, module_dir: Path, work: Path) -> str:
         text = patched_source(component, patch, target.read_text())
         target.unlink()  # the link, not the module cache's file
         target.write_text(text)
-    return f"./{PATCHED_MODULE_DIR}"
+    for name in ("go.mod", "go.sum"):
+        target = copy / name
+        if target.exists():
+            text = target.read_text()
+            target.unlink()
+            target.write_text(text)
+    return copy
 
 
 def _make_writable(tree: Path) -> None:

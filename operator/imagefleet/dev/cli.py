@@ -46,6 +46,8 @@ def dev() -> None:
               help="Run each runtime pod as a real (emulated-engine) runtime process at its loopback pod IP.")
 @click.option("--emulation-speedup", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Divide every emulated model-load and generation time by this (time-compressed runs).")
+@click.option("--with-keda", is_flag=True,
+              help="Also run KEDA's operator and metrics API server (built from its Go module on first use).")
 def up(
     state_dir: Path,
     kubeconfig: Path | None,
@@ -53,8 +55,9 @@ def up(
     apiserver_port: int,
     node_agent: bool,
     emulation_speedup: float,
+    with_keda: bool,
 ) -> None:
-    """Start etcd, the API server, controller manager, scheduler, KWOK nodes and the node agent; print the kubeconfig path."""
+    """Start etcd, the API server, controller manager, scheduler, KWOK nodes and the node agent (and KEDA); print the kubeconfig path."""
     from .cluster import ControlPlane
     from .fleet import load_fleet
 
@@ -62,7 +65,7 @@ def up(
     try:
         plane = ControlPlane(
             state_dir, kubeconfig=kubeconfig, fleet=load_fleet(fleet), apiserver_port=apiserver_port,
-            node_agent=node_agent, emulation_speedup=emulation_speedup,
+            node_agent=node_agent, emulation_speedup=emulation_speedup, with_keda=with_keda,
         )
         path = plane.up(_progress)
     except DevError as error:

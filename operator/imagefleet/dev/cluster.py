@@ -1,7 +1,8 @@
 """`imagefleet dev up`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-KWOK as local processes on 127.0.0.1, with client-certificate authentication, RBAC and
-an audit log, a simulated GPU fleet of KWOK nodes, and the node agent that runs every
-runtime pod on those nodes as a real process at the pod's loopback IP (imagefleet.nodeagent).
+KWOK as local processes on 127.0.0.1, with client-certificate authentication, RBAC, the
+aggregation layer (front-proxy certificates) and an audit log, a simulated GPU fleet of KWOK
+nodes, and the node agent that runs every runtime pod on those nodes as a real process at the
+pod's loopback IP (imagefleet.nodeagent). KEDA joins on demand (`--with-keda`, `add_keda`).
 
 Every process runs in its own session so that it outlives `up`; their PIDs and ports
 are kept in `<state-dir>/state.json`, which `down` (and a later `up`, after a crash)
@@ -25,7 +26,7 @@ import yaml
 
 from ..nodeagent import plan as agent_plan
 from ..nodeagent.agent import agent_id
-from . import build, components, processes
+from . import build, components, keda, processes
 from .errors import DevError
 from .fleet import Fleet, load_fleet, node_manifests
 from .pki import CertificateAuthority, KeyPair, write_service_account_keys
@@ -33,6 +34,8 @@ from .pki import CertificateAuthority, KeyPair, write_service_account_keys
 Progress = Callable[[str], None]
 
 SERVICE_CIDR = "10.96.0.0/16"
+# The user the API server's aggregation layer authenticates as to extension API servers.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 CONTEXT = "imagefleet-dev"
 PROMETHEUS_USER = "imagefleet-prometheus"
 # What a Prometheus needs for Kubernetes service discovery of pods, and nothing more.
@@ -74,6 +77,8 @@ class State:
     pids: dict[str, int] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
+    # Extra environment per process (KEDA's), so that `restart` starts it as it was.
+    env: dict[str, dict[str, str]] = field(default_factory=dict)
     kubeconfig: str = ""
 
 
@@ -87,6 +92,7 @@ class ControlPlane:
         apiserver_port: int = 0,
         node_agent: bool = True,
         emulation_speedup: float = 1.0,
+        with_keda: bool = False,
     ) -> None:
         self.state_dir = state_dir
         self.kubeconfig = kubeconfig or state_dir / "kubeconfig"
@@ -96,6 +102,7 @@ class ControlPlane:
         self.apiserver_port = apiserver_port
         self.node_agent = node_agent
         self.emulation_speedup = emulation_speedup
+        self.with_keda = with_keda
         self.pki_dir = state_dir / "pki"
         self.logs_dir = state_dir / "logs"
         self.audit_log = self.logs_dir / "audit.log"
@@ -107,9 +114,12 @@ class ControlPlane:
     def up(self, progress: Progress = print) -> Path:
         """Start everything, wait until the API server and every node are ready; return the kubeconfig."""
         self.clean_stale(progress)
-        binaries = build.ensure_built(components.CONTROL_PLANE, progress)
+        wanted = (*components.CONTROL_PLANE, *([components.KEDA] if self.with_keda else []))
+        binaries = build.ensure_built(wanted, progress)
         try:
             self._start_all(binaries, progress)
+            if self.with_keda:
+                self.add_keda(progress)
         except BaseException:
             self.down()
             raise
@@ -219,12 +229,78 @@ class ControlPlane:
         if name not in self._state.argv:
             raise DevError(f"no component {name!r} was started here (started: {', '.join(self._state.argv)})")
         processes.stop(self._state.pids[name])
-        self._start(name, self._state.argv[name])
+        self._start(name, self._state.argv[name], self._state.env.get(name))
 
-    def _start(self, name: str, argv: list[str]) -> None:
-        process = processes.start(argv, self.logs_dir / f"{name}.log")
+    def add_keda(self, progress: Progress = print) -> None:
+        """Start KEDA's operator and metrics API server on this running control plane (built
+        on first use), install KEDA's CRDs and register external.metrics.k8s.io; return once
+        the API server serves that API through the metrics server."""
+        binaries = build.ensure_built([components.KEDA], progress)
+        self.remove_keda()  # what an earlier, crashed add left behind
+        ca = CertificateAuthority.load(self.pki_dir)
+        cert_dir = keda.write_certs(ca, self.state_dir / "keda-certs")
+        kubeconfig = self.state_dir / "keda.kubeconfig"
+        server = f"https://{processes.HOST}:{self._state.ports['kube-apiserver']}"
+        self._write_kubeconfig(kubeconfig, server, ca.pair, ca.issue("keda", "keda", ("system:masters",)))
+        ports = {name: processes.free_port() for name in (*keda.OPERATOR_PORTS, *keda.METRICS_SERVER_PORTS)}
+        self._state.ports.update(ports)
+        self._save_state()
+
+        progress(f"installing KEDA {components.KEDA_VERSION}'s CRDs")
+        crds = [doc for doc in yaml.safe_load_all(binaries["keda"].with_name("crds.yaml").read_text()) if doc]
+        self._create_missing(crds)
+        self._wait_established([crd["metadata"]["name"] for crd in crds])
+        progress("starting KEDA's operator and metrics API server")
+        environment = keda.environment(kubeconfig)
+        self._start(keda.OPERATOR, keda.operator_argv(binaries["keda"], cert_dir, ports), environment)
+        health = f"http://{processes.HOST}:{ports[keda.OPERATOR_PORTS[2]]}/readyz"
+        processes.wait_for(lambda: self._running() and _http_ok(health), 60, "KEDA's operator /readyz (see its log)")
+        self._start(
+            keda.METRICS_SERVER,
+            keda.metrics_server_argv(binaries["keda-adapter"], cert_dir, kubeconfig, ports),
+            environment,
+        )
+        self._create_missing(keda.api_objects(ca.pair.cert, ports[keda.METRICS_SERVER_PORTS[0]]))
+        context = _client_tls(ca.pair, KeyPair(self.pki_dir / "admin.crt", self.pki_dir / "admin.key"))
+        processes.wait_for(
+            lambda: self._running() and _http_ok(f"{server}/apis/{keda.API_GROUP}/{keda.API_VERSION}", context),
+            90,
+            f"the API server to serve {keda.API_SERVICE} through KEDA's metrics server (see its log)",
+        )
+
+    def remove_keda(self) -> None:
+        """Stop KEDA's processes and unregister its API (its CRDs and namespace stay)."""
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+
+        self._state = self._load_state()
+        for name in (keda.METRICS_SERVER, keda.OPERATOR):
+            if name in self._state.pids:
+                processes.stop(self._state.pids.pop(name))
+                self._state.argv.pop(name, None)
+                self._state.env.pop(name, None)
+        self._save_state()
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            deletions = (
+                lambda: client.ApiregistrationV1Api(api).delete_api_service(keda.API_SERVICE),
+                lambda: client.CoreV1Api(api).delete_namespaced_service(keda.METRICS_SERVER, keda.NAMESPACE),
+            )
+            for delete in deletions:
+                try:
+                    delete()
+                except ApiException as error:
+                    if error.status != 404:
+                        raise
+        finally:
+            api.close()
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        process = processes.start(argv, self.logs_dir / f"{name}.log", env)
         self._state.pids[name] = process.pid
         self._state.argv[name] = argv
+        if env is not None:
+            self._state.env[name] = env
         self._save_state()
 
     def _running(self) -> bool:
@@ -239,8 +315,13 @@ class ControlPlane:
 
     def _write_pki(self) -> dict[str, KeyPair]:
         ca = CertificateAuthority(self.pki_dir)
+        # The aggregation layer's own CA, as kubeadm keeps it apart: a certificate from the
+        # cluster CA must not pass for the API server forwarding a request to an extension.
+        front_proxy = CertificateAuthority(self.pki_dir, "front-proxy-ca", "imagefleet-dev-front-proxy-ca")
         return {
             "ca": ca.pair,
+            "front-proxy-ca": front_proxy.pair,
+            "front-proxy-client": front_proxy.issue("front-proxy-client", FRONT_PROXY_CLIENT),
             "sa": write_service_account_keys(self.pki_dir),
             "apiserver": ca.issue(
                 "apiserver",
@@ -293,6 +374,14 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki['sa'].key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # The aggregation layer (extension API servers such as KEDA's metrics server).
+            f"--requestheader-client-ca-file={pki['front-proxy-ca'].cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki['front-proxy-client'].cert}",
+            f"--proxy-client-key-file={pki['front-proxy-client'].key}",
             f"--audit-policy-file={policy}",
             f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json",
@@ -387,6 +476,36 @@ class ControlPlane:
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
         try:
             utils.create_from_yaml(api, yaml_objects=manifests)
+        finally:
+            api.close()
+
+    def _create_missing(self, manifests: list[dict[str, Any]]) -> None:
+        """Create each object unless it exists already (KEDA added again to the same cluster)."""
+        from kubernetes import config, utils
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            for manifest in manifests:
+                try:
+                    utils.create_from_dict(api, manifest)
+                except utils.FailToCreateError as error:
+                    if any(failure.status != 409 for failure in error.api_exceptions):
+                        raise
+        finally:
+            api.close()
+
+    def _wait_established(self, names: list[str]) -> None:
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        extensions = client.ApiextensionsV1Api(api)
+
+        def established(name: str) -> bool:
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+        try:
+            processes.wait_for(lambda: all(established(name) for name in names), 30, "KEDA's CRDs to be established")
         finally:
             api.close()
 

@@ -23,6 +23,11 @@ KUBECONFORM_VERSION = "v0.8.0"
 KUBE_SCORE_VERSION = "v1.20.0"
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 DISTRIBUTION_VERSION = "v3.1.2"
+# KEDA's operator and metrics API server (`imagefleet dev up --with-keda`; built only then).
+KEDA_VERSION = "v2.21.1"
+# KEDA v2.21.1's go.mod asks for go 1.27.4: the go command fetches that toolchain from the
+# module proxy (golang.org/toolchain) into the module cache.
+KEDA_TOOLCHAIN = "go1.27.4"
 # Helm's Makefile sets its default Kubernetes version from the k8s.io/client-go it requires:
 # v0.37.0 in helm v3.22.0's go.mod, hence 1.37 (`helm template` checks kubeVersion against it).
 HELM_KUBERNETES_MAJOR, HELM_KUBERNETES_MINOR = "1", "37"
@@ -94,6 +99,11 @@ class Component:
     patches: tuple[SourcePatch, ...] = ()
     # Go build tags.
     tags: tuple[str, ...] = ()
+    # Build in a copy of the module with its own go.mod and go.sum (its `replace` and `exclude`
+    # directives kept); `binaries` are then package paths relative to the module's root.
+    own_go_mod: bool = False
+    # The Go toolchain (GOTOOLCHAIN) when the module needs a newer Go than the local one.
+    toolchain: str = "local"
 
     @property
     def key(self) -> str:
@@ -103,6 +113,8 @@ class Component:
         if self.patches:
             key += "-patched-" + _digest(repr([(p.path, p.old, p.new) for p in self.patches]))
         flags = [*self.ldflags(self.version), *(f"-tags={tag}" for tag in self.tags)]
+        if self.toolchain != "local":
+            flags.append(f"GOTOOLCHAIN={self.toolchain}")
         if flags:
             key += "-" + _digest("\n".join(flags))
         return key
@@ -212,7 +224,21 @@ REGISTRY = Component(
     binaries={"registry": "github.com/distribution/distribution/v3/cmd/registry"},
 )
 
+# Built like upstream's Makefile (`go build` of cmd/operator and cmd/adapter with the version
+# ldflag) in the module's own tree; its CRDs come from the module's config/crd/bases (the
+# kustomize patches beside them only tighten ScaledJob and window validation).
+KEDA = Component(
+    name="keda",
+    module="github.com/kedacore/keda/v2",
+    version=KEDA_VERSION,
+    binaries={"keda": "./cmd/operator", "keda-adapter": "./cmd/adapter"},
+    ldflags=lambda version: [f"-X=github.com/kedacore/keda/v2/version.Version={version}"],
+    module_files={"crds.yaml": ("config/crd/bases/*.yaml",)},
+    own_go_mod=True,
+    toolchain=KEDA_TOOLCHAIN,
+)
+
 CONTROL_PLANE = (ETCD, KUBERNETES, KWOK)
 LINTERS = (KUBECONFORM, KUBE_SCORE, PROMETHEUS_OPERATOR_CRDS)
-# The control plane and the client tools the tests and the demo use.
+# The control plane and the client tools the tests and the demo use (KEDA only on demand).
 ALL = (*CONTROL_PLANE, KUBECTL, HELM, PROMETHEUS, *LINTERS, REGISTRY)

@@ -46,12 +46,13 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) 
 class CertificateAuthority:
     """A self-signed CA that issues serving and client certificates into `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, name: str = "ca", common_name: str = "imagefleet-dev-ca") -> None:
+        """A new CA, written to `<directory>/<name>.crt|key`."""
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        subject = _name("imagefleet-dev-ca")
+        subject = _name(common_name)
         self._cert = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -71,9 +72,22 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        self.pair = KeyPair(directory / "ca.crt", directory / "ca.key")
+        self.pair = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
         self.pair.cert.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self.pair.key, self._key)
+
+    @classmethod
+    def load(cls, directory: Path, name: str = "ca") -> CertificateAuthority:
+        """The CA an earlier `CertificateAuthority(directory, name)` wrote, to issue more certificates."""
+        ca = cls.__new__(cls)
+        ca.directory = directory
+        ca.pair = KeyPair(directory / f"{name}.crt", directory / f"{name}.key")
+        ca._cert = x509.load_pem_x509_certificate(ca.pair.cert.read_bytes())
+        key = serialization.load_pem_private_key(ca.pair.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{ca.pair.key} is not the EC key of a CA made here")
+        ca._key = key
+        return ca
 
     def issue(
         self,
@@ -82,11 +96,15 @@ class CertificateAuthority:
         organizations: tuple[str, ...] = (),
         *,
         server_names: tuple[str, ...] = (),
+        client_too: bool = False,
     ) -> KeyPair:
-        """A certificate for a client identity, or for a server when `server_names` is set."""
+        """A certificate for a client identity, or for a server when `server_names` is set
+        (and for both with `client_too`: KEDA's operator and metrics server share one)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH] if server_names else []
+        if client_too or not server_names:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name, organizations))
@@ -96,7 +114,7 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + _VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         if server_names:
             alternative_names: list[x509.GeneralName] = []

@@ -49,8 +49,8 @@ LaneKey = tuple[str, str, str]  # (namespace, group, tier)
 class Settings:
     hold_timeout_seconds: float = 180.0
     max_held: int = 1000  # waiting over every route: more get a 503
-    max_queued_per_route: int = 500  # waiting for one route: more get a 429
-    max_queued_per_key: int = 100  # waiting for one route from one API key: more get a 429
+    max_queued_per_route: int = 1000  # waiting for one route: more get a 429
+    max_queued_per_key: int = 100  # waiting for one route from one API key (keys on): more get a 429
     poll_interval_seconds: float = 0.25
     generation_timeout_seconds: float = 600.0
 
@@ -201,7 +201,8 @@ class Gateway:
         """Shed (429) when a bound is reached or the deadline cannot be met; else the request may wait."""
         group, tier = route_.group, route_.tier
         capacity = self._capacity(route_, now)
-        if lane.size >= self.settings.max_queued_per_route or lane.count(key) >= self.settings.max_queued_per_key:
+        per_key_full = bool(key) and lane.count(key) >= self.settings.max_queued_per_key  # keys off: no per-key bound
+        if lane.size >= self.settings.max_queued_per_route or per_key_full:
             self.metrics.shed.labels(group, tier).inc()
             bound = ("per route" if lane.size >= self.settings.max_queued_per_route
                      else f"per API key{f' ({key})' if key else ''}")

@@ -33,7 +33,7 @@ class GatewayMetrics:
         self.hold_timeouts = Counter(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, "Held requests answered 503: no pod "
                                      "became ready in time.", ["group", "tier"], registry=self.registry)
         self.retries = Counter(names.GATEWAY_RETRIES_TOTAL, "Requests sent again to another pod because the "
-                               "first never took them.", registry=self.registry)
+                               "first never took them, or died holding them unanswered.", registry=self.registry)
         self.upstream_seconds = Histogram(names.GATEWAY_UPSTREAM_SECONDS, "Seconds waiting on a pod's answer.",
                                           buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry)
         self.ignored_overflow = Gauge(names.GATEWAY_IGNORED_OVERFLOW, "Resources whose spec.routing.overflowTo "

@@ -16,7 +16,7 @@ from .manifest import read_manifest
 
 logger = logging.getLogger(__name__)
 
-# Catalog names (DESIGN.md) of real models -> Hugging Face repo ids.
+# Catalog names (the CRD's spec.model.name) of real models -> Hugging Face repo ids.
 CATALOG: dict[str, str] = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",

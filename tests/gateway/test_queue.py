@@ -54,7 +54,7 @@ def test_admission_waits_while_start_plus_a_batch_meets_the_deadline_else_says_w
 
 
 def entry(key: str, deadline: float) -> Entry:
-    return Entry(key=key, deadline=deadline, arrived=0.0, work_seconds=1.5)
+    return Entry(key=key, deadline=deadline, work_seconds=1.5)
 
 
 def test_dequeue_is_fair_between_keys_and_earliest_deadline_first_within_one() -> None:

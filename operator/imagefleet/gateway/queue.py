@@ -80,7 +80,6 @@ class Entry:
 
     key: str  # the API key's name ("" when keys are off): the unit of fairness
     deadline: float  # monotonic seconds by which it should finish
-    arrived: float
     work_seconds: float | None
     seq: int = 0
     removed: bool = False

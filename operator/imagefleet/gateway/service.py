@@ -68,6 +68,8 @@ class Waiting:
     shares: tuple[tuple[str, str], ...]  # the demand labels it counts on
     tried: set[str] = field(default_factory=set)
     sent: asyncio.Future[Send] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    # When the dispatcher last handed it to a pod (a pod that refused it puts it back in line).
+    dispatched_at: float | None = None
 
 
 class Gateway:
@@ -162,7 +164,7 @@ class Gateway:
         if not self.slots.take():
             raise Unavailable(f"{self.slots.limit} requests are already waiting; retry later", code="too_many_held",
                               retry_after=5)
-        waiting = Waiting(Entry(key, now + deadline, now, work), lane_key, api_key, shares)
+        waiting = Waiting(Entry(key, now + deadline, work), lane_key, api_key, shares)
         give_up = now + self.settings.hold_timeout_seconds
         resends = 0
         try:
@@ -196,6 +198,9 @@ class Gateway:
         finally:
             self._leave(lane, waiting)
             self.slots.give_back()
+            if waiting.dispatched_at is not None:  # once per request, however often it was put back
+                for labels in shares:
+                    self.metrics.queue_wait.labels(*labels).observe(waiting.dispatched_at - now)
 
     def _admit(self, route_: Route, lane: Lane, key: str, deadline: float, now: float) -> None:
         """Shed (429) when a bound is reached or the deadline cannot be met; else the request may wait."""
@@ -317,8 +322,7 @@ class Gateway:
                     break  # no pod has room for anyone
                 continue
             self._count_waiting(waiting, -1)
-            for labels in waiting.shares:
-                self.metrics.queue_wait.labels(*labels).observe(now - entry.arrived)
+            waiting.dispatched_at = now
             self.in_flight[send.candidate.url] += 1  # reserved: the next pick sees it
             waiting.sent.set_result(send)
         for waiting in skipped:  # back in line, with their deadlines

@@ -54,7 +54,12 @@ def _option(name: str, **kwargs: Any) -> Any:
               "is asked.")
 @_option("hold-timeout", default=Settings.hold_timeout_seconds, type=float,
          help="Seconds a request waits for a pod to become ready before a 503.")
-@_option("max-held", default=Settings.max_held, type=int, help="Requests held at once; more get a 503.")
+@_option("max-held", default=Settings.max_held, type=int, help="Requests waiting at once, over every route; more "
+         "get a 503.")
+@_option("max-queued-per-route", default=Settings.max_queued_per_route, type=int,
+         help="Requests waiting for one model group and tier; more get a 429.")
+@_option("max-queued-per-key", default=Settings.max_queued_per_key, type=int,
+         help="Requests waiting for one model group and tier from one API key; more get a 429.")
 @_option("poll-interval", default=Settings.poll_interval_seconds, type=float,
          help="Seconds between polls of each pod's /v1/load.")
 @_option("max-body-bytes", default=MAX_BODY_BYTES, type=int, help="Largest request body; more is a 413.")
@@ -62,10 +67,10 @@ def _option(name: str, **kwargs: Any) -> Any:
          help="Seconds a client has to send its request headers.")
 @_option("body-timeout", default=BODY_TIMEOUT_SECONDS, type=float, help="Seconds a client has to send its body.")
 def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: Path | None, hold_timeout: float,
-            max_held: int, poll_interval: float, max_body_bytes: int, header_timeout: float,
-            body_timeout: float) -> None:
+            max_held: int, max_queued_per_route: int, max_queued_per_key: int, poll_interval: float,
+            max_body_bytes: int, header_timeout: float, body_timeout: float) -> None:
     """One OpenAI-compatible front door for the fleet: routes by model group and quality (tier), picks
-    the least-loaded pod, overflows, holds requests while a resource scales from zero."""
+    the least-loaded pod, overflows, queues by deadline, holds requests while a resource scales from zero."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll and per request otherwise
     try:
@@ -74,7 +79,8 @@ def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: 
         raise click.BadParameter(f"{api_keys}: {error}", param_hint="--api-keys") from error
     keys_watch = KeysFileWatch(api_keys, keys) if api_keys and keys else None
     kube = Kube.from_environment()
-    settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, poll_interval_seconds=poll_interval)
+    settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, max_queued_per_route=max_queued_per_route,
+                        max_queued_per_key=max_queued_per_key, poll_interval_seconds=poll_interval)
     service = Gateway(settings, signal_demand=demand_signaller(kube), keys=keys)
     fleet_watch = FleetWatch(service, kube, [n.strip() for n in namespaces.split(",") if n.strip()])
 

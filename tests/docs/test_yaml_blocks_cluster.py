@@ -1,7 +1,7 @@
 """Every Kubernetes object shown in README.md and docs/ is accepted by the API server: a
 server-side dry run against the local control plane with the ImageModelDeployment CRD, the
-InferencePool CRD (third_party/) and the ServiceMonitor CRD installed. Objects go into the test's
-namespace; a spec fragment is laid over a base (yaml_blocks.BASE_SPEC)."""
+InferencePool CRD (third_party/), the ServiceMonitor CRD and KEDA's ScaledObject CRD installed.
+Objects go into the test's namespace; a spec fragment is laid over a base (yaml_blocks.BASE_SPEC)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imagefleet.dev.build import binary_dir, ensure_built
-from imagefleet.dev.components import PROMETHEUS_OPERATOR_CRDS
+from imagefleet.dev.components import KEDA, PROMETHEUS_OPERATOR_CRDS
 from tests.chart.helm import kubectl_binary
 from tests.conftest import Cluster
 from tests.helpers import wait_until
@@ -30,10 +30,14 @@ OBJECT_BLOCKS = [block for block in blocks() if kind_of(block) in ("objects", "s
 
 
 def _crds() -> list[dict[str, object]]:
-    ensure_built([PROMETHEUS_OPERATOR_CRDS], progress=lambda message: print(f"[crds] {message}"))
+    """The third-party kinds the pages show: InferencePool, ServiceMonitor, and KEDA's ScaledObject
+    (its CRD comes with the KEDA build, which the KEDA tests need too)."""
+    ensure_built([PROMETHEUS_OPERATOR_CRDS, KEDA], progress=lambda message: print(f"[crds] {message}"))
     monitoring = yaml.safe_load_all((binary_dir(PROMETHEUS_OPERATOR_CRDS) / "crds.yaml").read_text())
+    keda = yaml.safe_load_all((binary_dir(KEDA) / "crds.yaml").read_text())
     return [yaml.safe_load(POOL_CRD.read_text()),
-            *(crd for crd in monitoring if crd and crd["spec"]["names"]["kind"] == "ServiceMonitor")]
+            *(crd for crd in monitoring if crd and crd["spec"]["names"]["kind"] == "ServiceMonitor"),
+            *(crd for crd in keda if crd and crd["spec"]["names"]["kind"] == "ScaledObject")]
 
 
 @pytest.fixture(scope="module")

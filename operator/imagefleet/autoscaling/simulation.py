@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from imagefleet.gateway.queue import Capacity, predicted_start
+from imagefleet.gateway.queue import admit, route_capacity
 from imagefleet.metrics import LATENCY_BUCKETS_SECONDS
 
 from .policy import Observation
@@ -206,24 +206,20 @@ def simulate(
         pod.busy_until = time + fleet.batch_time(size)
         schedule(pod.busy_until, "done", pod)
 
-    def pod_rate(pod: _Pod) -> float:
-        """What the pod's /v1/load says it serves: a full batch per its mean call (the warm-up's before any)."""
-        call = pod.batch_seconds / pod.batches if pod.batches else fleet.batch_time(1)
-        return fleet.max_batch_size / call
+    def call_seconds(pod: _Pod) -> float:
+        """The pod's mean call, as its /v1/load reports it (the warm-up's before any)."""
+        return pod.batch_seconds / pod.batches if pod.batches else fleet.batch_time(1)
 
     def admitted(time: float) -> bool:
+        """The gateway's admission (`gateway.queue.admit`) over the ready pods' reported rates."""
         ready = [p for p in pods if p.ready_at <= time and not p.leaving]
-        if not ready:
-            return True  # capacity is coming (or the hold timeout answers)
-        capacity = Capacity(
-            ready_rate=sum(pod_rate(p) for p in ready),
-            pod_rate=sum(pod_rate(p) for p in ready) / len(ready),
-            starting_in=tuple(p.ready_at - time for p in pods if p.ready_at > time and not p.leaving),
-            at_pods=float(sum(len(p.queue) for p in ready)),
-            service_seconds=max(p.batch_seconds / p.batches if p.batches else fleet.batch_time(1) for p in ready),
+        capacity = route_capacity(
+            [fleet.max_batch_size / call_seconds(p) for p in ready],
+            float(sum(len(p.queue) for p in ready)),
+            [p.ready_at - time for p in pods if p.ready_at > time and not p.leaving],
+            [call_seconds(p) for p in ready],
         )
-        start = predicted_start(len(gateway.waiting) + capacity.at_pods, capacity)
-        return start + capacity.service_seconds <= target_p95_seconds
+        return admit(len(gateway.waiting), capacity, target_p95_seconds).retry_after is None
 
     def dispatch(time: float) -> None:
         nonlocal rejected

@@ -8,6 +8,7 @@ belongs to the resource its `kubernetes.io/service-name` label names.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,7 @@ class Fleet:
     startup_seconds: dict[ResourceKey, float] = field(default_factory=dict)
     # (namespace, service) -> ready URLs; rebuilt on the first read after a slice changed.
     _by_service: dict[ResourceKey, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
-    clock: Any = field(default=time.monotonic, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
     def apply_resource(self, event_type: str, obj: dict[str, Any]) -> bool:
         """Apply a watch event of an ImageModelDeployment; True when the routing view changed."""

@@ -24,6 +24,7 @@ def test_demo_once_shows_every_expected_state(tmp_path: Path) -> None:
         (BULK, "(bulk) becomes Ready"),
         (PREMIUM, "(premium) becomes Ready"),
         (REFUSED, "is refused: FitsGPU=False (InsufficientMemory), no Deployment"),
+        (BULK, "is sized from the gateway's demand (MetricsAvailable)"),
         (BULK, "scales up under the burst"),
         (BULK, "(bulk): at the burst's end, after the scale-up, p95 at the clients is under its target"),
     ):

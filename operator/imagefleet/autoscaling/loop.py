@@ -68,6 +68,8 @@ PROMETHEUS_NOT_CONFIGURED = "PrometheusNotConfigured"
 PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
 # The resource's demand source is the gateway, but no gateway series came: the pods' signals alone.
 NO_GATEWAY_DEMAND = "NoGatewayDemand"
+# How MetricsAvailable's message begins when the gateway's demand series were part of the reading.
+GATEWAY_DEMAND_READ = "the gateway's demand"
 QUERY_FAILED = "QueryFailed"
 SERIES_COLLIDE = "SeriesCollide"
 RATE_WINDOW_TOO_SHORT = "RateWindowTooShort"
@@ -604,7 +606,7 @@ def status_patch(
             f"pods' queue depth and latency alone{window}",
         )
     elif decision.metrics_available:
-        source = "the gateway's demand, the pods' " if decision.gateway_demand else ""
+        source = f"{GATEWAY_DEMAND_READ}, the pods' " if decision.gateway_demand else ""
         available = (c.TRUE, METRICS_FOUND, f"{source}queue depth and latency read from Prometheus{window}")
     elif metrics.failure is not None:
         available = (c.FALSE, metrics.failure[0], decision.message + window)  # the message carries the failure

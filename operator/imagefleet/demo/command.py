@@ -30,7 +30,7 @@ from imagefleet.demo.scenario import (
     Snapshot,
     WindowFigures,
     apply_examples,
-    burst_expectation,
+    burst_expectations,
     read_snapshot,
     settle_expectations,
     target_p95,
@@ -114,7 +114,7 @@ class Run:
         self.api = api
         self.once = once
         self.settle = settle_expectations()
-        self.scale = burst_expectation()
+        self.demand, self.scale = burst_expectations()
         self.holds_p95 = Expectation(
             f"{BULK} (bulk): at the burst's end, after the scale-up, p95 at the clients is under its target "
             "and nothing is shed or failed", self._bulk_p95_held
@@ -126,7 +126,7 @@ class Run:
 
     @property
     def expectations(self) -> list[Expectation]:
-        return [*self.settle, self.scale, self.holds_p95]
+        return [*self.settle, self.demand, self.scale, self.holds_p95]
 
     def _burst_end(self) -> tuple[float, float] | None:
         """The burst's last WINDOW_SECONDS, once the burst is over and if the scale-up was ready before it.

@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client
 
 from imagefleet import GROUP, PLURAL, VERSION, conditions
+from imagefleet.autoscaling.loop import GATEWAY_DEMAND_READ
 from imagefleet.bench.load import Plan, request_body, run_load
 from imagefleet.bench.stats import RequestRecord, summarize
 from imagefleet.fit import INSUFFICIENT_MEMORY
@@ -105,6 +106,16 @@ def scaled_up_and_ready(snapshot: Snapshot, name: str) -> bool:
     return bool(desired > 1 and status.get("readyReplicas") == desired)
 
 
+def sizes_from_gateway_demand(snapshot: Snapshot, name: str) -> bool:
+    """The autoscaler's last reading of the resource included the gateway's demand series."""
+    available = _condition(snapshot.resources.get(name), conditions.METRICS_AVAILABLE)
+    return (
+        available is not None
+        and available.get("status") == conditions.TRUE
+        and str(available.get("message", "")).startswith(GATEWAY_DEMAND_READ)
+    )
+
+
 @dataclass
 class Expectation:
     """Something the scenario must show; it stays met once seen."""
@@ -130,10 +141,16 @@ def settle_expectations() -> list[Expectation]:
     ]
 
 
-def burst_expectation() -> Expectation:
-    return Expectation(
-        f"{BULK} scales up under the burst (desired > 1, all ready)", lambda s: scaled_up_and_ready(s, BULK)
-    )
+def burst_expectations() -> list[Expectation]:
+    return [
+        Expectation(
+            f"{BULK} is sized from the gateway's demand (MetricsAvailable)",
+            lambda s: sizes_from_gateway_demand(s, BULK),
+        ),
+        Expectation(
+            f"{BULK} scales up under the burst (desired > 1, all ready)", lambda s: scaled_up_and_ready(s, BULK)
+        ),
+    ]
 
 
 def target_p95(snapshot: Snapshot, name: str) -> float | None:

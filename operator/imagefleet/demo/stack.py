@@ -104,12 +104,12 @@ class Stack:
             },
         )
         self.record(self.operator.pid)
-        port = processes.free_port()
+        port, metrics_port = processes.free_port(), processes.free_port()
         progress(f"starting the gateway (imagefleet gateway) on {processes.HOST}:{port}")
         self.gateway = processes.start(
             [
                 sys.executable, "-m", "imagefleet", "gateway",
-                "--host", processes.HOST, "--port", str(port), "--metrics-port", str(processes.free_port()),
+                "--host", processes.HOST, "--port", str(port), "--metrics-port", str(metrics_port),
                 "--namespaces", NAMESPACE,
             ],
             self.logs / "gateway.log",
@@ -118,8 +118,8 @@ class Stack:
         self.record(self.gateway.pid)
         self.gateway_url = f"http://{processes.HOST}:{port}"
         processes.wait_for(self._gateway_ready, 60, f"the gateway's /readyz (see {self.logs / 'gateway.log'})")
-        # The autoscaler reads the demand waiting at the gateway from Prometheus.
-        self.prometheus.set_targets([Target(f"{processes.HOST}:{port}")])
+        # The autoscaler reads the demand waiting at the gateway from Prometheus (its metrics port).
+        self.prometheus.set_targets([Target(f"{processes.HOST}:{metrics_port}")])
         return self.api
 
     def _gateway_ready(self) -> bool:

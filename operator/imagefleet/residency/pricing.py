@@ -20,8 +20,9 @@ from imagefleet.fit import BYTES_PER_PARAMETER
 
 from .lru import Move, Touch
 
-# Components shared by every checkpoint of a family and loaded once per pod (the rest is what swaps).
-SHARED_COMPONENTS = frozenset({"vae", "text_encoder", "text_encoder_2", "text_encoder_3"})
+# Components shared by every checkpoint of a family and loaded once per pod (the rest is what swaps);
+# the runtime also checks a checkpoint folder's own VAE and text encoders against the base's.
+SHARED_COMPONENTS = frozenset({"vae", "text_encoder", "text_encoder_2", "text_encoder_3", "safety_checker"})
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,9 @@ class PoolPipelineEngine(PipelineEngine):
             return {self.denoiser: self._denoiser(BUILDERS[self.settings.model]()).to(dtype=self.dtype)}
         source = self._source(checkpoint)
         options: dict[str, Any] = {"torch_dtype": self.dtype, "local_files_only": self.settings.offline}
+        cache = self.settings.model_path
+        if not isinstance(source, Path) and cache is not None and not (cache / "model_index.json").is_file():
+            options["cache_dir"] = cache  # a hub cache (e.g. the model-cache volume), as for the base
         if checkpoint is not None and checkpoint.revision is not None:
             options["revision"] = checkpoint.revision
         if isinstance(source, Path) and not (source / self.denoiser).is_dir():

@@ -116,10 +116,12 @@ class Metrics:
         )
         self.swap_seconds = Histogram(
             names.SWAP_SECONDS, "Pool mode: seconds one load onto the GPU took, the evictions that made room for it "
-            "included, by kind (checkpoint, adapter) and source (host, disk).", ["kind", "source"], buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry,
+            "included, by kind (checkpoint, adapter) and source (host, disk).",
+            ["kind", "source"], buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry,
         )
         self.resident = Gauge(
-            names.RESIDENT, "Pool mode: 1 for each checkpoint (adapter \"\") and adapter resident, by place (gpu, host).",
+            names.RESIDENT,
+            "Pool mode: 1 for each checkpoint (adapter \"\") and adapter resident, by place (gpu, host).",
             ["checkpoint", "adapter", "place"], registry=self.registry,
         )
 

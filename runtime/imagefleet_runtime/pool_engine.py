@@ -208,7 +208,9 @@ class PoolPipelineEngine(PipelineEngine):
             pipeline.register_modules(**self._parts[name])
             self._pipelines[name] = pipeline
 
-    def _move_adapter(self, move: Move, wanted: dict[str, AdapterRef], vacant: dict[tuple[str, str | None], str]) -> None:
+    def _move_adapter(
+        self, move: Move, wanted: dict[str, AdapterRef], vacant: dict[tuple[str, str | None], str]
+    ) -> None:
         """Evict (delete_adapters, or keep the layers for the load that replaces it) or load one adapter."""
         assert move.adapter is not None
         pipeline = self._pipelines[move.checkpoint]

@@ -6,14 +6,19 @@ host-to-GPU or disk-to-GPU time of the checkpoint otherwise, plus each missing a
 and the request's own time. Three rules on top of that:
 
 - Residency first: a pod that holds the checkpoint and adapters and finishes the request within
-  its target is preferred to any pod that would swap, however idle (a swap is never made to save
-  queue time the target does not need).
-- Weigh a swap against the queue it avoids: when no holding pod finishes within the target, the
+  its target is preferred to any pod that would swap, however idle; and among pods that would
+  swap, the one with the least to move (the checkpoint in its host RAM before one on disk) while
+  it finishes within the target. A swap is never made, or made larger, to save queue time the
+  target does not need.
+- Weigh a swap against the queue it avoids: when no pod finishes within the target that way, the
   pod with the earliest finish wins, swap included. So a hot model spreads over more pods once
   one cannot serve it in time, and only then.
 - No thrashing: a swap that evicts a checkpoint with requests still pending at the pod is also
   charged that checkpoint's swap back, so two hot models on one pod do not push each other out;
   the router puts the second on another pod instead.
+- Keep the pool's copies: among pods that would move as much, one with a free GPU slot, or whose
+  evicted checkpoint another pod also holds, is taken before one that would push the pool's last
+  copy of a checkpoint off the GPUs.
 
 Pure: the gateway feeds it the pods' polled `/v1/load` (`resident`) and its own in-flight counts,
 the replay its simulated pods.
@@ -72,6 +77,7 @@ class Placement:
     holds: bool  # the checkpoint is on its GPU and the adapters are loaded
     swap_seconds: float
     evicts: tuple[str, ...]  # pending checkpoints the swap pushes off the GPU
+    displaced: int  # checkpoints the swap pushes off the last GPU of the pool that held them
     finish_seconds: float  # wait + swap + the request's own time
     cost: float  # finish, plus the swap back of what it evicts
 
@@ -96,24 +102,39 @@ def evicted(want: Want, resident: Resident) -> tuple[str, ...]:
     return tuple(reversed(resident.gpu))[:max(0, over)]
 
 
-def place(want: Want, pod: PodView, own_seconds: float, prices: SwapPrices) -> Placement:
+def place(want: Want, pod: PodView, own_seconds: float, prices: SwapPrices,
+          copies: Mapping[str, int] | None = None) -> Placement:
+    """The pod's price for the request; `copies` counts the pods holding each checkpoint on the GPU."""
     swap = swap_seconds(want, pod.resident, prices)
-    pushed = tuple(name for name in evicted(want, pod.resident) if pod.pending.get(name, 0) > 0)
+    out = evicted(want, pod.resident)
+    pushed = tuple(name for name in out if pod.pending.get(name, 0) > 0)
+    last = sum(1 for name in out if (copies or {}).get(name, 1) <= 1)
     # What is evicted to host RAM comes back at the host-to-GPU price.
     penalty = len(pushed) * prices.host_seconds
     finish = pod.wait_seconds + swap + own_seconds
     holds = want.checkpoint in pod.resident.gpu and all(a in pod.resident.adapters for a in want.adapters)
-    return Placement(pod.url, holds, swap, pushed, finish, finish + penalty)
+    return Placement(pod.url, holds, swap, pushed, last, finish, finish + penalty)
 
 
 def placements(want: Want, pods: Sequence[PodView], *, own_seconds: float, target_seconds: float,
                prices: SwapPrices) -> list[Placement]:
     """Every pod's placement, best first by the rules above (ties keep the pods' order)."""
-    priced = [place(want, pod, own_seconds, prices) for pod in pods]
+    copies: dict[str, int] = {}
+    for pod in pods:
+        for name in pod.resident.gpu:
+            copies[name] = copies.get(name, 0) + 1
+    priced = [place(want, pod, own_seconds, prices, copies) for pod in pods]
     return sorted(priced, key=lambda p: rank(p, target_seconds))
 
 
-def rank(placement: Placement, target_seconds: float) -> tuple[int, float]:
-    """Lower is better: a holding pod within the target first (earliest finish), then by cost."""
-    in_time = placement.holds and placement.finish_seconds <= target_seconds
-    return (0 if in_time else 1, placement.finish_seconds if in_time else placement.cost)
+def rank(placement: Placement, target_seconds: float) -> tuple[int, float, int, float]:
+    """Lower is better (see the module docstring): a holding pod within the target, earliest finish
+    first; then a pod that finishes within the target with the least to move, then the fewest
+    checkpoints pushed off the pool's GPUs (a free slot, or a checkpoint another pod also holds,
+    before the last copy), then the earliest finish; then the rest by cost."""
+    in_time = placement.finish_seconds <= target_seconds and not placement.evicts
+    if placement.holds and in_time:
+        return (0, 0.0, 0, placement.finish_seconds)
+    if in_time:
+        return (1, placement.swap_seconds, placement.displaced, placement.finish_seconds)
+    return (2, placement.cost, placement.displaced, 0.0)

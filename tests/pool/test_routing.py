@@ -89,6 +89,24 @@ def test_a_swap_does_not_evict_a_checkpoint_with_pending_requests_when_another_p
     assert best(Want("b"), pods).url == "was-a"
 
 
+def test_among_pods_that_would_swap_the_least_to_move_wins_while_within_the_target() -> None:
+    # In host RAM on a pod 5 s busy (finishes at 8 s) against disk on an idle one (7 s): the host
+    # copy, since both finish within 10 s.
+    pods = [pod("idle", ("b",)), pod("host", ("c",), wait=5.0, host=("a",))]
+    assert best(Want("a"), pods).url == "host"
+    # Past the target, the earliest finish: the disk pod.
+    assert best(Want("a"), pods, target=7.5).url == "idle"
+
+
+def test_a_swap_takes_a_free_slot_or_a_duplicate_before_the_pools_last_copy() -> None:
+    pods = [pod("full", ("b", "c"), slots=2), pod("free", ("d",), wait=1.0, slots=2)]
+    assert best(Want("a"), pods).url == "free"
+    # "last" would push out "b", held nowhere else; "dup" would push out "c", which "last" also holds.
+    pods = [pod("last", ("c", "b"), slots=2), pod("dup", ("d", "c"), wait=1.0, slots=2)]
+    chosen = best(Want("a"), pods)
+    assert chosen.url == "dup" and chosen.displaced == 0
+
+
 # -- the swap storm ------------------------------------------------------------------------
 
 

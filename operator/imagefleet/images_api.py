@@ -18,6 +18,28 @@ MAX_SEED = 2**63 - 1
 SIZE_PATTERN = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 OutputFormat = Literal["png", "jpeg", "webp"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+MAX_ADAPTERS_PER_REQUEST = 8
+MAX_SOURCE_CHARS = 1024  # a Hugging Face repo id, a catalog name or a path a pod can read
+MAX_ADAPTER_SCALE = 10.0
+
+
+class CheckpointSpec(BaseModel):
+    """Pool mode: the weights to run on (a catalog name, a Hugging Face repo id or a directory the pod reads)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS)
+    revision: str | None = Field(None, min_length=1, max_length=MAX_SOURCE_CHARS)
+
+
+class AdapterSpec(BaseModel):
+    """Pool mode: a LoRA adapter (a Hugging Face repo id or a path the pod reads), one file of it, its scale."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=MAX_SOURCE_CHARS)
+    weight_name: str | None = Field(None, min_length=1, max_length=MAX_SOURCE_CHARS)
+    scale: float = Field(1.0, ge=-MAX_ADAPTER_SCALE, le=MAX_ADAPTER_SCALE)
 
 
 class GenerationRequest(BaseModel):
@@ -35,6 +57,11 @@ class GenerationRequest(BaseModel):
     guidance_scale: float | None = Field(None, ge=0.0, le=MAX_GUIDANCE_SCALE)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="image i of the request uses seed + i")
     negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    # Set by the gateway for a pool's members; a runtime not in pool mode answers 400 when they are set.
+    checkpoint: CheckpointSpec | None = Field(None, description="pool mode: the checkpoint; the pool's base if omitted")
+    adapters: list[AdapterSpec] = Field(
+        default_factory=list, max_length=MAX_ADAPTERS_PER_REQUEST, description="pool mode: LoRA adapters to apply"
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -26,6 +26,17 @@ MEMORY_BYTES = "imagefleet_memory_bytes"
 REQUESTS_RUNNING = "imagefleet_requests_running"
 # Requests dropped before their batch ran because their client had gone.
 REQUESTS_ABANDONED_TOTAL = "imagefleet_requests_abandoned_total"
+# Pool pods (runtime --pool-family): requests whose checkpoint and adapters were already on the GPU
+# (hits) or not (misses), by `checkpoint`; checkpoints moved onto the GPU by `checkpoint` and
+# `source` (host, disk); adapters loaded by `checkpoint`; the seconds of each move by `kind`
+# (checkpoint, adapter) and `source`; and what is resident now: 1 per checkpoint x adapter ("" for
+# the checkpoint itself) x `place` (gpu, host).
+RESIDENCY_HITS_TOTAL = "imagefleet_residency_hits_total"
+RESIDENCY_MISSES_TOTAL = "imagefleet_residency_misses_total"
+SWAPS_TOTAL = "imagefleet_swaps_total"
+ADAPTER_LOADS_TOTAL = "imagefleet_adapter_loads_total"
+SWAP_SECONDS = "imagefleet_swap_seconds"
+RESIDENT = "imagefleet_resident"
 
 # The gateway's own metrics (`imagefleet gateway`), labelled by model group and tier.
 GATEWAY_REQUESTS_TOTAL = "imagefleet_gateway_requests_total"  # by group, tier, code

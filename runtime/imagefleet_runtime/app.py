@@ -28,7 +28,17 @@ from .engines import ServingEngine, warm_up
 from .errors import Broken, Draining, ModelLoadError, NotReady, install_handlers
 from .limits import BodyLimit
 from .metrics import Metrics
-from .schemas import GenerationRequest, GenerationResponse, ImageData, Load, ModelCard, ModelList, Status
+from .schemas import (
+    GenerationRequest,
+    GenerationResponse,
+    ImageData,
+    Load,
+    ModelCard,
+    ModelList,
+    Resident,
+    ResidentAdapter,
+    Status,
+)
 from .settings import SPEED_OPTIONS, Settings
 from .validation import to_work
 
@@ -104,6 +114,9 @@ class Runtime:
                 self._on_fatal(self.detail)
             return
         self.engine = engine
+        resident = getattr(engine, "resident", None)
+        if resident is not None:
+            self.metrics.set_resident(resident())
         self.encoder = Encoder(engine.encode)
         self.batcher = Batcher(
             engine,
@@ -171,7 +184,12 @@ def load_engine(settings: Settings) -> ServingEngine:
 
     pipeline, device = load_pipeline(settings)
     applied = apply_speed(pipeline, device, settings)
-    engine = PipelineEngine(pipeline, device)
+    if settings.pool:
+        from .pool_engine import PoolPipelineEngine
+
+        engine: PipelineEngine = PoolPipelineEngine(pipeline, device, settings)
+    else:
+        engine = PipelineEngine(pipeline, device)
     if applied:
         engine.summary += f" ({', '.join(applied)})"
     return engine
@@ -256,6 +274,17 @@ def create_app(
     async def load() -> Load:
         """The queue as the gateway's picker sees it (polled every few hundred milliseconds)."""
         batcher = runtime.batcher
+        snapshot = getattr(runtime.engine, "resident", None)
+        resident = None
+        if snapshot is not None:
+            now = snapshot()
+            resident = Resident(
+                gpu=list(now.gpu),
+                host=list(now.host),
+                adapters=[ResidentAdapter(checkpoint=c, name=a) for c, a in now.adapters],
+                gpu_budget_mib=now.gpu_budget_mib,
+                host_budget_mib=now.host_budget_mib,
+            )
         return Load(
             ready=runtime.phase is Phase.READY,
             queued=batcher.waiting_images if batcher else 0,
@@ -263,6 +292,7 @@ def create_app(
             queue_limit=settings.queue_size,
             max_batch_size=settings.max_batch_size,
             batch_seconds=batcher.batch_seconds if batcher else None,
+            resident=resident,
         )
 
     @app.get("/v1/models", response_model=ModelList)

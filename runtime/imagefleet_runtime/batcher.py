@@ -1,6 +1,7 @@
 """Continuous batching: a bounded queue and one worker that runs compatible requests as one pipeline call.
 
-Requests are compatible when they share size, steps and guidance (`BatchKey`). When the engine is
+Requests are compatible when they share size, steps, guidance and, in pool mode, checkpoint and
+adapters (`BatchKey`); a pool engine makes those resident (`prepare`) before each call. When the engine is
 idle, a request starts at once. While a batch runs, the requests that arrive gather: when the
 engine frees, the next batch opens with the oldest waiting request and takes the compatible ones,
 oldest first, up to `max_batch_size` images. The engine never waits for a batch to fill, and no
@@ -28,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from imagefleet.residency import Snapshot, Touch
+
 from .errors import Broken, DeviceFailure, Draining, OutOfMemory, PipelineFailed, QueueFull, RuntimeAPIError
 from .metrics import Metrics
 
@@ -38,6 +41,33 @@ BATCH_TIME_SMOOTHING = 0.2
 
 
 @dataclass(frozen=True)
+class CheckpointRef:
+    """Pool mode: the weights a request runs on (catalog name, Hugging Face repo id or a local directory)."""
+
+    name: str
+    revision: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The name residency and the metrics know it by."""
+        return self.name if self.revision is None else f"{self.name}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """Pool mode: a LoRA adapter (Hugging Face repo id or local path, optionally one file of it) and its scale."""
+
+    name: str
+    weight_name: str | None = None
+    scale: float = 1.0
+
+    @property
+    def key(self) -> str:
+        """The name residency and the metrics know it by (the scale is applied per call, not loaded)."""
+        return self.name if self.weight_name is None else f"{self.name}/{self.weight_name}"
+
+
+@dataclass(frozen=True)
 class BatchKey:
     """What requests must share to run in one pipeline call."""
 
@@ -45,6 +75,9 @@ class BatchKey:
     height: int
     steps: int
     guidance_scale: float
+    # Pool mode only: None is the pool's base checkpoint.
+    checkpoint: CheckpointRef | None = None
+    adapters: tuple[AdapterRef, ...] = ()
 
     @property
     def pixels(self) -> int:
@@ -71,6 +104,24 @@ class Engine(Protocol):
     def generate(self, key: BatchKey, images: Sequence[ImageSpec]) -> list[object]:
         """Raise errors.OutOfMemory when the call does not fit, errors.DeviceFailure when the device is lost."""
         ...
+
+
+class PoolEngine(Engine, Protocol):
+    """An engine of a pool pod: it makes a key's checkpoint and adapters resident before the call."""
+
+    def prepare(self, key: BatchKey) -> Prepared:
+        """Move what the key needs onto the device (evicting by LRU); a RuntimeAPIError names what is refused."""
+        ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` did: the residency touch and the seconds each of its moves took."""
+
+    touch: Touch
+    seconds: tuple[float, ...]
+    # What is resident after it.
+    resident: Snapshot
 
 
 @dataclass(eq=False)
@@ -236,13 +287,17 @@ class Batcher:
         owners = [index for index, job in enumerate(batch) for _ in job.images]
         specs = [spec for job in batch for spec in job.images]
         loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, self._generate_splitting, batch[0].key, specs, owners)
+        call = loop.run_in_executor(self._executor, self._prepare_and_generate, batch[0].key, specs, owners, len(batch))
         try:
             outputs = await asyncio.wait_for(asyncio.shield(call), self._call_timeout)
         except TimeoutError:
             raise _Broken("timeout", f"a pipeline call ran past the watchdog deadline of {self._call_timeout:g} s") from None
         except DeviceFailure as error:
             raise _Broken("device", f"device failure: {error}") from None
+        except RuntimeAPIError as error:  # refused before the call (a pool pod's bad adapter or checkpoint)
+            for job in batch:
+                _answer(job, error)
+            return
         except Exception as error:  # noqa: BLE001 - every accepted request must get an answer
             logger.exception("pipeline call for %d requests failed", len(batch))
             self._metrics.pipeline_errors.labels("error").inc()
@@ -262,6 +317,15 @@ class Batcher:
         self._broken = reason
         self._answer_all(Broken(f"the accelerator is out of service ({reason}); retry on another replica"))
         self._on_broken(reason)
+
+    def _prepare_and_generate(
+        self, key: BatchKey, specs: list[ImageSpec], owners: list[int], requests: int
+    ) -> list[object]:
+        """In the pipeline thread: a pool engine makes the key resident first (counted per request), then the call."""
+        prepare = getattr(self._engine, "prepare", None)
+        if prepare is not None:
+            self._metrics.record_residency(prepare(key), requests)
+        return self._generate_splitting(key, specs, owners)
 
     def _generate_splitting(self, key: BatchKey, specs: list[ImageSpec], owners: list[int]) -> list[object]:
         """Run one pipeline call (in the pipeline thread); on OOM, free, halve it and try each half."""

@@ -49,6 +49,30 @@ class InvalidRequest(RuntimeAPIError):
     code = names.REJECT_INVALID
 
 
+class NotInPool(RuntimeAPIError):
+    """A pool field (checkpoint, adapters) sent to a runtime that is not in pool mode (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "not_a_pool"
+
+
+class CheckpointRefused(RuntimeAPIError):
+    """Pool mode: the checkpoint cannot be loaded (missing, not of the family, larger than the budget) (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "checkpoint_refused"
+
+
+class AdapterRefused(RuntimeAPIError):
+    """Pool mode: the adapter cannot be loaded (missing, corrupt, made for another base) (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "adapter_refused"
+
+
 class QueueFull(RuntimeAPIError):
     """Too many requests are waiting (429); `retry_after` is the server's estimate in seconds."""
 

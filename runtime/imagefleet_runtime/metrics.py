@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from imagefleet import metrics as names
+from imagefleet.residency import Snapshot
 
 from .errors import RuntimeAPIError
 from .memory import MemoryReading
+
+if TYPE_CHECKING:  # the batcher imports this module
+    from .batcher import Prepared
 
 # Requests per pipeline call: powers of two up to the largest batch the settings allow.
 BATCH_SIZE_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
@@ -91,6 +97,54 @@ class Metrics:
             ["kind", "source"],
             registry=self.registry,
         )
+
+        self.residency_hits = Counter(
+            names.RESIDENCY_HITS_TOTAL, "Pool mode: requests whose checkpoint and adapters were already on the GPU.",
+            ["checkpoint"], registry=self.registry,
+        )
+        self.residency_misses = Counter(
+            names.RESIDENCY_MISSES_TOTAL, "Pool mode: requests that waited for a checkpoint or adapter to be loaded.",
+            ["checkpoint"], registry=self.registry,
+        )
+        self.swaps = Counter(
+            names.SWAPS_TOTAL, "Pool mode: checkpoints moved onto the GPU, by where they came from (host, disk).",
+            ["checkpoint", "source"], registry=self.registry,
+        )
+        self.adapter_loads = Counter(
+            names.ADAPTER_LOADS_TOTAL, "Pool mode: LoRA adapters loaded into a resident checkpoint.",
+            ["checkpoint"], registry=self.registry,
+        )
+        self.swap_seconds = Histogram(
+            names.SWAP_SECONDS, "Pool mode: seconds one move onto the GPU took, by kind (checkpoint, adapter) and "
+            "source (host, disk).", ["kind", "source"], buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry,
+        )
+        self.resident = Gauge(
+            names.RESIDENT, "Pool mode: 1 for each checkpoint (adapter \"\") and adapter resident, by place (gpu, host).",
+            ["checkpoint", "adapter", "place"], registry=self.registry,
+        )
+
+    def record_residency(self, prepared: Prepared, requests: int) -> None:
+        """Count one pool call's hit or miss (for each of its requests), its moves, and what is resident now."""
+        touch = prepared.touch
+        (self.residency_hits if touch.hit else self.residency_misses).labels(touch.checkpoint).inc(requests)
+        for move, seconds in zip(touch.moves, prepared.seconds, strict=True):
+            if move.target != "gpu":
+                continue
+            if move.adapter is None:
+                self.swaps.labels(move.checkpoint, move.source).inc()
+                self.swap_seconds.labels("checkpoint", move.source).observe(seconds)
+            else:
+                self.adapter_loads.labels(move.checkpoint).inc()
+                self.swap_seconds.labels("adapter", move.source).observe(seconds)
+        self.set_resident(prepared.resident)
+
+    def set_resident(self, resident: Snapshot) -> None:
+        self.resident.clear()
+        for place, names_ in (("gpu", resident.gpu), ("host", resident.host)):
+            for checkpoint in names_:
+                self.resident.labels(checkpoint, "", place).set(1)
+        for checkpoint, adapter in resident.adapters:
+            self.resident.labels(checkpoint, adapter, "gpu").set(1)
 
     def record_memory(self, reading: MemoryReading) -> None:
         """Set the kinds the reading has; kinds it cannot tell are not exported."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from imagefleet.images_api import MAX_SEED, GenerationRequest, OutputFormat
 
 __all__ = ["MAX_SEED", "GenerationRequest", "GenerationResponse", "ImageData", "Load", "ModelCard", "ModelList",
-           "Status"]
+           "Resident", "ResidentAdapter", "Status"]
 
 
 class ImageData(BaseModel):
@@ -48,6 +48,21 @@ class Status(BaseModel):
     detail: str | None = None
 
 
+class ResidentAdapter(BaseModel):
+    checkpoint: str
+    name: str
+
+
+class Resident(BaseModel):
+    """Pool mode: what a pod holds, most recently used first."""
+
+    gpu: list[str] = Field(description="checkpoints on the GPU")
+    host: list[str] = Field(description="checkpoints in host RAM")
+    adapters: list[ResidentAdapter] = Field(description="LoRA adapters loaded, with the checkpoint they are on")
+    gpu_budget_mib: float
+    host_budget_mib: float
+
+
 class Load(BaseModel):
     """Body of GET /v1/load: what the gateway's picker polls, cheaper than parsing /metrics."""
 
@@ -60,3 +75,4 @@ class Load(BaseModel):
         description="seconds of one call of max_batch_size images (measured average, or estimated until one ran); "
         "null until loaded"
     )
+    resident: Resident | None = Field(None, description="pool mode: what is resident; null otherwise")

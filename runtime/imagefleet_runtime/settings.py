@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from imagefleet.catalog import MODEL_NAMES, model_catalog
 from imagefleet.cost import builtin_plan
+from imagefleet.residency import checkpoint_mib
 
 Precision = Literal["fp32", "fp16", "bf16"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -86,8 +88,57 @@ class Settings(BaseSettings):
         description="with compile: the image sizes (WIDTHxHEIGHT,...) a request may ask for, besides the default "
         "size, which is always one",
     )
+    pool_family: str | None = Field(
+        None,
+        description="pool mode: serve many checkpoints and LoRA adapters of this catalog family (e.g. sdxl, tiny), "
+        "named per request; model is the base checkpoint (default: the family)",
+    )
+    gpu_budget_mib: float | None = Field(
+        None, gt=0, description="pool mode: MiB of checkpoints (denoisers) kept on the GPU, least recently used out"
+    )
+    host_budget_mib: float | None = Field(
+        None, ge=0, description="pool mode: MiB of checkpoints kept in host RAM off the GPU; the rest is read from disk"
+    )
+    adapter_slots: int = Field(8, ge=1, le=256, description="pool mode: LoRA adapters kept loaded, least recently used out")
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_base_is_the_family(cls, data: Any) -> Any:
+        """In pool mode the base checkpoint defaults to the family's catalog model."""
+        if isinstance(data, dict) and data.get("pool_family") and not data.get("model"):
+            return {**data, "model": data["pool_family"]}
+        return data
+
+    @property
+    def pool(self) -> bool:
+        return self.pool_family is not None
+
+    @model_validator(mode="after")
+    def _pool_is_complete(self) -> Self:
+        """Pool mode needs a catalog family and both budgets; the pool settings mean nothing without it."""
+        if self.pool_family is None:
+            if self.gpu_budget_mib is not None or self.host_budget_mib is not None:
+                raise ValueError("gpu_budget_mib and host_budget_mib need pool_family (--pool-family)")
+            return self
+        if self.pool_family not in MODEL_NAMES:
+            raise ValueError(f"pool_family {self.pool_family!r} is not a catalog model ({', '.join(MODEL_NAMES)})")
+        if self.gpu_budget_mib is None or self.host_budget_mib is None:
+            raise ValueError("pool mode needs --gpu-budget-mib and --host-budget-mib (IMAGEFLEET_GPU_BUDGET_MIB, ...)")
+        per_denoiser = [name for name in ("channels_last", "fuse_qkv", "compile") if getattr(self, name)]
+        if per_denoiser:
+            raise ValueError(
+                f"{', '.join(per_denoiser)}: not supported in pool mode (they change one denoiser, and a pool "
+                "swaps denoisers); drop them"
+            )
+        need = checkpoint_mib(model_catalog()[self.pool_family], self.precision)
+        if need > self.gpu_budget_mib:
+            raise ValueError(
+                f"a {self.pool_family} checkpoint needs {need:,.0f} MiB at {self.precision}, above gpu_budget_mib "
+                f"{self.gpu_budget_mib:,.0f}; raise the budget or lower the precision"
+            )
+        return self
 
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> Self:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from .batcher import BatchKey, ImageSpec
-from .errors import InvalidRequest
+from .batcher import AdapterRef, BatchKey, CheckpointRef, ImageSpec
+from .errors import InvalidRequest, NotInPool
 from .schemas import MAX_SEED, GenerationRequest
 from .settings import Settings
 
@@ -22,7 +22,14 @@ def to_work(
 ) -> tuple[BatchKey, list[ImageSpec]]:
     """The batch key and one ImageSpec per image (at most `largest`'s size, and one of `compiled_sizes` when
     there are some); InvalidRequest names the field that is out of bounds."""
-    if request.model is not None and request.model != settings.model:
+    if not settings.pool and (request.checkpoint is not None or request.adapters):
+        field = "checkpoint" if request.checkpoint is not None else "adapters"
+        raise NotInPool(
+            f"{field}: this server serves one model ({settings.model!r}), not a pool; send it to a pool "
+            "(imagefleet-runtime --pool-family)", param=field,
+        )
+    # A pool serves many models: the checkpoint and adapters say what runs, `model` is the gateway's name for it.
+    if not settings.pool and request.model is not None and request.model != settings.model:
         raise InvalidRequest(f"model: this server serves {settings.model!r}, not {request.model!r}", param="model")
     if request.output_format not in output_formats:
         raise InvalidRequest(
@@ -50,4 +57,15 @@ def to_work(
     if seed + request.n - 1 > MAX_SEED:
         raise InvalidRequest(f"seed: seed + n - 1 must be at most {MAX_SEED}", param="seed")
     images = [ImageSpec(request.prompt, request.negative_prompt, seed + index) for index in range(request.n)]
-    return BatchKey(width, height, steps, guidance), images
+    checkpoint = None if request.checkpoint is None else CheckpointRef(request.checkpoint.name, request.checkpoint.revision)
+    if checkpoint is not None and checkpoint.name == settings.model and checkpoint.revision is None:
+        checkpoint = None  # the base, by its own name: one batch key for both
+    adapters = tuple(AdapterRef(a.name, a.weight_name, a.scale) for a in request.adapters)
+    if len({a.key for a in adapters}) < len(adapters):
+        raise InvalidRequest("adapters: the same adapter is named twice", param="adapters")
+    if len(adapters) > settings.adapter_slots:
+        raise InvalidRequest(
+            f"adapters: {len(adapters)} adapters, above this server's adapter_slots {settings.adapter_slots}",
+            param="adapters",
+        )
+    return BatchKey(width, height, steps, guidance, checkpoint, adapters), images

@@ -156,6 +156,10 @@ class Residency:
                 moves.append(Move(checkpoint, None, place, "disk", tier.pop(checkpoint)))  # type: ignore[arg-type]
         return tuple(moves)
 
+    def drop_adapter(self, checkpoint: str, adapter: str) -> None:
+        """Forget one adapter (it failed to load, or was unloaded)."""
+        self._adapters.pop((checkpoint, adapter), None)
+
     def _gpu_room(self, mib: float, moves: list[Move]) -> None:
         """Evict least recently used checkpoints from the GPU until `mib` fits."""
         while sum(self._gpu.values()) + mib > self.gpu_budget_mib:

@@ -1,5 +1,9 @@
 """The emulated engine's I/O: it sleeps in the pipeline thread for as long as the real card would
-compute (that sleep is the emulated kernel time), then returns flat-colour images (encoded by the app's encoder, off this thread)."""
+compute (that sleep is the emulated kernel time), then returns flat-colour images (encoded by the app's encoder, off this thread).
+
+In pool mode (EmulatedPoolEngine) it keeps the pod's residency like the real one and, before a call,
+sleeps the priced time of the moves it needs (imagefleet.residency: host-to-GPU and disk bandwidth
+of the GPU class, a LoRA's bytes and load work), divided by the speedup."""
 
 from __future__ import annotations
 
@@ -7,12 +11,16 @@ import hashlib
 import time
 from collections.abc import Sequence
 
-from ..batcher import BatchKey, ImageSpec
-from ..encoding import encode_pil, pillow_formats
-from ..errors import OutOfMemory
-from ..memory import MemoryReading, process_memory
-from ..settings import Settings
+from imagefleet.catalog import emulation_table
 from imagefleet.cost import Plan, builtin_plan, call_seconds, load_seconds
+from imagefleet.residency import Adapter, Snapshot, checkpoint_mib, move_seconds, swap_cost
+
+from ..batcher import BatchKey, ImageSpec, Prepared
+from ..encoding import encode_pil, pillow_formats
+from ..errors import AdapterRefused, OutOfMemory
+from ..memory import MemoryReading, process_memory
+from ..pool import PoolState
+from ..settings import Settings
 from .png import FlatImage, flat_png
 
 
@@ -46,13 +54,44 @@ class EmulatedEngine:
             )
         seconds = call_seconds(self.plan, width=key.width, height=key.height, steps=key.steps, images=len(images))
         time.sleep(seconds / self.speedup)
-        return [FlatImage(key.width, key.height, _colour(image)) for image in images]
+        return [FlatImage(key.width, key.height, _colour(key, image)) for image in images]
 
 
-def _colour(image: ImageSpec) -> tuple[int, int, int]:
-    """A colour from the seed and prompts: the same request gives the same image."""
-    text = f"{image.seed}\0{image.prompt}\0{image.negative_prompt or ''}".encode()
-    red, green, blue = hashlib.blake2b(text, digest_size=3).digest()
+class EmulatedPoolEngine(EmulatedEngine):
+    """A pool pod's emulated engine: residency as the real one keeps it, moves priced from the catalog."""
+
+    def __init__(self, plan: Plan, speedup: float, settings: Settings) -> None:
+        super().__init__(plan, speedup)
+        self.pool = PoolState(settings)
+        self.cost = swap_cost(plan.gpu_class.name)
+        self.checkpoint_mib = checkpoint_mib(plan.model, plan.precision)
+        self.adapter_mib = emulation_table().models[plan.model.name].adapter_mib
+        self.pool.touch(self.pool.base, self.checkpoint_mib)  # loaded with the pod (load_emulated's wait)
+        self.summary += f", pool of {plan.model.name}"
+
+    def resident(self) -> Snapshot:
+        return self.pool.snapshot()
+
+    def prepare(self, key: BatchKey) -> Prepared:
+        if key.adapters and self.adapter_mib is None:
+            raise AdapterRefused(
+                f"adapter {key.adapters[0].name!r}: the emulated engine has no adapter size for {self.plan.model.name} "
+                "(emulation.yaml adapterMiB)", param="adapters",
+            )
+        adapters = [Adapter(a.key, self.adapter_mib or 0.0) for a in key.adapters]
+        touch = self.pool.touch(self.pool.name(key), self.checkpoint_mib, adapters)
+        seconds = tuple(move_seconds(self.cost, move) / self.speedup for move in touch.moves)
+        time.sleep(sum(seconds))
+        return Prepared(touch, seconds, self.pool.snapshot())
+
+
+def _colour(key: BatchKey, image: ImageSpec) -> tuple[int, int, int]:
+    """A colour from the seed, prompts, checkpoint and adapters: the same request gives the same image."""
+    text = f"{image.seed}\0{image.prompt}\0{image.negative_prompt or ''}"
+    if key.checkpoint is not None or key.adapters:
+        model = "" if key.checkpoint is None else key.checkpoint.key
+        text += f"\0{model}\0" + ",".join(f"{a.key}:{a.scale:g}" for a in key.adapters)
+    red, green, blue = hashlib.blake2b(text.encode(), digest_size=3).digest()
     return red, green, blue
 
 
@@ -61,4 +100,6 @@ def load_emulated(settings: Settings) -> EmulatedEngine:
     assert settings.gpu_class is not None  # settings refuse engine=emulated without one
     plan = builtin_plan(model=settings.model, gpu_class=settings.gpu_class, precision=settings.precision)
     time.sleep(load_seconds(plan) / settings.emulation_speedup)
+    if settings.pool:
+        return EmulatedPoolEngine(plan, settings.emulation_speedup, settings)
     return EmulatedEngine(plan, settings.emulation_speedup)

@@ -72,7 +72,7 @@ def test_a_checkpoint_larger_than_the_host_budget_is_dropped_to_disk() -> None:
 
 
 def test_too_large_for_the_gpu_budget_names_both_figures() -> None:
-    with pytest.raises(CheckpointTooLarge, match=r"12,000 MiB.*GPU budget of 10,000 MiB"):
+    with pytest.raises(CheckpointTooLarge, match=r"12,000.0 MiB.*GPU budget of 10,000.0 MiB"):
         pod().touch("huge", 12_000)
 
 

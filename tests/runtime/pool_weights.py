@@ -16,12 +16,17 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def make_checkpoint(directory: Path, seed: int, *, own_vae: bool = False) -> Path:
+def make_checkpoint(
+    directory: Path, seed: int, *, own_vae: bool = False, unet_channels: tuple[int, int] | None = None
+) -> Path:
     """A tiny checkpoint whose UNet (and, with own_vae, VAE) is drawn from `seed`; text encoder and
-    VAE otherwise equal to the built-in tiny's, so a pool shares them."""
+    VAE otherwise equal to the built-in tiny's, so a pool shares them. `unet_channels` widens the UNet."""
     pipeline = build_tiny()
     torch.manual_seed(seed)
-    parts = {"unet": UNet2DConditionModel.from_config(pipeline.unet.config)}
+    config = dict(pipeline.unet.config)
+    if unet_channels is not None:
+        config["block_out_channels"] = unet_channels
+    parts = {"unet": UNet2DConditionModel.from_config(config)}
     if own_vae:
         parts["vae"] = type(pipeline.vae).from_config(pipeline.vae.config)
     pipeline.register_modules(**parts)

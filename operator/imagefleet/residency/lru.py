@@ -115,8 +115,8 @@ class Residency:
         """Raise CheckpointTooLarge naming both figures when `mib` exceeds the GPU budget."""
         if mib > self.gpu_budget_mib:
             raise CheckpointTooLarge(
-                f"checkpoint {checkpoint!r} needs {mib:,.0f} MiB on the GPU, above the pod's GPU budget of "
-                f"{self.gpu_budget_mib:,.0f} MiB; raise the budget (gpu-budget-mib) or use a smaller precision"
+                f"checkpoint {checkpoint!r} needs {mib:,.1f} MiB on the GPU, above the pod's GPU budget of "
+                f"{self.gpu_budget_mib:,.1f} MiB; raise the budget (gpu-budget-mib) or use a smaller precision"
             )
 
     def touch(self, checkpoint: str, mib: float, adapters: Sequence[Adapter] = ()) -> Touch:

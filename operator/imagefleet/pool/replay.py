@@ -36,7 +36,7 @@ from ..catalog import Precision, emulation_table, model_catalog
 from ..cost import Plan, builtin_plan, call_seconds, load_seconds
 from ..fit import estimate, usable_mib
 from ..residency import Adapter, Residency, SwapCost, checkpoint_mib, move_seconds, swap_cost
-from .routing import PodView, Resident, SwapPrices, Want, placements
+from .routing import PodView, Resident, Want, placements, swap_prices
 from .sizing import MemberDemand, pool_replicas
 from .trace import Request
 
@@ -173,11 +173,7 @@ class _Replay:
         self.checkpoint_mib = checkpoint_mib(self.plan.model, setup.precision)
         self.gpu_budget = setup.budget_mib()
         self.slots = max(1, int(self.gpu_budget // self.checkpoint_mib))
-        load_disk = self.checkpoint_mib / self.cost.disk_to_host_mib_per_second
-        link = (0.0 if self.cost.host_to_gpu_mib_per_second is None
-                else self.checkpoint_mib / self.cost.host_to_gpu_mib_per_second)
-        adapter = self.adapter_mib / self.cost.disk_to_host_mib_per_second + self.cost.adapter_load_seconds
-        self.prices = SwapPrices(host_seconds=link, disk_seconds=load_disk + link, adapter_seconds=adapter)
+        self.prices = swap_prices(self.cost, self.checkpoint_mib, self.adapter_mib)
         size = self.plan.native_size
         # A pod's cold start: its weights from the model cache, then the runtime's warm-up call.
         self.cold_start = load_seconds(self.plan) + call_seconds(self.plan, width=size, height=size, steps=2, images=1)

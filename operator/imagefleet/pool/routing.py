@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..residency import SwapCost
+
 
 @dataclass(frozen=True)
 class Want:
@@ -56,6 +58,16 @@ class SwapPrices:
     host_seconds: float
     disk_seconds: float
     adapter_seconds: float
+
+
+def swap_prices(cost: SwapCost, checkpoint_mib: float, adapter_mib: float) -> SwapPrices:
+    """The prices of one family's moves on a GPU class (the residency model's `move_seconds`, summed
+    along each path): host to GPU over the card's link, disk to GPU through host RAM, an adapter
+    from disk with its fixed load work."""
+    link = 0.0 if cost.host_to_gpu_mib_per_second is None else 1.0 / cost.host_to_gpu_mib_per_second
+    disk = 1.0 / cost.disk_to_host_mib_per_second
+    return SwapPrices(host_seconds=checkpoint_mib * link, disk_seconds=checkpoint_mib * (disk + link),
+                      adapter_seconds=adapter_mib * (disk + link) + cost.adapter_load_seconds)
 
 
 @dataclass(frozen=True)
@@ -119,12 +131,18 @@ def place(want: Want, pod: PodView, own_seconds: float, prices: SwapPrices,
 def placements(want: Want, pods: Sequence[PodView], *, own_seconds: float, target_seconds: float,
                prices: SwapPrices) -> list[Placement]:
     """Every pod's placement, best first by the rules above (ties keep the pods' order)."""
+    copies = gpu_copies(pods)
+    priced = [place(want, pod, own_seconds, prices, copies) for pod in pods]
+    return sorted(priced, key=lambda p: rank(p, target_seconds))
+
+
+def gpu_copies(pods: Sequence[PodView]) -> dict[str, int]:
+    """How many of the pods hold each checkpoint on the GPU."""
     copies: dict[str, int] = {}
     for pod in pods:
         for name in pod.resident.gpu:
             copies[name] = copies.get(name, 0) + 1
-    priced = [place(want, pod, own_seconds, prices, copies) for pod in pods]
-    return sorted(priced, key=lambda p: rank(p, target_seconds))
+    return copies
 
 
 def rank(placement: Placement, target_seconds: float) -> tuple[int, float, int, float]:

@@ -7,16 +7,21 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import pytest
+
 from imagefleet.pool.routing import (
     Placement,
     PodView,
+    Recent,
     Resident,
     SwapPrices,
     Want,
     evicted,
     placements,
+    swap_prices,
     swap_seconds,
 )
+from imagefleet.residency import Move, move_seconds, swap_cost
 
 PRICES = SwapPrices(host_seconds=1.0, disk_seconds=5.0, adapter_seconds=0.2)
 
@@ -169,3 +174,32 @@ def test_two_hot_models_do_not_thrash_the_router_spreads_them() -> None:
     assert swaps <= 0.05 * requests
     # The same arrivals by least work alone swap on half the requests: the storm the rule prevents.
     assert storm(least_work, requests=requests) >= 0.45 * requests
+
+
+def test_the_router_remembers_what_it_sent_where_for_a_window_and_then_forgets() -> None:
+    recent = Recent(window=60.0)
+    recent.sent("p1", "a", now=0.0)
+    recent.sent("p1", "b", now=30.0)
+    assert recent.in_use("p1", now=59.0) == {"a": 1, "b": 1}
+    assert recent.in_use("p1", now=61.0) == {"b": 1}
+    assert recent.in_use("p2", now=61.0) == {}
+    recent.sent("p3", "c", now=200.0)  # a sweep: p1 (nothing within the window) is gone
+    assert recent.pods() == 1
+
+
+def test_a_checkpoint_sent_lately_is_not_evicted_when_another_pod_can_take_the_swap() -> None:
+    # One slot per pod. "a" went to p1 a moment ago (its answer is back: nothing pending); "b" must
+    # not push it out while p2 holds only the unused base.
+    recent = Recent()
+    recent.sent("p1", "a", now=0.0)
+    pods = [pod("p1", ("a",), pending=recent.in_use("p1", 1.0)), pod("p2", ("base",), wait=0.5,
+                                                                     pending=recent.in_use("p2", 1.0))]
+    assert best(Want("b"), pods).url == "p2"
+
+
+def test_swap_prices_are_the_residency_models_moves() -> None:
+    cost = swap_cost("h100-80gb")
+    prices = swap_prices(cost, 4896.0, 375.7)
+    assert prices.host_seconds == pytest.approx(move_seconds(cost, Move("a", None, "host", "gpu", 4896.0)))
+    assert prices.disk_seconds == pytest.approx(move_seconds(cost, Move("a", None, "disk", "gpu", 4896.0)))
+    assert prices.adapter_seconds == pytest.approx(move_seconds(cost, Move("a", "x", "disk", "gpu", 375.7)))

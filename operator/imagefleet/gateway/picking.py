@@ -15,12 +15,13 @@ request: the polls and the gateway's own in-flight counts are all it reads.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..pool.routing import PodView, Resident, gpu_copies, place, rank
+from ..pool.routing import PodView, Recent, Resident, gpu_copies, place, rank
 from .fleet import Resource
 
 # A poll older than this is stale (the poller runs every ~0.25 s).
@@ -137,11 +138,11 @@ def score(candidate: Candidate, scorers: Sequence[tuple[Scorer, float]] = SCORER
     return sum(weight * scorer(candidate) for scorer, weight in scorers)
 
 
-def pod_view(candidate: Candidate) -> PodView:
+def pod_view(candidate: Candidate, in_use: dict[str, int]) -> PodView:
     """A pool pod as the residency router sees it: what is resident for the candidate's member, the
     work ahead of a new request in seconds (the requests waiting and running, in calls of the pod's
-    batch time), and the checkpoint it is busy with as pending (a pod batches one checkpoint at a
-    time, the most recently used)."""
+    batch time), and the checkpoints in use there: `in_use` (sent lately, `Recent`) and the one it
+    is busy with (a pod batches one checkpoint at a time, the most recently used)."""
     load, member = candidate.load, candidate.resource.pool
     assert load is not None and member is not None
     resident = load.resident or ResidentLoad((), (), (), 0.0)
@@ -151,13 +152,15 @@ def pod_view(candidate: Candidate) -> PodView:
     adapters = tuple(name for checkpoint, name in resident.adapters if checkpoint == member.checkpoint)
     ahead = candidate.waiting() + load.running
     wait = ahead / load.max_batch_size * (load.batch_seconds or 0.0)
-    pending = {resident.gpu[0]: ahead} if ahead and resident.gpu else {}
+    pending = dict(in_use)
+    if ahead and resident.gpu:
+        pending[resident.gpu[0]] = pending.get(resident.gpu[0], 0) + ahead
     return PodView(candidate.url, Resident(resident.gpu, resident.host, adapters, slots), wait, pending)
 
 
-def residency_ranks(candidates: Sequence[Candidate]) -> list[tuple[int, float, int, float]]:
+def residency_ranks(candidates: Sequence[Candidate], recent: Recent, now: float) -> list[tuple[int, float, int, float]]:
     """Each candidate's rank by residency (lower is better), for pool members; see pool.routing."""
-    views = [pod_view(c) for c in candidates]
+    views = [pod_view(c, recent.in_use(c.url, now)) for c in candidates]
     copies = gpu_copies(views)
     ranks = []
     for candidate, view in zip(candidates, views, strict=True):
@@ -174,23 +177,33 @@ def residency_ranks(candidates: Sequence[Candidate]) -> list[tuple[int, float, i
 
 class Picker:
     """Max score; among equal scores, the next in a rotating order (round-robin, not random). Pods
-    of pool members go by residency (`residency_ranks`) instead of the scorers."""
+    of pool members go by residency (`residency_ranks`) instead of the scorers, and the picker
+    remembers which checkpoint it sent where (`Recent`)."""
 
-    def __init__(self, scorers: Sequence[tuple[Scorer, float]] = SCORERS, *, by_residency: bool = True) -> None:
+    def __init__(self, scorers: Sequence[tuple[Scorer, float]] = SCORERS, *, by_residency: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._scorers = scorers
         self._by_residency = by_residency
+        self._clock = clock
+        self._recent = Recent()
         self._turn = 0
 
     def pick(self, candidates: Sequence[Candidate]) -> Candidate:
         keys: Sequence[object]
-        if self._by_residency and all(c.resource.pool is not None for c in candidates):
-            keys = [tuple(-x for x in r) for r in residency_ranks(candidates)]
+        pooled = self._by_residency and all(c.resource.pool is not None for c in candidates)
+        now = self._clock()
+        if pooled:
+            keys = [tuple(-x for x in r) for r in residency_ranks(candidates, self._recent, now)]
         else:
             keys = [score(c, self._scorers) for c in candidates]
         best = max(keys)  # type: ignore[type-var]
         tied = sorted((c for c, k in zip(candidates, keys, strict=True) if k == best), key=lambda c: c.url)
         self._turn += 1
-        return tied[self._turn % len(tied)]
+        chosen = tied[self._turn % len(tied)]
+        if pooled:
+            assert chosen.resource.pool is not None
+            self._recent.sent(chosen.url, chosen.resource.pool.checkpoint, now)
+        return chosen
 
 
 class RoundRobinPicker(Picker):

@@ -36,7 +36,7 @@ from ..catalog import Precision, emulation_table, model_catalog
 from ..cost import Plan, builtin_plan, call_seconds, load_seconds
 from ..fit import estimate, usable_mib
 from ..residency import Adapter, Residency, SwapCost, checkpoint_mib, move_seconds, swap_cost
-from .routing import PodView, Resident, Want, placements, swap_prices
+from .routing import PodView, Recent, Resident, Want, placements, swap_prices
 from .sizing import MemberDemand, pool_replicas
 from .trace import Request
 
@@ -103,6 +103,7 @@ class ArmResult:
 
 @dataclass(eq=False)
 class _Pod:
+    name: str
     started: float
     ready_at: float
     residency: Residency | None
@@ -154,7 +155,8 @@ class _Group:
         return [p for p in self.pods if not p.leaving and p.ready_at <= now]
 
     def add(self, now: float) -> _Pod:
-        pod = _Pod(started=now, ready_at=now + self.start_seconds, residency=self.make_residency())
+        pod = _Pod(name=f"pod-{self.started}", started=now, ready_at=now + self.start_seconds,
+                   residency=self.make_residency())
         pod.free_at = pod.ready_at
         self.pods.append(pod)
         self.started += 1
@@ -178,6 +180,7 @@ class _Replay:
         # A pod's cold start: its weights from the model cache, then the runtime's warm-up call.
         self.cold_start = load_seconds(self.plan) + call_seconds(self.plan, width=size, height=size, steps=2, images=1)
         self.groups: dict[str, _Group] = {}
+        self.recent = Recent()
         self.served: list[_Served] = []
         self.events: list[tuple[float, int, str, str]] = []
         self.order = 0
@@ -216,7 +219,7 @@ class _Replay:
         views = []
         for index, pod in enumerate(ready):
             assert pod.residency is not None
-            pending: dict[str, int] = {}
+            pending = self.recent.in_use(pod.name, now)
             for _, _, ckpt in pod.running:
                 pending[ckpt] = pending.get(ckpt, 0) + 1
             snapshot = pod.residency.snapshot()
@@ -247,6 +250,7 @@ class _Replay:
         else:
             # In the per-model arm, a hit is a request that waited for no cold start.
             swap, hit = 0.0, pod.started < request.time or pod.ready_at <= request.time
+        self.recent.sent(pod.name, request.model, now)
         begin = max(now, pod.free_at)
         pod.free_at = begin + swap + self.work(request)
         pod.running.append((begin, pod.free_at, request.model))

@@ -13,9 +13,10 @@ and the request's own time. Three rules on top of that:
 - Weigh a swap against the queue it avoids: when no pod finishes within the target that way, the
   pod with the earliest finish wins, swap included. So a hot model spreads over more pods once
   one cannot serve it in time, and only then.
-- No thrashing: a swap that evicts a checkpoint with requests still pending at the pod is also
-  charged that checkpoint's swap back, so two hot models on one pod do not push each other out;
-  the router puts the second on another pod instead.
+- No thrashing: a swap that evicts a checkpoint in use at the pod (requests pending there, or
+  sent there within `RECENT_SECONDS`: the router's own memory, `Recent`) is also charged that
+  checkpoint's swap back, so two hot models on one pod do not push each other out; the router
+  puts the second on another pod instead.
 - Keep the pool's copies: among pods that would move as much, one with a free GPU slot, or whose
   evicted checkpoint another pod also holds, is taken before one that would push the pool's last
   copy of a checkpoint off the GPUs.
@@ -30,6 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..residency import SwapCost
+
+
+# A checkpoint sent to a pod within this long is in use there (about the autoscaler's rate window).
+RECENT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class PodView:
     url: str
     resident: Resident
     wait_seconds: float  # work ahead of a new request at the pod, in seconds
-    # Requests sent to the pod and not answered yet, by checkpoint.
+    # Checkpoints in use at the pod: requests sent and not answered, or sent lately (`Recent`).
     pending: Mapping[str, int] = field(default_factory=dict)
 
 
@@ -134,6 +139,34 @@ def placements(want: Want, pods: Sequence[PodView], *, own_seconds: float, targe
     copies = gpu_copies(pods)
     priced = [place(want, pod, own_seconds, prices, copies) for pod in pods]
     return sorted(priced, key=lambda p: rank(p, target_seconds))
+
+
+class Recent:
+    """When the router last sent each checkpoint to each pod: what it remembers of its own choices
+    (swept of what is older than the window once per window, so pods gone leave nothing behind)."""
+
+    def __init__(self, window: float = RECENT_SECONDS) -> None:
+        self.window = window
+        self._sent: dict[str, dict[str, float]] = {}
+        self._swept = 0.0
+
+    def sent(self, pod: str, checkpoint: str, now: float) -> None:
+        self._sent.setdefault(pod, {})[checkpoint] = now
+        if now - self._swept > self.window:
+            self._swept = now
+            for name in list(self._sent):
+                if not self.in_use(name, now):
+                    del self._sent[name]
+
+    def in_use(self, pod: str, now: float) -> dict[str, int]:
+        """The checkpoints sent to `pod` within the window (each counted once); older ones are forgotten."""
+        sent = self._sent.get(pod, {})
+        for checkpoint in [c for c, at in sent.items() if now - at > self.window]:
+            del sent[checkpoint]
+        return dict.fromkeys(sent, 1)
+
+    def pods(self) -> int:
+        return len(self._sent)
 
 
 def gpu_copies(pods: Sequence[PodView]) -> dict[str, int]:

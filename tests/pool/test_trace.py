@@ -27,7 +27,7 @@ def test_the_synthetic_trace_has_the_asked_shape() -> None:
     assert rate == pytest.approx(shape.rate, rel=0.05)
     models = Counter(r.model for r in requests)
     assert len(models) == 80
-    # Zipf: the most popular checkpoint's share is 1 / sum(1 / k^1.1) over 80 ranks (20.4 %).
+    # Zipf: the most popular checkpoint's share is 1 / sum(1 / k^1.1) over 80 ranks (24.2 %).
     top = models.most_common(1)[0][1] / len(requests)
     expected = 1 / sum(1 / k ** shape.zipf_exponent for k in range(1, 81))
     assert top == pytest.approx(expected, rel=0.15)

@@ -124,14 +124,14 @@ def resource_from_object(obj: dict[str, Any]) -> Resource | None:
 
 
 def pool_member(spec: ImageModelDeploymentSpec, raw: dict[str, Any]) -> PoolMember | None:
-    """The pool side of a member: spec.pool and spec.model.adapter, as the ImageModelPool API defines
-    them (read from the object: this branch's spec model predates them); None for other resources."""
+    """The pool side of a member: `spec.pool` and `spec.model.adapter` as the ImageModelPool API
+    defines them, read from the object's spec; None for other resources."""
     pool = raw.get("pool")
     if not isinstance(pool, str) or not pool:
         return None
-    adapter = (raw.get("model") or {}).get("adapter") or None
-    adapters = () if not isinstance(adapter, dict) else (
-        AdapterRef(str(adapter["name"]), adapter.get("weightName"), float(adapter.get("scale", 1.0))),)
+    adapter = (raw.get("model") or {}).get("adapter") or {}
+    adapters = (AdapterRef(adapter["name"], adapter.get("weightName"), float(adapter.get("scale", 1.0))),) \
+        if isinstance(adapter.get("name"), str) else ()
     family = catalog_model(spec)
     mib = prices = None
     if family is not None:

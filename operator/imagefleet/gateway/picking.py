@@ -189,14 +189,14 @@ class Picker:
         self._turn = 0
 
     def pick(self, candidates: Sequence[Candidate]) -> Candidate:
-        keys: Sequence[object]
         pooled = self._by_residency and all(c.resource.pool is not None for c in candidates)
         now = self._clock()
+        keys: list[tuple[float, ...]]  # higher is better
         if pooled:
             keys = [tuple(-x for x in r) for r in residency_ranks(candidates, self._recent, now)]
         else:
-            keys = [score(c, self._scorers) for c in candidates]
-        best = max(keys)  # type: ignore[type-var]
+            keys = [(score(c, self._scorers),) for c in candidates]
+        best = max(keys)
         tied = sorted((c for c, k in zip(candidates, keys, strict=True) if k == best), key=lambda c: c.url)
         self._turn += 1
         chosen = tied[self._turn % len(tied)]

@@ -131,6 +131,7 @@ def test_deleting_a_member_finishes_what_its_pods_run_and_answers_410_for_what_w
     lane = ("ns", "cold", "standard")
     wait_until(lambda: gateway.call(lambda: lane in gateway.gateway.lanes and gateway.gateway.lanes[lane].size == 1),
                timeout=10, interval=0.02, message="the request waiting in its lane")
+    assert "sent" not in answers  # still generating when its member goes
     apply(gateway, "DELETED", member("ft-b", "org/fine-tune-b"))
     apply(gateway, "DELETED", member("cold", "org/fine-tune-c", pool="empty"))
     waiting.join(timeout=10)

@@ -166,7 +166,7 @@ def least_work(want: Want, views: list[PodView], own: float) -> str:
 
 def test_two_hot_models_do_not_thrash_the_router_spreads_them() -> None:
     requests = 400
-    # Even arrivals (one every 1 s): only the first load of each model onto its pod.
+    # At half the two pods' capacity (a request a second on average): only the first load of each model.
     assert storm(by_residency, requests=requests, gap=1.0) == 2
     # Poisson arrivals at 83 % of the two pods: each model keeps its pod, and a burst that one pod
     # cannot serve in time spreads (18 swaps in 400 requests, 4.5 %).

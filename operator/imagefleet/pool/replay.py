@@ -139,7 +139,8 @@ class _Group:
                  make_residency: Callable[[], Residency | None]) -> None:
         self.key = key
         self.pods: list[_Pod] = []
-        self.waiting: deque[Request] = deque()
+        # Requests waiting at the gateway, each with whether a pod was serving when it arrived.
+        self.waiting: deque[tuple[Request, bool]] = deque()
         self.arrivals: deque[tuple[float, str, float]] = deque()  # (time, resource, work seconds)
         self.swaps: deque[tuple[float, float]] = deque()  # (time, seconds)
         self.recommendations: deque[tuple[float, int]] = deque()
@@ -233,7 +234,7 @@ class _Replay:
                                     target_seconds=self.setup.target_p95_seconds, prices=self.prices)[0].url)]
         return best if best.waiting(now) < AT_POD else None
 
-    def send(self, group: _Group, pod: _Pod, request: Request, now: float) -> None:
+    def send(self, group: _Group, pod: _Pod, request: Request, warm: bool, now: float) -> None:
         checkpoint_swap = adapter_load = None
         if pod.residency is not None:
             touch = pod.residency.touch(request.model, self.checkpoint_mib,
@@ -249,25 +250,25 @@ class _Replay:
                 group.swaps.append((now, swap))
         else:
             # In the per-model arm, a hit is a request that waited for no cold start.
-            swap, hit = 0.0, pod.started < request.time or pod.ready_at <= request.time
+            swap, hit = 0.0, warm
         self.recent.sent(pod.name, request.model, now)
         begin = max(now, pod.free_at)
         pod.free_at = begin + swap + self.work(request)
         pod.running.append((begin, pod.free_at, request.model))
-        self.schedule(pod.free_at, "done", self._key(group))
+        self.schedule(pod.free_at, "done", group.key)
         self.served.append(_Served(request.time, pod.free_at - request.time, hit, checkpoint_swap, adapter_load))
 
     def dispatch(self, group: _Group, now: float) -> None:
         """Send every waiting request whose pod has room, oldest first (each model is its own lane at
         the gateway: one that waits for its pod does not hold back the others)."""
-        kept: deque[Request] = deque()
+        kept: deque[tuple[Request, bool]] = deque()
         while group.waiting:
-            request = group.waiting.popleft()
+            request, warm = group.waiting.popleft()
             pod = self.choose(group, request, now)
             if pod is None:
-                kept.append(request)
+                kept.append((request, warm))
             else:
-                self.send(group, pod, request, now)
+                self.send(group, pod, request, warm, now)
         group.waiting = kept
 
     # -- the event loop -------------------------------------------------------------------
@@ -280,15 +281,12 @@ class _Replay:
         now = request.time
         group = self.group_of(request)
         group.arrivals.append((now, request.resource, self.work(request)))
-        group.waiting.append(request)
+        group.waiting.append((request, bool(group.ready(now))))
         if not group.active():  # scale from zero: the gateway's demand signal starts a pod at once
             pod = group.add(now)
-            self.schedule(pod.ready_at, "ready", self._key(group))
+            self.schedule(pod.ready_at, "ready", group.key)
             group.recommendations.append((now, 1))
         self.dispatch(group, now)
-
-    def _key(self, group: _Group) -> str:
-        return group.key
 
     def evaluate(self, group: _Group, now: float) -> None:
         window = self.setup.window_seconds
@@ -319,7 +317,7 @@ class _Replay:
         if desired > len(active):
             for _ in range(desired - len(active)):
                 pod = group.add(now)
-                self.schedule(pod.ready_at, "ready", self._key(group))
+                self.schedule(pod.ready_at, "ready", group.key)
         elif desired < len(active):
             # Starting pods first, then those with the least work left.
             victims = sorted(active, key=lambda p: (p.ready_at <= now, p.free_at))[: len(active) - desired]

@@ -115,11 +115,13 @@ class Metrics:
             ["checkpoint"], registry=self.registry,
         )
         self.swap_seconds = Histogram(
-            names.SWAP_SECONDS, "Pool mode: seconds one move onto the GPU took, by kind (checkpoint, adapter) and "
-            "source (host, disk).", ["kind", "source"], buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry,
+            names.SWAP_SECONDS, "Pool mode: seconds one load onto the GPU took, the evictions that made room for it "
+            "included, by kind (checkpoint, adapter) and source (host, disk).",
+            ["kind", "source"], buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry,
         )
         self.resident = Gauge(
-            names.RESIDENT, "Pool mode: 1 for each checkpoint (adapter \"\") and adapter resident, by place (gpu, host).",
+            names.RESIDENT,
+            "Pool mode: 1 for each checkpoint (adapter \"\") and adapter resident, by place (gpu, host).",
             ["checkpoint", "adapter", "place"], registry=self.registry,
         )
 
@@ -127,15 +129,18 @@ class Metrics:
         """Count one pool call's hit or miss (for each of its requests), its moves, and what is resident now."""
         touch = prepared.touch
         (self.residency_hits if touch.hit else self.residency_misses).labels(touch.checkpoint).inc(requests)
+        waited = 0.0  # evictions come before the load they make room for, and count in its seconds
         for move, seconds in zip(touch.moves, prepared.seconds, strict=True):
+            waited += seconds
             if move.target != "gpu":
                 continue
             if move.adapter is None:
                 self.swaps.labels(move.checkpoint, move.source).inc()
-                self.swap_seconds.labels("checkpoint", move.source).observe(seconds)
+                self.swap_seconds.labels("checkpoint", move.source).observe(waited)
             else:
                 self.adapter_loads.labels(move.checkpoint).inc()
-                self.swap_seconds.labels("adapter", move.source).observe(seconds)
+                self.swap_seconds.labels("adapter", move.source).observe(waited)
+            waited = 0.0
         self.set_resident(prepared.resident)
 
     def set_resident(self, resident: Snapshot) -> None:

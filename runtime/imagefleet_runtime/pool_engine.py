@@ -8,7 +8,9 @@ pod's LRU residency (imagefleet.residency): `prepare` reads a checkpoint from di
 Hugging Face repo id, or the base's own source), moves denoisers between the device and host RAM
 with `.to()`, and drops them to disk. Adapters are loaded with diffusers'
 `load_lora_weights(..., adapter_name=)`, kept by (checkpoint, adapter) in an LRU set of
-`adapter_slots`, removed with `delete_adapters`, and chosen per call with `set_adapters` (and
+`adapter_slots`, removed with `delete_adapters` (or, when a load takes the place of an evicted
+adapter of the same checkpoint, hot-swapped into its layers: `load_lora_weights(..., hotswap=True)`,
+no new layers; an adapter peft cannot hot-swap there is loaded anew), and chosen per call with `set_adapters` (and
 `disable_lora` where a call has none), component by component: a LoRA's text-encoder weights
 land in the shared text encoder, so each call sets what is active there too.
 
@@ -23,7 +25,7 @@ import itertools
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from diffusers import ModelMixin
@@ -67,6 +69,18 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     )
 
 
+def lora_shapes_fit(denoiser: torch.nn.Module, slot: str) -> bool:
+    """Whether every LoRA layer pair of adapter `slot` fits its base layer (hotswap copies tensors unchecked)."""
+    for module in denoiser.modules():
+        down, up = getattr(module, "lora_A", {}), getattr(module, "lora_B", {})
+        if slot not in down:
+            continue
+        base = module.get_base_layer().weight
+        if down[slot].weight.shape[1] != base.shape[1] or up[slot].weight.shape[0] != base.shape[0]:
+            return False
+    return True
+
+
 class PoolPipelineEngine(PipelineEngine):
     """A pool pod's diffusers engine: `prepare` makes a key's checkpoint and adapters resident, `generate` runs."""
 
@@ -107,13 +121,15 @@ class PoolPipelineEngine(PipelineEngine):
             mib = parts_mib(self._parts[name])
         touch = self.pool.touch(name, mib, [Adapter(a.key, 0.0) for a in key.adapters])
         by_key = {a.key: a for a in key.adapters}
+        # Evicted adapters whose layers a load of this touch reuses (hotswap): their PEFT names.
+        vacant = {(m.checkpoint, m.replaces): "" for m in touch.moves if m.replaces is not None}
         seconds = []
         for move in touch.moves:
             started = time.monotonic()
             if move.adapter is None:
                 self._move_checkpoint(move, read)
             else:
-                self._move_adapter(move, by_key)
+                self._move_adapter(move, by_key, vacant)
             if move.adapter is None and move.source == "disk" and move.target == "gpu":
                 started -= read_seconds  # read from disk before the touch
             seconds.append(time.monotonic() - started)
@@ -143,6 +159,9 @@ class PoolPipelineEngine(PipelineEngine):
             return {self.denoiser: self._denoiser(BUILDERS[self.settings.model]()).to(dtype=self.dtype)}
         source = self._source(checkpoint)
         options: dict[str, Any] = {"torch_dtype": self.dtype, "local_files_only": self.settings.offline}
+        cache = self.settings.model_path
+        if not isinstance(source, Path) and cache is not None and not (cache / "model_index.json").is_file():
+            options["cache_dir"] = cache  # a hub cache (e.g. the model-cache volume), as for the base
         if checkpoint is not None and checkpoint.revision is not None:
             options["revision"] = checkpoint.revision
         if isinstance(source, Path) and not (source / self.denoiser).is_dir():
@@ -189,39 +208,63 @@ class PoolPipelineEngine(PipelineEngine):
             pipeline.register_modules(**self._parts[name])
             self._pipelines[name] = pipeline
 
-    def _move_adapter(self, move: Move, wanted: dict[str, AdapterRef]) -> None:
+    def _move_adapter(
+        self, move: Move, wanted: dict[str, AdapterRef], vacant: dict[tuple[str, str | None], str]
+    ) -> None:
+        """Evict (delete_adapters, or keep the layers for the load that replaces it) or load one adapter."""
         assert move.adapter is not None
         pipeline = self._pipelines[move.checkpoint]
         if move.target != "gpu":
-            pipeline.delete_adapters(self._slots.pop((move.checkpoint, move.adapter)))
+            slot = self._slots.pop((move.checkpoint, move.adapter))
+            if (move.checkpoint, move.adapter) in vacant:
+                vacant[(move.checkpoint, move.adapter)] = slot
+            else:
+                pipeline.delete_adapters(slot)
             return
         adapter = wanted[move.adapter]
-        slot = f"a{next(self._numbers)}"
-        options: dict[str, Any] = {"adapter_name": slot, "local_files_only": self.settings.offline}
+        options: dict[str, Any] = {"local_files_only": self.settings.offline}
         if adapter.weight_name is not None:
             options["weight_name"] = adapter.weight_name
-        failure: str | None = None
         path = Path(adapter.name)
         if path.is_absolute() and not (path / (adapter.weight_name or "")).exists():
-            failure = f"not found: {path / (adapter.weight_name or '')} does not exist on this pod"
-        else:
-            try:
-                pipeline.load_lora_weights(adapter.name, **options)
-            except Exception as error:  # noqa: BLE001 - missing, corrupt, or shaped for another base
-                failure = f"{type(error).__name__}: {error}"
-                if "size mismatch" in failure:
-                    failure = f"its layers' shapes differ from the {self.family} {self.denoiser}'s (made for another base)"
+            self._refuse(move, pipeline, vacant.pop((move.checkpoint, move.replaces), None),
+                         f"not found: {path / (adapter.weight_name or '')} does not exist on this pod")
+        if move.replaces is not None:
+            slot = vacant.pop((move.checkpoint, move.replaces))
+            try:  # into the replaced adapter's layers: no new layers (peft's limits: same targets, rank <= theirs)
+                pipeline.load_lora_weights(adapter.name, adapter_name=slot, hotswap=True, **options)
+                swapped = lora_shapes_fit(getattr(pipeline, self.denoiser), slot)
+            except Exception as error:  # noqa: BLE001 - not hot-swappable (or bad): load it anew below
+                logger.info("adapter %s: no hotswap into %s (%s); loading it anew", adapter.name, move.replaces, error)
+                swapped = False
+            if swapped:
+                self._slots[(move.checkpoint, move.adapter)] = slot
+                return
+            pipeline.delete_adapters(slot)  # a fresh load below says what is wrong, if anything
+        slot = f"a{next(self._numbers)}"
+        failure: str | None = None
+        try:
+            pipeline.load_lora_weights(adapter.name, adapter_name=slot, **options)
+        except Exception as error:  # noqa: BLE001 - missing, corrupt, or shaped for another base
+            failure = f"{type(error).__name__}: {error}"
+            if "size mismatch" in failure:
+                failure = f"its layers' shapes differ from the {self.family} {self.denoiser}'s (made for another base)"
         if failure is None and slot not in pipeline.get_list_adapters().get(self.denoiser, []):
             failure = f"none of its weights match a layer of the {self.family} {self.denoiser} (made for another base?)"
         if failure is not None:
-            if slot in {name for names in pipeline.get_list_adapters().values() for name in names}:
-                pipeline.delete_adapters(slot)
-            self.pool.drop_adapter(move.checkpoint, move.adapter)
-            raise AdapterRefused(
-                f"adapter {adapter.name!r} cannot be loaded into {self.family} checkpoint {move.checkpoint!r}: "
-                f"{failure[:500]}", param="adapters",
-            )
+            self._refuse(move, pipeline, slot, failure)
         self._slots[(move.checkpoint, move.adapter)] = slot
+
+    def _refuse(self, move: Move, pipeline: Any, slot: str | None, failure: str) -> NoReturn:
+        """Undo a failed adapter load (its PEFT layers, its residency) and refuse the request naming it."""
+        assert move.adapter is not None
+        if slot is not None and slot in {name for names in pipeline.get_list_adapters().values() for name in names}:
+            pipeline.delete_adapters(slot)
+        self.pool.drop_adapter(move.checkpoint, move.adapter)
+        raise AdapterRefused(
+            f"adapter {move.adapter!r} cannot be loaded into {self.family} checkpoint {move.checkpoint!r}: "
+            f"{failure[:500]}", param="adapters",
+        )
 
     def _activate(self, name: str, adapters: tuple[AdapterRef, ...]) -> None:
         """Make exactly this call's adapters active, at their scales, in every component that has any."""

@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     host_budget_mib: float | None = Field(
         None, ge=0, description="pool mode: MiB of checkpoints kept in host RAM off the GPU; the rest is read from disk"
     )
-    adapter_slots: int = Field(8, ge=1, le=256, description="pool mode: LoRA adapters kept loaded, least recently used out")
+    adapter_slots: int = Field(
+        8, ge=1, le=256, description="pool mode: LoRA adapters kept loaded, least recently used out"
+    )
     host: str = Field("0.0.0.0", description="address to listen on")
     port: int = Field(8000, ge=1, le=65535, description="port to listen on")
 

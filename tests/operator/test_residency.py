@@ -19,7 +19,10 @@ from imagefleet.residency import (
 )
 
 # Round figures so every expected value below is worked out by hand.
-COST = SwapCost(host_to_gpu_mib_per_second=10_000, disk_to_host_mib_per_second=1_000, adapter_load_seconds=0.1)
+COST = SwapCost(
+    host_to_gpu_mib_per_second=10_000, disk_to_host_mib_per_second=1_000, adapter_load_seconds=0.1,
+    adapter_hotswap_seconds=0.05,
+)
 
 
 def pod(gpu: float = 10_000, host: float = 20_000, slots: int = 2) -> Residency:
@@ -87,7 +90,9 @@ def test_adapters_are_lru_by_slot_and_leave_with_their_checkpoint() -> None:
     assert swap_seconds(COST, switch) == pytest.approx(0.32)
     assert residency.touch("a", 4_000, [Adapter("pixel", 200)]).hit
     third = residency.touch("a", 4_000, [Adapter("neon", 100)])  # slots full: ink is the least recent
-    assert third.moves == (Move("a", "ink", "gpu", "disk", 200), Move("a", "neon", "disk", "gpu", 100))
+    assert third.moves == (Move("a", "ink", "gpu", "disk", 200), Move("a", "neon", "disk", "gpu", 100, "ink"))
+    # neon is hot-swapped into ink's layers: 0.1 s from disk + 0.01 over PCIe + 0.05 s
+    assert swap_seconds(COST, third) == pytest.approx(0.16)
     assert residency.snapshot().adapters == (("a", "neon"), ("a", "pixel"))
     residency.touch("b", 4_000)
     residency.touch("b", 4_000)
@@ -98,6 +103,24 @@ def test_adapters_are_lru_by_slot_and_leave_with_their_checkpoint() -> None:
         Move("a", None, "gpu", "host", 4_000),
     )
     assert residency.snapshot().adapters == ()
+
+
+def test_a_load_never_evicts_an_adapter_the_same_call_needs() -> None:
+    residency = pod(slots=2)
+    residency.touch("a", 1_000, [Adapter("old", 10)])
+    residency.touch("a", 1_000, [Adapter("kept", 10)])
+    residency.touch("a", 1_000, [Adapter("old", 10)])  # kept is now the least recent
+    both = residency.touch("a", 1_000, [Adapter("new", 10), Adapter("kept", 10)])
+    assert both.moves == (Move("a", "old", "gpu", "disk", 10), Move("a", "new", "disk", "gpu", 10, "old"))
+
+
+def test_an_adapter_of_another_checkpoint_is_not_hot_swapped_into() -> None:
+    residency = pod(gpu=10_000, slots=1)
+    residency.touch("a", 1_000, [Adapter("ink", 10)])
+    other = residency.touch("b", 1_000, [Adapter("ink", 10)])
+    assert other.moves[-2:] == (Move("a", "ink", "gpu", "disk", 10), Move("b", "ink", "disk", "gpu", 10))
+    # 1.0 + 0.1 s for b; ink from disk 0.01 + 0.001 + a fresh load 0.1 s
+    assert swap_seconds(COST, other) == pytest.approx(1.1 + 0.111)
 
 
 def test_more_adapters_than_slots_in_one_request_is_refused() -> None:
@@ -141,3 +164,21 @@ def test_sdxl_denoiser_and_shared_components() -> None:
 def test_unknown_class_names_the_known_ones() -> None:
     with pytest.raises(KeyError, match="h100-80gb"):
         swap_cost("v100")
+
+
+def test_sdxl_on_an_h100_priced_from_the_catalog() -> None:
+    """The issue's emulated goals, by hand: a UNet of 2.567 B parameters at fp16 is 4896.4 MiB; PCIe Gen5
+    61035 MiB/s each way; the volume 1000 MiB/s; an SDXL LoRA 375.7 MiB, loaded in 2.66 s, hot-swapped in 0.825 s."""
+    cost = swap_cost("h100-80gb")
+    unet = checkpoint_mib(model_catalog()["sdxl"], "fp16")
+    residency = Residency(gpu_budget_mib=unet * 1.5, host_budget_mib=unet * 4, adapter_slots=1)
+    residency.touch("base", unet)
+    from_disk = residency.touch("fine-tune", unet)  # base out to host (0.080 s), fine-tune in from disk
+    assert swap_seconds(cost, from_disk) == pytest.approx(4896.4 / 61035 * 2 + 4896.4 / 1000, abs=1e-3)  # 5.057
+    from_host = residency.touch("base", unet)  # fine-tune out, base in: both over PCIe
+    assert swap_seconds(cost, from_host) == pytest.approx(4896.4 / 61035 * 2, abs=1e-3)  # 0.160
+    lora = residency.touch("base", unet, [Adapter("pixel", 375.7)])
+    assert swap_seconds(cost, lora) == pytest.approx(375.7 / 1000 + 375.7 / 61035 + 2.66, abs=1e-3)  # 3.042
+    hot = residency.touch("base", unet, [Adapter("ink", 375.7)])
+    assert hot.moves[-1].replaces == "pixel"
+    assert swap_seconds(cost, hot) == pytest.approx(375.7 / 1000 + 375.7 / 61035 + 0.825, abs=1e-3)  # 1.207

@@ -27,6 +27,9 @@ class LoraCost(_Entry):
 
     load_seconds: float = Field(ge=0)
     load_seconds_source: str
+    # Loading one into the layers of an adapter it replaces (diffusers' hotswap): no new layers.
+    hotswap_seconds: float = Field(ge=0)
+    hotswap_seconds_source: str
 
 
 class ClassCost(_Entry):

@@ -6,7 +6,8 @@ recently used checkpoints within `gpu_budget_mib`; a checkpoint pushed off the G
 when it fits `host_budget_mib` (pushing the least recently used ones there to disk), else it is
 dropped (its copy on disk stays). Adapters (LoRA) are loaded into a checkpoint on the GPU: they
 are kept by (checkpoint, adapter) in an LRU set of `adapter_slots`, and leave with their
-checkpoint when it leaves the GPU.
+checkpoint when it leaves the GPU. An adapter loaded in place of one of the same checkpoint that
+the same touch evicts says so (`Move.replaces`): it can be hot-swapped into that one's layers.
 
 `touch` is what a pipeline call does first: it makes the checkpoint and its adapters resident on
 the GPU and says what moved, from where to where, in order (evictions before the loads they make
@@ -45,6 +46,9 @@ class Move:
     source: Place
     target: Place
     mib: float
+    # An adapter load that takes the place of an adapter of the same checkpoint evicted by the same
+    # touch: it can be hot-swapped into that adapter's layers instead of wrapping them anew.
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class Residency:
                 f"{len(adapters)} adapters in one request, above the pod's {self.adapter_slots} adapter slots"
             )
         moves: list[Move] = []
+        taken: set[str] = set()  # evicted adapters whose place a load took
         source = self.place(checkpoint)
         if source == "gpu":
             self._gpu.move_to_end(checkpoint)
@@ -136,15 +141,22 @@ class Residency:
             self._gpu_room(mib, moves)
             moves.append(Move(checkpoint, None, source, "gpu", mib))
             self._gpu[checkpoint] = mib
+        for adapter in adapters:  # the resident ones first: a load must never evict one this call needs
+            if (checkpoint, adapter.name) in self._adapters:
+                self._adapters.move_to_end((checkpoint, adapter.name))
         for adapter in adapters:
             key = (checkpoint, adapter.name)
             if key in self._adapters:
-                self._adapters.move_to_end(key)
                 continue
+            replaces = None
             while len(self._adapters) >= self.adapter_slots:
                 (owner, name), size = self._adapters.popitem(last=False)
                 moves.append(Move(owner, name, "gpu", "disk", size))
-            moves.append(Move(checkpoint, adapter.name, "disk", "gpu", adapter.mib))
+                if owner == checkpoint and name not in taken:
+                    replaces = name
+            if replaces is not None:
+                taken.add(replaces)
+            moves.append(Move(checkpoint, adapter.name, "disk", "gpu", adapter.mib, replaces))
             self._adapters[key] = adapter.mib
         return Touch(checkpoint, source, tuple(moves))
 

@@ -4,7 +4,8 @@
     disk -> host  mib / load bandwidth        (the model cache volume; emulation.yaml `load`)
     disk -> GPU   mib / load bandwidth + mib / hostToGpu
     GPU or host -> disk   0                   (the copy on disk stays; dropping is free)
-    adapter load  its disk -> GPU move + the adapter's fixed load work (lora.loadSeconds)
+    adapter load  its disk -> GPU move + the adapter's fixed load work (lora.loadSeconds; lora.hotswapSeconds
+                  when it replaces an evicted adapter of the same checkpoint, whose layers it reuses)
 
 A class whose device is the host (cpu) has no host-to-GPU copy: those moves cost 0 there.
 Seconds are real-card seconds; the emulated engine divides them by its speedup.
@@ -19,8 +20,9 @@ from imagefleet.fit import BYTES_PER_PARAMETER
 
 from .lru import Move, Touch
 
-# Components shared by every checkpoint of a family and loaded once per pod (the rest is what swaps).
-SHARED_COMPONENTS = frozenset({"vae", "text_encoder", "text_encoder_2", "text_encoder_3"})
+# Components shared by every checkpoint of a family and loaded once per pod (the rest is what swaps);
+# the runtime also checks a checkpoint folder's own VAE and text encoders against the base's.
+SHARED_COMPONENTS = frozenset({"vae", "text_encoder", "text_encoder_2", "text_encoder_3", "safety_checker"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class SwapCost:
     disk_to_host_mib_per_second: float
     # Fixed work of loading one adapter into a resident denoiser (parsing, wrapping layers, set_adapters).
     adapter_load_seconds: float
+    # The same for an adapter hot-swapped into the layers of one it replaces.
+    adapter_hotswap_seconds: float
 
 
 def swap_cost(gpu_class: str, table: EmulationTable | None = None) -> SwapCost:
@@ -43,6 +47,7 @@ def swap_cost(gpu_class: str, table: EmulationTable | None = None) -> SwapCost:
         host_to_gpu_mib_per_second=table.classes[gpu_class].host_to_gpu_mib_per_second,
         disk_to_host_mib_per_second=table.load.bandwidth_mib_per_second,
         adapter_load_seconds=table.lora.load_seconds,
+        adapter_hotswap_seconds=table.lora.hotswap_seconds,
     )
 
 
@@ -61,7 +66,7 @@ def move_seconds(cost: SwapCost, move: Move) -> float:
     if "gpu" in (move.source, move.target) and move.source != move.target:
         seconds += _link(cost, move.mib)
     if move.adapter is not None and move.target == "gpu":
-        seconds += cost.adapter_load_seconds
+        seconds += cost.adapter_load_seconds if move.replaces is None else cost.adapter_hotswap_seconds
     return seconds
 
 

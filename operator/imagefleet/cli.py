@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "imagefleet.demo:demo",
     "bench": "imagefleet.bench:bench",
     "simulate": "imagefleet.autoscaling.simulate:simulate",
+    "simulate-pool": "imagefleet.pool.simulate:simulate_pool",
     "gateway": "imagefleet.gateway.command:gateway",
 }
 

@@ -50,6 +50,13 @@ class NotFound(GatewayError):
     type = "invalid_request_error"
 
 
+class Gone(GatewayError):
+    """The model a waiting request was for was deleted before a pod took it."""
+
+    status = 410
+    type = "invalid_request_error"
+
+
 class TooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

@@ -2,11 +2,13 @@
 
 Everything here is plain data and pure updates; the watches (`watch.py`) call `apply_*` and the
 request path only reads. A runtime Service is named after its resource, so an EndpointSlice
-belongs to the resource its `kubernetes.io/service-name` label names.
+belongs to the resource its `kubernetes.io/service-name` label names; a pool member
+(`spec.pool`) has no Service of its own and is served by its pool's, `<pool>-pool`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..catalog import emulation_table
 from ..crd.models import ImageModelDeploymentSpec, Tier
+from ..pool.routing import SwapPrices, Want, swap_prices
+from ..residency import checkpoint_mib, swap_cost
+from ..resolve import catalog_model, effective_precision
 from ..tiers import effective_autoscaling
 from .pricing import Pricing, pricing_of
 
@@ -22,6 +28,47 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 RUNTIME_PORT_NAME = "http"
 
 ResourceKey = tuple[str, str]  # (namespace, name)
+POOL_SERVICE_SUFFIX = "-pool"
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter of a pool member (spec.model.adapter)."""
+
+    name: str
+    weight_name: str | None
+    scale: float
+
+    @property
+    def key(self) -> str:
+        """The name a pool pod's residency knows it by (its `/v1/load` `resident.adapters`)."""
+        return self.name if self.weight_name is None else f"{self.name}/{self.weight_name}"
+
+
+@dataclass(frozen=True)
+class PoolMember:
+    """What routing by residency needs of a resource that runs on a pool (spec.pool)."""
+
+    pool: str
+    checkpoint: str  # spec.model.name: a catalog name or a Hugging Face repo id
+    adapters: tuple[AdapterRef, ...]
+    checkpoint_mib: float | None  # None: the catalog does not know the family
+    prices: SwapPrices | None  # None: no swap figures for the family on the class
+
+    @property
+    def service(self) -> str:
+        return self.pool + POOL_SERVICE_SUFFIX
+
+    @property
+    def want(self) -> Want:
+        return Want(self.checkpoint, tuple(adapter.key for adapter in self.adapters))
+
+    def wire(self) -> dict[str, Any]:
+        """The fields the gateway sets in the body it sends to a pool pod (images_api.GenerationRequest)."""
+        return {
+            "checkpoint": {"name": self.checkpoint},
+            "adapters": [{"name": a.name, "weight_name": a.weight_name, "scale": a.scale} for a in self.adapters],
+        }
 
 
 @dataclass(frozen=True)
@@ -36,10 +83,23 @@ class Resource:
     target_p95_seconds: float
     # What a request costs on the resource's card (None: the catalog has no figures for its model).
     pricing: Pricing | None = None
+    pool: PoolMember | None = None
 
     @property
     def key(self) -> ResourceKey:
         return (self.namespace, self.name)
+
+    @property
+    def service_key(self) -> ResourceKey:
+        """The Service whose endpoints serve it: its own, or its pool's."""
+        return (self.namespace, self.pool.service if self.pool else self.name)
+
+
+def upstream_body(resource: Resource, body: bytes) -> bytes:
+    """The body sent to the pod: for a pool member, with the checkpoint and adapters it runs on."""
+    if resource.pool is None:
+        return body
+    return json.dumps({**json.loads(body), **resource.pool.wire()}).encode()
 
 
 def resource_from_object(obj: dict[str, Any]) -> Resource | None:
@@ -59,7 +119,31 @@ def resource_from_object(obj: dict[str, Any]) -> Resource | None:
         overflow_to=routing.overflow_to if routing else None,
         target_p95_seconds=effective_autoscaling(spec).target_p95_seconds,
         pricing=pricing_of(spec),
+        pool=pool_member(spec, obj["spec"]),
     )
+
+
+def pool_member(spec: ImageModelDeploymentSpec, raw: dict[str, Any]) -> PoolMember | None:
+    """The pool side of a member: `spec.pool` and `spec.model.adapter` as the ImageModelPool API
+    defines them, read from the object's spec; None for other resources."""
+    pool = raw.get("pool")
+    if not isinstance(pool, str) or not pool:
+        return None
+    adapter = (raw.get("model") or {}).get("adapter") or {}
+    adapters = (AdapterRef(adapter["name"], adapter.get("weightName"), float(adapter.get("scale", 1.0))),) \
+        if isinstance(adapter.get("name"), str) else ()
+    family = catalog_model(spec)
+    mib = prices = None
+    if family is not None:
+        mib = checkpoint_mib(family, effective_precision(spec, family))
+        try:
+            cost = swap_cost(spec.gpu_class)
+        except KeyError:
+            cost = None
+        figures = emulation_table().models.get(family.name)
+        if cost is not None and figures is not None:
+            prices = swap_prices(cost, mib, figures.adapter_mib or 0.0)
+    return PoolMember(pool, spec.model.name, adapters, mib, prices)
 
 
 def ready_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:
@@ -162,11 +246,11 @@ class Fleet:
     def starting(self, resource: Resource) -> tuple[float, ...]:
         """Seconds from now until each starting pod of the resource is expected to serve (0: overdue)."""
         now = self.clock()
-        startup = self.startup_seconds.get(resource.key, DEFAULT_STARTUP_SECONDS)
+        startup = self.startup_seconds.get(resource.service_key, DEFAULT_STARTUP_SECONDS)
         return tuple(sorted(
             max(0.0, self.first_seen.get(url, now) + startup - now)
             for (namespace, _), (service, urls) in self.starting_slices.items()
-            if (namespace, service) == resource.key
+            if (namespace, service) == resource.service_key
             for url in urls
         ))
 
@@ -184,13 +268,13 @@ class Fleet:
         self._by_service = None
 
     def endpoints(self, resource: Resource) -> tuple[str, ...]:
-        """Ready endpoint URLs of a resource's Service, over all its slices."""
+        """Ready endpoint URLs of a resource's Service (its pool's for a member), over all its slices."""
         if self._by_service is None:
             grouped: dict[ResourceKey, set[str]] = {}
             for (namespace, _), (service, ready) in self.slices.items():
                 grouped.setdefault((namespace, service), set()).update(ready)
             self._by_service = {key: tuple(sorted(urls)) for key, urls in grouped.items()}
-        return self._by_service.get(resource.key, ())
+        return self._by_service.get(resource.service_key, ())
 
     def all_endpoints(self) -> set[str]:
         """Every ready URL of every known resource (what the load poller polls)."""

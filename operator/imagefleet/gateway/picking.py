@@ -6,17 +6,58 @@ reported at the last poll. Requests wait in the gateway's queue, not at the pods
 one more only while less than one batch waits at it (so it always has its next batch, and a
 request sent starts within about one batch). Saturation is explicit: a pod with a batch waiting
 or a full queue is saturated, and a pod whose load is stale counts as saturated, never as idle.
+
+A pool member's pods are ranked by residency (`imagefleet.pool.routing`) from what their last
+poll said is resident: a pod holding the member's checkpoint and adapters first while it serves
+within the member's target, else the one that finishes first, swap included. No API call per
+request: the polls and the gateway's own in-flight counts are all it reads.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..pool.routing import PodView, Recent, Resident, gpu_copies, place, rank
 from .fleet import Resource
 
 # A poll older than this is stale (the poller runs every ~0.25 s).
 STALE_AFTER_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ResidentLoad:
+    """A pool pod's `resident` (most recent first); adapters as (checkpoint, adapter) pairs."""
+
+    gpu: tuple[str, ...]
+    host: tuple[str, ...]
+    adapters: tuple[tuple[str, str], ...]
+    gpu_budget_mib: float
+
+
+class ResidentAdapterAnswer(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    checkpoint: str
+    name: str
+
+
+class ResidentAnswer(BaseModel):
+    """The `resident` field of a pool pod's GET /v1/load, checked (extra fields are ignored)."""
+
+    model_config = ConfigDict(strict=True)
+
+    gpu: list[str]
+    host: list[str]
+    adapters: list[ResidentAdapterAnswer]
+    gpu_budget_mib: float = Field(ge=0, allow_inf_nan=False)
+
+    def load(self) -> ResidentLoad:
+        return ResidentLoad(tuple(self.gpu), tuple(self.host), tuple((a.checkpoint, a.name) for a in self.adapters),
+                            self.gpu_budget_mib)
 
 
 @dataclass(frozen=True)
@@ -30,6 +71,7 @@ class PodLoad:
     max_batch_size: int
     batch_seconds: float | None
     observed_at: float  # monotonic seconds
+    resident: ResidentLoad | None = None  # pool pods only
 
 
 @dataclass(frozen=True)
@@ -96,23 +138,76 @@ def score(candidate: Candidate, scorers: Sequence[tuple[Scorer, float]] = SCORER
     return sum(weight * scorer(candidate) for scorer, weight in scorers)
 
 
-class Picker:
-    """Max score; among equal scores, the next in a rotating order (round-robin, not random)."""
+def pod_view(candidate: Candidate, in_use: dict[str, int]) -> PodView:
+    """A pool pod as the residency router sees it: what is resident for the candidate's member, the
+    work ahead of a new request in seconds (the requests waiting and running, in calls of the pod's
+    batch time), and the checkpoints in use there: `in_use` (sent lately, `Recent`) and the one it
+    is busy with (a pod batches one checkpoint at a time, the most recently used)."""
+    load, member = candidate.load, candidate.resource.pool
+    assert load is not None and member is not None
+    resident = load.resident or ResidentLoad((), (), (), 0.0)
+    slots = 1
+    if member.checkpoint_mib:
+        slots = max(1, int(resident.gpu_budget_mib // member.checkpoint_mib))
+    adapters = tuple(name for checkpoint, name in resident.adapters if checkpoint == member.checkpoint)
+    ahead = candidate.waiting() + load.running
+    wait = ahead / load.max_batch_size * (load.batch_seconds or 0.0)
+    pending = dict(in_use)
+    if ahead and resident.gpu:
+        pending[resident.gpu[0]] = pending.get(resident.gpu[0], 0) + ahead
+    return PodView(candidate.url, Resident(resident.gpu, resident.host, adapters, slots), wait, pending)
 
-    def __init__(self, scorers: Sequence[tuple[Scorer, float]] = SCORERS) -> None:
+
+def residency_ranks(candidates: Sequence[Candidate], recent: Recent, now: float) -> list[tuple[int, float, int, float]]:
+    """Each candidate's rank by residency (lower is better), for pool members; see pool.routing."""
+    views = [pod_view(c, recent.in_use(c.url, now)) for c in candidates]
+    copies = gpu_copies(views)
+    ranks = []
+    for candidate, view in zip(candidates, views, strict=True):
+        member, load = candidate.resource.pool, candidate.load
+        assert member is not None and load is not None
+        if member.prices is None:  # no swap figures: by outstanding work alone
+            ranks.append((1, 0.0, 0, view.wait_seconds))
+            continue
+        own = load.batch_seconds or 0.0
+        placement = place(member.want, view, own, member.prices, copies)
+        ranks.append(rank(placement, candidate.resource.target_p95_seconds))
+    return ranks
+
+
+class Picker:
+    """Max score; among equal scores, the next in a rotating order (round-robin, not random). Pods
+    of pool members go by residency (`residency_ranks`) instead of the scorers, and the picker
+    remembers which checkpoint it sent where (`Recent`)."""
+
+    def __init__(self, scorers: Sequence[tuple[Scorer, float]] = SCORERS, *, by_residency: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._scorers = scorers
+        self._by_residency = by_residency
+        self._clock = clock
+        self._recent = Recent()
         self._turn = 0
 
     def pick(self, candidates: Sequence[Candidate]) -> Candidate:
-        scores = [score(c, self._scorers) for c in candidates]
-        best = max(scores)
-        tied = sorted((c for c, s in zip(candidates, scores, strict=True) if s == best), key=lambda c: c.url)
+        pooled = self._by_residency and all(c.resource.pool is not None for c in candidates)
+        now = self._clock()
+        keys: list[tuple[float, ...]]  # higher is better
+        if pooled:
+            keys = [tuple(-x for x in r) for r in residency_ranks(candidates, self._recent, now)]
+        else:
+            keys = [(score(c, self._scorers),) for c in candidates]
+        best = max(keys)
+        tied = sorted((c for c, k in zip(candidates, keys, strict=True) if k == best), key=lambda c: c.url)
         self._turn += 1
-        return tied[self._turn % len(tied)]
+        chosen = tied[self._turn % len(tied)]
+        if pooled:
+            assert chosen.resource.pool is not None
+            self._recent.sent(chosen.url, chosen.resource.pool.checkpoint, now)
+        return chosen
 
 
 class RoundRobinPicker(Picker):
     """The baseline the benchmark compares against: every usable pod in turn, load ignored."""
 
     def __init__(self) -> None:
-        super().__init__(scorers=())
+        super().__init__(scorers=(), by_residency=False)

@@ -16,6 +16,8 @@ from .errors import InvalidRequest
 
 # Fields the gateway consumes: the pod serves one model and one tier, so it never sees them.
 GATEWAY_FIELDS = frozenset({"model", "quality"})
+# Fields only the gateway sets, from a pool member's resource: a client never picks the weights a pod loads.
+POOL_FIELDS = ("checkpoint", "adapters")
 
 
 class GatewayRequest(GenerationRequest):
@@ -33,6 +35,10 @@ def parse_request(raw: bytes) -> tuple[GatewayRequest, bytes]:
         raise InvalidRequest("body: JSON decode error", param="body", code="invalid") from error
     except RecursionError as error:  # a body of 64 KiB can nest arrays deeper than the parser recurses
         raise InvalidRequest("body: JSON nested too deeply", param="body", code="invalid") from error
+    for name in POOL_FIELDS:
+        if isinstance(data, dict) and name in data:
+            raise InvalidRequest(f"{name}: set by the gateway from the model's resource, not by a client; name the "
+                                 "model in `model`", param=name, code="invalid")
     try:
         request = GatewayRequest.model_validate(data)
     except ValidationError as error:

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from .auth import ApiKey, KeyRing
-from .errors import BadGateway, GatewayError, Shed, Unavailable
-from .fleet import Fleet, Resource, ResourceKey
+from .errors import BadGateway, GatewayError, Gone, Shed, Unavailable
+from .fleet import Fleet, Resource, ResourceKey, upstream_body
 from .holding import DemandPacer, HoldSlots, Send, cold, pick
 from .picking import Candidate, Picker, PodLoad, fresh
 from .queue import Capacity, Entry, Lane, admit, deadline_seconds, predicted_start, route_capacity
@@ -175,7 +175,7 @@ class Gateway:
                 if send.overflowed:
                     self.metrics.overflowed.labels(route_.group, route_.tier, candidate.resource.name).inc()
                 try:
-                    return await self._send(lane_key, candidate.url, body)
+                    return await self._send(lane_key, candidate.url, upstream_body(candidate.resource, body))
                 except NotSent as error:
                     logger.info("sending again: %s", error)
                     self.metrics.retries.inc()
@@ -309,6 +309,7 @@ class Gateway:
             return
         route_ = self._route(lane_key)
         if route_ is None:
+            self._gone(lane_key, lane)
             return
         now = time.monotonic()
         skipped: list[Waiting] = []  # only pods they were refused by have room
@@ -328,6 +329,16 @@ class Gateway:
         for waiting in skipped:  # back in line, with their deadlines
             lane.push(waiting.entry)
             self._waiting[waiting.entry] = waiting
+
+    def _gone(self, lane_key: LaneKey, lane: Lane) -> None:
+        """The lane's model group or tier was deleted: its waiting requests get 410 now (those sent to a pod finish)."""
+        _, group, tier = lane_key
+        while (entry := lane.pop()) is not None:
+            waiting = self._waiting.pop(entry)
+            self._count_waiting(waiting, -1)
+            if not waiting.sent.done():
+                waiting.sent.set_exception(Gone(f"model group {group!r} ({tier}) was deleted while this request "
+                                                "waited for a pod", param="model", code="model_deleted"))
 
     def _count_waiting(self, waiting: Waiting, sign: int) -> None:
         share = 1 / len(waiting.shares)

@@ -11,15 +11,16 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import BadGateway
-from .picking import PodLoad
+from .picking import PodLoad, ResidentAnswer
 
 logger = logging.getLogger(__name__)
 
 LOAD_PATH = "/v1/load"
 GENERATE_PATH = "/v1/images/generations"
 POLL_TIMEOUT_SECONDS = 0.5
-# A /v1/load answer is ~150 bytes; more is a broken or hostile pod.
-MAX_LOAD_BYTES = 4096
+# A /v1/load answer is ~150 bytes, a pool pod's with what is resident a few KiB (its budgets bound
+# the names); more is a broken or hostile pod.
+MAX_LOAD_BYTES = 65536
 IDENTITY = {"accept-encoding": "identity"}
 # The poller is unhealthy (readiness fails) when no round completed within this many intervals.
 STALE_ROUNDS = 20
@@ -48,6 +49,7 @@ class LoadAnswer(BaseModel):
     queue_limit: int = Field(ge=0)
     max_batch_size: int = Field(ge=1)
     batch_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    resident: ResidentAnswer | None = None  # pool pods
 
 
 class Vanished(Exception):
@@ -105,7 +107,8 @@ class Upstream:
             return None
         return PodLoad(ready=answer.ready, queued=answer.queued, running=answer.running,
                        queue_limit=answer.queue_limit, max_batch_size=answer.max_batch_size,
-                       batch_seconds=answer.batch_seconds, observed_at=time.monotonic())
+                       batch_seconds=answer.batch_seconds, observed_at=time.monotonic(),
+                       resident=answer.resident.load() if answer.resident else None)
 
 
 def _error_code(response: httpx.Response) -> str | None:

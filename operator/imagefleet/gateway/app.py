@@ -7,7 +7,8 @@ disconnects cancels its request, held or in flight.
 
 The API key is checked before anything else of a request is read, then its rate (a token bucket
 per key) and the requests in flight (in all and per key), before the body is read
-(`limits`). A request with an `Idempotency-Key` gets the first answer to that key (`idempotency`). `/metrics` (every tenant's group
+(`limits`); a request refused before its body was read closes its connection, so a client cannot
+keep connections open by sending bodies it never finishes. A request with an `Idempotency-Key` gets the first answer to that key (`idempotency`). `/metrics` (every tenant's group
 names and traffic) is not on this app: `create_metrics_app` serves it on a port of its own, which
 the chart opens to Prometheus only. There are no /docs or /openapi.json (docs/gateway.md is the API).
 """
@@ -148,12 +149,14 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
         started = time.monotonic()
         key: ApiKey | None = None
         raw = b""
+        read = False
         status = 500
         try:
             key = caller(request)
             gateway.rate_limits.check(key, started)
             with gateway.serving.slot(key):
                 raw = await read_body(request, max_body_bytes, body_timeout)
+                read = True
                 answer = await unless_disconnected(request, answer_once(gateway, request, raw, key))
             if answer is None:  # the client is gone; nobody reads this
                 status = 499
@@ -165,7 +168,10 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
                             headers=dict(answer.headers))
         except GatewayError as error:
             status = error.status
-            raise
+            refused = error_response(error)
+            if not read:  # refused before its body: the connection goes too, not kept for more of it
+                refused.headers["connection"] = "close"
+            return refused
         finally:
             gateway.metrics.key_requests.labels("-" if key is None else key.name, str(status)).inc()
             log_access(key, raw, status, time.monotonic() - started)

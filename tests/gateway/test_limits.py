@@ -62,7 +62,8 @@ def test_in_flight_bounds_in_all_and_per_key() -> None:
 def test_generation_limits_are_the_ones_the_operator_gives_its_pods() -> None:
     spec = {"model": {"name": "tiny"}, "gpuClass": "cpu", "generation": {"maxSteps": 50, "maxWidth": 256}}
     limits = generation_of({"spec": spec})
-    assert limits is not None and (limits.max_steps, limits.max_width, limits.max_height) == (50, 256, 512)  # height: the catalog model's
+    assert limits is not None
+    assert (limits.max_steps, limits.max_width, limits.max_height) == (50, 256, 512)  # height: the catalog model's
     assert generation_of({"spec": {"model": {}}}) is None
 
 

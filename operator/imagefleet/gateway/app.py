@@ -6,11 +6,12 @@ must arrive within a timeout (the header timeout is the server's, see `command.p
 disconnects cancels its request, held or in flight.
 
 The API key is checked before anything else of a request is read, then its rate (a token bucket
-per key) and the requests in flight (in all and per key), before the body is read
-(`limits`); a request refused before its body was read closes its connection, so a client cannot
-keep connections open by sending bodies it never finishes. A request with an `Idempotency-Key` gets the first answer to that key (`idempotency`). `/metrics` (every tenant's group
-names and traffic) is not on this app: `create_metrics_app` serves it on a port of its own, which
-the chart opens to Prometheus only. There are no /docs or /openapi.json (docs/gateway.md is the API).
+per key) and the requests in flight (in all and per key), all before the body is read (`limits`).
+A request refused before its body was read closes its connection, so a client cannot keep
+connections open with bodies it never finishes. A request with an `Idempotency-Key` gets the first
+answer to that key (`idempotency`). `/metrics` (every tenant's group names and traffic) is not on
+this app: `create_metrics_app` serves it on a port of its own, which the chart opens to Prometheus
+only. There are no /docs or /openapi.json (docs/gateway.md is the API).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ second generation (the official `openai` client retries resets and 5xx on its ow
 - A repeat that arrives while the first request runs waits for it and gets its answer.
 - An answer is kept for `window` seconds after it was given, and the answers kept take at most
   `max_bytes` in all (the oldest go first; one larger than that is not kept): bounded memory.
-- A repeat with another body (as JSON: the order of fields does not matter) is a 422: the key was reused by mistake, and guessing would be wrong.
+- A repeat with another body (compared as JSON: the order of fields does not matter) is a 422: the
+  key was reused by mistake, and guessing which body was meant would be wrong.
 - Only answers after which a pod may have run the request are kept (a pod's answer, a 502). The
   gateway's own refusals (4xx, a 429 shed, a 503 before any pod) say nothing ran: a repeat that
   waited gets the same refusal, a later one is a new request.
@@ -94,7 +95,6 @@ class IdempotentAnswers:
         self._running: dict[tuple[Owner, str], _Entry] = {}
         self._kept: OrderedDict[tuple[Owner, str], _Entry] = OrderedDict()  # oldest answer first
         self.kept_bytes = 0
-        self.replays = 0
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -119,7 +119,6 @@ class IdempotentAnswers:
                 if entry.done.cancelled() and not (task is not None and task.cancelling()):
                     continue  # the first one's client left: this one is the request now
                 raise
-            self.replays += 1
             return answer.replayed()
 
     async def _produce(self, slot: tuple[Owner, str], body_digest: str,

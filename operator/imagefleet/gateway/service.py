@@ -24,7 +24,7 @@ import httpx
 
 from .auth import ApiKey, KeyRing
 from .errors import BadGateway, GatewayError, Shed, Unavailable
-from .fleet import Fleet, Resource, ResourceKey
+from .fleet import Resource, ResourceKey
 from .holding import DemandPacer, HoldSlots, Send, cold, pick
 from .idempotency import IdempotentAnswers
 from .limits import GenerationFleet, InFlight, RateLimits, check_generation

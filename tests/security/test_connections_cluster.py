@@ -73,13 +73,13 @@ def answered(connections: list[socket.socket], within: float) -> dict[socket.soc
 
 
 def test_thousands_of_slow_clients_leave_memory_and_another_key_alone(
-    cluster: Cluster, namespace: str, imd_crd: None, bulk_pod: RunningServer, tmp_path: Path  # noqa: F811
+    cluster: Cluster, namespace: str, imd_crd: None, fleet_pod: RunningServer, tmp_path: Path  # noqa: F811
 ) -> None:
     custom, discovery = client.CustomObjectsApi(cluster.api_client), client.DiscoveryV1Api(cluster.api_client)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "thumbs"},
         "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", "tier": "bulk"}})
-    host, port = bulk_pod.base_url.split("//")[1].rsplit(":", 1)
+    host, port = fleet_pod.base_url.split("//")[1].rsplit(":", 1)
     discovery.create_namespaced_endpoint_slice(namespace, {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "thumbs-pod", "labels": {"kubernetes.io/service-name": "thumbs"}},
@@ -136,3 +136,26 @@ class Peak:
     def stop(self) -> None:
         self._stopping.set()
         self._thread.join()
+
+
+def test_connections_over_the_bound_are_refused_at_once_and_the_bound_frees_up(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Connections that send nothing (before the header timeout closes them) fill `--max-connections`:
+    the next one gets a 503 with Retry-After and is closed, and once they go, connections are served."""
+    with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log", "--max-connections", "20") as gw:
+        host, port = gw.url.split("//")[1].rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(20)]
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as extra:
+                extra.settimeout(5)
+                answer = b""
+                while chunk := extra.recv(4096):  # the gateway closes it after its answer
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower(), answer
+            assert b'"code": "too_many_connections"' in answer, answer
+        finally:
+            for connection in idle:
+                connection.close()
+        wait_until(lambda: httpx.get(f"{gw.url}/healthz", timeout=5).status_code == 200, timeout=10, interval=0.1,
+                   message="a connection served once the idle ones closed")

@@ -40,13 +40,13 @@ def generate(url: str, key: str, idempotency_key: str, body: dict[str, Any] = BO
 
 
 def test_a_repeated_idempotency_key_gets_the_first_answer_not_a_second_image(
-    cluster: Cluster, namespace: str, imd_crd: None, bulk_pod: RunningServer, tmp_path: Path  # noqa: F811
+    cluster: Cluster, namespace: str, imd_crd: None, fleet_pod: RunningServer, tmp_path: Path  # noqa: F811
 ) -> None:
     custom, discovery = client.CustomObjectsApi(cluster.api_client), client.DiscoveryV1Api(cluster.api_client)
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "thumbs"},
         "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", "tier": "bulk"}})
-    host, port = bulk_pod.base_url.split("//")[1].rsplit(":", 1)
+    host, port = fleet_pod.base_url.split("//")[1].rsplit(":", 1)
     discovery.create_namespaced_endpoint_slice(namespace, {
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"name": "thumbs-pod", "labels": {"kubernetes.io/service-name": "thumbs"}},
@@ -57,7 +57,7 @@ def test_a_repeated_idempotency_key_gets_the_first_answer_not_a_second_image(
     with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log", "--api-keys", str(keys)) as gw:
         wait_until(lambda: generate(gw.url, "team-a", "warm-up").status_code == 200, timeout=30, interval=0.2,
                    message="the gateway to route to the pod")
-        before = bulk_pod.metric(names.IMAGES_GENERATED_TOTAL)
+        before = fleet_pod.metric(names.IMAGES_GENERATED_TOTAL)
 
         with ThreadPoolExecutor(2) as pool:
             together = list(pool.map(lambda _: generate(gw.url, "team-a", "order-17"), range(2)))
@@ -69,14 +69,14 @@ def test_a_repeated_idempotency_key_gets_the_first_answer_not_a_second_image(
         images = {a.json()["data"][0]["b64_json"] for a in answers} | {via_sdk.data[0].b64_json}
         assert len(images) == 1  # one image, given four times (each generation draws its own seed)
         assert sum(a.headers.get("idempotent-replayed") == "true" for a in answers) == 2
-        assert bulk_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 1
+        assert fleet_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 1
         assert sample(httpx.get(f"{gw.metrics_url}/metrics", timeout=5).text,
                       names.GATEWAY_IDEMPOTENT_REPLAYS_TOTAL) == 3
 
         # Another API key's "order-17" is its own request; another body under the key is refused.
         other = generate(gw.url, "team-b", "order-17")
         assert other.status_code == 200 and other.json()["data"][0]["b64_json"] not in images
-        assert bulk_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 2
+        assert fleet_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 2
         reused = generate(gw.url, "team-a", "order-17", {**BODY, "prompt": "something else"})
         assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_key_reused"
-        assert bulk_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 2
+        assert fleet_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 2

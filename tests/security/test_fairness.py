@@ -11,6 +11,8 @@ Attacks, each against the real gateway app in front of real runtime processes:
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
@@ -37,10 +39,10 @@ def test_a_key_over_its_rate_is_refused_and_other_keys_are_not(bulk_pod: Running
         gw.set_endpoints("thumbs", [bulk_pod.base_url])
         gw.wait_polled([bulk_pod.base_url])
         before = bulk_pod.metric(names.IMAGES_GENERATED_TOTAL)
-        answers = [generate(gw.base_url, {}, "key-greedy") for _ in range(6)]
+        with ThreadPoolExecutor(6) as pool:  # 6 at once: the burst of 2, and no second's worth of refill
+            answers = list(pool.map(lambda _: generate(gw.base_url, {}, "key-greedy"), range(6)))
         statuses = [a.status_code for a in answers]
-        # 2 at once, and at most one more token in the time the 6 took (under a second each).
-        assert statuses[:2] == [200, 200] and statuses.count(429) >= 3, statuses
+        assert statuses.count(200) >= 2 and statuses.count(429) >= 3 and set(statuses) == {200, 429}, statuses
         refused = next(a for a in answers if a.status_code == 429)
         assert refused.json()["error"]["code"] == "rate_limited" and int(refused.headers["retry-after"]) >= 1
         assert bulk_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + statuses.count(200)

@@ -8,7 +8,7 @@ connection and request open until the body timeout; now the connections over the
 requests in flight are answered 503 with Retry-After and closed at once, the gateway stays under
 the chart's memory limit, and the other key is served.
 
-ATTACKERS is scaled to this test machine (2 cores shared with other work): 5,000 connections.
+ATTACKERS is scaled to this test machine (2 cores shared with other work): 10,000 connections.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.helpers import wait_until
 from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
 from tests.runtime.support import RunningServer
 
-ATTACKERS = 5_000
+ATTACKERS = 10_000
 CHART = Path(__file__).parents[2] / "charts" / "imagefleet" / "values.yaml"
 BODY = b'{"model": "thumbs", "prompt": "x", "size": "64x64"}'
 

@@ -10,9 +10,13 @@
 3. Picking: two groups of two emulated pods, one pod of each slowed down 4x; one gateway picks
    least-loaded, a second one round-robin; requests alternate between them; prints each p50/p95.
 
+With `--baseline DIR` (the `operator/` directory of another checkout, e.g. the code before a
+change), part 1 also runs a gateway of that code on the same pods, and the client alternates
+between the three paths: before and after, side by side in one run.
+
 Every pod is the real runtime with the emulated engine (figures: emulated). Nothing is asserted.
 
-    python benchmarks/gateway_overhead.py [--rate 200] [--seconds 10] [--held 1000]
+    python benchmarks/gateway_overhead.py [--rate 200] [--seconds 10] [--held 1000] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -58,8 +62,8 @@ def wait_ready(url: str, path: str = "/readyz", timeout: float = 60.0) -> None:
 
 
 @contextmanager
-def process(command: list[str], url: str) -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def process(command: list[str], url: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_ready(url)
         yield child
@@ -84,12 +88,16 @@ def pod(stack: ExitStack, address: str, speedup: float) -> str:
     return url
 
 
-def gateway(stack: ExitStack, port: int, groups: list[str], picker: str = "least-loaded") -> tuple[str, str, int]:
-    """A gateway process serving `groups` ("name=url,url"; no URL: a resource at zero); (URL, metrics URL, pid)."""
+def gateway(stack: ExitStack, port: int, groups: list[str], picker: str = "least-loaded",
+            code: str | None = None) -> tuple[str, str, int]:
+    """A gateway process serving `groups` ("name=url,url"; no URL: a resource at zero); (URL, metrics URL, pid).
+    `code`: an `operator/` directory whose imagefleet it runs (default: this one's)."""
     url, metrics_port = f"http://127.0.0.1:{port}", free_port()
+    env = None if code is None else {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [code, *os.environ.get("PYTHONPATH", "").split(os.pathsep)])}
     child = stack.enter_context(process(
         [sys.executable, __file__, "serve", "--port", str(port), "--metrics-port", str(metrics_port),
-         "--picker", picker, *groups], url))
+         "--picker", picker, *groups], url, env))
     return url, f"http://127.0.0.1:{metrics_port}", child.pid
 
 
@@ -230,6 +238,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--held", type=int, default=1000)
     parser.add_argument("--picking-rate", type=float, default=10.0, help="requests/s on each gateway (picking)")
+    parser.add_argument("--baseline", help="operator/ directory of other code to compare in part 1")
     args = parser.parse_args()
     if args.command == "serve":
         serve(args.port, args.metrics_port, args.picker, args.groups)
@@ -242,20 +251,29 @@ def main() -> None:
         for _ in range(20):  # warm both paths' connections
             httpx.post(gw_url + "/v1/images/generations", json={**BODY, "model": "sdxl"}, timeout=30)
         direct = Path_("direct to pod", pods, BODY, [])
-        via = Path_("through gateway", [gw_url], {**BODY, "model": "sdxl"}, [])
-        cpu_before, wall_before = cpu_seconds(gw_pid), time.monotonic()
-        achieved = asyncio.run(open_loop([direct, via], args.rate, args.seconds))
-        cores = (cpu_seconds(gw_pid) - cpu_before) / (time.monotonic() - wall_before)
-        memory = rss_mib(gw_pid)
+        gateways = {"through gateway": (gw_url, gw_pid)}  # path name -> (URL, pid)
+        if args.baseline:
+            base_url, _, base_pid = gateway(stack, free_port(), [f"sdxl={','.join(pods)}"], code=args.baseline)
+            for _ in range(20):
+                httpx.post(base_url + "/v1/images/generations", json={**BODY, "model": "sdxl"}, timeout=30)
+            gateways["baseline gateway"] = (base_url, base_pid)
+        vias = [Path_(name, [url], {**BODY, "model": "sdxl"}, []) for name, (url, _) in gateways.items()]
+        before = {name: (cpu_seconds(pid), time.monotonic()) for name, (_, pid) in gateways.items()}
+        achieved = asyncio.run(open_loop([direct, *vias], args.rate, args.seconds))
         print(f"\n1. overhead at {args.rate:.0f} req/s per path for {args.seconds:.0f}s "
-              f"(achieved {achieved:.0f} req/s in total, {os.cpu_count()} cores shared by client, gateway, pods)")
+              f"(achieved {achieved:.0f} req/s in total, {os.cpu_count()} cores shared by client, gateways, pods)")
         print(f"   {'path':<16} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8}")
-        for path in (direct, via):
+        for path in (direct, *vias):
             print(f"   {path.name:<16} {len(path.latencies):>6} {path.errors:>6} "
                   f"{1000 * percentile(path.latencies, 0.50):>8.2f} {1000 * percentile(path.latencies, 0.99):>8.2f}")
-        print(f"   added by the gateway: p50 {1000 * (percentile(via.latencies, .5) - percentile(direct.latencies, .5)):.2f} ms, "
-              f"p99 {1000 * (percentile(via.latencies, .99) - percentile(direct.latencies, .99)):.2f} ms")
-        print(f"   gateway process: {cores:.2f} cores, RSS {memory:.0f} MiB")
+        for via in vias:
+            cpu, wall = before[via.name]
+            pid = gateways[via.name][1]
+            cores = (cpu_seconds(pid) - cpu) / (time.monotonic() - wall)
+            print(f"   {via.name}: added p50 "
+                  f"{1000 * (percentile(via.latencies, .5) - percentile(direct.latencies, .5)):.2f} ms, p99 "
+                  f"{1000 * (percentile(via.latencies, .99) - percentile(direct.latencies, .99)):.2f} ms; "
+                  f"{cores:.2f} cores, RSS {rss_mib(pid):.0f} MiB")
         held, held_memory = asyncio.run(hold(gw_url, gw_metrics, args.held, gw_pid))
         print(f"\n2. held requests: {held} held at once (asked {args.held}); gateway RSS {held_memory:.0f} MiB")
 

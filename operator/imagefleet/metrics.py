@@ -47,6 +47,8 @@ GATEWAY_HOLD_TIMEOUTS_TOTAL = "imagefleet_gateway_hold_timeouts_total"  # by gro
 GATEWAY_RETRIES_TOTAL = "imagefleet_gateway_retries_total"  # sent again: the first pod never got it, or died holding it
 GATEWAY_UPSTREAM_SECONDS = "imagefleet_gateway_upstream_seconds"  # time spent waiting on the pod
 GATEWAY_IGNORED_OVERFLOW = "imagefleet_gateway_ignored_overflow"  # resources whose overflowTo is missing or loops
+GATEWAY_KEY_REQUESTS_TOTAL = "imagefleet_gateway_key_requests_total"  # by API key name (the keys file's), code
+GATEWAY_IDEMPOTENT_REPLAYS_TOTAL = "imagefleet_gateway_idempotent_replays_total"  # answered from an Idempotency-Key
 # The gateway's demand, by the resource it is for (labels GATEWAY_RESOURCE_LABELS: not `namespace`,
 # which a scrape sets to the gateway's own). A request of a route with several first-choice
 # resources counts a share on each. Each gateway replica counts its own: the fleet's is the sum.

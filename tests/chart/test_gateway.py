@@ -49,6 +49,9 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     assert container["args"] == ["gateway"]
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env["IMAGEFLEET_GATEWAY_API_KEYS"] == "/etc/imagefleet-gateway/keys.yaml"
+    assert (env["IMAGEFLEET_GATEWAY_MAX_CONNECTIONS"], env["IMAGEFLEET_GATEWAY_MAX_IN_FLIGHT"],
+            env["IMAGEFLEET_GATEWAY_MAX_IN_FLIGHT_PER_KEY"], env["IMAGEFLEET_GATEWAY_IDEMPOTENCY_WINDOW"]) == \
+        ("4096", "2000", "200", "600")
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"http": 8080, "metrics": 9102} and env["IMAGEFLEET_GATEWAY_METRICS_PORT"] == "9102"
@@ -129,6 +132,12 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"name": "a", "sha256": KEY_HASH, "tiers": ["gold"]}]}}}, ["/gateway/apiKeys/keys/0/tiers/0"]),
     ("zero replicas", {"gateway": {"enabled": True, "replicas": 0}}, ["/gateway/replicas", "minimum"]),
     ("a misspelled key", {"gateway": {"enabled": True, "replica": 2}}, ["additional properties 'replica' not allowed"]),
+    ("more held requests than its memory holds", {"gateway": {"enabled": True, "maxHeld": 100000}},
+     ["/gateway/maxHeld", "maximum"]),
+    ("a key's burst of zero", {"gateway": {"enabled": True, "apiKeys": {"keys": [
+        {"name": "a", "sha256": KEY_HASH, "rate": 1, "burst": 0}]}}}, ["/gateway/apiKeys/keys/0/burst", "minimum"]),
+    ("no bound on requests in flight", {"gateway": {"enabled": True, "maxInFlight": 0}},
+     ["/gateway/maxInFlight", "minimum"]),
 ]
 
 
@@ -217,3 +226,12 @@ def test_chart_environment_names_are_the_commands_variables(helm: Helm) -> None:
     known = {param.envvar for param in gateway.params if isinstance(param.envvar, str)}
     container = one(gateway_docs(helm.template(values=ENABLED)), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert {item["name"] for item in container["env"]} <= known
+
+
+def test_a_load_balancer_gets_the_annotations_that_terminate_tls(helm: Helm) -> None:
+    annotations = {"service.beta.kubernetes.io/aws-load-balancer-ssl-cert": "arn:aws:acm:region:1:certificate/x"}
+    values = {"gateway": {**ENABLED["gateway"], "service": {"type": "LoadBalancer", "port": 443,
+                                                            "annotations": annotations}}}
+    service = one(gateway_docs(helm.template(values=values)), "Service")
+    assert service["metadata"]["annotations"] == annotations and service["spec"]["type"] == "LoadBalancer"
+    assert "annotations" not in one(gateway_docs(helm.template(values=ENABLED)), "Service")["metadata"]

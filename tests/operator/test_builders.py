@@ -15,7 +15,7 @@ from imagefleet.builders.deployment import (
     PRESTOP_SLEEP_SECONDS,
     drain_seconds,
 )
-from imagefleet.catalog import load_gpu_classes
+from imagefleet.catalog import load_gpu_classes, model_catalog
 from imagefleet.cost import builtin_plan, call_seconds
 from imagefleet.crd.models import ImageModelDeploymentSpec
 from imagefleet.resolve import resolve
@@ -74,6 +74,8 @@ def test_restricted_pod_security() -> None:
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
     assert {"/cache", "/tmp"} <= mounts
     assert all("emptyDir" in volume for volume in pod["volumes"])
+    cache = next(volume for volume in pod["volumes"] if volume["name"] == "cache")
+    assert cache["emptyDir"]["sizeLimit"].endswith("Gi")  # a pod cannot fill its node's disk
 
 
 def test_gpu_request_node_selector_and_toleration_from_the_class() -> None:
@@ -183,3 +185,13 @@ def test_grace_period_is_capped() -> None:
 def test_prestop_sleeps_before_the_drain() -> None:
     container = _pod(_deployment())["containers"][0]
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}}
+
+
+def test_the_cache_emptydir_holds_a_download_of_the_model_and_no_more() -> None:
+    def limit(**spec: Any) -> str:
+        return next(v["emptyDir"]["sizeLimit"] for v in _pod(_deployment(**spec))["volumes"] if v["name"] == "cache")
+
+    parameters = model_catalog()["sdxl"].parameters_billions
+    assert limit() == f"{math.ceil(parameters * 4e9 / 2**30) + 2}Gi"  # fp32 at most, and 2 GiB of other caches
+    assert limit(model={"name": "sdxl", "persistentVolumeClaim": {"claimName": "weights"}}) == "2Gi"
+    assert limit(model={"name": "someone/unknown-model"}) == "100Gi"

@@ -1,5 +1,6 @@
 """A hostile "pod" on loopback: an HTTP server whose GET /v1/load answers as a broken or malicious
-runtime might (wrong fields, a huge body, a body that drips in a byte at a time)."""
+runtime might (wrong fields, a huge body, a body that drips in a byte at a time), or a pod whose
+accelerator broke ("broken": a valid load, and 503 `out_of_service` to every generation)."""
 
 from __future__ import annotations
 
@@ -24,11 +25,28 @@ class HostilePod:
     def polls(self) -> int:
         return int(getattr(self.server, "polls", 0))
 
+    @property
+    def generations(self) -> int:
+        """Generation requests it was sent."""
+        return int(getattr(self.server, "generations", 0))
+
 
 def _handler(mode: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *_: object) -> None:
             pass
+
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            self.server.generations = getattr(self.server, "generations", 0) + 1  # type: ignore[attr-defined]
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps({"error": {"message": "the accelerator is out of service (device failure)",
+                                         "type": "service_unavailable", "param": None,
+                                         "code": "out_of_service"}}).encode()
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             self.server.polls = getattr(self.server, "polls", 0) + 1  # type: ignore[attr-defined]
@@ -36,7 +54,7 @@ def _handler(mode: str) -> type[BaseHTTPRequestHandler]:
                 body = json.dumps({"ready": True}).encode()
             elif mode == "huge":  # well-formed, with 64 MiB of padding
                 body = json.dumps({**VALID, "pad": "x" * HUGE_BYTES}).encode()
-            else:  # "drip": a valid answer, one byte every 0.1 s
+            else:  # "drip": a valid answer, one byte every 0.1 s; "broken": a valid answer
                 body = json.dumps(VALID).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")

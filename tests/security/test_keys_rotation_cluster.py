@@ -11,11 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from imagefleet.gateway.auth import digest
 from tests.conftest import Cluster
 from tests.gateway.process import gateway_process
 from tests.helpers import wait_until
+from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
+
+# The gateway is ready once its watches listed, which needs the CRD (alone, this test had none).
+pytestmark = pytest.mark.usefixtures("imd_crd")
 
 LEAKED, NEW = "sk-leaked-0123456789", "sk-rotated-9876543210"
 

@@ -32,6 +32,12 @@ PRESTOP_SLEEP_SECONDS = 10
 GRACE_FLOOR_SECONDS = 180
 GRACE_CAP_SECONDS = 3600
 DRAIN_SAFETY = 1.5
+# /cache holds the model's files when the pod downloads them (no claim): at most 4 bytes a
+# parameter (fp32), plus this much for the other caches (compiled kernels, small Hub files); a pod
+# that writes past its sizeLimit is evicted, so /cache cannot fill the node's disk.
+CACHE_HEADROOM_GIB = 2
+# A repo id the catalog does not know: its size is not known either.
+UNKNOWN_MODEL_CACHE_GIB = 100
 # Downloading weights before the server answers /healthz can take minutes.
 STARTUP_PROBE_PERIOD_SECONDS = 10
 STARTUP_PROBE_FAILURES = 90
@@ -117,8 +123,19 @@ def _http_probe(path: str, period: int, failures: int, timeout: int = 1) -> dict
     }
 
 
+def cache_size_limit(resolved: Resolved) -> str:
+    """The /cache emptyDir's sizeLimit: the model's weights when the pod downloads them, plus headroom."""
+    model = resolved.spec.model
+    if model.persistent_volume_claim or model.cache:
+        return f"{CACHE_HEADROOM_GIB}Gi"
+    if resolved.model is None:
+        return f"{UNKNOWN_MODEL_CACHE_GIB}Gi"
+    return f"{math.ceil(resolved.model.parameters_billions * 4e9 / 2**30) + CACHE_HEADROOM_GIB}Gi"
+
+
 def _volumes(owner: Owner, resolved: Resolved) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    volumes: list[dict[str, Any]] = [{"name": "cache", "emptyDir": {"sizeLimit": cache_size_limit(resolved)}},
+                                     {"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},

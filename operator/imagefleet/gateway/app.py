@@ -5,9 +5,13 @@ Slow or oversized clients are cut off at the edge: a declared Content-Length ove
 must arrive within a timeout (the header timeout is the server's, see `command.py`). A client that
 disconnects cancels its request, held or in flight.
 
-The API key is checked before anything else of a request is read. `/metrics` (every tenant's group
-names and traffic) is not on this app: `create_metrics_app` serves it on a port of its own, which
-the chart opens to Prometheus only. There are no /docs or /openapi.json (docs/gateway.md is the API).
+The API key is checked before anything else of a request is read, then its rate (a token bucket
+per key) and the requests in flight (in all and per key), all before the body is read (`limits`).
+A request refused before its body was read closes its connection, so a client cannot keep
+connections open with bodies it never finishes. A request with an `Idempotency-Key` gets the first
+answer to that key (`idempotency`). `/metrics` (every tenant's group names and traffic) is not on
+this app: `create_metrics_app` serves it on a port of its own, which the chart opens to Prometheus
+only. There are no /docs or /openapi.json (docs/gateway.md is the API).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..disconnect import unless_disconnected
 from .auth import ApiKey
 from .errors import GatewayError, InvalidRequest, RequestTimeout, TooLarge
+from .idempotency import HEADER as IDEMPOTENCY_HEADER
+from .idempotency import REPLAYED_HEADER, Answer
 from .queue import DEADLINE_HEADER
 from .service import Gateway
 
@@ -48,6 +54,20 @@ def log_access(key: ApiKey | None, raw: bytes, status: int, seconds: float) -> N
     named = data if isinstance(data, dict) else {}
     ACCESS_LOG.info("key=%s model=%r quality=%r status=%d seconds=%.3f", "-" if key is None else key.name,
                     named.get("model"), named.get("quality"), status, seconds)
+
+
+async def answer_once(gateway: Gateway, request: Request, raw: bytes, key: ApiKey | None) -> Answer:
+    """The answer to a generation request; with an Idempotency-Key, the first answer to that key."""
+
+    async def produce() -> Answer:
+        response = await gateway.generate(raw, key, request.headers.get(DEADLINE_HEADER))
+        return Answer(response.status_code, response.content,
+                      tuple((k, v) for k, v in response.headers.items() if k.lower() == "retry-after"))
+
+    idempotency_key = request.headers.get(IDEMPOTENCY_HEADER)
+    if idempotency_key is None:
+        return await produce()
+    return await gateway.answers.answer("" if key is None else key.name, idempotency_key, raw, produce)
 
 
 def error_response(error: GatewayError) -> JSONResponse:
@@ -130,22 +150,31 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
         started = time.monotonic()
         key: ApiKey | None = None
         raw = b""
+        read = False
         status = 500
         try:
             key = caller(request)
-            raw = await read_body(request, max_body_bytes, body_timeout)
-            answer = await unless_disconnected(request, gateway.generate(raw, key,
-                                                                         request.headers.get(DEADLINE_HEADER)))
+            gateway.rate_limits.check(key, started)
+            with gateway.serving.slot(key):
+                raw = await read_body(request, max_body_bytes, body_timeout)
+                read = True
+                answer = await unless_disconnected(request, answer_once(gateway, request, raw, key))
             if answer is None:  # the client is gone; nobody reads this
                 status = 499
                 return Response(status_code=499)
-            status = answer.status_code
-            return Response(answer.content, status_code=answer.status_code, media_type="application/json",
-                            headers={k: v for k, v in answer.headers.items() if k.lower() == "retry-after"})
+            status = answer.status
+            if (REPLAYED_HEADER, "true") in answer.headers:
+                gateway.metrics.idempotent_replays.inc()
+            return Response(answer.content, status_code=answer.status, media_type="application/json",
+                            headers=dict(answer.headers))
         except GatewayError as error:
             status = error.status
-            raise
+            refused = error_response(error)
+            if not read:  # refused before its body: the connection goes too, not kept for more of it
+                refused.headers["connection"] = "close"
+            return refused
         finally:
+            gateway.metrics.key_requests.labels("-" if key is None else key.name, str(status)).inc()
             log_access(key, raw, status, time.monotonic() - started)
 
     return app

@@ -8,6 +8,8 @@ The keys file (a Secret mounted into the gateway) is YAML:
         sha256: 9f86d081884c7d65...     # hex digest of the key: `printf %s KEY | sha256sum`
         groups: [team-a/sdxl]          # optional: these model groups only (namespace/group)
         tiers: [bulk, standard]        # optional: these tiers only
+        rate: 2                        # optional: requests per second (a token bucket), more get a 429
+        burst: 10                      # optional: requests at once above the rate (default: the rate, at least 1)
 
 A model group belongs to a namespace, so a scope names both: `team-a/sdxl`. A bare `sdxl` means
 that group in every namespace the gateway serves, which suits a gateway of one tenant only.
@@ -20,12 +22,13 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..crd.models import Tier
 from .errors import Forbidden, Unauthorized
@@ -45,6 +48,19 @@ class ApiKey(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     groups: frozenset[Annotated[str, Field(pattern=GROUP_SCOPE)]] | None = None
     tiers: frozenset[Tier] | None = None
+    rate: float | None = Field(None, gt=0, allow_inf_nan=False)
+    burst: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def burst_needs_rate(self) -> ApiKey:
+        if self.burst is not None and self.rate is None:
+            raise ValueError(f"key {self.name!r}: burst needs a rate")
+        return self
+
+    @property
+    def effective_burst(self) -> int:
+        """`burst`, else the rate rounded up (at least 1)."""
+        return self.burst if self.burst is not None else max(1, math.ceil(self.rate or 1))
 
 
 class KeysFile(BaseModel):

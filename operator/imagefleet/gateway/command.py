@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +18,33 @@ from ..http_limits import HEADER_TIMEOUT_SECONDS, HeaderTimeoutProtocol
 from ..kube import Kube
 from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app, create_metrics_app
 from .auth import KeyRing, KeysFileWatch
+from .errors import Unavailable
 from .service import Gateway, Settings
 from .watch import FleetWatch, demand_signaller
+
+# Connections open at once; more are answered 503 + Retry-After and closed as they arrive.
+MAX_CONNECTIONS = 4096
+# Retry-After of a connection over the bound.
+CONNECTION_RETRY_SECONDS = 1
+
+
+class CappedProtocol(HeaderTimeoutProtocol):
+    """The header timeout, and at most `max_connections` connections open: one more is answered
+    503 with Retry-After (in OpenAI's error shape) and closed before a byte of it is read, so slow
+    clients cannot grow the gateway's memory without bound."""
+
+    max_connections = MAX_CONNECTIONS
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            body = json.dumps(Unavailable(f"the gateway has {self.max_connections} connections open; retry later",
+                                          code="too_many_connections").body()).encode()
+            transport.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                            b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+                            % (CONNECTION_RETRY_SECONDS, len(body), body))
+            transport.close()
+
 
 class CompanionServer(uvicorn.Server):
     """A second server on the same event loop (the metrics port): it leaves the signals to the main
@@ -60,6 +86,16 @@ def _option(name: str, **kwargs: Any) -> Any:
          help="Requests waiting for one model group and tier; more get a 429.")
 @_option("max-queued-per-key", default=Settings.max_queued_per_key, type=int,
          help="Requests waiting for one model group and tier from one API key; more get a 429.")
+@_option("max-connections", default=MAX_CONNECTIONS, type=int,
+         help="Client connections open at once; more are answered 503 and closed.")
+@_option("max-in-flight", default=Settings.max_in_flight, type=int,
+         help="Generation requests served at once (reading a body, waiting or at a pod); more get a 503.")
+@_option("max-in-flight-per-key", default=Settings.max_in_flight_per_key, type=int,
+         help="Generation requests served at once for one API key; more get a 503.")
+@_option("idempotency-window", default=Settings.idempotency_window_seconds, type=float,
+         help="Seconds an answer is replayed to a request with the same Idempotency-Key.")
+@_option("idempotency-max-bytes", default=Settings.idempotency_max_bytes, type=int,
+         help="Bytes of answers kept for Idempotency-Key replays, in all (the oldest go first).")
 @_option("poll-interval", default=Settings.poll_interval_seconds, type=float,
          help="Seconds between polls of each pod's /v1/load.")
 @_option("max-body-bytes", default=MAX_BODY_BYTES, type=int, help="Largest request body; more is a 413.")
@@ -67,7 +103,9 @@ def _option(name: str, **kwargs: Any) -> Any:
          help="Seconds a client has to send its request headers.")
 @_option("body-timeout", default=BODY_TIMEOUT_SECONDS, type=float, help="Seconds a client has to send its body.")
 def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: Path | None, hold_timeout: float,
-            max_held: int, max_queued_per_route: int, max_queued_per_key: int, poll_interval: float,
+            max_held: int, max_queued_per_route: int, max_queued_per_key: int, max_connections: int,
+            max_in_flight: int, max_in_flight_per_key: int, idempotency_window: float, idempotency_max_bytes: int,
+            poll_interval: float,
             max_body_bytes: int, header_timeout: float, body_timeout: float) -> None:
     """One OpenAI-compatible front door for the fleet: routes by model group and quality (tier), picks
     the least-loaded pod, overflows, queues by deadline, holds requests while a resource scales from zero."""
@@ -80,7 +118,9 @@ def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: 
     keys_watch = KeysFileWatch(api_keys, keys) if api_keys and keys else None
     kube = Kube.from_environment()
     settings = Settings(hold_timeout_seconds=hold_timeout, max_held=max_held, max_queued_per_route=max_queued_per_route,
-                        max_queued_per_key=max_queued_per_key, poll_interval_seconds=poll_interval)
+                        max_queued_per_key=max_queued_per_key, poll_interval_seconds=poll_interval,
+                        max_in_flight=max_in_flight, max_in_flight_per_key=max_in_flight_per_key,
+                        idempotency_window_seconds=idempotency_window, idempotency_max_bytes=idempotency_max_bytes)
     service = Gateway(settings, signal_demand=demand_signaller(kube), keys=keys)
     fleet_watch = FleetWatch(service, kube, [n.strip() for n in namespaces.split(",") if n.strip()])
 
@@ -97,7 +137,8 @@ def gateway(host: str, port: int, metrics_port: int, namespaces: str, api_keys: 
     app = create_app(service, ready=lambda: fleet_watch.synced, lifespan_hooks=(start, stop),
                      max_body_bytes=max_body_bytes, body_timeout=body_timeout)
     HeaderTimeoutProtocol.header_timeout = header_timeout
-    main = uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=HeaderTimeoutProtocol, log_level="warning",
+    CappedProtocol.max_connections = max_connections
+    main = uvicorn.Server(uvicorn.Config(app, host=host, port=port, http=CappedProtocol, log_level="warning",
                                          timeout_keep_alive=int(header_timeout)))
     metrics = CompanionServer(uvicorn.Config(create_metrics_app(service), host=host, port=metrics_port,
                                              http=HeaderTimeoutProtocol, log_level="warning", lifespan="off",

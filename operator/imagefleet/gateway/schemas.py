@@ -1,7 +1,7 @@
 """The request body the gateway accepts: the runtime's own (imagefleet.images_api) plus OpenAI's
 `quality`, which picks the tier; so a body the runtime refuses is refused here with the same 422
-and field, before any pod is involved. Limits that depend on a pod's settings (largest size, most
-steps) stay with the pod: it checks them before queueing, without the GPU.
+and field, before any pod is involved. The limits of a resource's `spec.generation` (largest size,
+most steps) are checked against the route in `limits.check_generation`, and by the pod again.
 """
 
 from __future__ import annotations

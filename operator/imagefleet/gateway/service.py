@@ -24,8 +24,10 @@ import httpx
 
 from .auth import ApiKey, KeyRing
 from .errors import BadGateway, GatewayError, Gone, Shed, Unavailable
-from .fleet import Fleet, Resource, ResourceKey, upstream_body
+from .fleet import Resource, ResourceKey, upstream_body
 from .holding import DemandPacer, HoldSlots, Send, cold, pick
+from .idempotency import IdempotentAnswers
+from .limits import GenerationFleet, InFlight, RateLimits, check_generation
 from .picking import Candidate, Picker, PodLoad, fresh
 from .queue import Capacity, Entry, Lane, admit, deadline_seconds, predicted_start, route_capacity
 from .routing import TIER_BY_QUALITY, Route, models, overflow_problems, route, within
@@ -53,6 +55,10 @@ class Settings:
     max_queued_per_key: int = 100  # waiting for one route from one API key (keys on): more get a 429
     poll_interval_seconds: float = 0.25
     generation_timeout_seconds: float = 600.0
+    max_in_flight: int = 2000  # generation requests served at once (held, sent or reading a body): more get a 503
+    max_in_flight_per_key: int = 200  # of them from one API key (keys on)
+    idempotency_window_seconds: float = 600.0  # an Idempotency-Key's answer is replayed this long
+    idempotency_max_bytes: int = 64 * 2**20  # answers kept for replays, in all
 
 
 SignalDemand = Callable[[Resource], Awaitable[None]]
@@ -78,12 +84,15 @@ class Gateway:
     def __init__(self, settings: Settings, *, signal_demand: SignalDemand | None = None,
                  keys: KeyRing | None = None, picker: Picker | None = None) -> None:
         self.settings = settings
-        self.fleet = Fleet()
+        self.fleet: GenerationFleet = GenerationFleet()
         self.loads: dict[str, PodLoad] = {}
         self.in_flight: Counter[str] = Counter()
         self.keys = keys
         self.picker = picker or Picker()
         self.metrics = GatewayMetrics()
+        self.rate_limits = RateLimits()
+        self.serving = InFlight(settings.max_in_flight, settings.max_in_flight_per_key)
+        self.answers = IdempotentAnswers(settings.idempotency_window_seconds, settings.idempotency_max_bytes)
         self.slots = HoldSlots(settings.max_held)
         self.pacer = DemandPacer()
         self.lane_pacer = DemandPacer()
@@ -138,6 +147,7 @@ class Gateway:
         """The pod's answer for a generation request, or a GatewayError."""
         request, body = parse_request(raw)
         route_ = route(self.fleet.resources, request.model, request.quality, self.ignored, key)
+        check_generation(route_, request, self.fleet.generation)  # before it is held or wakes anything
         first = route_.stages[0]
         deadline = deadline_seconds(deadline_header, min(r.target_p95_seconds for r in first))
         shares = tuple((r.namespace, r.name) for r in first)

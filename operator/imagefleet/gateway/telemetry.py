@@ -38,6 +38,12 @@ class GatewayMetrics:
                                           buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry)
         self.ignored_overflow = Gauge(names.GATEWAY_IGNORED_OVERFLOW, "Resources whose spec.routing.overflowTo "
                                       "is ignored (missing target, other group, or a loop).", registry=self.registry)
+        self.key_requests = Counter(names.GATEWAY_KEY_REQUESTS_TOTAL, "Generation requests answered, by API key "
+                                    "name (from the keys file, so bounded; - when none or unknown) and HTTP code.",
+                                    ["key", "code"], registry=self.registry)
+        self.idempotent_replays = Counter(names.GATEWAY_IDEMPOTENT_REPLAYS_TOTAL, "Requests answered with the "
+                                          "answer of an earlier request with their Idempotency-Key.",
+                                          registry=self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

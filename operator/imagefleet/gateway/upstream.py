@@ -25,8 +25,10 @@ IDENTITY = {"accept-encoding": "identity"}
 # The poller is unhealthy (readiness fails) when no round completed within this many intervals.
 STALE_ROUNDS = 20
 STALE_MIN_SECONDS = 5.0
-# Pod answers that say the generation did not run: safe to send to another pod.
-NOT_TAKEN_CODES = frozenset({"queue_full", "not_ready", "draining"})
+# Pod answers that say the generation did not run: safe to send to another pod. A broken pod
+# (`out_of_service`: a sticky device error or a hung call) answers it to what it had queued and to
+# what arrives; a batch it had in hand produced no image for anyone.
+NOT_TAKEN_CODES = frozenset({"queue_full", "not_ready", "draining", "out_of_service"})
 
 
 class NotSent(Exception):

@@ -10,7 +10,8 @@ import pytest
 from imagefleet.gateway.auth import ApiKey, digest, parse_keys
 from imagefleet.gateway.errors import BadGateway, InvalidRequest, Shed, Unavailable
 from imagefleet.gateway.idempotency import REPLAYED_HEADER, Answer, IdempotentAnswers
-from imagefleet.gateway.limits import InFlight, RateLimits, TokenBucket, generation_of
+from imagefleet.gateway.fleet import resource_from_object
+from imagefleet.gateway.limits import InFlight, RateLimits, TokenBucket
 
 
 def key(name: str = "team-a", **fields: object) -> ApiKey:
@@ -61,10 +62,10 @@ def test_in_flight_bounds_in_all_and_per_key() -> None:
 
 def test_generation_limits_are_the_ones_the_operator_gives_its_pods() -> None:
     spec = {"model": {"name": "tiny"}, "gpuClass": "cpu", "generation": {"maxSteps": 50, "maxWidth": 256}}
-    limits = generation_of({"spec": spec})
-    assert limits is not None
+    resource = resource_from_object({"metadata": {"namespace": "a", "name": "r"}, "spec": spec})
+    assert resource is not None and resource.generation is not None
+    limits = resource.generation
     assert (limits.max_steps, limits.max_width, limits.max_height) == (50, 256, 512)  # height: the catalog model's
-    assert generation_of({"spec": {"model": {}}}) is None
 
 
 async def test_a_repeat_waits_for_the_first_answer_and_another_body_is_refused() -> None:

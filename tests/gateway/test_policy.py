@@ -43,7 +43,7 @@ def imd(name: str, **spec: Any) -> dict[str, Any]:
 def routing_view(obj: dict[str, Any]) -> Resource:
     parsed = resource_from_object(obj)
     assert parsed is not None
-    return replace(parsed, pricing=None)
+    return replace(parsed, pricing=None, generation=None)
 
 
 def test_group_defaults_to_the_name_and_p95_to_the_tier() -> None:

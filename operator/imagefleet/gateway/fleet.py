@@ -20,7 +20,7 @@ from ..catalog import emulation_table
 from ..crd.models import ImageModelDeploymentSpec, Tier
 from ..pool.routing import SwapPrices, Want, swap_prices
 from ..residency import checkpoint_mib, swap_cost
-from ..resolve import catalog_model, effective_precision
+from ..resolve import Generation, catalog_model, effective_generation, effective_precision
 from ..tiers import effective_autoscaling
 from .pricing import Pricing, pricing_of
 
@@ -84,6 +84,8 @@ class Resource:
     # What a request costs on the resource's card (None: the catalog has no figures for its model).
     pricing: Pricing | None = None
     pool: PoolMember | None = None
+    # The spec.generation limits its pods enforce (most steps, largest size), checked before holding.
+    generation: Generation | None = None
 
     @property
     def key(self) -> ResourceKey:
@@ -120,6 +122,7 @@ def resource_from_object(obj: dict[str, Any]) -> Resource | None:
         target_p95_seconds=effective_autoscaling(spec).target_p95_seconds,
         pricing=pricing_of(spec),
         pool=pool_member(spec, obj["spec"]),
+        generation=effective_generation(spec.generation, catalog_model(spec)),
     )
 
 

@@ -4,26 +4,20 @@
   keys file); an empty bucket is a 429 `rate_limited` with the Retry-After of the next token.
 - `InFlight`: generation requests being served at once, in all and per API key; more are a 503
   `too_many_in_flight` with Retry-After, before their body is read.
-- `GenerationFleet` and `check_generation`: each resource's `spec.generation` limits (most steps,
-  largest width and height, as the operator gives them to its pods); a request over the limits of
+- `check_generation`: each resource's `spec.generation` limits (most steps, largest width and
+  height, as the operator gives them to its pods; `fleet.Resource.generation`); a request over the limits of
   its route's first-choice resources is a 422 naming the field, as the pod would answer, but
   without holding it or waking a resource at zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-from pydantic import ValidationError
-
-from ..crd.models import ImageModelDeploymentSpec
-from ..resolve import Generation, catalog_model, effective_generation
 from .auth import ApiKey
 from .errors import InvalidRequest, Shed, Unavailable
-from .fleet import Fleet, ResourceKey
 from .routing import Route
 from .schemas import GatewayRequest
 
@@ -98,44 +92,11 @@ class InFlight:
                 del self.by_key[name]
 
 
-def generation_of(obj: Mapping[str, Any]) -> Generation | None:
-    """A resource's effective generation limits (what the operator gives its pods), or None when its
-    spec does not parse."""
-    try:
-        spec = ImageModelDeploymentSpec.model_validate(obj.get("spec") or {})
-    except ValidationError:
-        return None
-    return effective_generation(spec.generation, catalog_model(spec))
-
-
-@dataclass
-class GenerationFleet(Fleet):
-    """The fleet, with each resource's generation limits beside its routing view."""
-
-    generation: dict[ResourceKey, Generation] = field(default_factory=dict)
-
-    def apply_resource(self, event_type: str, obj: dict[str, Any]) -> bool:
-        metadata = obj["metadata"]
-        key = (metadata["namespace"], metadata["name"])
-        limits = None if event_type == "DELETED" else generation_of(obj)
-        if limits is None:
-            self.generation.pop(key, None)
-        else:
-            self.generation[key] = limits
-        return super().apply_resource(event_type, obj)
-
-    def replace(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> None:
-        if kind == "resources":
-            for key in [key for key in self.generation if namespace is None or key[0] == namespace]:
-                del self.generation[key]
-        super().replace(kind, namespace, items)
-
-
-def check_generation(route_: Route, request: GatewayRequest, limits: Mapping[ResourceKey, Generation]) -> None:
+def check_generation(route_: Route, request: GatewayRequest) -> None:
     """InvalidRequest (422, naming `steps` or `size`) when the request is over the limits of any of
     its route's first-choice resources: every pod it may be sent to first must accept it."""
     for resource in route_.stages[0]:
-        generation = limits.get(resource.key)
+        generation = resource.generation
         if generation is None:
             continue
         where = f"model group {route_.group!r} ({route_.tier}, resource {resource.name})"

@@ -24,10 +24,10 @@ import httpx
 
 from .auth import ApiKey, KeyRing
 from .errors import BadGateway, GatewayError, Gone, Shed, Unavailable
-from .fleet import Resource, ResourceKey, upstream_body
+from .fleet import Fleet, Resource, ResourceKey, upstream_body
 from .holding import DemandPacer, HoldSlots, Send, cold, pick
 from .idempotency import IdempotentAnswers
-from .limits import GenerationFleet, InFlight, RateLimits, check_generation
+from .limits import InFlight, RateLimits, check_generation
 from .picking import Candidate, Picker, PodLoad, fresh
 from .queue import Capacity, Entry, Lane, admit, deadline_seconds, predicted_start, route_capacity
 from .routing import TIER_BY_QUALITY, Route, models, overflow_problems, route, within
@@ -84,7 +84,7 @@ class Gateway:
     def __init__(self, settings: Settings, *, signal_demand: SignalDemand | None = None,
                  keys: KeyRing | None = None, picker: Picker | None = None) -> None:
         self.settings = settings
-        self.fleet: GenerationFleet = GenerationFleet()
+        self.fleet = Fleet()
         self.loads: dict[str, PodLoad] = {}
         self.in_flight: Counter[str] = Counter()
         self.keys = keys
@@ -147,7 +147,7 @@ class Gateway:
         """The pod's answer for a generation request, or a GatewayError."""
         request, body = parse_request(raw)
         route_ = route(self.fleet.resources, request.model, request.quality, self.ignored, key)
-        check_generation(route_, request, self.fleet.generation)  # before it is held or wakes anything
+        check_generation(route_, request)  # before it is held or wakes anything
         first = route_.stages[0]
         deadline = deadline_seconds(deadline_header, min(r.target_p95_seconds for r in first))
         shares = tuple((r.namespace, r.name) for r in first)

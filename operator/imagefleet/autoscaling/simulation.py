@@ -70,6 +70,7 @@ class Result:
     requests: int
     rejected: int
     p95_seconds: float
+    scale_up_times: tuple[float, ...] = ()  # when the autoscaler asked for more replicas
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ def simulate(
     latencies_by_minute: dict[int, list[float]] = {}
     all_latencies: list[float] = []
     changes = rejected = 0
+    scale_ups: list[float] = []
 
     def record(arrival: float, latency: float) -> None:
         latencies_by_minute.setdefault(int(arrival // 60), []).append(latency)
@@ -331,6 +333,8 @@ def simulate(
             desired = autoscaler(observation)
             if desired != len(active):
                 changes += 1
+            if desired > len(active):
+                scale_ups.append(time)
             for _ in range(desired - len(active)):
                 pods.append(_Pod(started=time, ready_at=time + fleet.startup_seconds))
                 schedule(time + fleet.startup_seconds, "ready")
@@ -355,6 +359,7 @@ def simulate(
         requests=len(all_latencies),
         rejected=rejected,
         p95_seconds=nearest_rank_p95(all_latencies),
+        scale_up_times=tuple(scale_ups),
     )
 
 

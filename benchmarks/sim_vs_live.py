@@ -230,8 +230,9 @@ def figures(latencies: Sequence[tuple[float, float]], replica_seconds: float, ta
 
 
 def load_step(trace: Sequence[tuple[float, float]]) -> float:
-    """When the trace's rate rises most from one row to the next (trace seconds)."""
-    rises = [(after[1] - before[1], after[0]) for before, after in zip(trace, trace[1:])]
+    """When the trace's rate rises most from one row to the next (trace seconds); its start is a
+    rise from idle (the live fleet idles before it)."""
+    rises = [(trace[0][1], trace[0][0])] + [(after[1] - before[1], after[0]) for before, after in zip(trace, trace[1:])]
     return max(rises)[1]
 
 
@@ -455,9 +456,9 @@ async def keda_outage(live: Live, at: float) -> None:
     """Stop KEDA's metrics server `at` wall seconds from now, for `keda_metrics_down` trace seconds."""
     await asyncio.sleep(at)
     print(f"  fault: KEDA's metrics server stopped for {live.keda_metrics_down:g} s of trace time", flush=True)
-    processes.stop(live.plane.pids[keda.METRICS_SERVER])
+    await asyncio.to_thread(processes.stop, live.plane.pids[keda.METRICS_SERVER])
     await asyncio.sleep(live.settings.live(live.keda_metrics_down))
-    live.plane.restart(keda.METRICS_SERVER)
+    await asyncio.to_thread(live.plane.restart, keda.METRICS_SERVER)
     print("  fault: KEDA's metrics server started again", flush=True)
 
 

@@ -542,8 +542,9 @@ def difference(live: float, simulated: Sequence[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--traces", nargs="+", default=["spike", "noisy-plateau", "daily-wave"],
-                        help="names in imagefleet/autoscaling/traces/, run one at a time in this order")
+    parser.add_argument("--traces", nargs="+", default=["spike", "noisy-plateau"],
+                        help="names in imagefleet/autoscaling/traces/, run one at a time in this order (each "
+                             "takes its length / SPEEDUP live: daily-wave's 24 hours are 96 minutes at x15)")
     parser.add_argument("--policy", choices=[*POLICIES, "both"], default="both",
                         help="who scales the resource live: imagefleet's autoscaler, KEDA + the HPA, or each in turn")
     parser.add_argument("--speedup", type=float, default=15.0, help="time compression of everything compressible")

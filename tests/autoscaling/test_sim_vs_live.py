@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from benchmarks.sim_vs_live import replay
+from imagefleet.autoscaling import simulation
 from imagefleet.autoscaling.simulation import Fleet, nearest_rank_p95, poisson_arrivals, simulate
 from imagefleet.cost import builtin_plan, call_seconds
 from imagefleet.gateway.service import Settings
 from tests.gateway.support import running_gateway
+from imagefleet_runtime import batcher
 from tests.runtime.support import runtime_server
 
 pytestmark = pytest.mark.slow
@@ -71,3 +73,9 @@ async def test_one_pod_queues_and_batches_as_simulated(tmp_path: Path) -> None:
     # The burst queued: the tail is several calls long, so batching and queueing decide it.
     assert simulated.p95_seconds > 4 * base
     assert simulated.p95_seconds == pytest.approx(nearest_rank_p95(live), rel=0.2)
+
+
+def test_the_simulated_pods_average_their_calls_as_the_runtime_does() -> None:
+    """The gateway's admission reads each pod's full-call estimate; the simulator's pods keep it
+    with the runtime batcher's smoothing."""
+    assert simulation.BATCH_TIME_SMOOTHING == batcher.BATCH_TIME_SMOOTHING

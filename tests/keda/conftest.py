@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from imagefleet import metrics
 from imagefleet.autoscaling import queries
 from tests.conftest import Cluster
 
@@ -42,6 +43,12 @@ def documented_scaled_object() -> dict[str, Any]:
     raise AssertionError(f"{DOC} shows no ScaledObject")
 
 
+def gateway_selector(namespace: str, name: str) -> str:
+    """The gateway's demand series of resource `namespace/name` (metrics.GATEWAY_RESOURCE_LABELS)."""
+    namespace_label, name_label = metrics.GATEWAY_RESOURCE_LABELS
+    return f'{{{namespace_label}="{namespace}",{name_label}="{name}"}}'
+
+
 def scaled_object_for(
     namespace: str, name: str, prometheus_url: str, *, down_window: int, rate_window: str
 ) -> dict[str, Any]:
@@ -53,10 +60,16 @@ def scaled_object_for(
     scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
         "stabilizationWindowSeconds"
     ] = down_window
-    documented, ours = queries.selector(DOC_NAMESPACE, DOC_NAME), queries.selector(namespace, name)
+    selectors = [
+        (queries.selector(DOC_NAMESPACE, DOC_NAME), queries.selector(namespace, name)),
+        (gateway_selector(DOC_NAMESPACE, DOC_NAME), gateway_selector(namespace, name)),
+    ]
     for trigger in scaled["spec"]["triggers"]:
         metadata = trigger["metadata"]
-        assert metadata["query"].count(documented) == 1, metadata["query"]
-        metadata["query"] = metadata["query"].replace(documented, ours).replace(DOC_RATE_WINDOW, f"[{rate_window}]")
+        query = metadata["query"]
+        assert sum(query.count(documented) for documented, _ in selectors) == 1, query
+        for documented, ours in selectors:
+            query = query.replace(documented, ours)
+        metadata["query"] = query.replace(DOC_RATE_WINDOW, f"[{rate_window}]")
         metadata["serverAddress"] = prometheus_url
     return scaled

@@ -124,7 +124,7 @@ def assert_keda_owns_the_hpa(view: View, down_window: int) -> None:
     assert (target.api_version, target.kind, target.name) == (f"{GROUP}/{VERSION}", KIND, view.name)
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, MAX_REPLICAS)
     assert hpa.spec.behavior.scale_down.stabilization_window_seconds == down_window
-    assert [m.type for m in hpa.spec.metrics] == ["External", "External"]
+    assert [m.type for m in hpa.spec.metrics] == ["External", "External", "External"]
     assert {m.external.metric.selector.match_labels["scaledobject.keda.sh/name"] for m in hpa.spec.metrics} == {
         view.name
     }
@@ -154,11 +154,11 @@ async def test_keda_scales_the_resource_up_under_load_and_back_through_the_hpa(
     view.scale_with_keda(prometheus.url, DOWN_WINDOW)
     await asyncio.to_thread(wait_until, view.scaled_object_ready, timeout=60, message="the ScaledObject Ready")
     assert_keda_owns_the_hpa(view, DOWN_WINDOW)
-    # The HPA controller reads both metrics through the aggregation layer and KEDA's metrics server.
+    # The HPA controller reads the three metrics (no gateway here: its queue reads 0) through the aggregation layer and KEDA's metrics server.
     await asyncio.to_thread(
         wait_until, lambda: (cond := view.hpa_condition("ScalingActive")) is not None and cond.status == "True"
-        and len(view.hpa().status.current_metrics or []) == 2,
-        timeout=2 * HPA_SYNC_SECONDS + 10, message="the HPA reading KEDA's two external metrics",
+        and len(view.hpa().status.current_metrics or []) == 3,
+        timeout=2 * HPA_SYNC_SECONDS + 10, message="the HPA reading KEDA's three external metrics",
     )
     assert view.wanted() == 1
 
@@ -181,9 +181,9 @@ async def test_keda_scales_the_resource_up_under_load_and_back_through_the_hpa(
     assert {a.status for a in answers} <= {200, 429}
     rescales = [(message, source) for reason, message, source in view.hpa_events() if reason == "SuccessfulRescale"]
     assert rescales and all(source == "horizontal-pod-autoscaler" for _, source in rescales), rescales
-    assert re.search(r"external metric s[01]-prometheus.* above target", rescales[0][0]), rescales
+    assert re.search(r"external metric s[0-2]-prometheus.* above target", rescales[0][0]), rescales
 
-    # Load gone: both metrics fall to 0 and, after the scale-down window, the HPA takes it back to 1.
+    # Load gone: the metrics fall to 0 and, after the scale-down window, the HPA takes it back to 1.
     await asyncio.to_thread(
         wait_until, lambda: view.wanted() == 1 and view.following() == 1,
         timeout=DOWN_WINDOW + 4 * HPA_SYNC_SECONDS, interval=0.5, message="back to 1 replica",

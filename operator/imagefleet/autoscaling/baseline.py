@@ -16,6 +16,10 @@ left out, and on a scale-up counted as idle, and a recount that flips the
 direction keeps the current count. Empty or NaN Prometheus results read as 0,
 as KEDA's `ignoreNullValues` default does; an invalid metric blocks a scale-down.
 
+`KEDA_SCALED_OBJECT` is the metric set of the ScaledObject docs/keda.md recommends, with the
+gateway's queue as a third trigger: every trigger is an External AverageValue metric, so the
+busy replicas ask for ceil(busy / 0.8) whatever the pods' readiness, and there is no p95 trigger.
+
 Then normalizeDesiredReplicasWithBehaviors: the recommendation history is seeded
 with the current count, stabilized (scale-up to the smallest recommendation of
 the scale-up window, scale-down to the largest of the scale-down window: the
@@ -39,6 +43,20 @@ UP_PODS = 4
 
 
 @dataclass(frozen=True)
+class HpaMetrics:
+    """Which metrics the HPA is given, beside the queue depth (and the gateway's queue, when scraped)."""
+
+    p95: bool  # the p95 latency, External Value
+    busy_per_pod: bool  # the busy share: Pods AverageValue per pod (True) or External AverageValue of the sum
+
+
+# `imagefleet simulate`'s HPA: every signal imagefleet reads, as a custom-metrics adapter would give them.
+ALL_SIGNALS = HpaMetrics(p95=True, busy_per_pod=True)
+# The ScaledObject of docs/keda.md (queue depth and busy replicas) plus the gateway's queue.
+KEDA_SCALED_OBJECT = HpaMetrics(p95=False, busy_per_pod=False)
+
+
+@dataclass(frozen=True)
 class _Event:
     time: float
     change: int
@@ -47,8 +65,9 @@ class _Event:
 class HpaAutoscaler:
     """One HorizontalPodAutoscaler; `desired(observation)` is one sync of its controller."""
 
-    def __init__(self, targets: Targets) -> None:
+    def __init__(self, targets: Targets, metrics: HpaMetrics = ALL_SIGNALS) -> None:
         self.targets = targets
+        self.metrics = metrics
         self._recommendations: list[tuple[float, int]] = []
         self._up_events: list[_Event] = []
         self._down_events: list[_Event] = []
@@ -75,14 +94,16 @@ class HpaAutoscaler:
         current, ready = observation.replicas, observation.ready_replicas
         queue = _zero_if_missing(observation.queue_depth)
         p95 = _zero_if_missing(observation.p95_seconds)
-        proposals: list[int | None] = [
-            external_average_value(queue, self.targets.target_queue_depth, current),
-            external_value(p95, self.targets.target_p95_seconds, current, ready),
-        ]
+        proposals: list[int | None] = [external_average_value(queue, self.targets.target_queue_depth, current)]
+        if self.metrics.p95:
+            proposals.append(external_value(p95, self.targets.target_p95_seconds, current, ready))
         if observation.gateway_queued is not None:  # a gateway is scraped: its queue, as an external metric
             proposals.append(external_average_value(_zero_if_missing(observation.gateway_queued),
                                                     self.targets.target_queue_depth, current))
-        if observation.busy_replicas is not None and not math.isnan(observation.busy_replicas):
+        if not self.metrics.busy_per_pod:  # KEDA's trigger: the sum, empty read as 0
+            busy = _zero_if_missing(observation.busy_replicas)
+            proposals.append(external_average_value(busy, self.targets.target_utilization, current))
+        elif observation.busy_replicas is not None and not math.isnan(observation.busy_replicas):
             per_pod = [observation.busy_replicas / ready] * ready if ready else []
             proposals.append(
                 pods_average_value(per_pod, current - ready, self.targets.target_utilization, current)

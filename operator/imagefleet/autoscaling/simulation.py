@@ -15,6 +15,10 @@ The service model follows the runtime and the live fleet:
   waiting for more), and is busy for `batch_seconds + image_seconds * batch`.
 - A new pod holds a GPU at once and serves `startup_seconds` after it is asked for.
   A pod scaled away takes no new requests, finishes its queue, then exits.
+- A pod reports to the gateway what the runtime's /v1/load reports: the seconds of
+  one full call, from a running average per call size (smoothing BATCH_TIME_SMOOTHING),
+  seeded with the warm-up's full call, the largest size run scaled up linearly. So a
+  pod that has only run small batches reports a slow full call, as live.
 - Prometheus scrapes the gateway (its arrivals counter and queue gauge) and every
   serving pod every `scrape_interval_seconds`: the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
   batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
@@ -45,6 +49,8 @@ from imagefleet.metrics import LATENCY_BUCKETS_SECONDS
 from .policy import Observation
 
 Autoscaler = Callable[[Observation], int]
+# The runtime batcher's running average of a call's seconds per call size (imagefleet_runtime.batcher).
+BATCH_TIME_SMOOTHING = 0.2
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class Result:
     requests: int
     rejected: int
     p95_seconds: float
+    scale_up_times: tuple[float, ...] = ()  # when the autoscaler asked for more replicas
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,8 @@ class _Pod:
     queue: deque[float] = field(default_factory=deque)
     batch: list[float] = field(default_factory=list)
     busy_until: float = 0.0
+    # Seconds of a call by its size, as the runtime's batcher averages them for /v1/load.
+    calls: dict[int, float] = field(default_factory=dict)
     # The runtime's counters, as /metrics exposes them.
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_SECONDS) + 1))
     served: int = 0
@@ -186,13 +195,19 @@ def simulate(
             schedule(tick, kind)
             tick += step
 
-    pods = [_Pod(started=0.0, ready_at=0.0) for _ in range(initial_replicas)]
+    def new_pod(started: float, ready_at: float) -> _Pod:
+        """Warmed up with one full call: the runtime seeds its averages with it, as one image's share."""
+        size = fleet.max_batch_size
+        return _Pod(started=started, ready_at=ready_at, calls={1: fleet.batch_time(size) / size})
+
+    pods = [new_pod(0.0, 0.0) for _ in range(initial_replicas)]
     gateway = _Gateway()
     scraped: list[_Pod] = list(pods)  # pods whose series Prometheus still holds
     replica_seconds = 0.0
     latencies_by_minute: dict[int, list[float]] = {}
     all_latencies: list[float] = []
     changes = rejected = 0
+    scale_ups: list[float] = []
 
     def record(arrival: float, latency: float) -> None:
         latencies_by_minute.setdefault(int(arrival // 60), []).append(latency)
@@ -207,8 +222,9 @@ def simulate(
         schedule(pod.busy_until, "done", pod)
 
     def call_seconds(pod: _Pod) -> float:
-        """The pod's mean call, as its /v1/load reports it (the warm-up's before any)."""
-        return pod.batch_seconds / pod.batches if pod.batches else fleet.batch_time(1)
+        """One full call, as the pod's /v1/load reports it: the largest size run, scaled up."""
+        size = max(n for n in pod.calls if n <= fleet.max_batch_size)
+        return pod.calls[size] * fleet.max_batch_size / size
 
     def admitted(time: float) -> bool:
         """The gateway's admission (`gateway.queue.admit`) over the ready pods' reported rates."""
@@ -242,6 +258,9 @@ def simulate(
             pod.buckets[bisect.bisect_left(LATENCY_BUCKETS_SECONDS, latency)] += 1
         pod.served += size
         pod.batch_seconds += fleet.batch_time(size)
+        average = pod.calls.get(size)
+        elapsed = fleet.batch_time(size)
+        pod.calls[size] = elapsed if average is None else average + BATCH_TIME_SMOOTHING * (elapsed - average)
         pod.batches += 1
         pod.batched += size
         pod.batch = []
@@ -331,8 +350,10 @@ def simulate(
             desired = autoscaler(observation)
             if desired != len(active):
                 changes += 1
+            if desired > len(active):
+                scale_ups.append(time)
             for _ in range(desired - len(active)):
-                pods.append(_Pod(started=time, ready_at=time + fleet.startup_seconds))
+                pods.append(new_pod(time, time + fleet.startup_seconds))
                 schedule(time + fleet.startup_seconds, "ready")
             # Scale down: starting pods first, then the ones with the least work.
             victims = sorted(active, key=lambda p: (p.ready_at <= time, p.load()))[: max(0, len(active) - desired)]
@@ -355,6 +376,7 @@ def simulate(
         requests=len(all_latencies),
         rejected=rejected,
         p95_seconds=nearest_rank_p95(all_latencies),
+        scale_up_times=tuple(scale_ups),
     )
 
 

@@ -93,7 +93,10 @@ class ControlPlane:
         node_agent: bool = True,
         emulation_speedup: float = 1.0,
         with_keda: bool = False,
+        hpa_sync_seconds: float = 15.0,
     ) -> None:
+        """`hpa_sync_seconds`: kube-controller-manager's --horizontal-pod-autoscaler-sync-period
+        (its default; the time-compressed benchmarks divide it by their speed-up)."""
         self.state_dir = state_dir
         self.kubeconfig = kubeconfig or state_dir / "kubeconfig"
         # Read-only pod discovery for a Prometheus (kubernetes_sd_configs, role pod).
@@ -103,6 +106,7 @@ class ControlPlane:
         self.node_agent = node_agent
         self.emulation_speedup = emulation_speedup
         self.with_keda = with_keda
+        self.hpa_sync_seconds = hpa_sync_seconds
         self.pki_dir = state_dir / "pki"
         self.logs_dir = state_dir / "logs"
         self.audit_log = self.logs_dir / "audit.log"
@@ -407,6 +411,7 @@ class ControlPlane:
             f"--cluster-signing-cert-file={pki['ca'].cert}",
             f"--cluster-signing-key-file={pki['ca'].key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--horizontal-pod-autoscaler-sync-period={self.hpa_sync_seconds:g}s",
             "--v=1",
         ]
 

@@ -83,7 +83,8 @@ async def stop_autoscaler(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
-    return bool((spec.get("autoscaling") or {}).get("enabled"))
+    """Autoscaled on its own: autoscaling on, and not a pool member (the pool is scaled as a whole)."""
+    return bool((spec.get("autoscaling") or {}).get("enabled")) and not spec.get("pool")
 
 
 @kopf.index(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)

@@ -22,6 +22,13 @@ class LoadCost(_Entry):
     bandwidth_mib_per_second: float = Field(alias="bandwidthMiBPerSecond", gt=0)
 
 
+class LoraCost(_Entry):
+    """The fixed work of loading one LoRA adapter into a resident denoiser, on top of moving its bytes."""
+
+    load_seconds: float = Field(ge=0)
+    load_seconds_source: str
+
+
 class ClassCost(_Entry):
     """How one GPU class scales the anchors."""
 
@@ -34,6 +41,9 @@ class ClassCost(_Entry):
     # fp32 time over fp16/bf16 time.
     fp32_factor: float = Field(gt=0)
     fp32_factor_source: str
+    # Copy bandwidth between host RAM and the card (one direction); None: the device is the host.
+    host_to_gpu_mib_per_second: float | None = Field(alias="hostToGpuMiBPerSecond", gt=0)
+    host_to_gpu_source: str
 
 
 class Anchor(_Entry):
@@ -54,10 +64,14 @@ class ModelCost(_Entry):
     # Bound by per-call overhead, not compute: the first anchor holds on every class and precision.
     overhead_bound: bool = False
     anchors: tuple[Anchor, ...] = Field(min_length=1)
+    # A typical LoRA adapter's weights for this family; None: no figure (the emulated engine refuses adapters).
+    adapter_mib: float | None = Field(None, alias="adapterMiB", gt=0)
+    adapter_mib_source: str | None = Field(None, alias="adapterMiBSource")
 
 
 class EmulationTable(_Entry):
     load: LoadCost
+    lora: LoraCost
     classes: dict[str, ClassCost]
     models: dict[str, ModelCost]
 

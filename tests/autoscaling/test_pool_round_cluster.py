@@ -32,8 +32,6 @@ from tests.autoscaling.exporter import Exporter
 from tests.autoscaling.test_batch_cluster import create, labels, one_round, query_requests
 from tests.conftest import Cluster
 from tests.helpers import wait_until
-from tests.operator.harness import POOL_CRD_FILE
-from tests.operator.harness import install_crd as install_checked_in_crd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
@@ -42,8 +40,7 @@ INTERVAL = 5.0
 
 @pytest.fixture(scope="module")
 def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
-    install_crd(cluster.api_client)
-    install_checked_in_crd(cluster.api_client, POOL_CRD_FILE)
+    install_crd(cluster.api_client)  # both CRDs
     server = LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval="1s")
     server.start()
     try:

@@ -54,6 +54,23 @@ def pool_admission(cluster: Cluster, imd_crd: None, helm: Helm) -> Iterator[None
     admission.delete_validating_admission_policy(policy["metadata"]["name"])
 
 
+def wait_until_in_force(cluster: Cluster, namespace: str, wrong: dict[str, Any]) -> None:
+    """Wait until the policy refuses `wrong` (a member of another family): the API server has loaded the
+    policy and its params (a dry run changes nothing)."""
+
+    def refused_now() -> bool:
+        try:
+            client.CustomObjectsApi(cluster.api_client).create_namespaced_custom_object(
+                GROUP, VERSION, namespace, "imagemodeldeployments",
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment",
+                 "metadata": {"name": "probe"}, "spec": wrong}, dry_run="All")
+        except ApiException as error:
+            return error.status in (403, 422)
+        return False
+
+    wait_until(refused_now, timeout=30, interval=0.2, message="the pool admission policy to be in force")
+
+
 def test_a_budget_below_one_checkpoint_is_refused_with_both_figures(
     cluster: Cluster, imd_crd: None, namespace: str
 ) -> None:
@@ -61,7 +78,7 @@ def test_a_budget_below_one_checkpoint_is_refused_with_both_figures(
     status, message = _refusal(lambda: _create_pool(cluster, namespace, "small", {
         "family": "sdxl", "gpuClass": "l4-24gb", "memory": {"gpuMiB": 4096}}))
     assert status == 422 and "spec.memory.gpuMiB" in message, message
-    assert "4096 MiB" in message and f"{needed} MiB" in message and "sdxl" in message and "fp16" in message, message
+    assert "4096 MiB" in message and f"{needed} MiB at fp16" in message and "sdxl" in message, message
     fits = _create_pool(cluster, namespace, "fits", {"family": "sdxl", "gpuClass": "l4-24gb",
                                                       "memory": {"gpuMiB": needed}})
     assert fits["spec"]["autoscaling"] == {"enabled": False, "minReplicas": 1, "maxReplicas": 4,
@@ -112,19 +129,7 @@ def test_a_member_of_another_family_is_refused_naming_both_families(
     _create_pool(cluster, namespace, "tiny-pool", {"family": "tiny", "gpuClass": "cpu"})
     imds = Imds(cluster.api_client, namespace)
     wrong = {"model": {"name": "sd15"}, "gpuClass": "h100-80gb", "pool": "sdxl-pool"}
-
-    def refused_now() -> bool:
-        try:
-            client.CustomObjectsApi(cluster.api_client).create_namespaced_custom_object(
-                GROUP, VERSION, namespace, "imagemodeldeployments",
-                {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment",
-                 "metadata": {"name": "probe"}, "spec": wrong}, dry_run="All")
-        except ApiException as error:
-            return error.status in (403, 422)
-        return False
-
-    # The policy is in force once the API server has loaded it and its params (a dry run changes nothing).
-    wait_until(refused_now, timeout=30, interval=0.2, message="the pool admission policy to be in force")
+    wait_until_in_force(cluster, namespace, wrong)
     status, message = _refusal(lambda: imds.create("sd15-in-sdxl", wrong))
     assert status in (403, 422), message
     assert "family sd15" in message and "family sdxl" in message and "sdxl-pool" in message, message

@@ -23,7 +23,7 @@ from .models import (
     ImageModelPoolSpec,
     ImageModelPoolStatus,
 )
-from .pool_rules import POOL_NAME_RULE, budget_holds_a_checkpoint
+from .pool_rules import POOL_NAME_RULE, budget_rules
 
 Schema = dict[str, Any]
 
@@ -183,7 +183,7 @@ def build_pool_crd() -> dict[str, Any]:
     """The ImageModelPool CustomResourceDefinition. The spec's budget rule sizes a checkpoint from the model
     catalog (`pool_rules`), so it is added here rather than in the models."""
     spec = model_schema(ImageModelPoolSpec)
-    spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", ()), budget_holds_a_checkpoint()]
+    spec["x-kubernetes-validations"] = [*spec.get("x-kubernetes-validations", ()), *budget_rules()]
     return _crd(
         POOL_KIND, POOL_PLURAL, POOL_SHORT_NAME,
         "ImageModelPool runs shared inference pods for one model family; the ImageModelDeployments naming it in "
@@ -197,8 +197,9 @@ BUILDERS = {KIND: build_crd, POOL_KIND: build_pool_crd}
 
 
 def render(kind: str = KIND) -> str:
-    """The CRD of `kind` as the YAML checked in under crds/."""
-    return HEADER + yaml.safe_dump(BUILDERS[kind](), sort_keys=False, width=120)
+    """The CRD of `kind` as the YAML checked in under crds/ (a document of its own: `helm show crds` joins the
+    files)."""
+    return HEADER + "---\n" + yaml.safe_dump(BUILDERS[kind](), sort_keys=False, width=120)
 
 
 @click.command("crd")

@@ -1,4 +1,4 @@
-"""CEL of the ImageModelPool's own checks, with the catalog's checkpoint sizes as CEL map literals.
+"""CEL of the ImageModelPool's own checks, with the catalog's checkpoint sizes as literals.
 
 The CRD carries the rules one pool can check alone: its name, and its GPU budget against one checkpoint
 of its family (the figures `poolbudget.checkpoint_mib` gives the operator, so both size it alike). A
@@ -16,20 +16,6 @@ POOL_SUFFIX = "-pool"
 MAX_POOL_NAME = 63 - len(POOL_SUFFIX)
 
 
-def checkpoint_table() -> str:
-    """family -> precision -> MiB of one checkpoint, as a CEL map literal."""
-    families = checkpoint_mib_by_family()
-    return "{" + ", ".join(
-        f"'{family}': {{" + ", ".join(f"'{precision}': {mib}" for precision, mib in sizes.items()) + "}"
-        for family, sizes in families.items()
-    ) + "}"
-
-
-def preferred_precision_table() -> str:
-    """family -> its preferred precision, as a CEL map literal."""
-    return "{" + ", ".join(f"'{name}': '{model.precision.preferred}'" for name, model in model_catalog().items()) + "}"
-
-
 POOL_NAME_RULE = {
     "rule": f"self.metadata.name.size() <= {MAX_POOL_NAME} && self.metadata.name.matches('{DNS_LABEL}') "
     "&& self.metadata.name.matches('^[a-z]')",
@@ -38,15 +24,23 @@ POOL_NAME_RULE = {
 }
 
 
-def budget_holds_a_checkpoint() -> dict[str, str]:
-    """The rule on ImageModelPool.spec: an explicit GPU budget holds one checkpoint of the family (both figures
-    in the message)."""
-    precision = f"(has(self.precision) ? self.precision : {preferred_precision_table()}[self.family])"
-    needed = f"{checkpoint_table()}[self.family][{precision}]"
-    return {
-        "rule": f"!has(self.memory) || !has(self.memory.gpuMiB) || self.memory.gpuMiB >= {needed}",
-        "message": "spec.memory.gpuMiB must hold one checkpoint of spec.family at the pool's precision",
-        "messageExpression": "'spec.memory.gpuMiB ' + string(self.memory.gpuMiB) + ' MiB cannot hold one ' "
-        f"+ self.family + ' checkpoint at ' + {precision} + ', which needs ' + string({needed}) + ' MiB'",
-        "fieldPath": ".memory.gpuMiB",
-    }
+
+def budget_rules() -> list[dict[str, str]]:
+    """Rules on ImageModelPool.spec, one per family: an explicit GPU budget holds one checkpoint of it at the
+    pool's precision, the message giving both figures. Literals only (the catalog's sizes, per family and
+    precision), so the API server's cost estimate stays small."""
+    rules = []
+    for family, sizes in checkpoint_mib_by_family().items():
+        preferred = model_catalog()[family].precision.preferred
+        precision = f"(has(self.precision) ? self.precision : '{preferred}')"
+        needed = f"({precision} == 'fp32' ? {sizes['fp32']} : {precision} == 'bf16' ? {sizes['bf16']} : {sizes['fp16']})"
+        figures = f"{sizes['fp16']} MiB at fp16, {sizes['bf16']} at bf16, {sizes['fp32']} at fp32"
+        rules.append({
+            "rule": f"self.family != '{family}' || !has(self.memory) || !has(self.memory.gpuMiB) "
+            f"|| self.memory.gpuMiB >= {needed}",
+            "message": f"spec.memory.gpuMiB cannot hold one {family} checkpoint: it needs {figures}",
+            "messageExpression": f"'spec.memory.gpuMiB ' + string(self.memory.gpuMiB) + ' MiB cannot hold one "
+            f"{family} checkpoint: it needs {figures} (preferred {preferred})'",
+            "fieldPath": ".memory.gpuMiB",
+        })
+    return rules

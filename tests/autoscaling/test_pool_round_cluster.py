@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -17,7 +18,7 @@ from prometheus_client import start_http_server
 
 from imagefleet import GROUP, PLURAL, POOL_KIND, POOL_PLURAL, VERSION
 from imagefleet.autoscaling import batch
-from imagefleet.autoscaling.loop import Autoscaler, PoolWork
+from imagefleet.autoscaling.loop import DEMAND_ANNOTATION, Autoscaler, PoolWork
 from imagefleet.autoscaling.pool_scaling import POOL_WOKEN
 from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.builders.labels import selector_labels
@@ -133,3 +134,30 @@ async def test_members_demand_wakes_and_sizes_the_pool_with_no_query_of_its_own(
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+async def test_fresh_gateway_demand_on_a_member_wakes_the_pool_between_rounds(
+    cluster: Cluster, namespace: str, prometheus: LocalPrometheus, autoscaler: Autoscaler
+) -> None:
+    pool, _ = _pool_and_members(cluster, namespace)
+    custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
+
+    def annotated(at: datetime) -> dict[str, Any]:
+        return custom.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, namespace, PLURAL, "alpha",
+            {"metadata": {"annotations": {DEMAND_ANNOTATION: at.isoformat()}}})
+
+    stale = annotated(datetime.now(UTC) - timedelta(hours=1))
+    assert not await autoscaler.wake_pool(pool, stale)
+    apps = client.AppsV1Api(cluster.api_client)
+    assert apps.read_namespaced_deployment("shared-pool", namespace).spec.replicas == 0
+    fresh = annotated(datetime.now(UTC))
+    assert await autoscaler.wake_pool(pool, fresh)
+    assert apps.read_namespaced_deployment("shared-pool", namespace).spec.replicas == 1
+    status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, "shared")["status"]
+    assert status["desiredReplicas"] == 1
+    events = client.CoreV1Api(cluster.api_client).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=shared").items
+    assert any(event.reason == POOL_WOKEN and "alpha" in event.message for event in events)
+    # Awake already: a second demand does not patch again.
+    assert not await autoscaler.wake_pool(pool, fresh)

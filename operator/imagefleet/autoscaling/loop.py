@@ -62,7 +62,7 @@ from .policy import (
     decide,
     idle_service_seconds,
 )
-from .pool_scaling import MemberSignal, PoolDecision, PoolInputs, decide_pool, resident_per_pod
+from .pool_scaling import POOL_WOKEN, MemberSignal, PoolDecision, PoolInputs, decide_pool, resident_per_pod
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
 SCALING = "Scaling"
@@ -241,6 +241,7 @@ class Autoscaler:
         # and each pool's recommendations within its scale-down window, by uid.
         self._pool_keys: set[Key] = set()
         self._pool_histories: dict[str, tuple[tuple[float, int], ...]] = {}
+        self._pool_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
         self._in_flight = 0
         self._scaled = 0  # Deployment patches sent, ever (a round logs how many it sent)
@@ -275,8 +276,11 @@ class Autoscaler:
         self._keys = {resource["metadata"]["uid"]: (resource["metadata"]["namespace"], resource["metadata"]["name"])
                       for resource in resources}
         self._pool_keys = {key for work in pools for key in _pool_keys(work)}
-        for uid in set(self._pool_histories) - {work.pool["metadata"]["uid"] for work in pools}:
+        pool_uids = {work.pool["metadata"]["uid"] for work in pools}
+        for uid in set(self._pool_histories) - pool_uids:
             del self._pool_histories[uid]
+        for uid in set(self._pool_locks) - pool_uids:
+            del self._pool_locks[uid]
         known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
                  | set(self._ready_since) | set(self._written))
         for uid in known - set(self._keys):
@@ -311,12 +315,50 @@ class Autoscaler:
             logger.exception("pool %s/%s: autoscaling failed this interval", metadata["namespace"], metadata["name"])
         return None
 
+    async def wake_pool(self, pool: Mapping[str, Any], member: Mapping[str, Any]) -> bool:
+        """Between rounds: fresh gateway demand on `member` (its imagefleet.io/demand-at) wakes its pool at zero
+        at once, to minReplicas or one pod; the next round sizes it. Whether it woke the pool."""
+        if self._closed:
+            return False
+        metadata = pool["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        spec = ImageModelPoolSpec.model_validate(pool["spec"])
+        age = demand_age_seconds(member["metadata"].get("annotations"), datetime.now(UTC))
+        if not spec.autoscaling.enabled or age is None or age > WINDOW_INTERVALS * self.interval_seconds:
+            return False
+        async with self._pool_locks.setdefault(uid, asyncio.Lock()):
+            deployment = await self.fleet.deployment(namespace, pool_child_name(name))
+            if deployment is None or not _controlled_by(deployment, uid) or deployment["spec"].get("replicas"):
+                return False
+            desired = max(1, spec.autoscaling.min_replicas)
+            await self.kube.request(
+                "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{pool_child_name(name)}",
+                body={"spec": {"replicas": desired}}, content_type="application/merge-patch+json",
+                query={"fieldManager": FIELD_MANAGER}, urgent=True,
+            )
+            self._scaled += 1
+            now = datetime.now(UTC)
+            status = pool.get("status") or {}
+            await self.kube.apply_status(namespace, name, {
+                "desiredReplicas": desired, "lastScaleTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **({"autoscaling": status["autoscaling"]} if status.get("autoscaling") else {}),
+            }, FIELD_MANAGER, kind=POOL_KIND)
+            message = (f"pool woken to {desired} pod{'' if desired == 1 else 's'}: the gateway holds requests for "
+                       f"member {member['metadata']['name']}")
+            await self.kube.post_event(pool, "Normal", POOL_WOKEN, message, self.instance)
+            logger.info("pool %s/%s: %s", namespace, name, message)
+            return True
+
     async def evaluate_pool(self, work: PoolWork) -> PoolDecision | None:
         """One pool: its members' gateway demand and its pods' batch time from this interval's round (no
         query of its own), decided by `pool_scaling.decide_pool`, then the Deployment's replicas, the pool's
         status and an Event. None when there is nothing to scale (off, closed, no Deployment of its own)."""
         if self._closed:
             return None
+        async with self._pool_locks.setdefault(work.pool["metadata"]["uid"], asyncio.Lock()):
+            return await self._evaluate_pool(work)
+
+    async def _evaluate_pool(self, work: PoolWork) -> PoolDecision | None:
         metadata = work.pool["metadata"]
         namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
         spec = ImageModelPoolSpec.model_validate(work.pool["spec"])

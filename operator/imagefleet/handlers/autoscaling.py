@@ -124,6 +124,24 @@ async def autoscaled_event(type: str | None, body: kopf.Body, memo: kopf.Memo, l
         logger.warning(f"autoscaler could not act on this change: {error}")
 
 
+def _pool_member(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("pool"))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_pool_member)
+async def pool_member_event(type: str | None, namespace: str, body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo,
+                            autoscaled_pools: kopf.Index[Any, Any], logger: kopf.Logger, **_: Any) -> None:
+    """The gateway's fresh demand on a member wakes its autoscaled pool at zero at once."""
+    pool = one(autoscaled_pools, namespace, spec["pool"])
+    if type == "DELETED" or pool is None:
+        return
+    autoscaler: Autoscaler = memo.autoscaler
+    try:
+        await autoscaler.wake_pool(pool, _plain(body))
+    except (KubeError, ValidationError) as error:
+        logger.warning(f"autoscaler could not wake pool {spec['pool']}: {error}")
+
+
 def _plain(value: Any) -> Any:
     """kopf's live views as plain dicts and lists (a snapshot for one evaluation)."""
     if isinstance(value, Mapping):

@@ -39,8 +39,9 @@ def budget_rules() -> list[dict[str, str]]:
             "rule": f"self.family != '{family}' || !has(self.memory) || !has(self.memory.gpuMiB) "
             f"|| self.memory.gpuMiB >= {needed}",
             "message": f"spec.memory.gpuMiB cannot hold one {family} checkpoint: it needs {figures}",
-            "messageExpression": f"'spec.memory.gpuMiB ' + string(self.memory.gpuMiB) + ' MiB cannot hold one "
-            f"{family} checkpoint: it needs {figures} (preferred {preferred})'",
+            # format(), not `+` with string(): the API server's cost estimate refuses the concatenation.
+            "messageExpression": f"'spec.memory.gpuMiB %d MiB cannot hold one {family} checkpoint: it needs {figures} "
+            f"(preferred {preferred})'.format([self.memory.gpuMiB])",
             "fieldPath": ".memory.gpuMiB",
         })
     return rules

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagefleet import GROUP, POOL_KIND, POOL_PLURAL, VERSION
 from imagefleet.reconcile.member import SERVED_BY_POOL
+from tests.chart.conftest import helm  # noqa: F401 - the helm binary, for the policy fixture
 from tests.chart.helm import kubectl_binary
 from tests.conftest import Cluster
 from tests.helpers import wait_until

@@ -11,8 +11,8 @@ from typing import Any
 import kopf
 
 from .. import KIND, POOL_KIND
-from ..builders.pool import pool_child_name
 from ..autoscaling.capacity import class_usage
+from ..builders.pool import pool_child_name
 from ..config import OperatorSettings
 from ..kube import KubeError, WriteLimiter
 from ..overflow import Problem, overflow_problems

@@ -34,8 +34,8 @@ from ..overflow import Problem
 from ..resolve import Resolved, resolve
 from ..tiers import Autoscaling
 from . import status as s
-from .member import member_status
 from .diff import SPEC_HASH_ANNOTATION, differences, with_spec_hash
+from .member import member_status
 from .surge import ROLLOUT_BLOCKED, surge_blocked_message
 
 Action = Literal["none", "apply", "delete"]

@@ -11,7 +11,7 @@ from imagefleet.builders.deployment import build_deployment
 from imagefleet.builders.labels import Owner
 from imagefleet.builders.pool import POOL_LABEL, base_spec
 from imagefleet.catalog import load_gpu_classes, model_catalog
-from imagefleet.crd.models import ImageModelPoolSpec
+from imagefleet.crd.models import ImageModelDeploymentStatus, ImageModelPoolSpec, ImageModelPoolStatus
 from imagefleet.fit import INSUFFICIENT_MEMORY
 from imagefleet.poolbudget import budgets, checkpoint_mib
 from imagefleet.reconcile import Config, Observed, plan
@@ -73,6 +73,19 @@ def test_the_pool_deployment_is_an_imd_deployment_in_pool_mode_owned_by_the_pool
     assert planned.status["gpuBudgetMiB"] == expected.gpu_mib and planned.status["members"] == 0
     assert planned.status["selector"] == ("app.kubernetes.io/name=imagefleet-runtime,"
                                           "app.kubernetes.io/instance=shared-pool,imagefleet.io/name=shared-pool")
+
+
+def _declared(model: type[Any]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def test_every_status_field_written_is_declared_in_the_crd() -> None:
+    """The API server refuses a status apply with an undeclared field (a structural schema)."""
+    planned = plan_pool(PoolObserved(_pool(), None, None), CONFIG)
+    assert planned.status is not None and set(planned.status) <= _declared(ImageModelPoolStatus)
+    member = _member("m", {"model": {"name": "tiny"}, "pool": "shared"})
+    served = plan(Observed(member, None, None, model_pool=_pool()), CONFIG)
+    assert served.status is not None and set(served.status) <= _declared(ImageModelDeploymentStatus)
 
 
 def test_adding_a_member_changes_the_count_and_no_pod_template() -> None:

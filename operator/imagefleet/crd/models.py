@@ -716,5 +716,7 @@ class ImageModelPoolStatus(_ApiModel):
     members: int | None = Field(None, ge=0, description="ImageModelDeployments with spec.pool naming this pool.")
     gpu_budget_mib: int | None = Field(None, alias="gpuBudgetMiB", ge=0, description="GPU budget the pods run with.")
     host_budget_mib: int | None = Field(None, alias="hostBudgetMiB", ge=0, description="Host budget the pods run with.")
+    memory: MemoryEstimate | None = Field(None, description="The memory-fit estimate of one pool pod (its family's "
+                                          "pipeline at the pool's batching) against its GPU class.")
     last_scale_time: datetime | None = Field(None, description="When the autoscaler last changed the replicas.")
     autoscaling: PoolAutoscalingStatus | None = Field(None, description=PoolAutoscalingStatus.__doc__)

@@ -706,7 +706,8 @@ class ImageModelPoolStatus(_ApiModel):
 
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] | None = Field(
-        None, max_length=32, description="Ready, Progressing and FitsGPU.",
+        None, max_length=32,
+        description="Ready, Progressing and FitsGPU (and MetricsAvailable Unknown while autoscaling is off).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int | None = Field(None, ge=0, description="Pods of the pool's Deployment.")

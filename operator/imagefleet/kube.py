@@ -30,7 +30,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from . import GROUP, PLURAL, VERSION
+from . import GROUP, PLURAL, POOL_KIND, POOL_PLURAL, VERSION
 
 FIELD_MANAGER = "imagefleet-operator"
 # Sets MetricsAvailable=Unknown once on a new autoscaled resource, then never applies again.
@@ -87,6 +87,7 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
         "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
         "Service": "/api/v1/namespaces/{ns}/services",
         "ImageModelDeployment": f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
+        POOL_KIND: f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{POOL_PLURAL}",
         "InferencePool": "/apis/inference.networking.k8s.io/v1/namespaces/{ns}/inferencepools",
         "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
         "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
@@ -273,9 +274,9 @@ class Kube:
 
     async def apply_status(
         self, namespace: str, name: str, status: Mapping[str, Any], field_manager: str = FIELD_MANAGER,
-        *, force: bool = True,
+        *, force: bool = True, kind: str = "ImageModelDeployment",
     ) -> dict[str, Any]:
-        """Server-side apply the operator's fields of an ImageModelDeployment's status.
+        """Server-side apply the operator's fields of an ImageModelDeployment's (or `kind`'s) status.
 
         Conditions are a list map keyed by type: the apply sets the operator's
         conditions and leaves other managers' (the autoscaler's) untouched, with
@@ -285,12 +286,12 @@ class Kube:
         """
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ImageModelDeployment",
+            "kind": kind,
             "metadata": {"name": name, "namespace": namespace},
             "status": dict(status),
         }
         return trimmed(await self.request(
-            "PATCH", _path("ImageModelDeployment", namespace, name, "status"), body=body,
+            "PATCH", _path(kind, namespace, name, "status"), body=body,
             content_type="application/apply-patch+yaml",
             query={"fieldManager": field_manager, "force": "true" if force else "false"},
         ))

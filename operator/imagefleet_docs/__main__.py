@@ -6,6 +6,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from imagefleet import POOL_KIND
+from imagefleet.crd.reference import render_reference
+
 from . import cli, environment, helm_values, metrics
 from .helm_values import CHART, ROOT
 from .markdown import header
@@ -24,7 +27,7 @@ def chart_readme() -> str:
         "  --set prometheus.url=http://prometheus-operated.monitoring.svc:9090 --set gateway.enabled=true\n"
         "```\n\n"
         "Kubernetes 1.30 or newer. Helm installs the CRDs in `crds/` on the first install only: apply\n"
-        "the new `crds/imagemodeldeployment.yaml` before each upgrade. The install's notes print the next\n"
+        "the new `crds/*.yaml` before each upgrade. The install's notes print the next\n"
         "commands (a first resource, a gateway key, a call). Documentation: the project's `README.md`\n"
         "and `docs/` ([getting started]"
         "(https://github.com/imagefleet/imagefleet/blob/main/docs/getting-started.md)).\n\n"
@@ -39,6 +42,7 @@ PAGES: dict[Path, Callable[[], str]] = {
     ROOT / "docs" / "reference" / "metrics.md": metrics.render,
     ROOT / "docs" / "reference" / "cli.md": cli.render,
     CHART / "README.md": chart_readme,
+    ROOT / "docs" / "reference" / "imagemodelpool.md": lambda: render_reference(POOL_KIND),
 }
 
 

@@ -185,6 +185,8 @@ def test_autoscaled_and_the_users_manifest_still_has_no_diff(cluster: Cluster, s
 ALLOWED = [
     ("watch", "imagemodeldeployments.imagefleet.io"),
     ("patch", "imagemodeldeployments.imagefleet.io/status"),
+    ("watch", "imagemodelpools.imagefleet.io"),
+    ("patch", "imagemodelpools.imagefleet.io/status"),
     ("create", "deployments.apps"),
     ("delete", "services"),
     ("create", "poddisruptionbudgets.policy"),
@@ -211,6 +213,8 @@ REFUSED = [
     ("create", "imagemodeldeployments.imagefleet.io"),
     ("delete", "imagemodeldeployments.imagefleet.io"),
     ("update", "imagemodeldeployments.imagefleet.io"),
+    ("create", "imagemodelpools.imagefleet.io"),
+    ("delete", "imagemodelpools.imagefleet.io"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "serviceaccounts/token"),

@@ -178,18 +178,22 @@ def test_servicemonitor_selects_the_services_the_operator_builds(helm: Helm) -> 
 
 
 def test_crds_come_from_the_repository_crds_folder(helm: Helm, tmp_path: Path) -> None:
-    """The chart's CRD is the generated one in crds/, also inside the packaged chart."""
-    link = CHART / "crds" / "imagemodeldeployment.yaml"
-    assert link.is_symlink() and link.resolve() == (ROOT / "crds" / "imagemodeldeployment.yaml").resolve()
+    """The chart's CRDs are the generated ones in crds/, also inside the packaged chart."""
+    generated = ("imagemodeldeployment.yaml", "imagemodelpool.yaml")
+    for name in generated:
+        link = CHART / "crds" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / "crds" / name).resolve()
     helm.run("package", str(CHART), "--destination", str(tmp_path))
     (package,) = tmp_path.glob("imagefleet-*.tgz")
     with tarfile.open(package) as archive:
-        member = archive.extractfile("imagefleet/crds/imagemodeldeployment.yaml")
-        assert member is not None
-        assert member.read() == (ROOT / "crds" / "imagemodeldeployment.yaml").read_bytes()
+        for name in generated:
+            member = archive.extractfile(f"imagefleet/crds/{name}")
+            assert member is not None
+            assert member.read() == (ROOT / "crds" / name).read_bytes()
     shown = [doc for doc in yaml.safe_load_all(helm.run("show", "crds", str(CHART)).stdout) if doc]
     assert {doc["metadata"]["name"] for doc in shown} == {
-        "imagemodeldeployments.imagefleet.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev",
+        "imagemodeldeployments.imagefleet.io", "imagemodelpools.imagefleet.io", "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
     }
 
 

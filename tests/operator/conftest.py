@@ -3,7 +3,7 @@
 Reusable by other suites (import them into your conftest):
     from tests.operator.conftest import imd_crd, operator_factory, imagefleet_operator  # noqa: F401
 
-- `imd_crd` (session): the ImageModelDeployment CRD installed and Established.
+- `imd_crd` (session): the ImageModelDeployment and ImageModelPool CRDs installed and Established.
 - `operator_factory`: call `operator_factory(namespace, env={...})` to start `imagefleet run`
   watching that namespace (None: all) with extra IMAGEFLEET_* settings; all are stopped afterwards.
 - `imagefleet_operator`: one operator watching the test's `namespace`.
@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import Cluster
 
-from .harness import OperatorProcess, install_crd
+from .harness import POOL_CRD_FILE, OperatorProcess, install_crd
 
 OperatorFactory = Callable[..., OperatorProcess]
 
@@ -25,6 +25,7 @@ OperatorFactory = Callable[..., OperatorProcess]
 @pytest.fixture(scope="session")
 def imd_crd(cluster: Cluster) -> None:
     install_crd(cluster.api_client)
+    install_crd(cluster.api_client, POOL_CRD_FILE)
 
 
 @pytest.fixture

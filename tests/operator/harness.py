@@ -27,12 +27,13 @@ from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "imagemodeldeployment.yaml"
+POOL_CRD_FILE = ROOT / "crds" / "imagemodelpool.yaml"
 OPERATOR_USER_AGENTS = ("imagefleet-operator", "kopf/")
 
 
-def install_crd(api_client: client.ApiClient) -> None:
-    """Apply the checked-in CRD (server-side) and wait until it is Established."""
-    manifest = yaml.safe_load(CRD_FILE.read_text())
+def install_crd(api_client: client.ApiClient, path: Path = CRD_FILE) -> None:
+    """Apply a checked-in CRD (server-side) and wait until it is Established."""
+    manifest = yaml.safe_load(path.read_text())
     extensions = client.ApiextensionsV1Api(api_client)
     name = manifest["metadata"]["name"]
     extensions.patch_custom_resource_definition(

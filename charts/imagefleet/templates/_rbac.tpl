@@ -15,6 +15,15 @@ namespaces, else into a Role in each watched namespace.
 - apiGroups: [imagefleet.io]
   resources: [imagemodeldeployments/status]
   verbs: [patch]
+# The shared pools: watch every ImageModelPool (its <pool>-pool Deployment and Service
+# are children like the above); patch only for kopf's annotations, never the spec.
+- apiGroups: [imagefleet.io]
+  resources: [imagemodelpools]
+  verbs: [get, list, watch, patch]
+# Pool status: conditions, replicas, members, budgets, the pool autoscaler's sizing.
+- apiGroups: [imagefleet.io]
+  resources: [imagemodelpools/status]
+  verbs: [patch]
 # The children it owns: one runtime Deployment per ImageModelDeployment, written with
 # server-side apply (a PATCH that may create, hence create + patch; never PUT),
 # drift-corrected, scaled by the autoscaler, deleted when no longer wanted. A child is

@@ -32,9 +32,14 @@ from typing import Any, Protocol
 from prometheus_client import Histogram
 from pydantic import ValidationError
 
+from .. import POOL_KIND
 from .. import conditions as c
-from ..catalog import GPUClass
-from ..crd.models import ImageModelDeploymentSpec
+from ..builders.pool import pool_child_name
+from ..catalog import GPUClass, model_catalog
+from ..cost import EmulationError, builtin_plan, call_seconds
+from ..crd.models import ImageModelDeploymentSpec, ImageModelPoolSpec
+from ..residency.lru import Move
+from ..residency.pricing import checkpoint_mib, move_seconds, swap_cost
 from ..kube import Kube, KubeError, is_newer
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
@@ -57,6 +62,7 @@ from .policy import (
     decide,
     idle_service_seconds,
 )
+from .pool_scaling import POOL_WOKEN, MemberSignal, PoolDecision, PoolInputs, decide_pool, resident_per_pod
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
 SCALING = "Scaling"
@@ -188,6 +194,14 @@ class Metrics:
     window: str = ""
 
 
+@dataclass(frozen=True)
+class PoolWork:
+    """An autoscaled ImageModelPool and its members, as a round evaluates them."""
+
+    pool: Mapping[str, Any]
+    members: tuple[Mapping[str, Any], ...]
+
+
 class Autoscaler:
     """Evaluates resources one at a time; remembers each one's policy history by uid."""
 
@@ -225,6 +239,11 @@ class Autoscaler:
         self._ready_since: dict[str, float] = {}
         # Per uid: the resource as the autoscaler's last status write returned it.
         self._written: dict[str, Mapping[str, Any]] = {}
+        # The pools' members and pods in this interval's round (their series come with the resources'),
+        # and each pool's recommendations within its scale-down window, by uid.
+        self._pool_keys: set[Key] = set()
+        self._pool_histories: dict[str, tuple[tuple[float, int], ...]] = {}
+        self._pool_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
         self._in_flight = 0
         self._scaled = 0  # Deployment patches sent, ever (a round logs how many it sent)
@@ -249,21 +268,31 @@ class Autoscaler:
         """Seconds until the next interval starts: evaluations that start together share one batched read."""
         return self.interval_seconds - self.clock() % self.interval_seconds + ROUND_MARGIN_SECONDS
 
-    async def evaluate_round(self, resources: Sequence[Mapping[str, Any]]) -> list[Decision | None]:
-        """One interval's round: every autoscaled resource decided from one batched read.
+    async def evaluate_round(self, resources: Sequence[Mapping[str, Any]],
+                             pools: Sequence[PoolWork] = ()) -> list[Decision | None]:
+        """One interval's round: every autoscaled resource and pool decided from one batched read.
 
         A resource not in `resources` any more (autoscaling turned off, deleted) is
         forgotten. One resource's failure is logged and does not stop the others.
         """
         self._keys = {resource["metadata"]["uid"]: (resource["metadata"]["namespace"], resource["metadata"]["name"])
                       for resource in resources}
+        self._pool_keys = {key for work in pools for key in _pool_keys(work)}
+        pool_uids = {work.pool["metadata"]["uid"] for work in pools}
+        for uid in set(self._pool_histories) - pool_uids:
+            del self._pool_histories[uid]
+        for uid in set(self._pool_locks) - pool_uids:
+            del self._pool_locks[uid]
         known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
                  | set(self._ready_since) | set(self._written))
         for uid in known - set(self._keys):
             self.forget(uid)
         started, scaled_before = self.clock(), self._scaled
         slot = math.floor(started / self.interval_seconds)
-        decisions = list(await asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)))
+        decisions, _ = await asyncio.gather(
+            asyncio.gather(*(self._evaluate_or_log(resource) for resource in resources)),
+            asyncio.gather(*(self._evaluate_pool_or_log(work) for work in pools)),
+        )
         took = self.clock() - started
         ROUND_SECONDS.observe(took)
         read = max((task.result().seconds for at, task in self._rounds.values()
@@ -274,7 +303,115 @@ class Autoscaler:
             len(resources), took, started % self.interval_seconds, read, self._scaled - scaled_before,
             f"; longer than the {self.interval_seconds:g} s interval, so the next interval has no round"
             if took > self.interval_seconds else "")
-        return decisions
+        return list(decisions)
+
+    async def _evaluate_pool_or_log(self, work: PoolWork) -> PoolDecision | None:
+        try:
+            return await self.evaluate_pool(work)
+        except (KubeError, ValidationError, PrometheusError) as error:
+            metadata = work.pool["metadata"]
+            logger.warning("pool %s/%s: autoscaling skipped this interval: %s", metadata["namespace"],
+                           metadata["name"], error)
+        except Exception:  # noqa: BLE001 - one pool's bug must not stop the round
+            metadata = work.pool["metadata"]
+            logger.exception("pool %s/%s: autoscaling failed this interval", metadata["namespace"], metadata["name"])
+        return None
+
+    async def wake_pool(self, pool: Mapping[str, Any], member: Mapping[str, Any]) -> bool:
+        """Between rounds: fresh gateway demand on `member` (its imagefleet.io/demand-at) wakes its pool at zero
+        at once, to minReplicas or one pod; the next round sizes it. Whether it woke the pool."""
+        if self._closed:
+            return False
+        metadata = pool["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        spec = ImageModelPoolSpec.model_validate(pool["spec"])
+        age = demand_age_seconds(member["metadata"].get("annotations"), datetime.now(UTC))
+        if not spec.autoscaling.enabled or age is None or age > WINDOW_INTERVALS * self.interval_seconds:
+            return False
+        async with self._pool_locks.setdefault(uid, asyncio.Lock()):
+            deployment = await self.fleet.deployment(namespace, pool_child_name(name))
+            if deployment is None or not _controlled_by(deployment, uid) or deployment["spec"].get("replicas"):
+                return False
+            desired = max(1, spec.autoscaling.min_replicas)
+            await self.kube.request(
+                "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{pool_child_name(name)}",
+                body={"spec": {"replicas": desired}}, content_type="application/merge-patch+json",
+                query={"fieldManager": FIELD_MANAGER}, urgent=True,
+            )
+            self._scaled += 1
+            now = datetime.now(UTC)
+            status = pool.get("status") or {}
+            await self.kube.apply_status(namespace, name, {
+                "desiredReplicas": desired, "lastScaleTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                **({"autoscaling": status["autoscaling"]} if status.get("autoscaling") else {}),
+            }, FIELD_MANAGER, kind=POOL_KIND)
+            message = (f"pool woken to {desired} pod{'' if desired == 1 else 's'}: the gateway holds requests for "
+                       f"member {member['metadata']['name']}")
+            await self.kube.post_event(pool, "Normal", POOL_WOKEN, message, self.instance)
+            logger.info("pool %s/%s: %s", namespace, name, message)
+            return True
+
+    async def evaluate_pool(self, work: PoolWork) -> PoolDecision | None:
+        """One pool: its members' gateway demand and its pods' batch time from this interval's round (no
+        query of its own), decided by `pool_scaling.decide_pool`, then the Deployment's replicas, the pool's
+        status and an Event. None when there is nothing to scale (off, closed, no Deployment of its own)."""
+        if self._closed:
+            return None
+        async with self._pool_locks.setdefault(work.pool["metadata"]["uid"], asyncio.Lock()):
+            return await self._evaluate_pool(work)
+
+    async def _evaluate_pool(self, work: PoolWork) -> PoolDecision | None:
+        metadata = work.pool["metadata"]
+        namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
+        spec = ImageModelPoolSpec.model_validate(work.pool["spec"])
+        child = pool_child_name(name)
+        deployment = await self.fleet.deployment(namespace, child)
+        if not spec.autoscaling.enabled or deployment is None or not _controlled_by(deployment, uid):
+            return None
+        replicas = int(deployment.get("spec", {}).get("replicas", 1))
+        ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
+        scrape = await self._scrape_interval(namespace, child) if replicas else None
+        window = WINDOW_INTERVALS * max(self.interval_seconds, scrape or 0.0)
+        if self.prometheus is None:
+            raise PrometheusUnavailable("IMAGEFLEET_PROMETHEUS_URL is not set: a pool is sized from its members' "
+                                        "gateway demand")
+        round_ = await self._round(window)
+        now = datetime.now(UTC)
+        signals = []
+        for member in work.members:
+            readings = round_.readings((namespace, member["metadata"]["name"]), window)
+            member_spec = ImageModelDeploymentSpec.model_validate(member["spec"])
+            signals.append(MemberSignal(
+                member["metadata"]["name"], readings.gateway_arrival_rate or 0.0, readings.gateway_queued or 0.0,
+                effective_autoscaling(member_spec).target_p95_seconds,
+                demand_age_seconds(member["metadata"].get("annotations"), now)))
+        own = round_.readings((namespace, child), window)
+        model = model_catalog()[spec.family]
+        precision = spec.precision or model.precision.preferred
+        status = work.pool.get("status") or {}
+        decision = decide_pool(PoolInputs(
+            spec=spec, replicas=replicas, ready=ready, members=signals,
+            service_seconds=_service_seconds(spec, precision, own.batch_seconds, own.batch_size),
+            swap_seconds=_swap_seconds(spec.gpu_class, model, precision),
+            resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), checkpoint_mib(model, precision)),
+            window_seconds=window,
+        ), self._pool_histories.get(uid, ()), self.clock())
+        self._pool_histories[uid] = decision.history
+        changed = decision.desired != replicas
+        if changed:
+            await self.kube.request(
+                "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/{child}",
+                body={"spec": {"replicas": decision.desired}}, content_type="application/merge-patch+json",
+                query={"fieldManager": FIELD_MANAGER}, urgent=True,
+            )
+            self._scaled += 1
+        wanted = pool_status(status, decision, changed=changed, now=now)
+        if wanted is not None:
+            await self.kube.apply_status(namespace, name, wanted, FIELD_MANAGER, kind=POOL_KIND)
+        if changed:
+            await self.kube.post_event(work.pool, "Normal", decision.reason, decision.message, self.instance)
+            logger.info("pool %s/%s: %s", namespace, name, decision.message)
+        return decision
 
     async def _evaluate_or_log(self, resource: Mapping[str, Any]) -> Decision | None:
         try:
@@ -497,7 +634,8 @@ class Autoscaler:
         slot = math.floor(self.clock() / self.interval_seconds)
         cached = self._rounds.get(window)
         if cached is None or cached[0] != slot:
-            task = asyncio.ensure_future(read_round(self.prometheus, window, sorted(set(self._keys.values()))))
+            keys = sorted(set(self._keys.values()) | self._pool_keys)
+            task = asyncio.ensure_future(read_round(self.prometheus, window, keys))
             # Retrieved by every waiter; a failure is theirs to report, not an unretrieved exception.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
             cached = self._rounds[window] = (slot, task)
@@ -556,6 +694,52 @@ class Autoscaler:
         self._written[uid] = await self.kube.apply_status(
             namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER
         )
+
+
+def _pool_keys(work: PoolWork) -> list[Key]:
+    """The series a pool is sized from: its members' (the gateway's demand) and its pods' (batch time)."""
+    namespace, name = work.pool["metadata"]["namespace"], work.pool["metadata"]["name"]
+    return [(namespace, pool_child_name(name)), *((namespace, member["metadata"]["name"]) for member in work.members)]
+
+
+def _service_seconds(spec: ImageModelPoolSpec, precision: Any, batch_seconds: float | None,
+                     batch_size: float | None) -> float:
+    """GPU-seconds one request takes: the pool pods' seconds per image when they report it, else the
+    catalog's cost model for one image of the family at its default size and steps (1 s without figures)."""
+    if batch_seconds and batch_size:
+        return batch_seconds / batch_size
+    defaults = model_catalog()[spec.family].defaults
+    try:
+        plan = builtin_plan(model=spec.family, gpu_class=spec.gpu_class, precision=precision)
+    except EmulationError:
+        return 1.0
+    return call_seconds(plan, width=defaults.width, height=defaults.height, steps=defaults.steps, images=1)
+
+
+def _swap_seconds(gpu_class: str, model: Any, precision: Any) -> float:
+    """Seconds to bring one checkpoint of the family from host RAM to the GPU (the residency pricing)."""
+    try:
+        cost = swap_cost(gpu_class)
+    except KeyError:
+        return 0.0
+    return move_seconds(cost, Move(model.name, None, "host", "gpu", checkpoint_mib(model, precision)))
+
+
+def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: bool,
+                now: datetime) -> dict[str, Any] | None:
+    """The autoscaler's fields of a pool's status (all of them: its apply removes one left out); None when
+    they already say this."""
+    size = decision.size
+    wanted: dict[str, Any] = {
+        "desiredReplicas": decision.desired,
+        "autoscaling": {"demandGpuSeconds": _round(size.demand_gpu_seconds, 3),
+                        "swapSeconds": _round(size.swap_seconds, 3), "activeMembers": decision.active_members},
+    }
+    last = now.strftime("%Y-%m-%dT%H:%M:%SZ") if changed else status.get("lastScaleTime")
+    if last is not None:
+        wanted["lastScaleTime"] = last
+    current = {key: status.get(key) for key in wanted}
+    return None if current == wanted else wanted
 
 
 # The status the autoscaler owns (its apply sets all of them; one left out is removed).

@@ -16,11 +16,12 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 
 @dataclass(frozen=True)
 class Owner:
-    """The ImageModelDeployment that owns a child."""
+    """The ImageModelDeployment (or ImageModelPool) that owns a child."""
 
     name: str
     namespace: str
     uid: str
+    kind: str = KIND
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -50,7 +51,7 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     """A controller reference: deleting the owner deletes the child (garbage collection)."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
+        "kind": owner.kind,
         "name": owner.name,
         "uid": owner.uid,
         "controller": True,

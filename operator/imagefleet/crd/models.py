@@ -141,6 +141,28 @@ class ModelCacheSpec(_ApiModel):
     )
 
 
+class AdapterSpec(_ApiModel):
+    """A LoRA adapter on the checkpoint (pool members only), hot-swapped in the pool's pods without a restart."""
+
+    name: str = Field(
+        min_length=1, max_length=1024,
+        description="A Hugging Face repo id such as 'org/pixel-art-lora', or a relative path in the pool's model "
+        "cache.",
+        json_schema_extra=validations(
+            rule(
+                f"self.matches('{HF_REPO_ID}') || (!self.startsWith('/') && !self.contains('..'))",
+                "spec.model.adapter.name must be a Hugging Face repo id or a relative path without '..'",
+            )
+        ),
+    )
+    weight_name: str | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^[^/]+$",
+        description="The weights file in the repo or directory (default: diffusers' own choice, "
+        "pytorch_lora_weights.safetensors).",
+    )
+    scale: float = Field(1.0, ge=0, le=4, description="Strength of the adapter (diffusers' set_adapters weight).")
+
+
 class ModelSpec(_ApiModel):
     """Which model to serve and where its weights come from."""
 
@@ -185,6 +207,7 @@ class ModelSpec(_ApiModel):
         description="Load the weights from this claim instead of the Hugging Face Hub (the runtime runs offline).",
     )
     cache: ModelCacheSpec | None = Field(None, description=ModelCacheSpec.__doc__)
+    adapter: AdapterSpec | None = Field(None, description=AdapterSpec.__doc__)
 
 
 class AutoscalingSpec(_ApiModel):
@@ -453,9 +476,31 @@ class ImageModelDeploymentSpec(_ApiModel):
                 "spec.speed.tf32 needs spec.precision fp32 (TF32 is a mode of fp32 matmuls)",
                 ".speed.tf32",
             ),
+            rule(
+                "!has(self.model.adapter) || has(self.pool)",
+                "spec.model.adapter needs spec.pool: adapters are hot-swapped in a pool's pods",
+                ".model.adapter",
+            ),
+            rule(
+                f"!has(self.pool) || self.model.name in {_CATALOG_LIST} || has(self.model.family)",
+                "spec.model.family is required for a Hugging Face repo id in a pool: the pool serves one family",
+                ".model.family",
+            ),
+            rule(
+                "!has(self.pool) || (!has(self.model.cache) && !has(self.model.persistentVolumeClaim))",
+                "spec.model.cache and spec.model.persistentVolumeClaim are not for pool members: the pool's pods "
+                "load a member's weights from the Hugging Face Hub by name",
+                ".pool",
+            ),
         )
     )
 
+    pool: str | None = Field(
+        None, min_length=1, max_length=58, pattern=DNS_LABEL,
+        description="An ImageModelPool of this namespace to run on: the resource then has no Deployment of its own "
+        "and shares the pool's pods with the pool's other members (the model must be of the pool's family). "
+        "Its tier, routing group and status stay its own; replicas, autoscaling, batching and speed are the pool's.",
+    )
     model: ModelSpec = Field(description="The model and the source of its weights.")
     tier: Tier = Field(
         "standard",
@@ -570,3 +615,109 @@ class ImageModelDeploymentStatus(_ApiModel):
     autoscaling: AutoscalingStatus | None = Field(None, description=AutoscalingStatus.__doc__)
     memory: MemoryEstimate | None = Field(None, description=MemoryEstimate.__doc__)
     measured_memory: MeasuredMemory | None = Field(None, description=MeasuredMemory.__doc__)
+    pool: str | None = Field(None, description="The ImageModelPool that serves this resource (spec.pool), once found.")
+
+
+# -- ImageModelPool ------------------------------------------------------------
+
+MAX_POOL_MIB = 4 * 1024 * 1024
+
+
+class PoolAutoscalingSpec(_ApiModel):
+    """Scale the pool on the sum of its members' demand (GPU-seconds plus the swaps the model mix causes)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            ordered("autoscaling", "minReplicas", "<=", "maxReplicas"),
+        )
+    )
+
+    enabled: bool = Field(
+        False, description="Scale between minReplicas and maxReplicas; spec.replicas (kubectl scale) is then ignored."
+    )
+    min_replicas: int = Field(
+        1, ge=0, le=MAX_REPLICAS,
+        description="Fewest pods. 0: the pool scales to zero as a whole when no member has demand, and any "
+        "member's demand (the gateway's imagefleet.io/demand-at annotation) wakes it.",
+    )
+    max_replicas: int = Field(4, ge=1, le=MAX_REPLICAS, description="Most pods.")
+    scale_down_stabilization_seconds: int = Field(
+        300, ge=0, le=3600, description="Scale down to the highest recommendation of this window."
+    )
+
+
+class PoolMemorySpec(_ApiModel):
+    """Memory budgets of each pool pod for resident checkpoints (defaults from the GPU class and the family)."""
+
+    gpu_mib: int | None = Field(
+        None, alias="gpuMiB", ge=1, le=MAX_POOL_MIB,
+        description="GPU memory for checkpoints kept on the card, MiB (default: the class's usable memory less one "
+        "batch's activations at the family's default size). Must hold one checkpoint of the family.",
+    )
+    host_mib: int | None = Field(
+        None, alias="hostMiB", ge=0, le=MAX_POOL_MIB,
+        description="Host RAM for checkpoints kept off the card, MiB (default: the class's memory limit less one "
+        "checkpoint and the runtime's overhead); the rest are read from disk.",
+    )
+
+
+class ImageModelPoolSpec(_ApiModel):
+    """Shared runtime pods for one model family; ImageModelDeployments join with spec.pool."""
+
+    family: ModelName = Field(
+        description="The catalog model family the pool serves (" + ", ".join(MODEL_NAMES) + "): its members are "
+        "that model, fine-tunes of it (Hugging Face repo ids with model.family set to it) and LoRA adapters on them.",
+        json_schema_extra={"maxLength": 32, **validations(
+            rule("self == oldSelf", "spec.family is immutable: the members are of this family; make another pool")
+        )},
+    )
+    gpu_class: str = Field(
+        min_length=1, max_length=63, pattern=DNS_LABEL,
+        description="A class from the operator's GPU class catalog (built in: cpu, t4-16gb, l4-24gb, a100-80gb, "
+        "h100-80gb, h200-141gb).",
+    )
+    precision: Precision | None = Field(
+        None, description="Weight and activation precision of every checkpoint (default: the family's preferred).",
+        json_schema_extra={"maxLength": 4},
+    )
+    replicas: int = Field(
+        1, ge=0, le=MAX_REPLICAS,
+        description="Pods when autoscaling is off (the scale subresource: kubectl scale imp NAME --replicas=N).",
+    )
+    autoscaling: PoolAutoscalingSpec = Field(
+        PoolAutoscalingSpec(), description=PoolAutoscalingSpec.__doc__,
+        json_schema_extra={"default": PoolAutoscalingSpec().model_dump(by_alias=True)},
+    )
+    memory: PoolMemorySpec | None = Field(None, description=PoolMemorySpec.__doc__)
+
+
+class PoolAutoscalingStatus(_ApiModel):
+    """The pool autoscaler's last sizing."""
+
+    demand_gpu_seconds: float | None = Field(
+        None, ge=0, description="GPU-seconds per second the members' demand asks for, swaps included."
+    )
+    swap_seconds: float | None = Field(None, ge=0, description="Of which swap seconds per second the model mix causes.")
+    active_members: int | None = Field(None, ge=0, description="Members with demand in the last window.")
+
+
+class ImageModelPoolStatus(_ApiModel):
+    """What the operator and the pool autoscaler observed."""
+
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] | None = Field(
+        None, max_length=32,
+        description="Ready, Progressing and FitsGPU (and MetricsAvailable Unknown while autoscaling is off).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: int | None = Field(None, ge=0, description="Pods of the pool's Deployment.")
+    ready_replicas: int | None = Field(None, ge=0, description="Pods ready to serve.")
+    desired_replicas: int | None = Field(None, ge=0, description="Replicas asked of the Deployment.")
+    selector: str | None = Field(None, description="Label selector of the pods (for the scale subresource).")
+    members: int | None = Field(None, ge=0, description="ImageModelDeployments with spec.pool naming this pool.")
+    gpu_budget_mib: int | None = Field(None, alias="gpuBudgetMiB", ge=0, description="GPU budget the pods run with.")
+    host_budget_mib: int | None = Field(None, alias="hostBudgetMiB", ge=0, description="Host budget the pods run with.")
+    memory: MemoryEstimate | None = Field(None, description="The memory-fit estimate of one pool pod (its family's "
+                                          "pipeline at the pool's batching) against its GPU class.")
+    last_scale_time: datetime | None = Field(None, description="When the autoscaler last changed the replicas.")
+    autoscaling: PoolAutoscalingStatus | None = Field(None, description=PoolAutoscalingStatus.__doc__)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from .. import GROUP, KIND, VERSION
-from .generate import build_crd
+from .generate import BUILDERS
 
 Schema = dict[str, Any]
 
@@ -104,18 +104,21 @@ def _table(path: str, schema: Schema) -> list[str]:
     return [*lines, ""]
 
 
-def render_reference() -> str:
-    """The reference as checked in at docs/reference/imagemodeldeployment.md."""
-    root: Schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+def render_reference(kind: str = KIND) -> str:
+    """The reference as checked in at docs/reference/<kind in lowercase>.md."""
+    root: Schema = BUILDERS[kind]()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    defaults = ("Fields left out of `spec` take the defaults below or, where the default column is empty, the preset\n"
+                "of the resource's tier." if kind == KIND else
+                "Fields left out of `spec` take the defaults below or, where the default column is empty, figures\n"
+                "from the family and the GPU class.")
     lines = [
         HEADER,
-        f"# {KIND} field reference",
+        f"# {kind} field reference",
         "",
-        f"`apiVersion: {GROUP}/{VERSION}`, `kind: {KIND}`. {root['description']}",
+        f"`apiVersion: {GROUP}/{VERSION}`, `kind: {kind}`. {root['description']}",
         "",
-        "Fields left out of `spec` take the defaults below or, where the default column is empty, the preset",
-        "of the resource's tier.",
-        "`kubectl explain imagemodeldeployment.spec` shows the same text from the cluster.",
+        defaults,
+        f"`kubectl explain {kind.lower()}.spec` shows the same text from the cluster.",
         "",
     ]
     for section in ("spec", "status"):
@@ -130,9 +133,11 @@ def render_reference() -> str:
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
     help="Write the Markdown to this file instead of standard output.",
 )
-def crd_reference(output: Path | None) -> None:
-    """Print the ImageModelDeployment field reference (Markdown) generated from the CRD schema."""
-    text = render_reference()
+@click.option("--kind", type=click.Choice(list(BUILDERS)), default=KIND, show_default=True,
+              help="Which kind's reference to print.")
+def crd_reference(output: Path | None, kind: str) -> None:
+    """Print a kind's field reference (Markdown) generated from its CRD schema."""
+    text = render_reference(kind)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -25,7 +25,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from imagefleet.crd.generate import build_crd
+from imagefleet.crd.generate import build_crd, build_pool_crd
 from imagefleet.dev import processes
 from imagefleet.dev.cluster import ControlPlane
 from imagefleet.dev.errors import DevError
@@ -182,20 +182,20 @@ class Stack:
 
 
 def install_crd(api: client.ApiClient) -> None:
-    """Create the CRD (or replace an older one) and wait until it is served."""
+    """Create the CRDs (ImageModelDeployment, ImageModelPool; or replace older ones) and wait until served."""
     extensions = client.ApiextensionsV1Api(api)
-    crd = build_crd()
-    try:
-        extensions.create_custom_resource_definition(crd)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
-        crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-        extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+    for crd in (build_crd(), build_pool_crd()):
+        try:
+            extensions.create_custom_resource_definition(crd)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+            extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
 
-    def established() -> bool:
-        found = extensions.read_custom_resource_definition(crd["metadata"]["name"])
-        return any(c.type == "Established" and c.status == "True" for c in found.status.conditions or [])
+        def established(name: str = crd["metadata"]["name"]) -> bool:
+            found = extensions.read_custom_resource_definition(name)
+            return any(c.type == "Established" and c.status == "True" for c in found.status.conditions or [])
 
-    processes.wait_for(established, 30, "the ImageModelDeployment CRD to be established")
+        processes.wait_for(established, 30, f"the {crd['spec']['names']['kind']} CRD to be established")

@@ -2,7 +2,7 @@
 
 from ..measuredmemory import handlers as measured_memory
 from ..modelcache import handlers as model_cache
-from . import autoscaling, children, indexes, metrics, peering, resources, startup
+from . import autoscaling, children, indexes, metrics, peering, pools, resources, startup
 
-__all__ = ["autoscaling", "children", "indexes", "measured_memory", "metrics", "model_cache", "peering", "resources",
-           "startup"]
+__all__ = ["autoscaling", "children", "indexes", "measured_memory", "metrics", "model_cache", "peering", "pools",
+           "resources", "startup"]

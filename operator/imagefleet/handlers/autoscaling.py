@@ -22,8 +22,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from .. import GROUP, PLURAL, VERSION
-from ..autoscaling.loop import Autoscaler
+from .. import GROUP, PLURAL, POOL_PLURAL, VERSION
+from ..autoscaling.loop import Autoscaler, PoolWork
 from ..autoscaling.capacity import NodeGPUs, PodGPUs
 from ..autoscaling.prometheus import PrometheusClient
 from ..config import OperatorSettings
@@ -55,7 +55,7 @@ class IndexedFleet:
 
 @kopf.on.startup()
 async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, autoscaled: kopf.Index[Any, Any],
-                           runtime_deployments: kopf.Index[Any, Any], gpu_nodes: kopf.Index[Any, Any],
+                           autoscaled_pools: kopf.Index[Any, Any], runtime_deployments: kopf.Index[Any, Any], gpu_nodes: kopf.Index[Any, Any],
                            gpu_pods: kopf.Index[Any, Any], **indexes: Any) -> None:
     """Build the autoscaler from the operator settings and start its rounds."""
     operator = OperatorSettings()
@@ -66,9 +66,17 @@ async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, aut
         fleet=IndexedFleet(autoscaled, runtime_deployments, gpu_nodes, gpu_pods),
     )
 
+    def pools() -> list[PoolWork]:
+        """Each autoscaled pool with its members (the `pool_members` and `imds` indexes)."""
+        members, imds = indexes["pool_members"], indexes["imds"]
+        return [PoolWork(pool, tuple(member for name in members.get((namespace, pool_name), ())
+                                     if (member := one(imds, namespace, name)) is not None))
+                for (namespace, pool_name), store in autoscaled_pools.items() for pool in store]
+
     memo.autoscaling_rounds = start_rounds(
         "autoscaling", settings, indexes, autoscaler.next_round_in,
-        lambda: autoscaler.evaluate_round([resource for store in autoscaled.values() for resource in store]),
+        lambda: autoscaler.evaluate_round([resource for store in autoscaled.values() for resource in store],
+                                          pools()),
     )
 
 
@@ -83,12 +91,23 @@ async def stop_autoscaler(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
+    """Autoscaled on its own: autoscaling on, and not a pool member (the pool is scaled as a whole)."""
+    return bool((spec.get("autoscaling") or {}).get("enabled")) and not spec.get("pool")
+
+
+def _pool_autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
     return bool((spec.get("autoscaling") or {}).get("enabled"))
 
 
 @kopf.index(GROUP, VERSION, PLURAL, when=_autoscaling_enabled)
 async def autoscaled(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """The autoscaled ImageModelDeployments by (namespace, name); the others are not indexed."""
+    return {(namespace, name): trimmed(body)}
+
+
+@kopf.index(GROUP, VERSION, POOL_PLURAL, when=_pool_autoscaling_enabled)
+async def autoscaled_pools(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """The autoscaled ImageModelPools by (namespace, name); the others are not indexed."""
     return {(namespace, name): trimmed(body)}
 
 
@@ -103,6 +122,24 @@ async def autoscaled_event(type: str | None, body: kopf.Body, memo: kopf.Memo, l
         await autoscaler.on_event(_plain(body))
     except (KubeError, ValidationError) as error:
         logger.warning(f"autoscaler could not act on this change: {error}")
+
+
+def _pool_member(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("pool"))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_pool_member)
+async def pool_member_event(type: str | None, namespace: str, body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo,
+                            autoscaled_pools: kopf.Index[Any, Any], logger: kopf.Logger, **_: Any) -> None:
+    """The gateway's fresh demand on a member wakes its autoscaled pool at zero at once."""
+    pool = one(autoscaled_pools, namespace, spec["pool"])
+    if type == "DELETED" or pool is None:
+        return
+    autoscaler: Autoscaler = memo.autoscaler
+    try:
+        await autoscaler.wake_pool(pool, _plain(body))
+    except (KubeError, ValidationError) as error:
+        logger.warning(f"autoscaler could not wake pool {spec['pool']}: {error}")
 
 
 def _plain(value: Any) -> Any:

@@ -6,6 +6,7 @@ Deployment events also carry readiness (readyReplicas) into the owner's status.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -13,28 +14,37 @@ import kopf
 from ..builders.inference_pool import API_GROUP as POOL_GROUP
 from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..reconcile import Reconciler
-from .common import Indexes, request_reconcile
+from ..builders.pool import POOL_LABEL
+from .common import Indexes, request_pool_reconcile, request_reconcile
 from .discovery import DISCOVERY_TIMEOUT_SECONDS, watch_when_served
 from .indexes import RUNTIME_CHILDREN, one, serves_v1
 
 
-async def _child_changed(kind: str, type_: str | None, namespace: str, name: str, memo: kopf.Memo) -> None:
+async def _child_changed(kind: str, type_: str | None, namespace: str, name: str, memo: kopf.Memo,
+                         labels: Mapping[str, str] | None = None) -> None:
+    """Reconcile the child's owner: its ImageModelDeployment, or its ImageModelPool (label imagefleet.io/pool)."""
     reconciler: Reconciler = memo.reconciler
     if type_ == "DELETED":
         reconciler.forget(kind, namespace, name)
-    request_reconcile(memo, namespace, name)
+    pool = (labels or {}).get(POOL_LABEL)
+    if pool:
+        request_pool_reconcile(memo, namespace, pool)
+    else:
+        request_reconcile(memo, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=RUNTIME_CHILDREN)
-async def deployment_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels, memo: kopf.Memo,
+                             **_: Any) -> None:
     """A runtime Deployment changed: restore it if it drifted, and update its owner's status."""
-    await _child_changed("Deployment", type, namespace, name, memo)
+    await _child_changed("Deployment", type, namespace, name, memo, labels)
 
 
 @kopf.on.event("v1", "services", labels=RUNTIME_CHILDREN)
-async def service_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def service_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels, memo: kopf.Memo,
+                          **_: Any) -> None:
     """A runtime Service changed: restore it if it drifted."""
-    await _child_changed("Service", type, namespace, name, memo)
+    await _child_changed("Service", type, namespace, name, memo, labels)
 
 
 @kopf.on.event(POOL_GROUP, "v1", "inferencepools", labels=RUNTIME_CHILDREN)
@@ -51,9 +61,10 @@ async def disruption_budget_changed(type: str | None, namespace: str, name: str,
 
 
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=RUNTIME_CHILDREN)
-async def network_policy_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+async def network_policy_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels,
+                                 memo: kopf.Memo, **_: Any) -> None:
     """A runtime NetworkPolicy changed: restore it if it drifted (or was deleted)."""
-    await _child_changed("NetworkPolicy", type, namespace, name, memo)
+    await _child_changed("NetworkPolicy", type, namespace, name, memo, labels)
 
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", field="metadata.name", value=POOL_CRD)

@@ -10,8 +10,9 @@ from typing import Any
 
 import kopf
 
-from .. import KIND
+from .. import KIND, POOL_KIND
 from ..autoscaling.capacity import class_usage
+from ..builders.pool import pool_child_name
 from ..config import OperatorSettings
 from ..kube import KubeError, WriteLimiter
 from ..overflow import Problem, overflow_problems
@@ -47,6 +48,8 @@ class Indexes:
     gpu_nodes: Mapping[Any, Any]
     gpu_pods: Mapping[Any, Any]
     runtime_network_policies: Mapping[Any, Any]
+    model_pools: Mapping[Any, Any]
+    pool_members: Mapping[Any, Any]
 
 
 def free_gpus(memo: kopf.Memo, imd: Mapping[str, Any] | None) -> int | None:
@@ -73,6 +76,7 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str) -> 
     key = (namespace, name)
     problems = overflow_problems(namespace, indexes.routes.get(namespace, ()))
     imd = one(indexes.imds, namespace, name)
+    pool = ((imd or {}).get("spec") or {}).get("pool")
     try:
         await reconciler.reconcile(
             namespace,
@@ -86,6 +90,8 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str) -> 
             disruption_budget=one(indexes.runtime_disruption_budgets, namespace, name),
             free_gpus=free_gpus(memo, imd),
             network_policy=one(indexes.runtime_network_policies, namespace, name),
+            model_pool=one(indexes.model_pools, namespace, pool) if pool else None,
+            model_pool_deployment=one(indexes.runtime_deployments, namespace, pool_child_name(pool)) if pool else None,
         )
     except KubeError as error:
 
@@ -140,3 +146,51 @@ def recheck_overflow(memo: kopf.Memo, namespace: str, changed: str) -> None:
         imd = one(indexes.imds, namespace, name)
         if imd is not None and routing_out_of_date(imd, problems.get(name)):
             request_reconcile(memo, namespace, name)
+
+
+def pool_members(memo: kopf.Memo, namespace: str, pool: str) -> list[str]:
+    """The names of the resources whose spec.pool names `namespace/pool`, from the index."""
+    indexes: Indexes = memo.indexes
+    return sorted(indexes.pool_members.get((namespace, pool), ()))
+
+
+def request_pool_reconcile(memo: kopf.Memo, namespace: str, pool: str) -> None:
+    """Reconcile the ImageModelPool `namespace/pool` soon (its own queue, like `request_reconcile`)."""
+    queue: ReconcileQueue = memo.pool_reconciles
+    queue.add((namespace, pool))
+
+
+async def reconcile_pool_or_forget(memo: kopf.Memo, key: Key) -> None:
+    """The pool queue's work: reconcile a pool the index holds (then its members, whose Ready follows it);
+    forget one it no longer holds."""
+    namespace, name = key
+    indexes: Indexes = memo.indexes
+    reconciler: Reconciler = memo.reconciler
+    retries: Retries = memo.pool_retries
+    pool = one(indexes.model_pools, namespace, name)
+    members = pool_members(memo, namespace, name)
+    if pool is None:
+        reconciler.forget(POOL_KIND, namespace, name)
+        retries.forget(key)
+    else:
+        child = pool_child_name(name)
+        bodies = tuple(body for body in (one(indexes.imds, namespace, member) for member in members) if body)
+        try:
+            await reconciler.reconcile_pool(
+                namespace, name, pool,
+                one(indexes.runtime_deployments, namespace, child),
+                one(indexes.runtime_services, namespace, child),
+                one(indexes.runtime_network_policies, namespace, child),
+                bodies,
+            )
+        except KubeError as error:
+
+            async def again() -> None:
+                request_pool_reconcile(memo, namespace, name)
+
+            delay = retries.failed(key, again)
+            logger.warning("reconciling pool %s/%s failed (%s); retrying in %.0fs", namespace, name, error, delay)
+        else:
+            retries.succeeded(key)
+    for member in members:
+        request_reconcile(memo, namespace, member)

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from .. import GROUP, PLURAL, VERSION
+from .. import GROUP, PLURAL, POOL_PLURAL, VERSION
 from ..builders.inference_pool import API_GROUP as POOL_GROUP
 from ..builders.inference_pool import CRD_NAME as POOL_CRD
 from ..autoscaling.capacity import NodeGPUs, PodGPUs, node_gpus, pod_gpus
@@ -34,6 +34,19 @@ def one(index: Mapping[Key, Any], namespace: str, name: str) -> dict[str, Any] |
 async def imds(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
     """ImageModelDeployments by (namespace, name)."""
     return {(namespace, name): trimmed(body)}
+
+
+@kopf.index(GROUP, VERSION, POOL_PLURAL)
+async def model_pools(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]]:
+    """ImageModelPools by (namespace, name)."""
+    return {(namespace, name): trimmed(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def pool_members(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Key, str] | None:
+    """The names of each pool's members by (namespace, pool); a resource without spec.pool is not indexed."""
+    pool = spec.get("pool")
+    return None if not pool else {(namespace, pool): name}
 
 
 @kopf.index("apps", "v1", "deployments", labels=RUNTIME_CHILDREN)

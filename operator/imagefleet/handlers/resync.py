@@ -12,7 +12,7 @@ import logging
 
 import kopf
 
-from .common import Indexes, reconcile_from_indexes
+from .common import Indexes, reconcile_from_indexes, reconcile_pool_or_forget
 
 logger = logging.getLogger(__name__)
 
@@ -28,3 +28,8 @@ async def resync_forever(memo: kopf.Memo, interval_seconds: float) -> None:
                 await reconcile_from_indexes(memo, namespace, name)
             except Exception:  # noqa: BLE001 - one resource's bug must not stop the others
                 logger.exception("resync of %s/%s failed", namespace, name)
+        for namespace, name in list(indexes.model_pools):
+            try:
+                await reconcile_pool_or_forget(memo, (namespace, name))
+            except Exception:  # noqa: BLE001 - one pool's bug must not stop the others
+                logger.exception("resync of pool %s/%s failed", namespace, name)

@@ -15,7 +15,7 @@ from ..kube import FIELD_MANAGER, Kube
 from ..reconcile import Config, Reconciler
 from ..reconcile.queue import ReconcileQueue
 from ..reconcile.retries import Retries
-from .common import Indexes, reconcile_or_forget, write_limiter
+from .common import Indexes, reconcile_or_forget, reconcile_pool_or_forget, write_limiter
 from .resync import resync_forever
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ async def configure(
     gpu_nodes: kopf.Index[Any, Any],
     gpu_pods: kopf.Index[Any, Any],
     runtime_network_policies: kopf.Index[Any, Any],
+    model_pools: kopf.Index[Any, Any],
+    pool_members: kopf.Index[Any, Any],
     **_: Any,
 ) -> None:
     """Keep any kopf state in imagefleet.io annotations, set up peering, the reconciler and the resync."""
@@ -69,10 +71,15 @@ async def configure(
     )
     memo.retries = Retries()
     memo.reconciles = ReconcileQueue(lambda key: reconcile_or_forget(memo, key))
+    memo.pool_retries = Retries()
+    # Per resource: the pool its spec named when last seen (handlers.pools.member_event).
+    memo.member_pools = {}
+    memo.pool_reconciles = ReconcileQueue(lambda key: reconcile_pool_or_forget(memo, key))
     # Per namespace: the overflow verdicts the last re-check saw (handlers.common.recheck_overflow).
     memo.overflow_problems = {}
     memo.indexes = Indexes(imds, runtime_deployments, runtime_services, inference_pools, routes, inference_pool_crd,
-                           runtime_disruption_budgets, gpu_nodes, gpu_pods, runtime_network_policies)
+                           runtime_disruption_budgets, gpu_nodes, gpu_pods, runtime_network_policies, model_pools,
+                           pool_members)
     memo.resync = asyncio.create_task(
         resync_forever(memo, operator.resync_seconds),
         name="imagefleet resync",
@@ -90,12 +97,14 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     task: asyncio.Task[None] | None = memo.get("resync")
     if task is not None:
         task.cancel()
-    retries: Retries | None = memo.get("retries")
-    if retries is not None:
-        retries.cancel_all()
-    reconciles: ReconcileQueue | None = memo.get("reconciles")
-    if reconciles is not None:
-        await reconciles.aclose()
+    for retries_name in ("retries", "pool_retries"):
+        retries: Retries | None = memo.get(retries_name)
+        if retries is not None:
+            retries.cancel_all()
+    for queue_name in ("reconciles", "pool_reconciles"):
+        reconciles: ReconcileQueue | None = memo.get(queue_name)
+        if reconciles is not None:
+            await reconciles.aclose()
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         reconciler.kube.close()

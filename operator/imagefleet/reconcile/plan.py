@@ -35,6 +35,7 @@ from ..resolve import Resolved, resolve
 from ..tiers import Autoscaling
 from . import status as s
 from .diff import SPEC_HASH_ANNOTATION, differences, with_spec_hash
+from .member import member_status
 from .surge import ROLLOUT_BLOCKED, surge_blocked_message
 
 Action = Literal["none", "apply", "delete"]
@@ -86,6 +87,9 @@ class Observed:
     # Free GPUs of the resource's class (the autoscaler's capacity index); None: unknown or not asked.
     free_gpus: int | None = None
     network_policy: Mapping[str, Any] | None = None
+    # For a member (spec.pool): the ImageModelPool it names and the pool's Deployment (None: absent).
+    model_pool: Mapping[str, Any] | None = None
+    model_pool_deployment: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,36 @@ def _invalid(imd: Mapping[str, Any], error: ValidationError, timestamp: str | No
     return Plan(ChildPlan("Deployment", "none"), ChildPlan("Service", "none"), wanted if changed else None, events)
 
 
+def _member_plan(observed: Observed, spec: ImageModelDeploymentSpec, owner: Owner,
+                 timestamp: str | None) -> Plan:
+    """A pool member: none of its own children (one left from before it joined is deleted), and a status
+    that follows the pool."""
+    assert spec.pool is not None
+    imd = observed.imd
+    current = imd.get("status") or {}
+    wanted = member_status(current, owner.name, spec, observed.model_pool, observed.model_pool_deployment,
+                           generation=imd["metadata"].get("generation"), timestamp=timestamp)
+
+    def released(kind: str, live: Mapping[str, Any] | None) -> ChildPlan:
+        if live is None or controller_uid(live) != owner.uid:
+            return ChildPlan(kind, "none")
+        child = _child(kind, None, live)
+        event = Event("Normal", DELETED, f"deleted {kind} {owner.name}: the resource joined ImageModelPool "
+                                         f"{spec.pool}, whose pods serve it")
+        return replace(child, events=(event,) if child.action == "delete" else ())
+
+    return Plan(
+        released("Deployment", observed.deployment),
+        released("Service", observed.service),
+        wanted if s.needs_apply(current, wanted) else None,
+        tuple(_condition_events(current.get("conditions"), wanted["conditions"])),
+        None,
+        released(INFERENCE_POOL, observed.inference_pool),
+        released(DISRUPTION_BUDGET, observed.disruption_budget),
+        released(NETWORK_POLICY, observed.network_policy),
+    )
+
+
 def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Plan:
     """What to write so that the children and the status match the spec."""
     imd = observed.imd
@@ -339,6 +373,8 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         spec = ImageModelDeploymentSpec.model_validate(imd.get("spec") or {})
     except ValidationError as error:
         return _invalid(imd, error, timestamp)
+    if spec.pool is not None:
+        return _member_plan(observed, spec, owner, timestamp)
     resolved: Resolved = resolve(spec, config.gpu_classes)
     fit: Fit = check_fit(resolved, config.gpu_classes)
     replicas = desired_replicas(spec, resolved.autoscaling, current, observed.deployment)

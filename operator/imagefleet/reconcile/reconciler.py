@@ -18,7 +18,10 @@ from typing import Any
 
 from ..kube import INITIAL_METRICS_FIELD_MANAGER, Conflict, Kube, is_newer
 from ..overflow import Problem
+from .. import POOL_KIND
+from ..builders.pool import pool_child_name
 from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, NETWORK_POLICY, Config, Event, Observed, Plan, plan
+from .pool import PoolObserved, PoolPlan, plan_pool
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -42,7 +45,8 @@ class Reconciler:
         self.config = config
         self.instance = socket.gethostname()
         self._posting: set[asyncio.Task[None]] = set()
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # Per resource (namespace, name), per pool (ImageModelPool, namespace, name).
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self._written: dict[Key, dict[str, Any]] = {}
         # uid of each child this operator deleted, until the watch sees it gone.
         self._deleted: dict[Key, str] = {}
@@ -70,6 +74,8 @@ class Reconciler:
         self._deleted.pop((kind, namespace, name), None)
         if kind == IMD:
             self._locks.pop((namespace, name), None)
+        if kind == POOL_KIND:
+            self._locks.pop((POOL_KIND, namespace, name), None)
             self._awaiting_sent.pop((namespace, name), None)
 
     # -- reconcile -----------------------------------------------------------
@@ -88,6 +94,8 @@ class Reconciler:
         disruption_budget: Mapping[str, Any] | None = None,
         free_gpus: int | None = None,
         network_policy: Mapping[str, Any] | None = None,
+        model_pool: Mapping[str, Any] | None = None,
+        model_pool_deployment: Mapping[str, Any] | None = None,
     ) -> Plan | None:
         """Bring one resource's children and status in line; the plan it carried out (None: nothing to do)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -105,6 +113,8 @@ class Reconciler:
                 disruption_budget=self._newest(DISRUPTION_BUDGET, namespace, name, disruption_budget),
                 free_gpus=free_gpus,
                 network_policy=self._newest(NETWORK_POLICY, namespace, name, network_policy),
+                model_pool=model_pool,
+                model_pool_deployment=model_pool_deployment,
             )
             planned = self._plan(observed)
             if not planned.writes:
@@ -117,6 +127,64 @@ class Reconciler:
                 planned = self._plan(observed)
                 await self._execute(planned, observed)
             return planned
+
+    async def reconcile_pool(
+        self,
+        namespace: str,
+        name: str,
+        pool: Mapping[str, Any] | None,
+        deployment: Mapping[str, Any] | None,
+        service: Mapping[str, Any] | None,
+        network_policy: Mapping[str, Any] | None,
+        members: tuple[Mapping[str, Any], ...],
+    ) -> PoolPlan | None:
+        """Bring one ImageModelPool's children (`<pool>-pool`) and status in line; the plan carried out."""
+        child = pool_child_name(name)
+        async with self._locks.setdefault((POOL_KIND, namespace, name), asyncio.Lock()):
+            current = self._newest(POOL_KIND, namespace, name, pool)
+            if current is None or current.get("metadata", {}).get("deletionTimestamp"):
+                return None
+            observed = PoolObserved(
+                pool=current,
+                deployment=self._newest("Deployment", namespace, child, deployment),
+                service=self._newest("Service", namespace, child, service),
+                network_policy=self._newest(NETWORK_POLICY, namespace, child, network_policy),
+                members=members,
+            )
+            planned = plan_pool(observed, self.config)
+            if not planned.writes:
+                return None
+            try:
+                await self._execute_pool(planned, observed)
+            except ForeignChild as found:
+                # Not ours after all: plan again with it, which leaves it alone and says so (NameConflict).
+                observed = replace(observed, **{found.field: found.live})
+                planned = plan_pool(observed, self.config)
+                await self._execute_pool(planned, observed)
+            return planned
+
+    async def _execute_pool(self, planned: PoolPlan, observed: PoolObserved) -> None:
+        pool = observed.pool
+        namespace, name = pool["metadata"]["namespace"], pool["metadata"]["name"]
+        child = pool_child_name(name)
+        lives = (observed.deployment, observed.service, observed.network_policy)
+        for child_plan, live, field in zip(planned.children, lives, ("deployment", "service", "network_policy"),
+                                           strict=True):
+            if child_plan.action == "apply":
+                assert child_plan.manifest is not None
+                self._written[(child_plan.kind, namespace, child)] = await self._apply_child(
+                    child_plan.manifest, live, field)
+            elif child_plan.action == "delete":
+                assert live is not None
+                uid = live["metadata"]["uid"]
+                await self.kube.delete(child_plan.kind, namespace, child, uid)
+                self._written.pop((child_plan.kind, namespace, child), None)
+                self._deleted[(child_plan.kind, namespace, child)] = uid
+            await self._post(pool, child_plan.events)
+        if planned.status is not None:
+            self._written[(POOL_KIND, namespace, name)] = await self.kube.apply_status(
+                namespace, name, planned.status, kind=POOL_KIND)
+        await self._post(pool, planned.events)
 
     def _plan(self, observed: Observed) -> Plan:
         planned = plan(observed, self.config)

@@ -38,7 +38,7 @@ POOL_CONFIGURED = "PoolConfigured"
 Verdict = tuple[str, str, str]  # status, reason, message
 
 # Status fields only the operator writes: absent from its apply means "remove".
-REMOVABLE_FIELDS = ("memory",)
+REMOVABLE_FIELDS = ("memory", "pool")
 
 
 @dataclass(frozen=True)

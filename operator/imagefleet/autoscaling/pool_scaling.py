@@ -1,0 +1,100 @@
+"""Decide an ImageModelPool's replicas from its members' demand. Pure: no I/O, no clock.
+
+The inputs come from the autoscaler's shared round (no query of its own): each member's gateway demand
+(arrivals, queued requests) from the gateway's per-resource series, and the pool pods' own batch time.
+A request is priced in GPU-seconds (the pods' observed seconds per image, else the catalog's cost model at
+the family's defaults), the model mix adds the swap seconds it causes (`pool.sizing.swap_load`), and
+`pool.sizing.pool_replicas` turns that into pods. The pool reaches zero only as a whole: any member with
+demand, queued requests or fresh gateway demand (its imagefleet.io/demand-at) keeps or wakes one pod.
+Scaling down takes the highest recommendation of the stabilization window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..crd.models import ImageModelPoolSpec
+from ..pool.sizing import MemberDemand, PoolSize, pool_replicas, swap_load
+
+SCALED_POOL = "ScaledPool"
+POOL_WOKEN = "PoolWoken"
+POOL_SCALED_TO_ZERO = "PoolScaledToZero"
+
+
+@dataclass(frozen=True)
+class MemberSignal:
+    """One member's demand as the round read it."""
+
+    name: str
+    arrival_rate: float  # requests per second at the gateway
+    queued: float  # requests the gateway holds for it
+    target_p95_seconds: float  # from its tier
+    # Seconds since the gateway last wrote imagefleet.io/demand-at on it (None: never).
+    demand_age_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class PoolInputs:
+    spec: ImageModelPoolSpec
+    replicas: int  # the pool Deployment's spec.replicas
+    ready: int
+    members: Sequence[MemberSignal]
+    service_seconds: float  # GPU-seconds one request takes on the pool's pods
+    swap_seconds: float  # seconds one checkpoint swap takes on the pool's card
+    resident_per_pod: int  # checkpoints one pod keeps on its GPU (its budget over one checkpoint)
+    window_seconds: float  # how fresh a demand-at must be to count
+
+
+@dataclass(frozen=True)
+class PoolDecision:
+    desired: int
+    size: PoolSize
+    active_members: int
+    reason: str
+    message: str
+    # (time, recommendation) within the scale-down stabilization window.
+    history: tuple[tuple[float, int], ...]
+
+
+def _demand(member: MemberSignal, service_seconds: float, window_seconds: float) -> MemberDemand:
+    woken = member.demand_age_seconds is not None and member.demand_age_seconds <= window_seconds
+    return MemberDemand(member.name, member.arrival_rate, service_seconds, member.target_p95_seconds,
+                        queued=max(member.queued, 1.0 if woken else 0.0))
+
+
+def decide_pool(inputs: PoolInputs, history: Sequence[tuple[float, int]], now: float) -> PoolDecision:
+    """The pool's replicas for this round (see the module docstring)."""
+    scaling = inputs.spec.autoscaling
+    demands = [_demand(member, inputs.service_seconds, inputs.window_seconds) for member in inputs.members]
+    rates = {demand.name: demand.arrival_rate for demand in demands}
+    slots = max(1, inputs.replicas) * max(1, inputs.resident_per_pod)
+    swaps = swap_load(rates, slots, inputs.swap_seconds)
+    size = pool_replicas(demands, swap_seconds=swaps, min_replicas=scaling.min_replicas,
+                         max_replicas=scaling.max_replicas, ready=inputs.ready,
+                         starting=max(0, inputs.replicas - inputs.ready))
+    recommended = size.replicas
+    window = scaling.scale_down_stabilization_seconds
+    kept = tuple((at, value) for at, value in history if now - at < window) + ((now, recommended),)
+    desired = recommended if recommended >= inputs.replicas else max(value for _, value in kept)
+    # The pool reaches zero only as a whole: an active member keeps one pod whatever the window says.
+    active = sum(1 for demand in demands if demand.arrival_rate > 0 or demand.queued > 0)
+    desired = max(desired, 1 if active else 0, scaling.min_replicas)
+    desired = min(desired, scaling.max_replicas)
+    work = f"{size.demand_gpu_seconds:.2f} GPU-s/s of demand from {active} of {len(demands)} members"
+    swap = f" plus {size.swap_seconds:.2f} s/s of swaps" if size.swap_seconds > 0 else ""
+    if desired == inputs.replicas:
+        reason, message = SCALED_POOL, f"pool stays at {desired}: {work}{swap}"
+    elif inputs.replicas == 0:
+        reason, message = POOL_WOKEN, f"pool woken to {desired} pod{'' if desired == 1 else 's'}: {work}{swap}"
+    elif desired == 0:
+        reason, message = POOL_SCALED_TO_ZERO, f"pool scaled to zero: no member had demand for {window} s"
+    else:
+        reason, message = SCALED_POOL, f"pool scaled from {inputs.replicas} to {desired}: {work}{swap}"
+    return PoolDecision(desired, size, active, reason, message, kept)
+
+
+def resident_per_pod(gpu_budget_mib: int, checkpoint_mib: float) -> int:
+    """Checkpoints one pod keeps on its GPU within its budget (at least one)."""
+    return max(1, math.floor(gpu_budget_mib / checkpoint_mib)) if checkpoint_mib > 0 else 1

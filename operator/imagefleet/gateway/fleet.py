@@ -121,20 +121,17 @@ def resource_from_object(obj: dict[str, Any]) -> Resource | None:
         overflow_to=routing.overflow_to if routing else None,
         target_p95_seconds=effective_autoscaling(spec).target_p95_seconds,
         pricing=pricing_of(spec),
-        pool=pool_member(spec, obj["spec"]),
+        pool=pool_member(spec),
         generation=effective_generation(spec.generation, catalog_model(spec)),
     )
 
 
-def pool_member(spec: ImageModelDeploymentSpec, raw: dict[str, Any]) -> PoolMember | None:
-    """The pool side of a member: `spec.pool` and `spec.model.adapter` as the ImageModelPool API
-    defines them, read from the object's spec; None for other resources."""
-    pool = raw.get("pool")
-    if not isinstance(pool, str) or not pool:
+def pool_member(spec: ImageModelDeploymentSpec) -> PoolMember | None:
+    """The pool side of a member (`spec.pool`, `spec.model.adapter`); None for other resources."""
+    if spec.pool is None:
         return None
-    adapter = (raw.get("model") or {}).get("adapter") or {}
-    adapters = (AdapterRef(adapter["name"], adapter.get("weightName"), float(adapter.get("scale", 1.0))),) \
-        if isinstance(adapter.get("name"), str) else ()
+    adapter = spec.model.adapter
+    adapters = (AdapterRef(adapter.name, adapter.weight_name, adapter.scale),) if adapter is not None else ()
     family = catalog_model(spec)
     mib = prices = None
     if family is not None:
@@ -146,7 +143,7 @@ def pool_member(spec: ImageModelDeploymentSpec, raw: dict[str, Any]) -> PoolMemb
         figures = emulation_table().models.get(family.name)
         if cost is not None and figures is not None:
             prices = swap_prices(cost, mib, figures.adapter_mib or 0.0)
-    return PoolMember(pool, spec.model.name, adapters, mib, prices)
+    return PoolMember(spec.pool, spec.model.name, adapters, mib, prices)
 
 
 def ready_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:

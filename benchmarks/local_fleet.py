@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imagefleet import GROUP, PLURAL, VERSION  # noqa: E402
-from imagefleet.builders.labels import selector_string  # noqa: E402
 from imagefleet.bench.endpoints import Endpoints  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane, agent_processes  # noqa: E402
 from imagefleet.dev.fleet import Fleet, load_fleet  # noqa: E402

@@ -489,7 +489,7 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
           f"max {lags[-1]:.2f}; 1-minute load average {min(loads):.1f}..{max(loads):.1f} on {os.cpu_count()} cores",
           flush=True)
     print(f"  answers by HTTP status (-1: none): {dict(sorted(replayed.statuses.items()))}", flush=True)
-    print(f"  Deployment replicas (trace s: replicas): " + ", ".join(
+    print("  Deployment replicas (trace s: replicas): " + ", ".join(
         f"{(at - start) * settings.speedup:.0f}: {count}" for (at, count), (_, before)
         in zip(watch.replicas[1:], watch.replicas) if count != before and start <= at <= end), flush=True)
     for at, state in watch.hpa:

@@ -12,8 +12,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from kubernetes import client
 
+from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet.dev.components import SIMULATED_POD_CIDR
+from tests.conftest import Cluster
 from tests.gateway.conftest import FAST, bulk_pod, premium_pod  # noqa: F401
 from tests.helpers import wait_until
 from tests.runtime.support import STARTUP_TIMEOUT_SECONDS, RunningServer, free_port
@@ -48,3 +51,18 @@ def fleet_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def thumbs_served_by(pod: RunningServer, cluster: Cluster, namespace: str) -> None:
+    """A bulk `thumbs` resource (tiny, cpu) whose one ready endpoint is `pod`, as the real API server
+    holds them: the gateway's watches see it as they would see the operator's."""
+    custom, discovery = client.CustomObjectsApi(cluster.api_client), client.DiscoveryV1Api(cluster.api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "thumbs"},
+        "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", "tier": "bulk"}})
+    host, port = pod.base_url.split("//")[1].rsplit(":", 1)
+    discovery.create_namespaced_endpoint_slice(namespace, {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "thumbs-pod", "labels": {"kubernetes.io/service-name": "thumbs"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": int(port), "protocol": "TCP"}],
+        "endpoints": [{"addresses": [host], "conditions": {"ready": True}}]})

@@ -21,15 +21,14 @@ from pathlib import Path
 
 import httpx
 import yaml
-from kubernetes import client
 
-from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet.gateway.auth import digest
 from imagefleet.gateway.service import Settings
 from tests.conftest import Cluster
 from tests.gateway.process import GatewayProcess, gateway_process
 from tests.helpers import wait_until
 from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
+from tests.security.conftest import thumbs_served_by
 from tests.runtime.support import RunningServer
 
 ATTACKERS = 10_000
@@ -75,16 +74,7 @@ def answered(connections: list[socket.socket], within: float) -> dict[socket.soc
 def test_thousands_of_slow_clients_leave_memory_and_another_key_alone(
     cluster: Cluster, namespace: str, imd_crd: None, fleet_pod: RunningServer, tmp_path: Path  # noqa: F811
 ) -> None:
-    custom, discovery = client.CustomObjectsApi(cluster.api_client), client.DiscoveryV1Api(cluster.api_client)
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "thumbs"},
-        "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", "tier": "bulk"}})
-    host, port = fleet_pod.base_url.split("//")[1].rsplit(":", 1)
-    discovery.create_namespaced_endpoint_slice(namespace, {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "thumbs-pod", "labels": {"kubernetes.io/service-name": "thumbs"}},
-        "addressType": "IPv4", "ports": [{"name": "http", "port": int(port), "protocol": "TCP"}],
-        "endpoints": [{"addresses": [host], "conditions": {"ready": True}}]})
+    thumbs_served_by(fleet_pod, cluster, namespace)
     keys = tmp_path / "keys.yaml"
     keys.write_text("keys:\n" + "".join(f"  - name: {name}\n    sha256: {digest(f'key-{name}')}\n"
                                         for name in ("attacker", "steady")))

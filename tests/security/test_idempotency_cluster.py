@@ -16,15 +16,14 @@ from typing import Any
 
 import httpx
 import openai
-from kubernetes import client
 
-from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet import metrics as names
 from imagefleet.gateway.auth import digest
 from tests.conftest import Cluster
 from tests.gateway.process import gateway_process
 from tests.helpers import wait_until
 from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
+from tests.security.conftest import thumbs_served_by
 from tests.runtime.support import RunningServer, sample
 
 BODY = {"model": "thumbs", "prompt": "a lighthouse", "size": "64x64"}
@@ -42,16 +41,7 @@ def generate(url: str, key: str, idempotency_key: str, body: dict[str, Any] = BO
 def test_a_repeated_idempotency_key_gets_the_first_answer_not_a_second_image(
     cluster: Cluster, namespace: str, imd_crd: None, fleet_pod: RunningServer, tmp_path: Path  # noqa: F811
 ) -> None:
-    custom, discovery = client.CustomObjectsApi(cluster.api_client), client.DiscoveryV1Api(cluster.api_client)
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": "thumbs"},
-        "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", "tier": "bulk"}})
-    host, port = fleet_pod.base_url.split("//")[1].rsplit(":", 1)
-    discovery.create_namespaced_endpoint_slice(namespace, {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "thumbs-pod", "labels": {"kubernetes.io/service-name": "thumbs"}},
-        "addressType": "IPv4", "ports": [{"name": "http", "port": int(port), "protocol": "TCP"}],
-        "endpoints": [{"addresses": [host], "conditions": {"ready": True}}]})
+    thumbs_served_by(fleet_pod, cluster, namespace)
     keys = tmp_path / "keys.yaml"
     keys.write_text("keys:\n" + keys_file())
     with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log", "--api-keys", str(keys)) as gw:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..autoscaling.simulation import nearest_rank_p95, slo_violation_minutes
-from ..catalog import Precision, emulation_table, model_catalog
+from ..catalog import Precision, emulation_table
 from ..cost import Plan, builtin_plan, call_seconds, load_seconds
 from ..fit import estimate, usable_mib
 from ..residency import Adapter, Residency, SwapCost, checkpoint_mib, move_seconds, swap_cost

@@ -170,7 +170,7 @@ def _not_ours(live: Mapping[str, Any]) -> str:
     return "belongs to someone else"
 
 
-def _child(kind: str, manifest: dict[str, Any] | None, live: Mapping[str, Any] | None) -> ChildPlan:
+def child_plan(kind: str, manifest: dict[str, Any] | None, live: Mapping[str, Any] | None) -> ChildPlan:
     if live is not None and live.get("metadata", {}).get("deletionTimestamp"):
         return ChildPlan(kind, "none")  # going away; recreated once the watch sees it gone
     if manifest is None:
@@ -193,7 +193,7 @@ def _hash_of(obj: Mapping[str, Any] | None) -> str | None:
     return (obj.get("metadata", {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
 
 
-def _child_events(plan: ChildPlan, live: Mapping[str, Any] | None, name: str, created_before: bool) -> list[Event]:
+def child_events(plan: ChildPlan, live: Mapping[str, Any] | None, name: str, created_before: bool) -> list[Event]:
     if plan.action == "delete":
         return [Event("Warning", DELETED, f"deleted {plan.kind} {name}: the model does not fit its GPU class")]
     if plan.action != "apply":
@@ -222,16 +222,16 @@ def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
         message = f"InferencePool {owner.name} already exists and {_not_ours(live)}: rename or remove it"
         return ChildPlan(INFERENCE_POOL, "none"), (c.FALSE, s.NAME_CONFLICT, message) if wanted else None
     if not wanted:
-        child = _child(INFERENCE_POOL, None, live)
+        child = child_plan(INFERENCE_POOL, None, live)
         events = [Event("Normal", DELETED, f"deleted InferencePool {owner.name}: "
                                            "spec.routing.inferencePool.enabled is no longer true")]
         return replace(child, events=tuple(events) if child.action == "delete" else ()), None
     manifest = with_spec_hash(build_inference_pool(owner, spec.tier, picker))
-    child = _child(INFERENCE_POOL, manifest, live)
+    child = child_plan(INFERENCE_POOL, manifest, live)
     details = (f"the runtime pods on port {RUNTIME_PORT}, endpoint picker Service {picker.service_for(owner.name)} "
                f"port {picker.port}")
     message = f"InferencePool {owner.name} selects {details}"
-    events = _child_events(child, live, owner.name, created_before=False)
+    events = child_events(child, live, owner.name, created_before=False)
     if child.action == "apply" and live is None:
         events.append(Event("Normal", CREATED, f"created InferencePool {owner.name}: {details}"))
     return replace(child, events=tuple(events)), (c.TRUE, s.POOL_CONFIGURED, message)
@@ -244,12 +244,12 @@ def _disruption_budget(spec: ImageModelDeploymentSpec, owner: Owner, live: Mappi
         return ChildPlan(DISRUPTION_BUDGET, "none")
     name = f"{DISRUPTION_BUDGET} {owner.name}"
     if spec.disruption is None:
-        child = _child(DISRUPTION_BUDGET, None, live)
+        child = child_plan(DISRUPTION_BUDGET, None, live)
         event = Event("Normal", DELETED, f"deleted {name}: spec.disruption was removed")
         return replace(child, events=(event,) if child.action == "delete" else ())
     manifest = with_spec_hash(build_pod_disruption_budget(owner, spec.tier, spec.disruption))
-    child = _child(DISRUPTION_BUDGET, manifest, live)
-    events = _child_events(child, live, owner.name, created_before=False)
+    child = child_plan(DISRUPTION_BUDGET, manifest, live)
+    events = child_events(child, live, owner.name, created_before=False)
     if child.action == "apply" and live is None:
         disruption = spec.disruption
         budget = (f"maxUnavailable {disruption.max_unavailable}" if disruption.max_unavailable is not None
@@ -264,9 +264,9 @@ def _network_policy(tier: str, owner: Owner, live: Mapping[str, Any] | None,
     otherwise. A policy of that name that someone else owns is left alone."""
     if live is not None and controller_uid(live) != owner.uid:
         return ChildPlan(NETWORK_POLICY, "none")
-    child = _child(NETWORK_POLICY, None if peers is None else with_spec_hash(build_network_policy(owner, tier, peers)),
+    child = child_plan(NETWORK_POLICY, None if peers is None else with_spec_hash(build_network_policy(owner, tier, peers)),
                    live)
-    events = _child_events(child, live, owner.name, created_before=False)
+    events = child_events(child, live, owner.name, created_before=False)
     if child.action == "apply" and live is None:
         events.append(Event("Normal", CREATED, f"created {NETWORK_POLICY} {owner.name}: only the configured peers "
                                                "(the gateway, Prometheus) reach the runtime pods"))
@@ -293,7 +293,7 @@ def _detail_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
     return events
 
 
-def _condition_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
+def condition_events(old: Any, new: list[Mapping[str, Any]]) -> list[Event]:
     events = _detail_events(old, new)
     for type_, before, condition in c.transitions(old, new):
         status, reason, message = condition["status"], condition["reason"], condition["message"]
@@ -345,7 +345,7 @@ def _member_plan(observed: Observed, spec: ImageModelDeploymentSpec, owner: Owne
     def released(kind: str, live: Mapping[str, Any] | None) -> ChildPlan:
         if live is None or controller_uid(live) != owner.uid:
             return ChildPlan(kind, "none")
-        child = _child(kind, None, live)
+        child = child_plan(kind, None, live)
         event = Event("Normal", DELETED, f"deleted {kind} {owner.name}: the resource joined ImageModelPool "
                                          f"{spec.pool}, whose pods serve it")
         return replace(child, events=(event,) if child.action == "delete" else ())
@@ -354,7 +354,7 @@ def _member_plan(observed: Observed, spec: ImageModelDeploymentSpec, owner: Owne
         released("Deployment", observed.deployment),
         released("Service", observed.service),
         wanted if s.needs_apply(current, wanted) else None,
-        tuple(_condition_events(current.get("conditions"), wanted["conditions"])),
+        tuple(condition_events(current.get("conditions"), wanted["conditions"])),
         None,
         released(INFERENCE_POOL, observed.inference_pool),
         released(DISRUPTION_BUDGET, observed.disruption_budget),
@@ -392,8 +392,8 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         desired_deployment = None
         if fit.fits:
             desired_deployment = with_spec_hash(build_deployment(owner, resolved, replicas, config.runtime_image))
-        deployment_plan = _child("Deployment", desired_deployment, observed.deployment)
-        service_plan = _child("Service", with_spec_hash(build_service(owner, spec.tier)), observed.service)
+        deployment_plan = child_plan("Deployment", desired_deployment, observed.deployment)
+        service_plan = child_plan("Service", with_spec_hash(build_service(owner, spec.tier)), observed.service)
         # No pods on a model cache that is not complete for this spec: a Deployment waits (an existing one
         # keeps its pods on the previous cache directory until the new one is filled).
         cache_wait = awaiting_cache(imd, spec) if fit.fits else None
@@ -428,7 +428,7 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
     # Whether the children were made before (so a missing one was deleted by someone).
     progressing = c.find(current.get("conditions"), c.PROGRESSING)
     created_before = progressing is not None and progressing.get("reason") not in _NOT_CREATED_REASONS
-    deployment_events = _child_events(deployment_plan, observed.deployment, owner.name, created_before)
+    deployment_events = child_events(deployment_plan, observed.deployment, owner.name, created_before)
     if deployment_plan.action == "apply" and observed.deployment is None and not created_before:
         deployment_events.append(Event(
             "Normal", CREATED, f"created Deployment and Service {owner.name}: {replicas} "
@@ -440,13 +440,13 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         blocked = surge_blocked_message(spec.rollout, replicas, resolved.gpu_class, observed.free_gpus)
         if blocked is not None:
             deployment_events.append(Event("Warning", ROLLOUT_BLOCKED, blocked))
-    service_events = _child_events(service_plan, observed.service, owner.name, created_before)
+    service_events = child_events(service_plan, observed.service, owner.name, created_before)
     return Plan(
         replace(deployment_plan, events=tuple(deployment_events)),
         replace(service_plan, events=tuple(service_events)),
         wanted if s.needs_apply(current, wanted) else None,
         tuple(_deprecation_events(spec, current, generation)
-              + _condition_events(current.get("conditions"), wanted["conditions"])),
+              + condition_events(current.get("conditions"), wanted["conditions"])),
         s.initial_metrics_condition(current, autoscaling=resolved.autoscaling.enabled, generation=generation,
                                     timestamp=timestamp),
         pool_plan,

@@ -35,11 +35,12 @@ from .plan import (
     ChildPlan,
     Config,
     Event,
-    _child,
-    _child_events,
-    _condition_events,
+    child_plan,
+    child_events,
+    condition_events,
     controller_uid,
 )
+
 
 @dataclass(frozen=True)
 class PoolObserved:
@@ -138,8 +139,8 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
         manifest = None
         if fit.fits and budget is not None:
             manifest = with_spec_hash(build_pool_deployment(owner, resolved, budget, replicas, config.runtime_image))
-        deployment_plan = _child("Deployment", manifest, observed.deployment)
-        service_plan = _child("Service", with_spec_hash(build_pool_service(owner)), observed.service)
+        deployment_plan = child_plan("Deployment", manifest, observed.deployment)
+        service_plan = child_plan("Service", with_spec_hash(build_pool_service(owner)), observed.service)
         if manifest is not None:
             rollout = s.rollout_of(observed.deployment, applying=deployment_plan.action == "apply", desired=replicas)
         else:
@@ -149,7 +150,7 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
         network_plan = ChildPlan(NETWORK_POLICY, "none")
     else:
         peers = config.runtime_ingress
-        network_plan = _child(NETWORK_POLICY, None if peers is None else with_spec_hash(
+        network_plan = child_plan(NETWORK_POLICY, None if peers is None else with_spec_hash(
             build_pool_network_policy(owner, peers)), network_live)
 
     wanted = s.operator_status(
@@ -166,7 +167,7 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
     progressing = c.find(current.get("conditions"), c.PROGRESSING)
     created_before = progressing is not None and progressing.get("reason") not in (s.CREATING, s.DOES_NOT_FIT,
                                                                                      s.NAME_CONFLICT)
-    deployment_events = _child_events(deployment_plan, observed.deployment, child_name, created_before)
+    deployment_events = child_events(deployment_plan, observed.deployment, child_name, created_before)
     if deployment_plan.action == "apply" and observed.deployment is None and not created_before and budget:
         deployment_events.append(Event(
             "Normal", CREATED, f"created Deployment and Service {child_name}: {replicas} pool "
@@ -174,9 +175,9 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
             f"GPU budget {budget.gpu_mib} MiB, host budget {budget.host_mib} MiB"))
     return PoolPlan(
         replace(deployment_plan, events=tuple(deployment_events)),
-        replace(service_plan, events=tuple(_child_events(service_plan, observed.service, child_name,
+        replace(service_plan, events=tuple(child_events(service_plan, observed.service, child_name,
                                                          created_before))),
-        replace(network_plan, events=tuple(_child_events(network_plan, network_live, child_name, False))),
+        replace(network_plan, events=tuple(child_events(network_plan, network_live, child_name, False))),
         wanted if s.needs_apply(current, wanted) else None,
-        tuple(_condition_events(current.get("conditions"), wanted["conditions"])),
+        tuple(condition_events(current.get("conditions"), wanted["conditions"])),
     )

@@ -55,8 +55,9 @@ def _materialize(snapshot: Path, destination: Path) -> list[str]:
     return files
 
 
-def download(repo_id: str, target: Path, *, variant: str | None) -> dict[str, Any]:
-    """Fill `target` with the pipeline `repo_id` (in `variant` where it exists); its manifest.
+def download(repo_id: str, target: Path, *, variant: str | None, revision: str | None = None) -> dict[str, Any]:
+    """Fill `target` with the pipeline `repo_id` (in `variant` where it exists, at `revision`: the
+    main branch when None); its manifest.
 
     A `target` that already holds a manifest is kept as is.
     """
@@ -67,7 +68,8 @@ def download(repo_id: str, target: Path, *, variant: str | None) -> dict[str, An
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".staging-{target.name}-{uuid.uuid4().hex[:8]}"
     try:
-        snapshot = Path(DiffusionPipeline.download(repo_id, variant=variant, cache_dir=staging / "hub"))
+        snapshot = Path(DiffusionPipeline.download(repo_id, variant=variant, revision=revision,
+                                                        cache_dir=staging / "hub"))
         files = _materialize(snapshot, staging / "model")
         manifest = {"repoId": repo_id, "revision": snapshot.name, "variant": variant, "files": files}
         (staging / "model" / CACHE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -89,10 +91,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="catalog name or Hugging Face repo id")
     parser.add_argument("--target", required=True, type=Path, help="the cache directory to create")
     parser.add_argument("--variant", default=None, help="weights variant to prefer where it exists (e.g. fp16)")
+    parser.add_argument("--revision", default=None, help="commit sha, tag or branch to download (default: main)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        download(CATALOG.get(args.model, args.model), args.target, variant=args.variant)
+        download(CATALOG.get(args.model, args.model), args.target, variant=args.variant, revision=args.revision)
     except Exception as error:  # noqa: BLE001 - one line, the last of the log: the pod's termination message
         print(f"downloading {args.model} failed: {_reasons(error)}".replace("\n", " "), file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from error

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMAGEFLEET_", extra="forbid", frozen=True)
 
     model: str = Field("tiny", description="catalog name (tiny, sd15-arch, sd15, sdxl, ...) or Hugging Face repo id")
+    model_revision: str | None = Field(
+        None, description="Hugging Face revision (commit sha, tag or branch) of a repo id loaded from the Hub"
+    )
     model_path: Path | None = Field(
         None, description="local directory with the weights (a diffusers folder or a hub cache), e.g. a mounted PVC"
     )

@@ -65,8 +65,13 @@ def test_the_body_sent_to_a_pool_pod_names_the_checkpoint_and_adapters() -> None
     assert resource is not None
     _, body = parse_request(json.dumps({"prompt": "a fox", "model": "pixel", "n": 2}).encode())
     sent = json.loads(upstream_body(resource, body))
-    assert sent == {"prompt": "a fox", "n": 2, "checkpoint": {"name": "org/sdxl-ft"},
+    assert sent == {"prompt": "a fox", "n": 2, "checkpoint": {"name": "org/sdxl-ft", "revision": None},
                     "adapters": [{"name": "org/pixel", "weight_name": None, "scale": 1.0}]}
+    pinned = member("pinned", "org/sdxl-ft")
+    pinned["spec"]["model"]["revision"] = "v2"
+    at_revision = resource_from_object(pinned)
+    assert at_revision is not None
+    assert json.loads(upstream_body(at_revision, body))["checkpoint"] == {"name": "org/sdxl-ft", "revision": "v2"}
     plain = resource_from_object({"metadata": {"namespace": "ns", "name": "solo"},
                                   "spec": {"model": {"name": "sdxl"}, "gpuClass": "h100-80gb"}})
     assert plain is not None and upstream_body(plain, body) == body

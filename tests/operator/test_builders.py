@@ -119,6 +119,14 @@ def test_user_settings_reach_the_runtime() -> None:
     assert env["IMAGEFLEET_DEFAULT_STEPS"] == "12" and env["IMAGEFLEET_MAX_WIDTH"] == "768"
 
 
+def test_a_pinned_revision_reaches_the_runtime_and_the_cache_mount() -> None:
+    env = _env(_deployment(model={"name": "org/model", "family": "sdxl", "revision": "0123abc"}))
+    assert env["IMAGEFLEET_MODEL_REVISION"] == "0123abc"
+    cached = _pod(_deployment(model={"name": "sdxl", "revision": "v2", "cache": {"size": "20Gi"}}))
+    mount = next(m for m in cached["containers"][0]["volumeMounts"] if m["name"] == "model")
+    assert mount["subPath"] == "sdxl@v2-fp16"
+
+
 def test_the_deprecated_batching_delay_reaches_no_pod() -> None:
     given = _deployment(tier="bulk", batching={"maxBatchSize": 3, "maxDelayMilliseconds": 40})
     assert given == _deployment(tier="bulk", batching={"maxBatchSize": 3})

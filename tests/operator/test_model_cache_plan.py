@@ -18,7 +18,7 @@ CONFIG = Config(gpu_classes=CLASSES, runtime_image="runtime:test")
 OWNER = Owner(name="sdxl", namespace="ns", uid="uid-1")
 CACHE = {"size": "20Gi", "storageClassName": "fast", "tokenSecretRef": {"name": "hf", "key": "token"}}
 SPEC = {"model": {"name": "sdxl", "cache": CACHE}, "gpuClass": "l4-24gb", "precision": "fp16"}
-DIRECTORY = cache_directory("sdxl", "fp16")
+DIRECTORY = cache_directory("sdxl", "fp16", None)
 JOB = job_name("sdxl", DIRECTORY)
 
 
@@ -33,6 +33,17 @@ def _plan(observed: mc.CacheObserved, spec: ImageModelDeploymentSpec | None = No
 
 def _job(**status: Any) -> dict[str, Any]:
     return {"kind": "Job", "metadata": {"name": JOB, "uid": "job-uid"}, "status": status}
+
+
+def test_a_pinned_revision_is_downloaded_into_a_directory_of_its_own() -> None:
+    spec = _spec(model={**SPEC["model"], "revision": "v1.0"})
+    plan = _plan(mc.CacheObserved(None, [], secret="Found"), spec)
+    assert plan.job is not None
+    directory = cache_directory("sdxl", "fp16", "v1.0")
+    assert directory != DIRECTORY  # a new revision never overwrites the one pods read
+    assert plan.job["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "download", "--model", "sdxl", "--target", f"/model-cache/{directory}", "--variant", "fp16",
+        "--revision", "v1.0"]
 
 
 def test_first_plan_checks_the_secret_then_creates_claim_and_job() -> None:
@@ -81,7 +92,7 @@ def test_job_states_give_the_modelcached_verdict() -> None:
 
 
 def test_a_changed_model_gets_a_new_job_and_the_old_one_goes() -> None:
-    old = {"kind": "Job", "metadata": {"name": job_name("sdxl", cache_directory("sdxl", "fp32")), "uid": "old"},
+    old = {"kind": "Job", "metadata": {"name": job_name("sdxl", cache_directory("sdxl", "fp32", None)), "uid": "old"},
            "status": {"succeeded": 1}}
     live = {"spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast"}}
     planned = _plan(mc.CacheObserved(live, [old], secret="Found"))

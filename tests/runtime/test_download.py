@@ -80,6 +80,18 @@ def test_download_fetches_only_the_fp16_pipeline_files_and_the_runtime_loads_the
     assert pipeline.unet.dtype == torch.float32
 
 
+def test_download_pins_the_revision_it_is_given(repo: Path, tmp_path: Path) -> None:
+    target = tmp_path / "cache" / f"org--tiny@{COMMIT}-fp16"
+    with FakeHub({REPO: repo}) as hub:
+        result = _download(hub, target, tmp_path / "home", "--variant", "fp16", "--revision", COMMIT)
+    assert result.returncode == 0, result.stderr
+    revisions = {path.split("/resolve/", 1)[1].split("/", 1)[0] for method, path, _ in hub.requests
+                 if method == "GET" and "/resolve/" in path}
+    assert revisions == {COMMIT}  # every file at the pinned commit, none from the moving main branch
+    manifest = read_manifest(target)
+    assert manifest is not None and manifest["revision"] == COMMIT
+
+
 def test_a_failed_download_leaves_no_cache(repo: Path, tmp_path: Path) -> None:
     target = tmp_path / "cache" / "org--tiny-fp16"
     forbidden = frozenset({"unet/diffusion_pytorch_model.fp16.safetensors"})

@@ -52,6 +52,7 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
     source = spec.model.persistent_volume_claim or spec.model.cache
     values: dict[str, str | int | float] = {
         "MODEL": spec.model.name,
+        **({"MODEL_REVISION": spec.model.revision} if spec.model.revision else {}),
         **({"MODEL_PATH": MODEL_DIR} if source else {}),
         "OFFLINE": "true" if source else "false",
         "PRECISION": resolved.precision,
@@ -140,19 +141,19 @@ def _volumes(owner: Owner, resolved: Resolved) -> tuple[list[dict[str, Any]], li
         {"name": "cache", "mountPath": CACHE_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    source = resolved.spec.model.persistent_volume_claim
+    model = resolved.spec.model
+    source = model.persistent_volume_claim
     if source:
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": source.claim_name, "readOnly": True}})
         mount = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
         if source.sub_path:
             mount["subPath"] = source.sub_path
         mounts.append(mount)
-    cache = resolved.spec.model.cache
-    if cache:
+    if model.cache:
         claim = {"claimName": claim_name(owner.name), "readOnly": True}
         volumes.append({"name": "model", "persistentVolumeClaim": claim})
         mounts.append({"name": "model", "mountPath": MODEL_DIR, "readOnly": True,
-                       "subPath": cache_directory(resolved.spec.model.name, resolved.precision)})
+                       "subPath": cache_directory(model.name, resolved.precision, model.revision)})
     return volumes, mounts
 
 

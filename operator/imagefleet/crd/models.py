@@ -185,6 +185,16 @@ class ModelSpec(_ApiModel):
                 ".cache",
             ),
             rule(
+                "!has(self.revision) || self.name != 'tiny'",
+                "spec.model.revision: model 'tiny' is built in and has no revision; remove it",
+                ".revision",
+            ),
+            rule(
+                "!has(self.revision) || !has(self.persistentVolumeClaim)",
+                "spec.model.revision is for weights from the Hub: a claim holds the weights it holds",
+                ".revision",
+            ),
+            rule(
                 "!has(self.cache) || self.name != 'tiny'",
                 "spec.model.cache: model 'tiny' is built in and downloads nothing; remove the cache",
                 ".cache",
@@ -201,6 +211,11 @@ class ModelSpec(_ApiModel):
         None,
         description="For a Hugging Face repo id: the catalog model it derives from (e.g. 'sdxl' for an SDXL "
         "fine-tune), used for the memory-fit estimate and generation defaults. Without it the fit is Unknown.",
+    )
+    revision: str | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        description="The Hugging Face revision to load or download: a commit sha (40 hex digits, reproducible), a "
+        "tag or a branch. Default: the repo's main branch as it is when a pod starts or the cache Job runs.",
     )
     persistent_volume_claim: PersistentVolumeModelSource | None = Field(
         None,

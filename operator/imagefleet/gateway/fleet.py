@@ -51,6 +51,7 @@ class PoolMember:
 
     pool: str
     checkpoint: str  # spec.model.name: a catalog name or a Hugging Face repo id
+    revision: str | None  # spec.model.revision
     adapters: tuple[AdapterRef, ...]
     checkpoint_mib: float | None  # None: the catalog does not know the family
     prices: SwapPrices | None  # None: no swap figures for the family on the class
@@ -66,7 +67,7 @@ class PoolMember:
     def wire(self) -> dict[str, Any]:
         """The fields the gateway sets in the body it sends to a pool pod (images_api.GenerationRequest)."""
         return {
-            "checkpoint": {"name": self.checkpoint},
+            "checkpoint": {"name": self.checkpoint, "revision": self.revision},
             "adapters": [{"name": a.name, "weight_name": a.weight_name, "scale": a.scale} for a in self.adapters],
         }
 
@@ -143,7 +144,7 @@ def pool_member(spec: ImageModelDeploymentSpec) -> PoolMember | None:
         figures = emulation_table().models.get(family.name)
         if cost is not None and figures is not None:
             prices = swap_prices(cost, mib, figures.adapter_mib or 0.0)
-    return PoolMember(spec.pool, spec.model.name, adapters, mib, prices)
+    return PoolMember(spec.pool, spec.model.name, spec.model.revision, adapters, mib, prices)
 
 
 def ready_urls_from_slice(obj: dict[str, Any]) -> tuple[str, ...]:

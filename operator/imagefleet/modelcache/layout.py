@@ -22,10 +22,11 @@ def variant_for(precision: Precision) -> str | None:
     return "fp16" if precision == "fp16" else None
 
 
-def cache_directory(model: str, precision: Precision) -> str:
-    """The claim's directory for this model and variant: a new model or variant is a new directory,
+def cache_directory(model: str, precision: Precision, revision: str | None) -> str:
+    """The claim's directory for this model, variant and revision: a new one is a new directory,
     so a running Deployment keeps reading the old one until the new one is complete."""
-    return f"{model.replace('/', '--')}-{variant_for(precision) or 'default'}"
+    pinned = "" if revision is None else f"@{revision.replace('/', '--')}"
+    return f"{model.replace('/', '--')}{pinned}-{variant_for(precision) or 'default'}"
 
 
 def job_name(owner: str, directory: str) -> str:

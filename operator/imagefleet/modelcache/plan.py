@@ -95,11 +95,13 @@ def build_job(owner: Owner, spec: ImageModelDeploymentSpec, precision: Precision
     through a secretKeyRef, on the GPU class's nodes (a zonal volume is then made in their zone)."""
     cache = spec.model.cache
     assert cache is not None
-    directory = cache_directory(spec.model.name, precision)
+    directory = cache_directory(spec.model.name, precision, spec.model.revision)
     args = ["download", "--model", spec.model.name, "--target", f"{MOUNT}/{directory}"]
     variant = variant_for(precision)
     if variant:
         args += ["--variant", variant]
+    if spec.model.revision:
+        args += ["--revision", spec.model.revision]
     env: list[dict[str, Any]] = [
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": "/tmp/huggingface"},
@@ -170,7 +172,7 @@ def plan_cache(owner: Owner, spec: ImageModelDeploymentSpec, precision: Precisio
     cache = spec.model.cache
     assert cache is not None
     claim = build_claim(owner, cache)
-    directory = cache_directory(spec.model.name, precision)
+    directory = cache_directory(spec.model.name, precision, spec.model.revision)
     name = job_name(owner.name, directory)
     where = f"PersistentVolumeClaim {claim_name(owner.name)}, directory {directory}"
     current = next((job for job in observed.jobs if job["metadata"]["name"] == name), None)
@@ -212,7 +214,7 @@ def secret_to_check(owner: Owner, spec: ImageModelDeploymentSpec, precision: Pre
     cache = spec.model.cache
     if cache is None or cache.token_secret_ref is None:
         return None
-    name = job_name(owner.name, cache_directory(spec.model.name, precision))
+    name = job_name(owner.name, cache_directory(spec.model.name, precision, spec.model.revision))
     if any(job["metadata"]["name"] == name for job in jobs):
         return None
     return cache.token_secret_ref.name

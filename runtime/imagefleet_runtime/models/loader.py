@@ -64,6 +64,8 @@ def _from_pretrained(settings: Settings, dtype: torch.dtype) -> Any:
     """
     source: str | Path = CATALOG.get(settings.model, settings.model)
     options: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": settings.offline}
+    if settings.model_revision is not None:
+        options["revision"] = settings.model_revision
     if settings.model_path is not None:
         if (settings.model_path / "model_index.json").is_file():
             source = settings.model_path

@@ -69,6 +69,27 @@ def test_slice_gives_ready_urls_on_the_http_port() -> None:
     assert fleet.endpoints(fleet.resources[("ns", "a")]) == ()
 
 
+def test_a_change_names_the_model_groups_whose_waiting_requests_it_concerns() -> None:
+    fleet = Fleet()
+    assert fleet.apply_resource("ADDED", imd("a", routing={"group": "g1"})) == {("ns", "g1")}
+    assert fleet.apply_resource("MODIFIED", imd("a", routing={"group": "g1"})) == set()
+    assert fleet.apply_resource("MODIFIED", imd("a", routing={"group": "g2"})) == {("ns", "g1"), ("ns", "g2")}
+    assert fleet.apply_resource("ADDED", imd("b")) == {("ns", "b")}
+    ready = {"addresses": ["192.0.2.1"], "conditions": {"ready": True}}
+
+    def endpoint_slice(name: str, service: str) -> dict[str, Any]:
+        return {"metadata": {"namespace": "ns", "name": name, "labels": {"kubernetes.io/service-name": service}},
+                "ports": [{"name": "http", "port": 8000}], "endpoints": [ready]}
+
+    assert fleet.apply_slice("ADDED", endpoint_slice("a-1", "a")) == {("ns", "g2")}  # not b's group
+    # A pool's pods serve every member: a change of its endpoints concerns each member's group.
+    for name in ("m1", "m2"):
+        fleet.apply_resource("ADDED", {"metadata": {"namespace": "ns", "name": name}, "spec": {
+            "model": {"name": "sdxl"}, "gpuClass": "h100-80gb", "pool": "shared", "routing": {"group": name}}})
+    assert fleet.apply_slice("ADDED", endpoint_slice("shared-pool-1", "shared-pool")) == {("ns", "m1"), ("ns", "m2")}
+    assert fleet.apply_slice("DELETED", endpoint_slice("a-1", "a")) == {("ns", "g2")}
+
+
 # -- routing ---------------------------------------------------------------------------------
 
 

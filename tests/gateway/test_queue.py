@@ -96,3 +96,4 @@ def test_a_request_is_priced_by_the_catalog_cost_model_with_the_resource_default
         call_seconds(plan, width=1024, height=768, steps=40, images=3))
     unknown = ImageModelDeploymentSpec.model_validate({"model": {"name": "someone/custom-model"}, "gpuClass": "l4-24gb"})
     assert pricing_of(unknown) is None
+

@@ -28,6 +28,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 RUNTIME_PORT_NAME = "http"
 
 ResourceKey = tuple[str, str]  # (namespace, name)
+GroupKey = tuple[str, str]  # (namespace, group)
 POOL_SERVICE_SUFFIX = "-pool"
 
 
@@ -198,35 +199,40 @@ class Fleet:
     _by_service: dict[ResourceKey, tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
-    def apply_resource(self, event_type: str, obj: dict[str, Any]) -> bool:
-        """Apply a watch event of an ImageModelDeployment; True when the routing view changed."""
+    def apply_resource(self, event_type: str, obj: dict[str, Any]) -> set[GroupKey]:
+        """Apply a watch event of an ImageModelDeployment; the model groups whose routing changed
+        (the resource's group before and after; none when its routing view is the same)."""
         metadata = obj["metadata"]
         key = (metadata["namespace"], metadata["name"])
         resource = None if event_type == "DELETED" else resource_from_object(obj)
-        if self.resources.get(key) == resource:
-            return False
+        before = self.resources.get(key)
+        if before == resource:
+            return set()
         if resource is None:
             self.resources.pop(key, None)
         else:
             self.resources[key] = resource
-        return True
+        return {(r.namespace, r.group) for r in (before, resource) if r is not None}
 
-    def apply_slice(self, event_type: str, obj: dict[str, Any]) -> bool:
-        """Apply a watch event of an EndpointSlice; True when some ready endpoint came or went."""
+    def apply_slice(self, event_type: str, obj: dict[str, Any]) -> set[GroupKey]:
+        """Apply a watch event of an EndpointSlice; the model groups of the resources its Service
+        serves when some ready endpoint came or went (none otherwise)."""
         metadata = obj["metadata"]
         key = (metadata["namespace"], metadata["name"])
         service = (metadata.get("labels") or {}).get(SERVICE_NAME_LABEL)
         entry = None if event_type == "DELETED" or service is None else (service, ready_urls_from_slice(obj))
         self._track_starting(key, service, () if entry is None else starting_urls_from_slice(obj),
                              () if entry is None else entry[1])
-        if self.slices.get(key) == entry:
-            return False
+        before = self.slices.get(key)
+        if before == entry:
+            return set()
         if entry is None:
             self.slices.pop(key, None)
         else:
             self.slices[key] = entry
         self._by_service = None
-        return True
+        services = {(key[0], service) for service, _ in (e for e in (before, entry) if e is not None)}
+        return {(r.namespace, r.group) for r in self.resources.values() if r.service_key in services}
 
     def _track_starting(self, key: ResourceKey, service: str | None, starting: tuple[str, ...],
                         ready: tuple[str, ...]) -> None:

@@ -31,14 +31,13 @@ from ..overflow import Link
 from ..overflow import overflow_problems as namespace_problems
 from .auth import ApiKey, KeyRing
 from .errors import NotFound
-from .fleet import Resource, ResourceKey
+from .fleet import GroupKey, Resource, ResourceKey
 
 TIER_ORDER: tuple[Tier, ...] = ("bulk", "standard", "premium")
 TIER_BY_QUALITY: dict[str, Tier] = {"low": "bulk", "medium": "standard", "high": "premium"}
 DEFAULT_QUALITY = "auto"
 
 
-GroupKey = tuple[str, str]  # (namespace, group)
 
 
 @dataclass(frozen=True)

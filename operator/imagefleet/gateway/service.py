@@ -17,14 +17,14 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field, replace
 
 import httpx
 
 from .auth import ApiKey, KeyRing
 from .errors import BadGateway, GatewayError, Gone, Shed, Unavailable
-from .fleet import Fleet, Resource, ResourceKey, upstream_body
+from .fleet import Fleet, GroupKey, Resource, ResourceKey, upstream_body
 from .holding import DemandPacer, HoldSlots, Send, cold, pick
 from .idempotency import IdempotentAnswers
 from .limits import InFlight, RateLimits, check_generation
@@ -107,15 +107,18 @@ class Gateway:
 
     # -- the cache ------------------------------------------------------------
 
-    def fleet_changed(self) -> None:
-        """Call after the watches changed the fleet: re-check overflow targets, poll new pods, dispatch."""
+    def fleet_changed(self, groups: Collection[GroupKey] | None = None) -> None:
+        """Call after the watches changed the fleet: re-check overflow targets, poll new pods, and
+        dispatch the lanes of the model groups that changed (all of them when `groups` is None)."""
         problems = overflow_problems(self.fleet.resources)
         for key in problems.keys() - self.ignored.keys():
             logger.warning("%s/%s: %s; ignoring it", *key, problems[key])
         self.ignored = problems
         self.metrics.ignored_overflow.set(len(problems))
         self.poller.kick()
-        self.dispatch_all()
+        for lane_key in list(self.lanes):
+            if groups is None or lane_key[:2] in groups:
+                self.dispatch(lane_key)
 
     def candidates(self, route_: Route, exclude: set[str]) -> dict[ResourceKey, list[Candidate]]:
         return {

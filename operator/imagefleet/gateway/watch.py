@@ -105,7 +105,7 @@ class FleetWatch:
         fleet = self._gateway.fleet
         changed = fleet.apply_resource(event_type, obj) if kind == "resources" else fleet.apply_slice(event_type, obj)
         if changed:
-            self._gateway.fleet_changed()
+            self._gateway.fleet_changed(changed)
 
 
 def demand_signaller(kube: Kube) -> Callable[[Resource], Any]:

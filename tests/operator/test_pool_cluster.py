@@ -1,13 +1,16 @@
 """A pool and its members on the local fleet, with the operator running and the chart's admission policy:
 the pool's Deployment appears and turns ready, members are Ready without pods of their own, adding one
-restarts nothing, `kubectl get imp` shows what a user expects, and a member of another family is refused."""
+restarts nothing, `kubectl get imp` shows what a user expects, requests for each member go through the
+real gateway to the pool's pod, and a member of another family is refused."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -17,6 +20,7 @@ from imagefleet.reconcile.member import SERVED_BY_POOL
 from tests.chart.conftest import helm  # noqa: F401 - the helm binary, for the policy fixture
 from tests.chart.helm import kubectl_binary
 from tests.conftest import Cluster
+from tests.gateway.process import gateway_process
 from tests.helpers import wait_until
 
 from .harness import Imds, OperatorProcess
@@ -44,7 +48,7 @@ def _ready(imds: Imds, name: str) -> dict[str, Any] | None:
 
 
 def test_a_pool_serves_its_members_and_refuses_another_family(
-    cluster: Cluster, namespace: str, pool_admission: None, imagefleet_operator: OperatorProcess
+    cluster: Cluster, namespace: str, pool_admission: None, imagefleet_operator: OperatorProcess, tmp_path: Path
 ) -> None:
     client.CustomObjectsApi(cluster.api_client).create_namespaced_custom_object(
         GROUP, VERSION, namespace, POOL_PLURAL,
@@ -90,6 +94,23 @@ def test_a_pool_serves_its_members_and_refuses_another_family(
     header, row = listed.splitlines()[:2]
     assert header.split() == ["NAME", "FAMILY", "GPU", "READY", "DESIRED", "MEMBERS", "AGE"], listed
     assert row.split()[:6] == ["tiny-pool", "tiny", "cpu", "1", "1", "2"], listed
+
+    # Through the real gateway: a member's name reaches the pool's pod with its checkpoint and adapter.
+    with gateway_process(cluster.kubeconfig, namespace, tmp_path / "gateway.log") as gateway:
+        def generate(model: str) -> httpx.Response:
+            return httpx.post(f"{gateway.url}/v1/images/generations", timeout=120,
+                              json={"model": model, "prompt": "a lighthouse"})
+
+        served = generate("plain")
+        assert served.status_code == 200, served.text
+        assert len(served.json()["data"]) == 1
+        # Its adapter is in no repo the pod can read: a 4xx naming it, and the pod keeps serving.
+        refused = generate("pixel-art")
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "adapter_refused" and "loras/pixel-art" in error["message"], error
+        again = generate("plain")
+        assert again.status_code == 200, again.text
 
     # A member of another family is refused when applied, naming both families.
     other = {"model": {"name": "sd15"}, "gpuClass": "cpu", "pool": "tiny-pool"}

@@ -110,8 +110,12 @@ def test_gateway_demand_wakes_a_resource_at_zero_within_two_seconds(
     elapsed = time.monotonic() - written
     print(f"demand-at written -> Deployment at 1 replica: {elapsed:.2f}s")
     assert elapsed < WAKE_LIMIT_SECONDS
-    scaling = condition(imds, "idle", loop.SCALING)
-    assert (scaling["status"], scaling["reason"]) == (c.TRUE, policy.SCALED_FROM_ZERO)
+    # The status is the operator's next write after the Deployment's: read it once it is there.
+    scaling = wait_until(
+        lambda: (found := condition(imds, "idle", loop.SCALING))["reason"] == policy.SCALED_FROM_ZERO and found,
+        timeout=10, interval=0.05, message="Scaling=True ScaledFromZero after the wake",
+    )
+    assert scaling["status"] == c.TRUE
     assert "the gateway asked for this resource" in scaling["message"]
     assert policy.SCALED_FROM_ZERO in event_reasons(cluster, namespace, "idle")
     # Awake with no metrics (no Prometheus here): it holds 1, never back to 0 on missing data.

@@ -49,14 +49,16 @@ def test_in_flight_bounds_in_all_and_per_key() -> None:
     serving = InFlight(limit=3, per_key_limit=2)
     a, b = key("a"), key("b")
     with serving.slot(a), serving.slot(a):
-        with pytest.raises(Unavailable) as error:
+        with pytest.raises(Shed) as over_key:  # the key's own excess: 429
             with serving.slot(a):
                 pass
-        assert error.value.code == "too_many_in_flight" and error.value.headers() == {"Retry-After": "1"}
+        assert over_key.value.status == 429 and over_key.value.code == "too_many_in_flight"
+        assert over_key.value.headers() == {"Retry-After": "1"}
         with serving.slot(b):
-            with pytest.raises(Unavailable):
+            with pytest.raises(Unavailable) as over_all:  # the gateway's bound: 503
                 with serving.slot(b):
                     pass
+            assert over_all.value.status == 503 and over_all.value.code == "too_many_in_flight"
     assert serving.total == 0 and serving.by_key == {}
 
 

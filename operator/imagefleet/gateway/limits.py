@@ -2,8 +2,9 @@
 
 - `RateLimits`: a token bucket per API key (`rate` requests per second, `burst` at once, from the
   keys file); an empty bucket is a 429 `rate_limited` with the Retry-After of the next token.
-- `InFlight`: generation requests being served at once, in all and per API key; more are a 503
-  `too_many_in_flight` with Retry-After, before their body is read.
+- `InFlight`: generation requests being served at once, in all and per API key; more are a
+  `too_many_in_flight` with Retry-After, before their body is read: a 503 over the gateway's bound
+  (it is overloaded), a 429 over the key's (that client sends too much, as a rate limit says).
 - `check_generation`: each resource's `spec.generation` limits (most steps, largest width and
   height, as the operator gives them to its pods; `fleet.Resource.generation`); a request over the limits of
   its route's first-choice resources is a 422 naming the field, as the pod would answer, but
@@ -73,14 +74,15 @@ class InFlight:
 
     @contextmanager
     def slot(self, key: ApiKey | None) -> Iterator[None]:
-        """Hold one slot while the request is served; Unavailable (503) when a bound is reached."""
+        """Hold one slot while the request is served; Unavailable (503) at the gateway's bound, Shed (429)
+        at the key's."""
         name = "" if key is None else key.name
         if self.total >= self.limit:
             raise Unavailable(f"the gateway is serving {self.limit} requests already; retry later",
                               code="too_many_in_flight", retry_after=IN_FLIGHT_RETRY_SECONDS)
-        if key is not None and self.by_key.get(name, 0) >= self.per_key_limit:
-            raise Unavailable(f"API key {name!r} has {self.per_key_limit} requests in flight already; retry later",
-                              code="too_many_in_flight", retry_after=IN_FLIGHT_RETRY_SECONDS)
+        if key is not None and self.by_key.get(name, 0) >= self.per_key_limit:  # the key's own excess: a 429
+            raise Shed(f"API key {name!r} has {self.per_key_limit} requests in flight already; retry later",
+                       code="too_many_in_flight", retry_after=IN_FLIGHT_RETRY_SECONDS)
         self.total += 1
         self.by_key[name] = self.by_key.get(name, 0) + 1
         try:

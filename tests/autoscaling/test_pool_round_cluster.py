@@ -8,12 +8,11 @@ the autoscaled resources, with the same PromQL queries as a round without it (Pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from prometheus_client import start_http_server
 
 from imagefleet import GROUP, PLURAL, POOL_KIND, POOL_PLURAL, VERSION
@@ -23,39 +22,17 @@ from imagefleet.autoscaling.pool_scaling import POOL_WOKEN
 from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.builders.labels import selector_labels
 from imagefleet.catalog import load_gpu_classes
-from imagefleet.demo.stack import install_crd
 from imagefleet.dev.processes import HOST
 from imagefleet.dev.prometheus import LocalPrometheus, Target
 from imagefleet.gateway.telemetry import GatewayMetrics
-from imagefleet.kube import Kube
 from imagefleet.metrics import GATEWAY_ARRIVALS_TOTAL
 from tests.autoscaling.exporter import Exporter
+from tests.autoscaling.test_batch_cluster import autoscaler, prometheus  # noqa: F401 - the fixtures, shared
 from tests.autoscaling.test_batch_cluster import create, labels, one_round, query_requests
 from tests.conftest import Cluster
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
-
-INTERVAL = 5.0
-
-
-@pytest.fixture(scope="module")
-def prometheus(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrometheus]:
-    install_crd(cluster.api_client)  # both CRDs
-    server = LocalPrometheus(tmp_path_factory.mktemp("prometheus"), scrape_interval="1s")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def autoscaler(cluster: Cluster, prometheus: LocalPrometheus) -> AsyncIterator[Autoscaler]:
-    kube = Kube(config.new_client_from_config(config_file=str(cluster.kubeconfig)))
-    async with PrometheusClient(prometheus.url, timeout=5.0) as metrics:
-        yield Autoscaler(kube, metrics, load_gpu_classes(), interval_seconds=INTERVAL)
-    kube.close()
 
 
 def _pool_and_members(cluster: Cluster, namespace: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -51,17 +51,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def runtime_server(log_dir: Path, *flags: str) -> Iterator[RunningServer]:
-    """A tiny-model server on CPU with `flags`, ready (/readyz 200) when yielded; stopped afterwards."""
+def runtime_server(log_dir: Path, *flags: str, host: str = "127.0.0.1") -> Iterator[RunningServer]:
+    """A tiny-model server on CPU with `flags` at `host`, ready (/readyz 200) when yielded; stopped afterwards."""
     port = free_port()
     log = log_dir / f"runtime-{port}.log"
     # One torch thread: the test machine's cores are shared, and oversubscribed OpenMP threads crawl.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
-               "--host", "127.0.0.1", "--port", str(port), *flags]
+               "--host", host, "--port", str(port), *flags]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log)
+    server = RunningServer(process, f"http://{host}:{port}", log)
     try:
         def ready() -> bool:
             if process.poll() is not None:

@@ -4,13 +4,8 @@ accepts (it refuses 127.0.0.1)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from kubernetes import client
 
@@ -18,8 +13,7 @@ from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet.dev.components import SIMULATED_POD_CIDR
 from tests.conftest import Cluster
 from tests.gateway.conftest import FAST, bulk_pod, premium_pod  # noqa: F401
-from tests.helpers import wait_until
-from tests.runtime.support import STARTUP_TIMEOUT_SECONDS, RunningServer, free_port
+from tests.runtime.support import RunningServer, runtime_server
 
 # In the fleet's pod range, far above the addresses KWOK gives pods (from the bottom of the range).
 FLEET_POD_ADDRESS = SIMULATED_POD_CIDR.replace("0.0/16", "254.1")
@@ -28,29 +22,9 @@ FLEET_POD_ADDRESS = SIMULATED_POD_CIDR.replace("0.0/16", "254.1")
 @pytest.fixture(scope="session")
 def fleet_pod(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A tiny-model runtime on CPU at FLEET_POD_ADDRESS, ready."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("fleet-pod") / "runtime.log"
-    command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
-               "--host", FLEET_POD_ADDRESS, "--port", str(port), *FAST, "--max-batch-size", "4", "--queue-size", "64"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    server = RunningServer(process, f"http://{FLEET_POD_ADDRESS}:{port}", log)
-    try:
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"runtime exited with {process.returncode}:\n{log.read_text()}")
-            return httpx.get(f"{server.base_url}/readyz", timeout=5).status_code == 200
-
-        wait_until(ready, timeout=STARTUP_TIMEOUT_SECONDS, interval=0.2, message=f"/readyz of {server.base_url}")
+    with runtime_server(tmp_path_factory.mktemp("fleet-pod"), *FAST, "--max-batch-size", "4", "--queue-size", "64",
+                        host=FLEET_POD_ADDRESS) as server:
         yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def thumbs_served_by(pod: RunningServer, cluster: Cluster, namespace: str) -> None:

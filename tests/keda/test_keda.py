@@ -26,6 +26,7 @@ from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.autoscaling.queries import queue_depth_query
 from imagefleet.bench.endpoints import Endpoints
 from imagefleet.dev.prometheus import LocalPrometheus
+from imagefleet.reconcile import status
 from tests.autoscaling.test_e2e import closed_loop, prometheus  # noqa: F401  (fixture)
 from tests.conftest import Cluster
 from tests.helpers import wait_until
@@ -247,8 +248,14 @@ def test_a_query_without_series_reads_zero_in_keda_and_holds_imagefleet(
             timeout=2 * HPA_SYNC_SECONDS + 10, message="the strict HPA failing to get its metric",
         )
         assert failed.reason == "FailedGetExternalMetric", failed
-        # imagefleet: no series is no signal, and the autoscaler holds what it has.
-        missing = imagefleet.condition(c.METRICS_AVAILABLE)
+        # imagefleet: no series is no signal, and the autoscaler holds what it has. Its first report
+        # comes once a pod has been ready for one rate window (before that, no series is expected);
+        # on a loaded machine the pods' runtimes may not be ready yet when the HPAs have moved.
+        missing = wait_until(
+            lambda: (cond := imagefleet.condition(c.METRICS_AVAILABLE)).get("reason") != status.AWAITING_METRICS
+            and cond,
+            timeout=120, message="imagefleet's first report on its metrics",
+        )
         assert (missing.get("status"), missing.get("reason")) == (c.FALSE, loop.NO_METRICS), missing
         assert "holding 2 replicas" in missing["message"]
         assert imagefleet.condition(loop.SCALING).get("reason") == policy.METRICS_MISSING

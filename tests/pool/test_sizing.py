@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagefleet.autoscaling.sizing import replicas_for
-from imagefleet.pool.sizing import MemberDemand, pool_replicas, residency_floor, swap_load
+from imagefleet.pool.sizing import WORKING_SET_SECONDS, MemberDemand, pool_replicas, residency_floor, swap_load, working_set
 
 
 def member(name: str, rate: float, work: float = 1.0, target: float = 2.2, queued: float = 0.0) -> MemberDemand:
@@ -120,3 +120,11 @@ def test_the_working_sets_floor_holds_only_while_the_pool_is_active_and_within_m
     bounded = pool_replicas([member("a", 0.01)], swap_seconds=0.0, min_replicas=0, max_replicas=4, ready=1,
                             working_set=80, resident_slots=10)
     assert bounded.replicas == 4 and bounded.residency_floor == 4
+
+
+def test_the_working_set_is_the_checkpoints_asked_for_within_its_window() -> None:
+    last_asked = {"a": 0.0, "b": 1000.0, "c": 1799.0}
+    assert working_set(last_asked, now=1800.0) == 3
+    assert working_set(last_asked, now=1800.0 + 1.0) == 2  # "a" is older than WORKING_SET_SECONDS
+    assert working_set(last_asked, now=WORKING_SET_SECONDS + 1000.0) == 2
+    assert working_set({}, now=0.0) == 0

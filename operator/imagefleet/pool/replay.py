@@ -37,7 +37,7 @@ from ..cost import Plan, builtin_plan, call_seconds, load_seconds
 from ..fit import estimate, usable_mib
 from ..residency import Adapter, Residency, SwapCost, checkpoint_mib, move_seconds, swap_cost
 from .routing import PodView, Recent, Resident, Want, placements, swap_prices
-from .sizing import WORKING_SET_SECONDS, MemberDemand, pool_replicas
+from .sizing import MemberDemand, pool_replicas, working_set
 from .trace import Request
 
 LARGEST_IMAGES = 8  # the largest request the GPU budget leaves room for, by default
@@ -309,11 +309,10 @@ class _Replay:
             members = [MemberDemand("queued", 0.0, 0.0, self.setup.target_p95_seconds, queued=queued)]
         active = group.active()
         ready = sum(1 for p in active if p.ready_at <= now)
-        working_set = sum(1 for at in group.last_seen.values() if now - at <= WORKING_SET_SECONDS)
         size = pool_replicas(members, swap_seconds=sum(s for _, s in group.swaps) / window, min_replicas=0,
                              max_replicas=group.max_replicas, ready=ready, starting=len(active) - ready,
                              startup_seconds=group.start_seconds, resident_slots=self.slots if self.pooled else 1,
-                             working_set=working_set if self.pooled else 0)
+                             working_set=working_set(group.last_seen, now) if self.pooled else 0)
         group.recommendations.append((now, size.replicas))
         while group.recommendations and group.recommendations[0][0] <= now - self.setup.scale_down_seconds:
             group.recommendations.popleft()

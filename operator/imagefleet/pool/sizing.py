@@ -147,3 +147,9 @@ def _sized(rate: float, service: float, queued: float, target: float, ready: int
 def residency_floor(working_set: int, resident_slots: int) -> int:
     """Pods whose GPUs hold each checkpoint of the working set once, at `resident_slots` checkpoints a pod."""
     return math.ceil(working_set / max(1, resident_slots)) if working_set > 0 else 0
+
+
+def working_set(last_asked: Mapping[str, float], now: float) -> int:
+    """How many checkpoints were asked for within `WORKING_SET_SECONDS` before `now` (`last_asked`: each
+    checkpoint's latest request, in the caller's clock): what `pool_replicas` takes as `working_set`."""
+    return sum(1 for at in last_asked.values() if now - at <= WORKING_SET_SECONDS)

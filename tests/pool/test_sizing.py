@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from imagefleet.autoscaling.sizing import replicas_for
-from imagefleet.pool.sizing import WORKING_SET_SECONDS, MemberDemand, pool_replicas, residency_floor, swap_load, working_set
+from imagefleet.pool.sizing import (
+    WORKING_SET_SECONDS,
+    MemberDemand,
+    pool_replicas,
+    residency_floor,
+    swap_load,
+    working_set,
+)
 
 
 def member(name: str, rate: float, work: float = 1.0, target: float = 2.2, queued: float = 0.0) -> MemberDemand:

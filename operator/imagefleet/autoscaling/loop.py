@@ -399,12 +399,14 @@ class Autoscaler:
         model = model_catalog()[spec.family]
         precision = spec.precision or model.precision.preferred
         status = work.pool.get("status") or {}
+        # Without the GPU budget the reconcile writes, a pod's slots are unknown: no working-set floor.
+        working = working_set(asked, self.clock()) if status.get("gpuBudgetMiB") else 0
         decision = decide_pool(PoolInputs(
             spec=spec, replicas=replicas, ready=ready, members=signals,
             service_seconds=_service_seconds(spec, precision, own.batch_seconds, own.batch_size),
             swap_seconds=_swap_seconds(spec.gpu_class, model, precision),
             resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), checkpoint_mib(model, precision)),
-            window_seconds=window, working_set=working_set(asked, self.clock()),
+            window_seconds=window, working_set=working,
         ), self._pool_histories.get(uid, ()), self.clock())
         self._pool_histories[uid] = decision.history
         changed = decision.desired != replicas

@@ -8,8 +8,8 @@ and the request's own time. The rules on top of that:
 - Residency first: a pod that holds the checkpoint and adapters and finishes the request within
   its target is preferred to any pod that would swap, however idle; and among pods that would
   swap and push out as much (see the next rules), the one with the least to move (the checkpoint
-  in its host RAM before one on disk) while it finishes within the target. A swap is never made, or made larger, to save queue time the
-  target does not need.
+  in its host RAM before one on disk) while it finishes within the target. A swap is never made,
+  or made larger, to save queue time the target does not need.
 - Weigh a swap against the queue it avoids: when no pod finishes within the target that way, the
   pod with the earliest finish wins, swap included. So a hot model spreads over more pods once
   one cannot serve it in time, and only then.
@@ -102,7 +102,7 @@ class Placement:
     displaced: int  # checkpoints the swap pushes off the last GPU of the pool that held them
     finish_seconds: float  # wait + swap + the request's own time
     cost: float  # finish, plus the swap back of what it evicts
-    pushed: int = 0  # checkpoints the swap pushes off the pod's GPU, in use or not
+    pushed_out: int = 0  # checkpoints the swap pushes off the pod's GPU, in use or not
 
 
 def swap_seconds(want: Want, resident: Resident, prices: SwapPrices) -> float:
@@ -197,5 +197,5 @@ def rank(placement: Placement, target_seconds: float) -> Rank:
     if placement.holds and in_time:
         return (0, 0, 0.0, 0, placement.finish_seconds)
     if in_time:
-        return (1, placement.pushed, placement.swap_seconds, placement.displaced, placement.finish_seconds)
+        return (1, placement.pushed_out, placement.swap_seconds, placement.displaced, placement.finish_seconds)
     return (2, 0, placement.cost, placement.displaced, 0.0)

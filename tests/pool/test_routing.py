@@ -203,3 +203,14 @@ def test_swap_prices_are_the_residency_models_moves() -> None:
     assert prices.host_seconds == pytest.approx(move_seconds(cost, Move("a", None, "host", "gpu", 4896.0)))
     assert prices.disk_seconds == pytest.approx(move_seconds(cost, Move("a", None, "disk", "gpu", 4896.0)))
     assert prices.adapter_seconds == pytest.approx(move_seconds(cost, Move("a", "x", "disk", "gpu", 375.7)))
+
+
+def test_a_free_gpu_slot_is_filled_before_a_full_pod_swaps_from_host_ram() -> None:
+    # "full" holds "a" in host RAM but its one GPU slot is taken: bringing "a" back pushes "b" out,
+    # which comes back the next time, and so on. "free" loads "a" from disk once into its free slot.
+    pods = [pod("full", ("b",), host=("a",)), pod("free", ("c",), slots=2)]
+    chosen = best(Want("a"), pods)
+    assert chosen.url == "free" and chosen.swap_seconds == PRICES.disk_seconds
+    # Without a free slot anywhere, the least to move wins again.
+    pods = [pod("full", ("b",), host=("a",)), pod("other", ("c",))]
+    assert best(Want("a"), pods).url == "full"

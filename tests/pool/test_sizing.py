@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from imagefleet.autoscaling.sizing import replicas_for
-from imagefleet.pool.sizing import MemberDemand, pool_replicas, swap_load
+from imagefleet.pool.sizing import (
+    WORKING_SET_SECONDS,
+    MemberDemand,
+    pool_replicas,
+    residency_floor,
+    swap_load,
+    working_set,
+)
 
 
 def member(name: str, rate: float, work: float = 1.0, target: float = 2.2, queued: float = 0.0) -> MemberDemand:
@@ -92,3 +99,39 @@ def test_swap_load_counts_the_members_beyond_the_resident_ones() -> None:
     assert swap_load(rates, resident_slots=2, swap_seconds=2.0) == pytest.approx((0.1 + 0.05) * 2.0)
     assert swap_load(rates, resident_slots=4, swap_seconds=2.0) == 0.0
     assert swap_load(rates, resident_slots=0, swap_seconds=1.0) == pytest.approx(1.65)
+
+
+def test_an_active_pool_keeps_the_pods_its_working_set_needs_on_the_gpus() -> None:
+    # A trickle that one pod serves, over 25 checkpoints asked for lately, 10 to a pod's GPU.
+    trickle = [member(f"m{i}", 0.01) for i in range(3)]
+    by_demand = pool_replicas(trickle, swap_seconds=0.0, min_replicas=0, max_replicas=10, ready=1)
+    assert by_demand.replicas == 1 and by_demand.residency_floor == 0
+    size = pool_replicas(trickle, swap_seconds=0.0, min_replicas=0, max_replicas=10, ready=1,
+                         working_set=25, resident_slots=10)
+    assert size.replicas == 3 and size.residency_floor == 3
+    assert residency_floor(20, 10) == 2 and residency_floor(21, 10) == 3 and residency_floor(0, 10) == 0
+
+
+def test_demand_above_the_working_sets_floor_sizes_the_pool() -> None:
+    busy = [member("hot", 5.0), member("other", 2.0)]
+    alone = pool_replicas(busy, swap_seconds=0.0, min_replicas=0, max_replicas=50, ready=8)
+    floored = pool_replicas(busy, swap_seconds=0.0, min_replicas=0, max_replicas=50, ready=8,
+                            working_set=12, resident_slots=10)
+    assert alone.replicas > 2 and floored.replicas == alone.replicas
+
+
+def test_the_working_sets_floor_holds_only_while_the_pool_is_active_and_within_max_replicas() -> None:
+    idle = [member("a", 0.0), member("b", 0.0)]
+    size = pool_replicas(idle, swap_seconds=0.0, min_replicas=0, max_replicas=10, working_set=80, resident_slots=10)
+    assert size.replicas == 0 and size.residency_floor == 0  # the pool still scales to zero as a whole
+    bounded = pool_replicas([member("a", 0.01)], swap_seconds=0.0, min_replicas=0, max_replicas=4, ready=1,
+                            working_set=80, resident_slots=10)
+    assert bounded.replicas == 4 and bounded.residency_floor == 4
+
+
+def test_the_working_set_is_the_checkpoints_asked_for_within_its_window() -> None:
+    last_asked = {"a": 0.0, "b": 1000.0, "c": 1799.0}
+    assert working_set(last_asked, now=1800.0) == 3
+    assert working_set(last_asked, now=1800.0 + 1.0) == 2  # "a" is older than WORKING_SET_SECONDS
+    assert working_set(last_asked, now=WORKING_SET_SECONDS + 1000.0) == 2
+    assert working_set({}, now=0.0) == 0

@@ -41,6 +41,7 @@ from ..crd.models import ImageModelDeploymentSpec, ImageModelPoolSpec
 from ..residency.lru import Move
 from ..residency.pricing import checkpoint_mib, move_seconds, swap_cost
 from ..kube import Kube, KubeError, is_newer
+from ..pool.sizing import WORKING_SET_SECONDS, working_set
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
 from .batch import Key, Round, read_round
@@ -243,6 +244,8 @@ class Autoscaler:
         # and each pool's recommendations within its scale-down window, by uid.
         self._pool_keys: set[Key] = set()
         self._pool_histories: dict[str, tuple[tuple[float, int], ...]] = {}
+        # Per pool uid: each checkpoint's latest demand (the autoscaler's clock), for the pool's working set.
+        self._pool_asked: dict[str, dict[str, float]] = {}
         self._pool_locks: dict[str, asyncio.Lock] = {}
         self._closed = False
         self._in_flight = 0
@@ -281,6 +284,8 @@ class Autoscaler:
         pool_uids = {work.pool["metadata"]["uid"] for work in pools}
         for uid in set(self._pool_histories) - pool_uids:
             del self._pool_histories[uid]
+        for uid in set(self._pool_asked) - pool_uids:
+            del self._pool_asked[uid]
         for uid in set(self._pool_locks) - pool_uids:
             del self._pool_locks[uid]
         known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
@@ -378,6 +383,7 @@ class Autoscaler:
         round_ = await self._round(window)
         now = datetime.now(UTC)
         signals = []
+        asked = self._pool_asked.setdefault(uid, {})
         for member in work.members:
             readings = round_.readings((namespace, member["metadata"]["name"]), window)
             member_spec = ImageModelDeploymentSpec.model_validate(member["spec"])
@@ -385,16 +391,22 @@ class Autoscaler:
                 member["metadata"]["name"], readings.gateway_arrival_rate or 0.0, readings.gateway_queued or 0.0,
                 effective_autoscaling(member_spec).target_p95_seconds,
                 demand_age_seconds(member["metadata"].get("annotations"), now)))
+            if signals[-1].arrival_rate > 0 or signals[-1].queued > 0:
+                asked[f"{member_spec.model.name}@{member_spec.model.revision or ''}"] = self.clock()
+        for checkpoint in [name for name, at in asked.items() if self.clock() - at > WORKING_SET_SECONDS]:
+            del asked[checkpoint]
         own = round_.readings((namespace, child), window)
         model = model_catalog()[spec.family]
         precision = spec.precision or model.precision.preferred
         status = work.pool.get("status") or {}
+        # Without the GPU budget the reconcile writes, a pod's slots are unknown: no working-set floor.
+        working = working_set(asked, self.clock()) if status.get("gpuBudgetMiB") else 0
         decision = decide_pool(PoolInputs(
             spec=spec, replicas=replicas, ready=ready, members=signals,
             service_seconds=_service_seconds(spec, precision, own.batch_seconds, own.batch_size),
             swap_seconds=_swap_seconds(spec.gpu_class, model, precision),
             resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), checkpoint_mib(model, precision)),
-            window_seconds=window,
+            window_seconds=window, working_set=working,
         ), self._pool_histories.get(uid, ()), self.clock())
         self._pool_histories[uid] = decision.history
         changed = decision.desired != replicas

@@ -45,6 +45,8 @@ class PoolInputs:
     swap_seconds: float  # seconds one checkpoint swap takes on the pool's card
     resident_per_pod: int  # checkpoints one pod keeps on its GPU (its budget over one checkpoint)
     window_seconds: float  # how fresh a demand-at must be to count
+    # Checkpoints the members asked for lately (`pool.sizing.working_set`): the pods they need stay.
+    working_set: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def decide_pool(inputs: PoolInputs, history: Sequence[tuple[float, int]], now: f
     swaps = swap_load(rates, slots, inputs.swap_seconds)
     size = pool_replicas(demands, swap_seconds=swaps, min_replicas=scaling.min_replicas,
                          max_replicas=scaling.max_replicas, ready=inputs.ready,
-                         starting=max(0, inputs.replicas - inputs.ready))
+                         starting=max(0, inputs.replicas - inputs.ready), working_set=inputs.working_set,
+                         resident_slots=inputs.resident_per_pod)
     recommended = size.replicas
     window = scaling.scale_down_stabilization_seconds
     kept = tuple((at, value) for at, value in history if now - at < window) + ((now, recommended),)
@@ -84,6 +87,9 @@ def decide_pool(inputs: PoolInputs, history: Sequence[tuple[float, int]], now: f
     desired = min(desired, scaling.max_replicas)
     work = f"{size.demand_gpu_seconds:.2f} GPU-s/s of demand from {active} of {len(demands)} members"
     swap = f" plus {size.swap_seconds:.2f} s/s of swaps" if size.swap_seconds > 0 else ""
+    if size.residency_floor and size.residency_floor >= recommended:
+        swap += (f"; {size.residency_floor} pod{'' if size.residency_floor == 1 else 's'} hold the "
+                 f"{inputs.working_set} checkpoints asked for lately on their GPUs")
     if desired == inputs.replicas:
         reason, message = SCALED_POOL, f"pool stays at {desired}: {work}{swap}"
     elif inputs.replicas == 0:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..pool.routing import PodView, Recent, Resident, gpu_copies, place, rank
+from ..pool.routing import PodView, Rank, Recent, Resident, gpu_copies, place, rank
 from .fleet import Resource
 
 # A poll older than this is stale (the poller runs every ~0.25 s).
@@ -158,7 +158,7 @@ def pod_view(candidate: Candidate, in_use: dict[str, int]) -> PodView:
     return PodView(candidate.url, Resident(resident.gpu, resident.host, adapters, slots), wait, pending)
 
 
-def residency_ranks(candidates: Sequence[Candidate], recent: Recent, now: float) -> list[tuple[int, float, int, float]]:
+def residency_ranks(candidates: Sequence[Candidate], recent: Recent, now: float) -> list[Rank]:
     """Each candidate's rank by residency (lower is better), for pool members; see pool.routing."""
     views = [pod_view(c, recent.in_use(c.url, now)) for c in candidates]
     copies = gpu_copies(views)
@@ -167,7 +167,7 @@ def residency_ranks(candidates: Sequence[Candidate], recent: Recent, now: float)
         member, load = candidate.resource.pool, candidate.load
         assert member is not None and load is not None
         if member.prices is None:  # no swap figures: by outstanding work alone
-            ranks.append((1, 0.0, 0, view.wait_seconds))
+            ranks.append((1, 0, 0.0, 0, view.wait_seconds))
             continue
         own = load.batch_seconds or 0.0
         placement = place(member.want, view, own, member.prices, copies)

@@ -37,7 +37,7 @@ from ..cost import Plan, builtin_plan, call_seconds, load_seconds
 from ..fit import estimate, usable_mib
 from ..residency import Adapter, Residency, SwapCost, checkpoint_mib, move_seconds, swap_cost
 from .routing import PodView, Recent, Resident, Want, placements, swap_prices
-from .sizing import MemberDemand, pool_replicas
+from .sizing import MemberDemand, pool_replicas, working_set
 from .trace import Request
 
 LARGEST_IMAGES = 8  # the largest request the GPU budget leaves room for, by default
@@ -144,6 +144,7 @@ class _Group:
         self.arrivals: deque[tuple[float, str, float]] = deque()  # (time, resource, work seconds)
         self.swaps: deque[tuple[float, float]] = deque()  # (time, seconds)
         self.recommendations: deque[tuple[float, int]] = deque()
+        self.last_seen: dict[str, float] = {}  # checkpoint -> its latest arrival
         self.start_seconds = start_seconds
         self.max_replicas = max_replicas
         self.make_residency = make_residency
@@ -281,6 +282,7 @@ class _Replay:
         now = request.time
         group = self.group_of(request)
         group.arrivals.append((now, request.resource, self.work(request)))
+        group.last_seen[request.model] = now
         group.waiting.append((request, bool(group.ready(now))))
         if not group.active():  # scale from zero: the gateway's demand signal starts a pod at once
             pod = group.add(now)
@@ -309,7 +311,8 @@ class _Replay:
         ready = sum(1 for p in active if p.ready_at <= now)
         size = pool_replicas(members, swap_seconds=sum(s for _, s in group.swaps) / window, min_replicas=0,
                              max_replicas=group.max_replicas, ready=ready, starting=len(active) - ready,
-                             startup_seconds=group.start_seconds)
+                             startup_seconds=group.start_seconds, resident_slots=self.slots if self.pooled else 1,
+                             working_set=working_set(group.last_seen, now) if self.pooled else 0)
         group.recommendations.append((now, size.replicas))
         while group.recommendations and group.recommendations[0][0] <= now - self.setup.scale_down_seconds:
             group.recommendations.popleft()

@@ -3,13 +3,13 @@
 Each pod is priced by when the request would finish there: the work already waiting at it, the
 swap it would cost (nothing when the checkpoint is on its GPU and the adapters are loaded; the
 host-to-GPU or disk-to-GPU time of the checkpoint otherwise, plus each missing adapter's load),
-and the request's own time. Three rules on top of that:
+and the request's own time. The rules on top of that:
 
 - Residency first: a pod that holds the checkpoint and adapters and finishes the request within
   its target is preferred to any pod that would swap, however idle; and among pods that would
-  swap, the one with the least to move (the checkpoint in its host RAM before one on disk) while
-  it finishes within the target. A swap is never made, or made larger, to save queue time the
-  target does not need.
+  swap and push out as much (see the next rules), the one with the least to move (the checkpoint
+  in its host RAM before one on disk) while it finishes within the target. A swap is never made,
+  or made larger, to save queue time the target does not need.
 - Weigh a swap against the queue it avoids: when no pod finishes within the target that way, the
   pod with the earliest finish wins, swap included. So a hot model spreads over more pods once
   one cannot serve it in time, and only then.
@@ -17,9 +17,14 @@ and the request's own time. Three rules on top of that:
   sent there within `RECENT_SECONDS`: the router's own memory, `Recent`) is also charged that
   checkpoint's swap back, so two hot models on one pod do not push each other out; the router
   puts the second on another pod instead.
-- Keep the pool's copies: among pods that would move as much, one with a free GPU slot, or whose
-  evicted checkpoint another pod also holds, is taken before one that would push the pool's last
-  copy of a checkpoint off the GPUs.
+- Fill free slots before evicting: among pods that would swap within the target, one with a free
+  GPU slot is taken before one that would push a checkpoint off its GPU, even when the other holds
+  the checkpoint in host RAM (a cheaper move). Otherwise a full pod that keeps a checkpoint in host
+  RAM takes it back each time, pushing another to host RAM, and the pool swaps on every request
+  while another pod's GPU has room for all of them.
+- Keep the pool's copies: among pods that would move as much, one whose evicted checkpoint another
+  pod also holds is taken before one that would push the pool's last copy of a checkpoint off the
+  GPUs.
 
 Pure: the gateway feeds it the pods' polled `/v1/load` (`resident`) and its own in-flight counts,
 the replay its simulated pods.
@@ -97,6 +102,7 @@ class Placement:
     displaced: int  # checkpoints the swap pushes off the last GPU of the pool that held them
     finish_seconds: float  # wait + swap + the request's own time
     cost: float  # finish, plus the swap back of what it evicts
+    pushed_out: int = 0  # checkpoints the swap pushes off the pod's GPU, in use or not
 
 
 def swap_seconds(want: Want, resident: Resident, prices: SwapPrices) -> float:
@@ -130,7 +136,7 @@ def place(want: Want, pod: PodView, own_seconds: float, prices: SwapPrices,
     penalty = len(pushed) * prices.host_seconds
     finish = pod.wait_seconds + swap + own_seconds
     holds = want.checkpoint in pod.resident.gpu and all(a in pod.resident.adapters for a in want.adapters)
-    return Placement(pod.url, holds, swap, pushed, last, finish, finish + penalty)
+    return Placement(pod.url, holds, swap, pushed, last, finish, finish + penalty, len(out))
 
 
 def placements(want: Want, pods: Sequence[PodView], *, own_seconds: float, target_seconds: float,
@@ -178,14 +184,18 @@ def gpu_copies(pods: Sequence[PodView]) -> dict[str, int]:
     return copies
 
 
-def rank(placement: Placement, target_seconds: float) -> tuple[int, float, int, float]:
+# (class, checkpoints pushed off the pod's GPU, seconds, last copies pushed off, finish): lower is better.
+Rank = tuple[int, int, float, int, float]
+
+
+def rank(placement: Placement, target_seconds: float) -> Rank:
     """Lower is better (see the module docstring): a holding pod within the target, earliest finish
-    first; then a pod that finishes within the target with the least to move, then the fewest
-    checkpoints pushed off the pool's GPUs (a free slot, or a checkpoint another pod also holds,
-    before the last copy), then the earliest finish; then the rest by cost."""
+    first; then a pod that finishes within the target without pushing a checkpoint off its GPU (a
+    free slot), then the least to move, then the fewest checkpoints pushed off the pool's GPUs (one
+    another pod also holds before the last copy), then the earliest finish; then the rest by cost."""
     in_time = placement.finish_seconds <= target_seconds and not placement.evicts
     if placement.holds and in_time:
-        return (0, 0.0, 0, placement.finish_seconds)
+        return (0, 0, 0.0, 0, placement.finish_seconds)
     if in_time:
-        return (1, placement.swap_seconds, placement.displaced, placement.finish_seconds)
-    return (2, placement.cost, placement.displaced, 0.0)
+        return (1, placement.pushed_out, placement.swap_seconds, placement.displaced, placement.finish_seconds)
+    return (2, 0, placement.cost, placement.displaced, 0.0)

@@ -11,6 +11,11 @@ generating, so the swap seconds per second are work like any other.
 - The other members share the remaining pods: their requests and the swap seconds, at the mean
   service time a request takes there, sized by the same queueing model
   (`autoscaling.sizing.replicas_for`) at the strictest p95 target among them.
+- The working set stays on the GPUs: while the pool is active it keeps at least the pods whose GPUs
+  hold each checkpoint requested within `WORKING_SET_SECONDS` once (`residency_floor`). Demand alone
+  sizes the pool by the last minute's arrivals, so the pool shrinks and grows with every lull and
+  burst, and each pod removed takes its checkpoints with it while each pod added starts empty: the
+  long tail's checkpoints, asked for a few times an hour, would come back by a swap each time.
 - The pool scales to zero only as a whole: while any member has demand or queued work, it keeps
   at least one pod; `min_replicas` and `max_replicas` bound the total.
 """
@@ -25,6 +30,10 @@ from ..autoscaling.sizing import replicas_for
 
 # A member's demand fills a pod when it keeps one pod busy this share of the time or more.
 FILLS_POD = 1.0
+# The pool's working set: the checkpoints requested within this long (the callers count them). On the
+# shipped trace's long tail (3 or 4 requests an hour for the least popular checkpoints) 30 minutes
+# covers nearly every checkpoint; 20 minutes leaves some out (see docs/pools-replay.md).
+WORKING_SET_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,8 @@ class PoolSize:
     swap_seconds: float  # swap seconds per second, as given
     # Why the queueing model gave no figure (one request takes the whole target), else None.
     unsized: str | None = None
+    # The pods the working set needs on the GPUs (`residency_floor`), 0 when not asked or inactive.
+    residency_floor: int = 0
 
 
 def swap_load(rates: Mapping[str, float], resident_slots: int, swap_seconds: float) -> float:
@@ -72,11 +83,14 @@ def pool_replicas(
     ready: int = 0,
     starting: int = 0,
     startup_seconds: float = 60.0,
+    working_set: int = 0,
+    resident_slots: int = 1,
 ) -> PoolSize:
     """The pool's replicas for its members' demand plus `swap_seconds` (per second) of swapping.
 
     `ready` and `starting` are the pool's pods now, shared out by each part's share of the work, so
-    a backlog drains as `replicas_for` drains it.
+    a backlog drains as `replicas_for` drains it. `working_set` is how many distinct checkpoints the
+    members asked for within `WORKING_SET_SECONDS`, `resident_slots` how many one pod keeps on its GPU.
     """
     demand = sum(m.gpu_seconds_per_second for m in members)
     total_work = demand + swap_seconds
@@ -99,8 +113,9 @@ def pool_replicas(
     shared, unsized = _shared(shared_members, swap_seconds, left_ready, left_starting, startup_seconds)
     total = sum(dedicated.values()) + shared
     active = any(m.arrival_rate > 0 or m.queued > 0 for m in members) or swap_seconds > 0
-    floor = max(min_replicas, 1 if active else 0)
-    return PoolSize(max(floor, min(max_replicas, total)), dedicated, shared, demand, swap_seconds, unsized)
+    resident = min(max_replicas, residency_floor(working_set, resident_slots)) if active else 0
+    floor = max(min_replicas, 1 if active else 0, resident)
+    return PoolSize(max(floor, min(max_replicas, total)), dedicated, shared, demand, swap_seconds, unsized, resident)
 
 
 def _shared(members: Sequence[MemberDemand], swap_seconds: float, ready: int, starting: int,
@@ -127,3 +142,14 @@ def _sized(rate: float, service: float, queued: float, target: float, ready: int
            startup_seconds: float) -> int | None:
     return replicas_for(arrival_rate=rate, batch_seconds=service, batch_size=1.0, queue=queued, ready=ready,
                         starting=starting, target_p95_seconds=target, startup_seconds=startup_seconds)
+
+
+def residency_floor(working_set: int, resident_slots: int) -> int:
+    """Pods whose GPUs hold each checkpoint of the working set once, at `resident_slots` checkpoints a pod."""
+    return math.ceil(working_set / max(1, resident_slots)) if working_set > 0 else 0
+
+
+def working_set(last_asked: Mapping[str, float], now: float) -> int:
+    """How many checkpoints were asked for within `WORKING_SET_SECONDS` before `now` (`last_asked`: each
+    checkpoint's latest request, in the caller's clock): what `pool_replicas` takes as `working_set`."""
+    return sum(1 for at in last_asked.values() if now - at <= WORKING_SET_SECONDS)

@@ -62,6 +62,7 @@ from .policy import (
     decide,
     idle_service_seconds,
 )
+from .pool_members import MemberUsage, member_status_patch, member_usage, read_verdict, reporting_pods, residency_key
 from .pool_scaling import POOL_WOKEN, MemberSignal, PoolDecision, PoolInputs, decide_pool, resident_per_pod
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
@@ -285,7 +286,8 @@ class Autoscaler:
             del self._pool_locks[uid]
         known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
                  | set(self._ready_since) | set(self._written))
-        for uid in known - set(self._keys):
+        members = {member["metadata"]["uid"] for work in pools for member in work.members}
+        for uid in known - set(self._keys) - members:
             self.forget(uid)
         started, scaled_before = self.clock(), self._scaled
         slot = math.floor(started / self.interval_seconds)
@@ -373,14 +375,27 @@ class Autoscaler:
         scrape = await self._scrape_interval(namespace, child) if replicas else None
         window = WINDOW_INTERVALS * max(self.interval_seconds, scrape or 0.0)
         if self.prometheus is None:
-            raise PrometheusUnavailable("IMAGEFLEET_PROMETHEUS_URL is not set: a pool is sized from its members' "
-                                        "gateway demand")
-        round_ = await self._round(window)
+            message = "IMAGEFLEET_PROMETHEUS_URL is not set: a pool is sized from its members' gateway demand"
+            await self._member_statuses(work, None, (c.FALSE, PROMETHEUS_NOT_CONFIGURED, message))
+            raise PrometheusUnavailable(message)
+        try:
+            round_ = await self._round(window)
+            failure = round_.failures.get((namespace, child))
+            if failure is not None:
+                raise failure
+        except PrometheusError as error:
+            reason = PROMETHEUS_UNREACHABLE if isinstance(error, PrometheusUnavailable) else QUERY_FAILED
+            await self._member_statuses(work, None, (c.FALSE, reason, str(error)))
+            raise
         now = datetime.now(UTC)
         signals = []
+        usages = []
+        resident = round_.resident((namespace, child))
         for member in work.members:
             readings = round_.readings((namespace, member["metadata"]["name"]), window)
             member_spec = ImageModelDeploymentSpec.model_validate(member["spec"])
+            usages.append(member_usage(resident, residency_key(member_spec), readings.gateway_arrival_rate,
+                                       readings.gateway_p95_seconds))
             signals.append(MemberSignal(
                 member["metadata"]["name"], readings.gateway_arrival_rate or 0.0, readings.gateway_queued or 0.0,
                 effective_autoscaling(member_spec).target_p95_seconds,
@@ -411,7 +426,19 @@ class Autoscaler:
         if changed:
             await self.kube.post_event(work.pool, "Normal", decision.reason, decision.message, self.instance)
             logger.info("pool %s/%s: %s", namespace, name, decision.message)
+        await self._member_statuses(work, usages, read_verdict(reporting_pods(resident), ready,
+                                                               f"rate window {window:.0f}s"))
         return decision
+
+    async def _member_statuses(self, work: PoolWork, usages: Sequence[MemberUsage] | None,
+                               verdict: tuple[str, str, str]) -> None:
+        """Write each member's residency, requests and p95 (`pool_members`) where they changed; `usages`
+        None: the round could not be read, as `verdict` says."""
+        await asyncio.gather(*(
+            self._patch_status(member, lambda status, member=member, usage=usage: member_status_patch(
+                status, usage, verdict, generation=member["metadata"].get("generation")))
+            for member, usage in zip(work.members, usages or [None] * len(work.members), strict=True)
+        ))
 
     async def _evaluate_or_log(self, resource: Mapping[str, Any]) -> Decision | None:
         try:
@@ -635,7 +662,7 @@ class Autoscaler:
         cached = self._rounds.get(window)
         if cached is None or cached[0] != slot:
             keys = sorted(set(self._keys.values()) | self._pool_keys)
-            task = asyncio.ensure_future(read_round(self.prometheus, window, keys))
+            task = asyncio.ensure_future(read_round(self.prometheus, window, keys, pools=bool(self._pool_keys)))
             # Retrieved by every waiter; a failure is theirs to report, not an unretrieved exception.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
             cached = self._rounds[window] = (slot, task)
@@ -743,7 +770,8 @@ def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: b
 
 
 # The status the autoscaler owns (its apply sets all of them; one left out is removed).
-OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling")
+OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling", "requestsPerSecond",
+                "residency")
 OWNED_CONDITIONS = (c.METRICS_AVAILABLE, SCALING, SCALING_LIMITED, LATENCY_TARGET_REACHABLE, MANUAL_SCALING)
 
 

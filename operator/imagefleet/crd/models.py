@@ -729,6 +729,10 @@ class ImageModelPoolSpec(_ApiModel):
         json_schema_extra={"default": PoolAutoscalingSpec().model_dump(by_alias=True)},
     )
     memory: PoolMemorySpec | None = Field(None, description=PoolMemorySpec.__doc__)
+    disruption: DisruptionSpec | None = Field(
+        None, description="A PodDisruptionBudget of the pool's pods (<pool>-pool) against evictions (node drains, "
+        "upgrades): how many may go down at once; set exactly one of maxUnavailable and minAvailable.",
+    )
 
 
 class PoolAutoscalingStatus(_ApiModel):

@@ -38,8 +38,7 @@ from ..builders.pool import pool_child_name
 from ..catalog import GPUClass, model_catalog
 from ..cost import EmulationError, builtin_plan, call_seconds
 from ..crd.models import ImageModelDeploymentSpec, ImageModelPoolSpec
-from ..residency.lru import Move
-from ..residency.pricing import checkpoint_mib, move_seconds, swap_cost
+from ..residency.pricing import checkpoint_mib, swap_cost
 from ..kube import Kube, KubeError, is_newer
 from ..tiers import Autoscaling, effective_autoscaling
 from . import queries
@@ -63,7 +62,17 @@ from .policy import (
     idle_service_seconds,
 )
 from .pool_members import MemberUsage, member_status_patch, member_usage, read_verdict, reporting_pods, residency_key
-from .pool_scaling import POOL_WOKEN, MemberSignal, PoolDecision, PoolInputs, decide_pool, resident_per_pod
+from .pool_scaling import (
+    POOL_WOKEN,
+    MemberSignal,
+    PoolDecision,
+    PoolInputs,
+    SwapPrices,
+    decide_pool,
+    host_per_pod,
+    resident_per_pod,
+    swap_prices,
+)
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
 SCALING = "Scaling"
@@ -404,11 +413,14 @@ class Autoscaler:
         model = model_catalog()[spec.family]
         precision = spec.precision or model.precision.preferred
         status = work.pool.get("status") or {}
+        mib = checkpoint_mib(model, precision)
+        host_slots = host_per_pod(int(status.get("hostBudgetMiB") or 0), mib)
         decision = decide_pool(PoolInputs(
             spec=spec, replicas=replicas, ready=ready, members=signals,
             service_seconds=_service_seconds(spec, precision, own.batch_seconds, own.batch_size),
-            swap_seconds=_swap_seconds(spec.gpu_class, model, precision),
-            resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), checkpoint_mib(model, precision)),
+            swap=_swap_prices(spec.gpu_class, mib, host_slots > 0),
+            resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), mib),
+            host_per_pod=host_slots,
             window_seconds=window,
         ), self._pool_histories.get(uid, ()), self.clock())
         self._pool_histories[uid] = decision.history
@@ -743,13 +755,14 @@ def _service_seconds(spec: ImageModelPoolSpec, precision: Any, batch_seconds: fl
     return call_seconds(plan, width=defaults.width, height=defaults.height, steps=defaults.steps, images=1)
 
 
-def _swap_seconds(gpu_class: str, model: Any, precision: Any) -> float:
-    """Seconds to bring one checkpoint of the family from host RAM to the GPU (the residency pricing)."""
+def _swap_prices(gpu_class: str, checkpoint_mib: float, keeps_host: bool) -> SwapPrices:
+    """What a checkpoint swap of the family costs on the class, from host RAM and from disk (the residency
+    model's, as the replay charges it); free where the catalog has no swap figures for the class."""
     try:
         cost = swap_cost(gpu_class)
     except KeyError:
-        return 0.0
-    return move_seconds(cost, Move(model.name, None, "host", "gpu", checkpoint_mib(model, precision)))
+        return SwapPrices(0.0, 0.0)
+    return swap_prices(cost, checkpoint_mib, keeps_host)
 
 
 def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: bool,

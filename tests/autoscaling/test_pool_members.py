@@ -8,8 +8,10 @@ from imagefleet import conditions as c
 from imagefleet.autoscaling import batch
 from imagefleet.autoscaling.loop import OWNED_FIELDS, merge_patched, owned_status
 from imagefleet.autoscaling.pool_members import (
+    MEMBER_FIELDS,
     NO_RESIDENCY_SERIES,
     RESIDENCY_READ,
+    member_owned_status,
     member_status_patch,
     member_usage,
     read_verdict,
@@ -70,8 +72,25 @@ def test_the_status_is_bounded_and_says_where_the_figures_came_from() -> None:
     condition = c.find(patch["conditions"], c.METRICS_AVAILABLE)
     assert condition is not None and condition["status"] == c.TRUE and condition["reason"] == RESIDENCY_READ
     # The CRD's status model takes it as the autoscaler applies it.
-    ImageModelDeploymentStatus.model_validate(owned_status(merge_patched({}, patch)))
-    assert {"residency", "requestsPerSecond", "p95Seconds"} <= set(OWNED_FIELDS)
+    ImageModelDeploymentStatus.model_validate(member_owned_status(merge_patched({}, patch)))
+    assert set(MEMBER_FIELDS) <= set(OWNED_FIELDS)
+
+
+def test_a_member_apply_drops_what_the_autoscaler_owned_while_the_resource_scaled_on_its_own() -> None:
+    """A resource autoscaled on its own that joins a pool: its replica figures and Scaling conditions are the
+    pool's business now, so the member's apply leaves them out (a server-side apply then removes them)."""
+    before = {"desiredReplicas": 3, "queueDepth": 2.0, "autoscaling": {"winner": "queue"}, "p95Seconds": 9.0,
+              "conditions": [{"type": "Scaling", "status": "True", "reason": "Queue", "message": "m",
+                              "lastTransitionTime": "2026-12-06T10:00:00Z"},
+                             {"type": "Ready", "status": "True", "reason": "ServedByPool", "message": "m",
+                              "lastTransitionTime": "2026-12-06T10:00:00Z"}]}
+    usage = member_usage(SAMPLES, ("tiny", ""), 0.5, 1.2)
+    patch = member_status_patch(before, usage, read_verdict(3, 3, "w"), generation=1)
+    assert patch is not None
+    body = member_owned_status(merge_patched(before, patch))
+    assert set(body) == {"p95Seconds", "requestsPerSecond", "residency", "conditions"}
+    assert [condition["type"] for condition in body["conditions"]] == [c.METRICS_AVAILABLE]
+    assert owned_status(merge_patched(before, patch))["desiredReplicas"] == 3  # what the plain apply would keep
 
 
 def test_written_only_when_it_changes() -> None:

@@ -61,7 +61,7 @@ from .policy import (
     decide,
     idle_service_seconds,
 )
-from .pool_members import MemberUsage, member_status_patch, member_usage, read_verdict, reporting_pods, residency_key
+from .pool_members import MemberUsage, member_owned_status, member_status_patch, member_usage, read_verdict, reporting_pods, residency_key
 from .pool_scaling import (
     POOL_WOKEN,
     MemberSignal,
@@ -448,7 +448,7 @@ class Autoscaler:
         None: the round could not be read, as `verdict` says."""
         await asyncio.gather(*(
             self._patch_status(member, lambda status, member=member, usage=usage: member_status_patch(
-                status, usage, verdict, generation=member["metadata"].get("generation")))
+                status, usage, verdict, generation=member["metadata"].get("generation")), member_owned_status)
             for member, usage in zip(work.members, usages or [None] * len(work.members), strict=True)
         ))
 
@@ -705,7 +705,8 @@ class Autoscaler:
         )
 
     async def _patch_status(
-        self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+        self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None],
+        owned: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         """Write the autoscaler's status fields when `make(current status)` finds a change.
 
@@ -717,7 +718,8 @@ class Autoscaler:
         token). `current` is the newer of the fleet's copy and the response to the
         autoscaler's last write (a watch that lags an interval behind would otherwise
         have it write the same fields again), so "nothing changed" is judged against
-        what was last written.
+        what was last written. `owned`: the fields the apply sets (default `owned_status`; a pool
+        member's are fewer).
         """
         metadata = resource["metadata"]
         namespace, name, uid = metadata["namespace"], metadata["name"], metadata.get("uid", "")
@@ -731,7 +733,7 @@ class Autoscaler:
         if patch is None:
             return
         self._written[uid] = await self.kube.apply_status(
-            namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER
+            namespace, name, (owned or owned_status)(merge_patched(status, patch)), FIELD_MANAGER
         )
 
 

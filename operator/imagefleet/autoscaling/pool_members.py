@@ -28,6 +28,9 @@ NO_RESIDENCY_SERIES = "NoResidencySeries"
 CHECKPOINT_LABEL, ADAPTER_LABEL, PLACE_LABEL, POD_LABEL = "checkpoint", "adapter", "place", "pod"
 
 Verdict = tuple[str, str, str]  # status, reason, message
+# A member's status fields the autoscaler owns: its apply sets these and MetricsAvailable, nothing else, so the
+# fields it owned while the resource was autoscaled on its own (desiredReplicas, Scaling...) are removed.
+MEMBER_FIELDS = ("p95Seconds", "requestsPerSecond", "residency")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,14 @@ def member_status_patch(status: Mapping[str, Any], usage: MemberUsage | None, ve
     }
     patch = {key: value for key, value in wanted.items() if status.get(key) != value}
     return patch or None
+
+
+def member_owned_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The autoscaler's fields and condition of a member's status: the body of its server-side apply."""
+    owned: dict[str, Any] = {key: status[key] for key in MEMBER_FIELDS if status.get(key) is not None}
+    owned["conditions"] = [condition for condition in status.get("conditions") or ()
+                           if condition.get("type") == c.METRICS_AVAILABLE]
+    return owned
 
 
 def _significant(value: float | None) -> float | None:

@@ -21,6 +21,7 @@ from imagefleet.autoscaling.pool_members import (
 from imagefleet.autoscaling.prometheus import Sample
 from imagefleet.crd.models import MAX_LISTED_PODS, ImageModelDeploymentSpec, ImageModelDeploymentStatus
 from imagefleet.metrics import GATEWAY_RESOURCE_SECONDS, RESIDENT
+from imagefleet_runtime.batcher import AdapterRef, CheckpointRef
 
 
 def spec(model: dict[str, Any]) -> ImageModelDeploymentSpec:
@@ -44,6 +45,11 @@ def test_a_member_is_named_by_its_checkpoint_and_its_adapter_as_the_pods_name_th
     lora = spec({"name": "org/fine", "family": "tiny", "adapter": {"name": "org/lora", "weightName": "w.safetensors"}})
     assert residency_key(lora) == ("org/fine", "org/lora/w.safetensors")
     assert residency_key(spec({"name": "tiny", "adapter": {"name": "org/lora"}})) == ("tiny", "org/lora")
+    pinned = spec({"name": "org/fine", "family": "tiny", "revision": "3f2a9c1"})
+    assert residency_key(pinned) == ("org/fine@3f2a9c1", "")
+    # The names the runtime's residency (and its imagefleet_resident labels) give the same weights.
+    assert residency_key(pinned)[0] == CheckpointRef("org/fine", "3f2a9c1").key
+    assert residency_key(lora)[1] == AdapterRef("org/lora", "w.safetensors").key
 
 
 def test_residency_per_place_and_an_adapter_member_is_on_the_gpu_only_with_its_adapter() -> None:

@@ -44,11 +44,13 @@ class MemberUsage:
 
 
 def residency_key(spec: ImageModelDeploymentSpec) -> tuple[str, str]:
-    """(checkpoint, adapter) as a pool pod's residency names the member's weights ("" for no adapter)."""
-    adapter = spec.model.adapter
+    """(checkpoint, adapter) as a pool pod's residency names the member's weights (the runtime's CheckpointRef and
+    AdapterRef keys: `name@revision`, `name/weightName`; "" for no adapter)."""
+    model, adapter = spec.model, spec.model.adapter
+    checkpoint = model.name if model.revision is None else f"{model.name}@{model.revision}"
     if adapter is None:
-        return spec.model.name, ""
-    return spec.model.name, adapter.name if adapter.weight_name is None else f"{adapter.name}/{adapter.weight_name}"
+        return checkpoint, ""
+    return checkpoint, adapter.name if adapter.weight_name is None else f"{adapter.name}/{adapter.weight_name}"
 
 
 def reporting_pods(samples: Sequence[Sample]) -> int:

@@ -79,7 +79,9 @@ def test_the_status_is_bounded_and_says_where_the_figures_came_from() -> None:
     assert condition is not None and condition["status"] == c.TRUE and condition["reason"] == RESIDENCY_READ
     # The CRD's status model takes it as the autoscaler applies it.
     ImageModelDeploymentStatus.model_validate(member_owned_status(merge_patched({}, patch)))
-    assert set(MEMBER_FIELDS) <= set(OWNED_FIELDS)
+    # A resource that leaves its pool and scales on its own drops them (and the reverse).
+    assert set(MEMBER_FIELDS) & set(OWNED_FIELDS) == {"p95Seconds"}
+    assert not {"residency", "requestsPerSecond"} & set(owned_status(merge_patched({}, patch)))
 
 
 def test_a_member_apply_drops_what_the_autoscaler_owned_while_the_resource_scaled_on_its_own() -> None:

@@ -784,9 +784,9 @@ def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: b
     return None if current == wanted else wanted
 
 
-# The status the autoscaler owns (its apply sets all of them; one left out is removed).
-OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling", "requestsPerSecond",
-                "residency")
+# The status the autoscaler owns (its apply sets all of them; one left out is removed). A pool member's are
+# `pool_members.MEMBER_FIELDS`: each apply drops what the other kind of resource left.
+OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling")
 OWNED_CONDITIONS = (c.METRICS_AVAILABLE, SCALING, SCALING_LIMITED, LATENCY_TARGET_REACHABLE, MANUAL_SCALING)
 
 

@@ -3,15 +3,17 @@
 A round runs the nine queries of `batch_queries` once for all resources and
 slices the answers per resource, so the queries per interval do not grow with
 the fleet; a round with ImageModelPools runs one more, what every pool pod holds
-resident (`imagefleet_resident`), whatever the number of pools and members. The meanings stay per resource: the queue depth is read per pod with
-each pod's sample age; a resource with no series, a NaN or a stale sample has
-no signal, never zero.
+resident (`imagefleet_resident`), whatever the number of pools and members. The
+meanings stay per resource: the queue depth is read per pod with each pod's
+sample age; a resource with no series, a NaN or a stale sample has no signal,
+never zero.
 
 The gateway's demand (arrivals, queued requests and their work, `imagefleet.metrics`) and the p95
-of the requests each resource served are one query: each signal's sum over every gateway replica, tagged with a `signal` label and joined by
-`or`. Its series name the resource by `resource_namespace` and `resource_name` (a scrape sets
-`namespace` to the gateway's own), and arrivals are read with rate() over the counters, so a
-gateway replica that restarts does not take the sum to zero.
+of the requests each resource served are one query: each signal's sum over every gateway replica,
+tagged with a `signal` label and joined by `or`. Its series name the resource by
+`resource_namespace` and `resource_name` (a scrape sets `namespace` to the gateway's own), and
+arrivals are read with rate() over the counters, so a gateway replica that restarts does not take
+the sum to zero.
 
 Series of one resource that come from more than one scrape job (a foreign
 exporter with the same namespace and imagefleet_io_name labels) collide: the

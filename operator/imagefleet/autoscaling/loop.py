@@ -61,7 +61,15 @@ from .policy import (
     decide,
     idle_service_seconds,
 )
-from .pool_members import MemberUsage, member_owned_status, member_status_patch, member_usage, read_verdict, reporting_pods, residency_key
+from .pool_members import (
+    MemberUsage,
+    member_owned_status,
+    member_status_patch,
+    member_usage,
+    read_verdict,
+    reporting_pods,
+    residency_key,
+)
 from .pool_scaling import (
     POOL_WOKEN,
     MemberSignal,

@@ -1,13 +1,14 @@
 """Decide an ImageModelPool's replicas from its members' demand. Pure: no I/O, no clock.
 
 The inputs come from the autoscaler's shared round (no query of its own): each member's gateway demand
-(arrivals, queued requests) from the gateway's per-resource series, and the pool pods' own batch time.
-A request is priced in GPU-seconds (the pods' observed seconds per image, else the catalog's cost model at
-the family's defaults), the model mix adds the swap seconds it causes (`mix_swap_load`: each swap priced
-by the residency model itself, `residency.swap_seconds` of the moves it makes from host RAM or from disk,
-eviction included, as the replay charges them), and `pool.sizing.pool_replicas` turns that into pods. The pool reaches zero only as a whole: any member with
-demand, queued requests or fresh gateway demand (its imagefleet.io/demand-at) keeps or wakes one pod.
-Scaling down takes the highest recommendation of the stabilization window.
+(arrivals, queued requests) from the gateway's per-resource series, and the pool pods' own batch time. A
+request is priced in GPU-seconds (the pods' observed seconds per image, else the catalog's cost model at the
+family's defaults), the model mix adds the swap seconds it causes (`mix_swap_load`: each swap priced by the
+residency model itself, `residency.swap_seconds` of the moves it makes from host RAM or from disk, eviction
+included, as the replay charges them), and `pool.sizing.pool_replicas` turns that into pods. The pool
+reaches zero only as a whole: any member with demand, queued requests or fresh gateway demand (its
+imagefleet.io/demand-at) keeps or wakes one pod. Scaling down takes the highest recommendation of the
+stabilization window.
 """
 
 from __future__ import annotations

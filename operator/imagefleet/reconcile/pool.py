@@ -1,7 +1,8 @@
 """Plan one reconcile of an ImageModelPool. Pure: no I/O, no clock.
 
 The pool's children are its shared runtime pods' Deployment, Service, NetworkPolicy and, with
-spec.disruption, PodDisruptionBudget (`<pool>-pool`), built from the pool alone: the members change its status (the count), never its pod template.
+spec.disruption, PodDisruptionBudget (`<pool>-pool`), built from the pool alone: the members change its
+status (the count), never its pod template.
 """
 
 from __future__ import annotations

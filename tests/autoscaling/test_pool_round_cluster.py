@@ -45,12 +45,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 def _pool_and_members(cluster: Cluster, namespace: str, family: str = "tiny", gpu_class: str = "cpu",
                       models: tuple[dict[str, Any], ...] = ({"name": "tiny"}, {"name": "tiny"}),
-                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      autoscaling: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
     pool = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": POOL_KIND, "metadata": {"name": "shared"},
         "spec": {"family": family, "gpuClass": gpu_class, "autoscaling": {
-            "enabled": True, "minReplicas": 0, "maxReplicas": 4, "scaleDownStabilizationSeconds": 60}}})
+            "enabled": autoscaling, "minReplicas": 0, "maxReplicas": 4, "scaleDownStabilizationSeconds": 60}}})
     members = [custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": name},
         "spec": {"model": model, "gpuClass": gpu_class, "pool": "shared"}})
@@ -163,14 +163,17 @@ def _member_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any
     return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
 
 
+@pytest.mark.parametrize("autoscaling", [True, False], ids=["autoscaled", "fixed"])
 async def test_a_members_status_shows_where_it_is_resident_after_a_request(
-    cluster: Cluster, namespace: str, prometheus: LocalPrometheus, autoscaler: Autoscaler, tmp_path: Path
+    cluster: Cluster, namespace: str, prometheus: LocalPrometheus, autoscaler: Autoscaler, tmp_path: Path,
+    autoscaling: bool,
 ) -> None:
     """A real pool-mode runtime process is the pool's pod: a request for alpha, then one for beta, leave beta
     on its GPU and alpha in its host RAM, and the round writes that, with each member's requests and p95
-    (the gateway's series, its own metric definitions, timed from the real requests), into their status."""
+    (the gateway's series, its own metric definitions, timed from the real requests), into their status;
+    a pool without autoscaling is not scaled, and its members get the same status."""
     pool, members = _pool_and_members(cluster, namespace, "sdxl", "h100-80gb", (
-        {"name": "org/fine-a", "family": "sdxl"}, {"name": "org/fine-b", "family": "sdxl"}))
+        {"name": "org/fine-a", "family": "sdxl"}, {"name": "org/fine-b", "family": "sdxl"}), autoscaling)
     gateway = GatewayMetrics()
     server, thread = start_http_server(0, addr=HOST, registry=gateway.registry)
     pod_name = "shared-pool-7d9f-x2x"
@@ -201,6 +204,10 @@ async def test_a_members_status_shows_where_it_is_resident_after_a_request(
             await asyncio.sleep(3)  # two scrapes at 1 s
             await asyncio.sleep(autoscaler.next_round_in())
             await autoscaler.evaluate_round([], [PoolWork(pool, tuple(members))])
+            replicas = client.AppsV1Api(cluster.api_client).read_namespaced_deployment(
+                "shared-pool", namespace).spec.replicas
+            # The arrivals wake an autoscaled pool at zero; a fixed one stays as its spec says.
+            assert replicas >= 1 if autoscaling else replicas == 0
 
             alpha, beta = (_member_status(cluster, namespace, name) for name in ("alpha", "beta"))
             assert beta["residency"] == {"gpuPods": 1, "hostPods": 0, "gpu": [pod_name]}, beta

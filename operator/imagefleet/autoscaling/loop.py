@@ -373,7 +373,8 @@ class Autoscaler:
     async def evaluate_pool(self, work: PoolWork) -> PoolDecision | None:
         """One pool: its members' gateway demand and its pods' batch time from this interval's round (no
         query of its own), decided by `pool_scaling.decide_pool`, then the Deployment's replicas, the pool's
-        status and an Event. None when there is nothing to scale (off, closed, no Deployment of its own)."""
+        status and an Event; and, autoscaled or not, each member's residency, requests and p95. None when
+        there is nothing to scale (off, closed, no Deployment of its own)."""
         if self._closed:
             return None
         async with self._pool_locks.setdefault(work.pool["metadata"]["uid"], asyncio.Lock()):
@@ -385,8 +386,9 @@ class Autoscaler:
         spec = ImageModelPoolSpec.model_validate(work.pool["spec"])
         child = pool_child_name(name)
         deployment = await self.fleet.deployment(namespace, child)
-        if not spec.autoscaling.enabled or deployment is None or not _controlled_by(deployment, uid):
+        if deployment is None or not _controlled_by(deployment, uid):
             return None
+        scaled = spec.autoscaling.enabled
         replicas = int(deployment.get("spec", {}).get("replicas", 1))
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
         scrape = await self._scrape_interval(namespace, child) if replicas else None
@@ -394,6 +396,8 @@ class Autoscaler:
         if self.prometheus is None:
             message = "IMAGEFLEET_PROMETHEUS_URL is not set: a pool is sized from its members' gateway demand"
             await self._member_statuses(work, None, (c.FALSE, PROMETHEUS_NOT_CONFIGURED, message))
+            if not scaled:
+                return None
             raise PrometheusUnavailable(message)
         try:
             round_ = await self._round(window)
@@ -417,6 +421,10 @@ class Autoscaler:
                 member["metadata"]["name"], readings.gateway_arrival_rate or 0.0, readings.gateway_queued or 0.0,
                 effective_autoscaling(member_spec).target_p95_seconds,
                 demand_age_seconds(member["metadata"].get("annotations"), now)))
+        verdict = read_verdict(reporting_pods(resident), ready, f"rate window {window:.0f}s")
+        if not scaled:
+            await self._member_statuses(work, usages, verdict)
+            return None
         own = round_.readings((namespace, child), window)
         model = model_catalog()[spec.family]
         precision = spec.precision or model.precision.preferred
@@ -446,8 +454,7 @@ class Autoscaler:
         if changed:
             await self.kube.post_event(work.pool, "Normal", decision.reason, decision.message, self.instance)
             logger.info("pool %s/%s: %s", namespace, name, decision.message)
-        await self._member_statuses(work, usages, read_verdict(reporting_pods(resident), ready,
-                                                               f"rate window {window:.0f}s"))
+        await self._member_statuses(work, usages, verdict)
         return decision
 
     async def _member_statuses(self, work: PoolWork, usages: Sequence[MemberUsage] | None,

@@ -56,6 +56,7 @@ GATEWAY_ARRIVALS_TOTAL = "imagefleet_gateway_arrivals_total"  # each request onc
 GATEWAY_QUEUED_REQUESTS = "imagefleet_gateway_queued_requests"  # waiting in the gateway's queue now
 GATEWAY_QUEUED_WORK_SECONDS = "imagefleet_gateway_queued_work_seconds"  # their work, GPU-seconds by the cost model
 GATEWAY_QUEUE_WAIT_SECONDS = "imagefleet_gateway_queue_wait_seconds"  # time from arrival to leaving for a pod
+GATEWAY_RESOURCE_SECONDS = "imagefleet_gateway_resource_seconds"  # from arrival to the pod's answer, by the resource that served it
 GATEWAY_RESOURCE_LABELS = ("resource_namespace", "resource_name")
 
 # Values of the `reason` label of REQUESTS_REJECTED_TOTAL.

@@ -2,22 +2,29 @@
 
 A pool at zero with two members: the gateway's demand for one member (its per-resource series, served by
 the gateway's own metric definitions) wakes the whole pool, and the pool is sized in the same round as
-the autoscaled resources, with the same PromQL queries as a round without it (Prometheus's own count).
+the autoscaled resources, with one PromQL query more than a round without it (every pool pod's
+residency; Prometheus's own count). After requests to a real pool-mode runtime process (emulated engine),
+each member's status says where it is resident, its requests per second and p95.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import pytest
 from kubernetes import client
 from prometheus_client import start_http_server
 
 from imagefleet import GROUP, PLURAL, POOL_KIND, POOL_PLURAL, VERSION
 from imagefleet.autoscaling import batch
-from imagefleet.autoscaling.loop import DEMAND_ANNOTATION, Autoscaler, PoolWork
+from imagefleet.autoscaling.loop import DEMAND_ANNOTATION, FIELD_MANAGER, Autoscaler, PoolWork
+from imagefleet import conditions as c
+from imagefleet.autoscaling.pool_members import RESIDENCY_READ
 from imagefleet.autoscaling.pool_scaling import POOL_WOKEN
 from imagefleet.autoscaling.prometheus import PrometheusClient
 from imagefleet.builders.labels import selector_labels
@@ -31,19 +38,23 @@ from tests.autoscaling.test_batch_cluster import autoscaler, prometheus  # noqa:
 from tests.autoscaling.test_batch_cluster import create, labels, one_round, query_requests
 from tests.conftest import Cluster
 from tests.helpers import wait_until
+from tests.runtime.support import runtime_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
 
 
-def _pool_and_members(cluster: Cluster, namespace: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _pool_and_members(cluster: Cluster, namespace: str, family: str = "tiny", gpu_class: str = "cpu",
+                      models: tuple[dict[str, Any], ...] = ({"name": "tiny"}, {"name": "tiny"}),
+                      autoscaling: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
     pool = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": POOL_KIND, "metadata": {"name": "shared"},
-        "spec": {"family": "tiny", "gpuClass": "cpu", "autoscaling": {
-            "enabled": True, "minReplicas": 0, "maxReplicas": 4, "scaleDownStabilizationSeconds": 60}}})
+        "spec": {"family": family, "gpuClass": gpu_class, "autoscaling": {
+            "enabled": autoscaling, "minReplicas": 0, "maxReplicas": 4, "scaleDownStabilizationSeconds": 60}}})
     members = [custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "ImageModelDeployment", "metadata": {"name": name},
-        "spec": {"model": {"name": "tiny"}, "gpuClass": "cpu", "pool": "shared"}}) for name in ("alpha", "beta")]
+        "spec": {"model": model, "gpuClass": gpu_class, "pool": "shared"}})
+        for name, model in zip(("alpha", "beta"), models, strict=True)]
     # The operator's <pool>-pool Deployment, at zero, owned by the pool (what the autoscaler scales).
     cpu = load_gpu_classes()["cpu"]
     selector = selector_labels("shared-pool")
@@ -94,7 +105,7 @@ async def test_members_demand_wakes_and_sizes_the_pool_with_no_query_of_its_own(
         before = query_requests(prometheus)
         decisions = await autoscaler.evaluate_round([resource], [work])
         sent = query_requests(prometheus) - before
-        assert sent == alone, f"the pool added {sent - alone} queries to the round"
+        assert sent == alone + 1, f"the pool added {sent - alone} queries to the round, not one (its residency)"
         assert decisions[0] is not None
         live = client.AppsV1Api(cluster.api_client).read_namespaced_deployment("shared-pool", namespace)
         assert live.spec.replicas >= 1
@@ -138,3 +149,85 @@ async def test_fresh_gateway_demand_on_a_member_wakes_the_pool_between_rounds(
     assert any(event.reason == POOL_WOKEN and "alpha" in event.message for event in events)
     # Awake already: a second demand does not patch again.
     assert not await autoscaler.wake_pool(pool, fresh)
+
+
+# One SDXL UNet (4,896 MiB at fp16) fits the pod's GPU budget and one its host RAM (emulated: SDXL on an H100,
+# every duration divided by the speedup).
+EMULATED_POOL = ("--engine", "emulated", "--gpu-class", "h100-80gb", "--model", "sdxl", "--precision", "fp16",
+                 "--pool-family", "sdxl", "--gpu-budget-mib", "5000", "--host-budget-mib", "5000",
+                 "--emulation-speedup", "20", "--default-steps", "4")
+
+
+def _member_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
+    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status") or {}
+
+
+@pytest.mark.parametrize("autoscaling", [True, False], ids=["autoscaled", "fixed"])
+async def test_a_members_status_shows_where_it_is_resident_after_a_request(
+    cluster: Cluster, namespace: str, prometheus: LocalPrometheus, autoscaler: Autoscaler, tmp_path: Path,
+    autoscaling: bool,
+) -> None:
+    """A real pool-mode runtime process is the pool's pod: a request for alpha, then one for beta, leave beta
+    on its GPU and alpha in its host RAM, and the round writes that, with each member's requests and p95
+    (the gateway's series, its own metric definitions, timed from the real requests), into their status;
+    a pool without autoscaling is not scaled, and its members get the same status."""
+    pool, members = _pool_and_members(cluster, namespace, "sdxl", "h100-80gb", (
+        {"name": "org/fine-a", "family": "sdxl"}, {"name": "org/fine-b", "family": "sdxl"}), autoscaling)
+    gateway = GatewayMetrics()
+    server, thread = start_http_server(0, addr=HOST, registry=gateway.registry)
+    pod_name = "shared-pool-7d9f-x2x"
+    try:
+        with runtime_server(tmp_path, *EMULATED_POOL) as pod:
+            address = pod.base_url.removeprefix("http://")
+            prometheus.set_targets([Target(address, labels(namespace, "shared-pool", pod=pod_name)),
+                                    Target(f"{HOST}:{server.server_port}", {"job": "gateway"})])
+            for member in ("alpha", "beta"):  # zero first, so that rate() sees the requests
+                gateway.arrivals.labels(namespace, member).inc(0)
+                gateway.resource_seconds.labels(namespace, member)
+
+            async def scraped() -> bool:
+                async with PrometheusClient(prometheus.url) as metrics:
+                    return len(await metrics.query(f'{GATEWAY_ARRIVALS_TOTAL}{{resource_namespace="{namespace}"}}'
+                                                   )) == 2 and len(await metrics.query(
+                        f'imagefleet_queue_depth{{imagefleet_io_name="shared-pool",pod="{pod_name}"}}')) == 1
+
+            await asyncio.to_thread(wait_until, lambda: asyncio.run(scraped()), timeout=60,
+                                    message="Prometheus to scrape the gateway and the pool's pod")
+            for member, checkpoint in (("alpha", "org/fine-a"), ("beta", "org/fine-b")):
+                started = time.monotonic()
+                answer = await asyncio.to_thread(httpx.post, f"{pod.base_url}/v1/images/generations", json={
+                    "prompt": "a lighthouse", "checkpoint": {"name": checkpoint}}, timeout=60)
+                assert answer.status_code == 200, answer.text
+                gateway.arrivals.labels(namespace, member).inc()
+                gateway.resource_seconds.labels(namespace, member).observe(time.monotonic() - started)
+            await asyncio.sleep(3)  # two scrapes at 1 s
+            await asyncio.sleep(autoscaler.next_round_in())
+            await autoscaler.evaluate_round([], [PoolWork(pool, tuple(members))])
+            replicas = client.AppsV1Api(cluster.api_client).read_namespaced_deployment(
+                "shared-pool", namespace).spec.replicas
+            # The arrivals wake an autoscaled pool at zero; a fixed one stays as its spec says.
+            assert replicas >= 1 if autoscaling else replicas == 0
+
+            alpha, beta = (_member_status(cluster, namespace, name) for name in ("alpha", "beta"))
+            assert beta["residency"] == {"gpuPods": 1, "hostPods": 0, "gpu": [pod_name]}, beta
+            assert alpha["residency"] == {"gpuPods": 0, "hostPods": 1, "host": [pod_name]}, alpha
+            for status in (alpha, beta):
+                assert status["requestsPerSecond"] > 0 and status["p95Seconds"] > 0, status
+                condition = c.find(status["conditions"], c.METRICS_AVAILABLE)
+                assert condition is not None and condition["status"] == c.TRUE, condition
+                assert condition["reason"] == RESIDENCY_READ
+            # Written under the autoscaler's own field manager, not the operator's.
+            assert FIELD_MANAGER in {entry["manager"] for entry in _managed_fields(cluster, namespace, "alpha")}
+    finally:
+        prometheus.set_targets([])
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _managed_fields(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    custom: Any = cast(Any, client.CustomObjectsApi(cluster.api_client))
+    body = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return [entry for entry in body["metadata"].get("managedFields") or ()
+            if entry.get("subresource") == "status"]

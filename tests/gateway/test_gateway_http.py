@@ -224,6 +224,7 @@ def test_client_disconnect_cancels_a_held_request_and_it_stops_counting_as_deman
         assert gw.metric(names.GATEWAY_QUEUED_WORK_SECONDS, **demand) == 0
         assert gw.metric(names.GATEWAY_ARRIVALS_TOTAL, **demand) == 1  # it did arrive
         assert gw.metric(names.GATEWAY_QUEUE_WAIT_SECONDS + "_count", **demand) == 0  # never left for a pod
+        assert gw.metric(names.GATEWAY_RESOURCE_SECONDS + "_count", **demand) == 0  # never answered
         assert gw.metric(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, group="cold", tier="standard") == 0
 
 
@@ -346,6 +347,11 @@ def test_a_burst_waits_in_the_queue_instead_of_being_shed_and_demand_is_counted(
         demand = {"resource_namespace": "ns", "resource_name": "alone"}
         assert gw.metric(names.GATEWAY_ARRIVALS_TOTAL, **demand) == 8
         assert gw.metric(names.GATEWAY_QUEUE_WAIT_SECONDS + "_count", **demand) == 8
+        # Each answered request's time from arrival to answer, by the resource that served it (its p95), at
+        # least its wait in the gateway's queue.
+        assert gw.metric(names.GATEWAY_RESOURCE_SECONDS + "_count", **demand) == 8
+        assert gw.metric(names.GATEWAY_RESOURCE_SECONDS + "_sum", **demand) > gw.metric(
+            names.GATEWAY_QUEUE_WAIT_SECONDS + "_sum", **demand)
         assert gw.metric(names.GATEWAY_QUEUED_REQUESTS, **demand) == 0
         assert gw.metric(names.GATEWAY_HELD_REQUESTS, group="alone", tier="premium") == 0
 

@@ -1,12 +1,14 @@
 """spec.disruption, spec.topologySpread and a surge rollout against the real local control plane (KWOK
 GPU nodes, the real scheduler and disruption controller): the budget appears, counts the resource's
 pods, and goes away when the field is removed; the pods spread over the nodes; a rollout that needs
-a spare GPU and finds none says so."""
+a spare GPU and finds none says so. The same budget for an ImageModelPool's pods."""
 
 from __future__ import annotations
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from imagefleet import GROUP, POOL_KIND, POOL_PLURAL, VERSION
 
 from tests.conftest import Cluster
 from tests.helpers import wait_until
@@ -111,3 +113,31 @@ def test_single_replica_rollout_with_surge_says_when_no_gpu_is_free_and_waits(
     imds.delete("filler")
     wait_until(lambda: [pod.metadata.name for pod in pods() if _ready(pod)] == [surge.metadata.name],
                timeout=120, message="the rollout to finish on the freed GPU")
+
+
+def test_a_pools_budget_counts_its_pods_is_restored_and_goes_with_the_field(
+    cluster: Cluster, namespace: str, imagefleet_operator: OperatorProcess
+) -> None:
+    """spec.disruption on an ImageModelPool: the same budget over the pool's pods (`<pool>-pool`)."""
+    custom = client.CustomObjectsApi(cluster.api_client)
+    pool = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": POOL_KIND, "metadata": {"name": "shared"},
+        "spec": {"family": "sdxl", "gpuClass": "h100-80gb", "replicas": 2, "disruption": {"maxUnavailable": 1}}})
+    budget = wait_until(lambda: _budget(cluster, namespace, "shared-pool"), timeout=60, message="the pool's budget")
+    assert budget.spec.max_unavailable == 1 and budget.metadata.labels["imagefleet.io/pool"] == "shared"
+    (owner,) = budget.metadata.owner_references
+    assert (owner.kind, owner.uid, owner.controller) == (POOL_KIND, pool["metadata"]["uid"], True)
+    # The disruption controller counts the pods it selects: the pool's two, once they are ready.
+    wait_until(lambda: (s := _budget(cluster, namespace, "shared-pool").status) is not None  # type: ignore[union-attr]
+               and (s.expected_pods, s.current_healthy, s.disruptions_allowed) == (2, 2, 1),
+               timeout=120, message="the pool's budget to count 2 healthy pods, 1 disruption allowed")
+
+    client.PolicyV1Api(cluster.api_client).patch_namespaced_pod_disruption_budget(
+        "shared-pool", namespace, {"spec": {"maxUnavailable": 0}})
+    wait_until(lambda: _budget(cluster, namespace, "shared-pool").spec.max_unavailable == 1,  # type: ignore[union-attr]
+               timeout=30, message="the pool's budget restored")
+
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, POOL_PLURAL, "shared",
+                                          {"spec": {"disruption": None}})
+    wait_until(lambda: _budget(cluster, namespace, "shared-pool") is None, timeout=30,
+               message="the pool's budget deleted")

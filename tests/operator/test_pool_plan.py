@@ -16,6 +16,8 @@ from imagefleet.fit import INSUFFICIENT_MEMORY
 from imagefleet.poolbudget import budgets, checkpoint_mib
 from imagefleet.reconcile import Config, Observed, plan
 from imagefleet.reconcile.member import FAMILY_MISMATCH, POOL_NOT_FOUND, POOL_NOT_READY, SERVED_BY_POOL
+from imagefleet.builders.labels import selector_labels
+from imagefleet.reconcile.plan import CREATED, DELETED
 from imagefleet.reconcile.pool import PoolObserved, plan_pool
 from imagefleet.resolve import resolve
 
@@ -98,7 +100,7 @@ def test_adding_a_member_changes_the_count_and_no_pod_template() -> None:
     members = (_member("a", {"model": {"name": "tiny"}, "pool": "shared"}),
                _member("b", {"model": {"name": "tiny", "adapter": {"name": "loras/pixel"}}, "pool": "shared"}))
     again = plan_pool(PoolObserved(pool, deployment, service, members=members), CONFIG, timestamp="T1")
-    assert [child.action for child in again.children] == ["none", "none", "none"]
+    assert [child.action for child in again.children] == ["none", "none", "none", "none"]
     assert again.status is not None and again.status["members"] == 2
 
 
@@ -187,3 +189,31 @@ def test_a_resource_that_joins_a_pool_releases_its_own_children() -> None:
     planned = _member_plan(joined, _pool(), None, own_deployment=own_deployment, own_service=own_service)
     assert (planned.deployment.action, planned.service.action) == ("delete", "delete")
     assert any("joined ImageModelPool shared" in event.message for event in planned.deployment.events)
+
+
+def test_spec_disruption_gives_the_pools_pods_a_budget_owned_by_the_pool_and_removing_it_deletes_it() -> None:
+    assert plan_pool(PoolObserved(_pool(), None, None), CONFIG).disruption_budget.action == "none"
+    spec = {**POOL_SPEC, "disruption": {"maxUnavailable": 1}}
+    planned = plan_pool(PoolObserved(_pool(spec), None, None), CONFIG, timestamp="T0")
+    budget = planned.disruption_budget
+    assert budget.action == "apply" and budget.manifest is not None
+    manifest, deployment = budget.manifest, planned.deployment.manifest
+    assert deployment is not None
+    assert manifest["kind"] == "PodDisruptionBudget" and manifest["metadata"]["name"] == "shared-pool"
+    assert manifest["metadata"]["ownerReferences"][0]["uid"] == "pool-uid"
+    assert manifest["metadata"]["labels"][POOL_LABEL] == "shared"
+    # The same budget as an ImageModelDeployment's, over exactly the pool's pods.
+    assert manifest["spec"] == {"selector": {"matchLabels": selector_labels("shared-pool")}, "maxUnavailable": 1,
+                                "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    assert manifest["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"][
+        "labels"].items()
+    assert any(event.reason == CREATED and "maxUnavailable 1" in event.message for event in budget.events)
+    live = _live(manifest)
+    kept = plan_pool(PoolObserved(_pool(spec), None, None, disruption_budget=live), CONFIG, timestamp="T0")
+    assert kept.disruption_budget.action == "none"
+    removed = plan_pool(PoolObserved(_pool(), None, None, disruption_budget=live), CONFIG, timestamp="T0")
+    assert removed.disruption_budget.action == "delete"
+    assert [event.reason for event in removed.disruption_budget.events] == [DELETED]
+    foreign = {**live, "metadata": {**live["metadata"], "ownerReferences": []}}
+    assert plan_pool(PoolObserved(_pool(), None, None, disruption_budget=foreign), CONFIG,
+                     timestamp="T0").disruption_budget.action == "none"

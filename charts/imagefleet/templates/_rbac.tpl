@@ -43,8 +43,8 @@ namespaces, else into a Role in each watched namespace.
 - apiGroups: [inference.networking.k8s.io]
   resources: [inferencepools]
   verbs: [create, get, list, watch, patch, delete]
-# The children it owns when a resource sets spec.disruption: one PodDisruptionBudget
-# per ImageModelDeployment, the same way.
+# The children it owns when a resource or a pool sets spec.disruption: one PodDisruptionBudget
+# per ImageModelDeployment or ImageModelPool (`<pool>-pool`), the same way.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [create, get, list, watch, patch, delete]

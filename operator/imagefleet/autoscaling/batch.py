@@ -2,15 +2,18 @@
 
 A round runs the nine queries of `batch_queries` once for all resources and
 slices the answers per resource, so the queries per interval do not grow with
-the fleet. The meanings stay per resource: the queue depth is read per pod with
-each pod's sample age; a resource with no series, a NaN or a stale sample has
-no signal, never zero.
+the fleet; a round with ImageModelPools runs one more, what every pool pod holds
+resident (`imagefleet_resident`), whatever the number of pools and members. The
+meanings stay per resource: the queue depth is read per pod with each pod's
+sample age; a resource with no series, a NaN or a stale sample has no signal,
+never zero.
 
-The gateway's demand (arrivals, queued requests and their work, `imagefleet.metrics`) is one
-query: each signal's sum over every gateway replica, tagged with a `signal` label and joined by
-`or`. Its series name the resource by `resource_namespace` and `resource_name` (a scrape sets
-`namespace` to the gateway's own), and arrivals are read with rate() over the counters, so a
-gateway replica that restarts does not take the sum to zero.
+The gateway's demand (arrivals, queued requests and their work, `imagefleet.metrics`) and the p95
+of the requests each resource served are one query: each signal's sum over every gateway replica,
+tagged with a `signal` label and joined by `or`. Its series name the resource by
+`resource_namespace` and `resource_name` (a scrape sets `namespace` to the gateway's own), and
+arrivals are read with rate() over the counters, so a gateway replica that restarts does not take
+the sum to zero.
 
 Series of one resource that come from more than one scrape job (a foreign
 exporter with the same namespace and imagefleet_io_name labels) collide: the
@@ -53,6 +56,8 @@ SIGNAL_LABEL = "signal"
 GATEWAY_ARRIVALS = "arrivals"
 GATEWAY_QUEUED = "queued"
 GATEWAY_WORK = "work"
+GATEWAY_P95 = "p95"
+RESIDENT = "resident"
 
 logger = logging.getLogger(__name__)
 
@@ -87,21 +92,26 @@ def gateway_selector(keys: Collection[Key] | None) -> str:
 
 
 def gateway_query(selector: str, window_seconds: float) -> str:
-    """The gateway's demand signals, summed over its replicas, in one query (a `signal` label each)."""
+    """The gateway's demand signals, summed over its replicas, and the p95 from arrival to answer of the
+    requests each resource served, in one query (a `signal` label each)."""
     by = ", ".join(metrics.GATEWAY_RESOURCE_LABELS)
     window = f"[{round(window_seconds)}s]"
+    bucket = f"{metrics.GATEWAY_RESOURCE_SECONDS}_bucket{selector}{window}"
     signals = {
         GATEWAY_ARRIVALS: f"sum by ({by}) (rate({metrics.GATEWAY_ARRIVALS_TOTAL}{selector}{window}))",
         GATEWAY_QUEUED: f"sum by ({by}) ({metrics.GATEWAY_QUEUED_REQUESTS}{selector})",
         GATEWAY_WORK: f"sum by ({by}) ({metrics.GATEWAY_QUEUED_WORK_SECONDS}{selector})",
+        GATEWAY_P95: f"histogram_quantile(0.95, sum by ({by}, le) (rate({bucket})))",
     }
     return " or ".join(f'label_replace({query}, "{SIGNAL_LABEL}", "{name}", "", "")'
                        for name, query in signals.items())
 
 
-def batch_queries(selector: str, window_seconds: float, gateway: str | None = None) -> dict[str, str]:
+def batch_queries(selector: str, window_seconds: float, gateway: str | None = None, *,
+                  pools: bool = False) -> dict[str, str]:
     """The signals of a round, for every resource the selectors pick, grouped by resource and job;
-    `gateway` selects the gateway's demand series (default: every resource's)."""
+    `gateway` selects the gateway's demand series (default: every resource's); `pools` adds what the
+    pool pods hold resident (one series per pod, checkpoint, adapter and place)."""
     window = f"[{round(window_seconds)}s]"
     queue = f"{metrics.QUEUE_DEPTH}{selector}"
 
@@ -122,6 +132,7 @@ def batch_queries(selector: str, window_seconds: float, gateway: str | None = No
         "batch_size": mean(metrics.BATCH_SIZE),
         "samples": f"max by ({BY}) (count_over_time({queue}{window}))",
         "gateway": gateway_query(gateway or gateway_selector(None), window_seconds),
+        **({RESIDENT: f"{metrics.RESIDENT}{selector} == 1"} if pools else {}),
     }
 
 
@@ -137,6 +148,7 @@ class Round:
     splits: int = 0
     queries: int = 0
     seconds: float = 0.0  # how long the read took
+    pools: bool = False  # whether it reads the pool pods' residency
 
     def covers(self, key: Key) -> bool:
         return self.covered is None or key in self.covered
@@ -180,26 +192,34 @@ class Round:
             gateway_arrival_rate=demand.get(GATEWAY_ARRIVALS),
             gateway_queued=demand.get(GATEWAY_QUEUED),
             gateway_queued_work_seconds=demand.get(GATEWAY_WORK),
+            gateway_p95_seconds=demand.get(GATEWAY_P95),
         )
+
+    def resident(self, key: Key) -> list[Sample]:
+        """What the pods of `key` (a pool's `<pool>-pool`) hold resident: one sample per pod, checkpoint,
+        adapter and place (empty when the round read no pools)."""
+        return list(self.series.get(key, {}).get(RESIDENT, []))
 
 
 async def read_round(
-    client: PrometheusClient, window_seconds: float, keys: Sequence[Key], *, split_from_start: bool = False
+    client: PrometheusClient, window_seconds: float, keys: Sequence[Key], *, split_from_start: bool = False,
+    pools: bool = False,
 ) -> Round:
-    """Read every resource's series (first in one batch); `keys` are the resources to split into on failure.
+    """Read every resource's series (first in one batch); `keys` are the resources to split into on failure;
+    `pools`: the pool pods' residency too.
 
     Failures that a smaller query cannot cure (Prometheus unreachable, bad answers)
     propagate, as they do for one resource.
     """
     started = time.monotonic()
-    result = Round()
+    result = Round(pools=pools)
     if not split_from_start:
         try:
             await _read_into(client, window_seconds, None, result)
             result.seconds = time.monotonic() - started
             return result
         except (PrometheusTimeout, PrometheusTooLarge) as error:
-            result = Round(queries=result.queries)
+            result = Round(queries=result.queries, pools=pools)
             _split(result, len(keys), error)
     result.covered = set(keys)
     half = max(1, math.ceil(len(keys) / 2))
@@ -239,7 +259,7 @@ async def _read_batch(client: PrometheusClient, window_seconds: float, keys: lis
 async def _read_into(client: PrometheusClient, window_seconds: float, keys: list[Key] | None, result: Round) -> None:
     """Run one batch's queries; file the answers by resource (only the batch's resources)."""
     wanted = None if keys is None else set(keys)
-    texts = batch_queries(batch_selector(keys), window_seconds, gateway_selector(keys))
+    texts = batch_queries(batch_selector(keys), window_seconds, gateway_selector(keys), pools=result.pools)
     result.queries += len(texts)
     QUERIES.inc(len(texts))
     answers = await asyncio.gather(*(client.query(text) for text in texts.values()))

@@ -38,8 +38,7 @@ from ..builders.pool import pool_child_name
 from ..catalog import GPUClass, model_catalog
 from ..cost import EmulationError, builtin_plan, call_seconds
 from ..crd.models import ImageModelDeploymentSpec, ImageModelPoolSpec
-from ..residency.lru import Move
-from ..residency.pricing import checkpoint_mib, move_seconds, swap_cost
+from ..residency.pricing import checkpoint_mib, swap_cost
 from ..kube import Kube, KubeError, is_newer
 from ..pool.sizing import WORKING_SET_SECONDS, working_set
 from ..tiers import Autoscaling, effective_autoscaling
@@ -63,7 +62,26 @@ from .policy import (
     decide,
     idle_service_seconds,
 )
-from .pool_scaling import POOL_WOKEN, MemberSignal, PoolDecision, PoolInputs, decide_pool, resident_per_pod
+from .pool_members import (
+    MemberUsage,
+    member_owned_status,
+    member_status_patch,
+    member_usage,
+    read_verdict,
+    reporting_pods,
+    residency_key,
+)
+from .pool_scaling import (
+    POOL_WOKEN,
+    MemberSignal,
+    PoolDecision,
+    PoolInputs,
+    SwapPrices,
+    decide_pool,
+    host_per_pod,
+    resident_per_pod,
+    swap_prices,
+)
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
 SCALING = "Scaling"
@@ -290,7 +308,8 @@ class Autoscaler:
             del self._pool_locks[uid]
         known = (set(self._histories) | set(self._locks) | set(self._woken_by) | set(self._spec_replicas)
                  | set(self._ready_since) | set(self._written))
-        for uid in known - set(self._keys):
+        members = {member["metadata"]["uid"] for work in pools for member in work.members}
+        for uid in known - set(self._keys) - members:
             self.forget(uid)
         started, scaled_before = self.clock(), self._scaled
         slot = math.floor(started / self.interval_seconds)
@@ -359,7 +378,8 @@ class Autoscaler:
     async def evaluate_pool(self, work: PoolWork) -> PoolDecision | None:
         """One pool: its members' gateway demand and its pods' batch time from this interval's round (no
         query of its own), decided by `pool_scaling.decide_pool`, then the Deployment's replicas, the pool's
-        status and an Event. None when there is nothing to scale (off, closed, no Deployment of its own)."""
+        status and an Event; and, autoscaled or not, each member's residency, requests and p95. None when
+        there is nothing to scale (off, closed, no Deployment of its own)."""
         if self._closed:
             return None
         async with self._pool_locks.setdefault(work.pool["metadata"]["uid"], asyncio.Lock()):
@@ -371,22 +391,38 @@ class Autoscaler:
         spec = ImageModelPoolSpec.model_validate(work.pool["spec"])
         child = pool_child_name(name)
         deployment = await self.fleet.deployment(namespace, child)
-        if not spec.autoscaling.enabled or deployment is None or not _controlled_by(deployment, uid):
+        if deployment is None or not _controlled_by(deployment, uid):
             return None
+        scaled = spec.autoscaling.enabled
         replicas = int(deployment.get("spec", {}).get("replicas", 1))
         ready = int((deployment.get("status") or {}).get("readyReplicas") or 0)
         scrape = await self._scrape_interval(namespace, child) if replicas else None
         window = WINDOW_INTERVALS * max(self.interval_seconds, scrape or 0.0)
         if self.prometheus is None:
-            raise PrometheusUnavailable("IMAGEFLEET_PROMETHEUS_URL is not set: a pool is sized from its members' "
-                                        "gateway demand")
-        round_ = await self._round(window)
+            message = "IMAGEFLEET_PROMETHEUS_URL is not set: a pool is sized from its members' gateway demand"
+            await self._member_statuses(work, None, (c.FALSE, PROMETHEUS_NOT_CONFIGURED, message))
+            if not scaled:
+                return None
+            raise PrometheusUnavailable(message)
+        try:
+            round_ = await self._round(window)
+            failure = round_.failures.get((namespace, child))
+            if failure is not None:
+                raise failure
+        except PrometheusError as error:
+            reason = PROMETHEUS_UNREACHABLE if isinstance(error, PrometheusUnavailable) else QUERY_FAILED
+            await self._member_statuses(work, None, (c.FALSE, reason, str(error)))
+            raise
         now = datetime.now(UTC)
         signals = []
+        usages = []
+        resident = round_.resident((namespace, child))
         asked = self._pool_asked.setdefault(uid, {})
         for member in work.members:
             readings = round_.readings((namespace, member["metadata"]["name"]), window)
             member_spec = ImageModelDeploymentSpec.model_validate(member["spec"])
+            usages.append(member_usage(resident, residency_key(member_spec), readings.gateway_arrival_rate,
+                                       readings.gateway_p95_seconds))
             signals.append(MemberSignal(
                 member["metadata"]["name"], readings.gateway_arrival_rate or 0.0, readings.gateway_queued or 0.0,
                 effective_autoscaling(member_spec).target_p95_seconds,
@@ -395,17 +431,24 @@ class Autoscaler:
                 asked[f"{member_spec.model.name}@{member_spec.model.revision or ''}"] = self.clock()
         for checkpoint in [name for name, at in asked.items() if self.clock() - at > WORKING_SET_SECONDS]:
             del asked[checkpoint]
+        verdict = read_verdict(reporting_pods(resident), ready, f"rate window {window:.0f}s")
+        if not scaled:
+            await self._member_statuses(work, usages, verdict)
+            return None
         own = round_.readings((namespace, child), window)
         model = model_catalog()[spec.family]
         precision = spec.precision or model.precision.preferred
         status = work.pool.get("status") or {}
+        mib = checkpoint_mib(model, precision)
+        host_slots = host_per_pod(int(status.get("hostBudgetMiB") or 0), mib)
         # Without the GPU budget the reconcile writes, a pod's slots are unknown: no working-set floor.
         working = working_set(asked, self.clock()) if status.get("gpuBudgetMiB") else 0
         decision = decide_pool(PoolInputs(
             spec=spec, replicas=replicas, ready=ready, members=signals,
             service_seconds=_service_seconds(spec, precision, own.batch_seconds, own.batch_size),
-            swap_seconds=_swap_seconds(spec.gpu_class, model, precision),
-            resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), checkpoint_mib(model, precision)),
+            swap=_swap_prices(spec.gpu_class, mib, host_slots > 0),
+            resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), mib),
+            host_per_pod=host_slots,
             window_seconds=window, working_set=working,
         ), self._pool_histories.get(uid, ()), self.clock())
         self._pool_histories[uid] = decision.history
@@ -423,7 +466,18 @@ class Autoscaler:
         if changed:
             await self.kube.post_event(work.pool, "Normal", decision.reason, decision.message, self.instance)
             logger.info("pool %s/%s: %s", namespace, name, decision.message)
+        await self._member_statuses(work, usages, verdict)
         return decision
+
+    async def _member_statuses(self, work: PoolWork, usages: Sequence[MemberUsage] | None,
+                               verdict: tuple[str, str, str]) -> None:
+        """Write each member's residency, requests and p95 (`pool_members`) where they changed; `usages`
+        None: the round could not be read, as `verdict` says."""
+        await asyncio.gather(*(
+            self._patch_status(member, lambda status, member=member, usage=usage: member_status_patch(
+                status, usage, verdict, generation=member["metadata"].get("generation")), member_owned_status)
+            for member, usage in zip(work.members, usages or [None] * len(work.members), strict=True)
+        ))
 
     async def _evaluate_or_log(self, resource: Mapping[str, Any]) -> Decision | None:
         try:
@@ -647,7 +701,7 @@ class Autoscaler:
         cached = self._rounds.get(window)
         if cached is None or cached[0] != slot:
             keys = sorted(set(self._keys.values()) | self._pool_keys)
-            task = asyncio.ensure_future(read_round(self.prometheus, window, keys))
+            task = asyncio.ensure_future(read_round(self.prometheus, window, keys, pools=bool(self._pool_keys)))
             # Retrieved by every waiter; a failure is theirs to report, not an unretrieved exception.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
             cached = self._rounds[window] = (slot, task)
@@ -678,7 +732,8 @@ class Autoscaler:
         )
 
     async def _patch_status(
-        self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None]
+        self, resource: Mapping[str, Any], make: Callable[[Mapping[str, Any]], dict[str, Any] | None],
+        owned: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         """Write the autoscaler's status fields when `make(current status)` finds a change.
 
@@ -690,7 +745,8 @@ class Autoscaler:
         token). `current` is the newer of the fleet's copy and the response to the
         autoscaler's last write (a watch that lags an interval behind would otherwise
         have it write the same fields again), so "nothing changed" is judged against
-        what was last written.
+        what was last written. `owned`: the fields the apply sets (default `owned_status`; a pool
+        member's are fewer).
         """
         metadata = resource["metadata"]
         namespace, name, uid = metadata["namespace"], metadata["name"], metadata.get("uid", "")
@@ -704,7 +760,7 @@ class Autoscaler:
         if patch is None:
             return
         self._written[uid] = await self.kube.apply_status(
-            namespace, name, owned_status(merge_patched(status, patch)), FIELD_MANAGER
+            namespace, name, (owned or owned_status)(merge_patched(status, patch)), FIELD_MANAGER
         )
 
 
@@ -728,13 +784,14 @@ def _service_seconds(spec: ImageModelPoolSpec, precision: Any, batch_seconds: fl
     return call_seconds(plan, width=defaults.width, height=defaults.height, steps=defaults.steps, images=1)
 
 
-def _swap_seconds(gpu_class: str, model: Any, precision: Any) -> float:
-    """Seconds to bring one checkpoint of the family from host RAM to the GPU (the residency pricing)."""
+def _swap_prices(gpu_class: str, checkpoint_mib: float, keeps_host: bool) -> SwapPrices:
+    """What a checkpoint swap of the family costs on the class, from host RAM and from disk (the residency
+    model's, as the replay charges it); free where the catalog has no swap figures for the class."""
     try:
         cost = swap_cost(gpu_class)
     except KeyError:
-        return 0.0
-    return move_seconds(cost, Move(model.name, None, "host", "gpu", checkpoint_mib(model, precision)))
+        return SwapPrices(0.0, 0.0)
+    return swap_prices(cost, checkpoint_mib, keeps_host)
 
 
 def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: bool,
@@ -754,7 +811,8 @@ def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: b
     return None if current == wanted else wanted
 
 
-# The status the autoscaler owns (its apply sets all of them; one left out is removed).
+# The status the autoscaler owns (its apply sets all of them; one left out is removed). A pool member's are
+# `pool_members.MEMBER_FIELDS`: each apply drops what the other kind of resource left.
 OWNED_FIELDS = ("desiredReplicas", "queueDepth", "p95Seconds", "lastScaleTime", "autoscaling")
 OWNED_CONDITIONS = (c.METRICS_AVAILABLE, SCALING, SCALING_LIMITED, LATENCY_TARGET_REACHABLE, MANUAL_SCALING)
 

@@ -1,22 +1,25 @@
 """Decide an ImageModelPool's replicas from its members' demand. Pure: no I/O, no clock.
 
 The inputs come from the autoscaler's shared round (no query of its own): each member's gateway demand
-(arrivals, queued requests) from the gateway's per-resource series, and the pool pods' own batch time.
-A request is priced in GPU-seconds (the pods' observed seconds per image, else the catalog's cost model at
-the family's defaults), the model mix adds the swap seconds it causes (`pool.sizing.swap_load`), and
-`pool.sizing.pool_replicas` turns that into pods. The pool reaches zero only as a whole: any member with
-demand, queued requests or fresh gateway demand (its imagefleet.io/demand-at) keeps or wakes one pod.
-Scaling down takes the highest recommendation of the stabilization window.
+(arrivals, queued requests) from the gateway's per-resource series, and the pool pods' own batch time. A
+request is priced in GPU-seconds (the pods' observed seconds per image, else the catalog's cost model at the
+family's defaults), the model mix adds the swap seconds it causes (`mix_swap_load`: each swap priced by the
+residency model itself, `residency.swap_seconds` of the moves it makes from host RAM or from disk, eviction
+included, as the replay charges them), and `pool.sizing.pool_replicas` turns that into pods. The pool
+reaches zero only as a whole: any member with demand, queued requests or fresh gateway demand (its
+imagefleet.io/demand-at) keeps or wakes one pod. Scaling down takes the highest recommendation of the
+stabilization window.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..crd.models import ImageModelPoolSpec
 from ..pool.sizing import MemberDemand, PoolSize, pool_replicas, swap_load
+from ..residency import Residency, SwapCost, swap_seconds
 
 SCALED_POOL = "ScaledPool"
 POOL_WOKEN = "PoolWoken"
@@ -36,14 +39,37 @@ class MemberSignal:
 
 
 @dataclass(frozen=True)
+class SwapPrices:
+    """Seconds one checkpoint swap onto a full GPU takes on the pool's card, by where the checkpoint was, with
+    the eviction that makes room for it."""
+
+    from_host: float  # host RAM -> GPU
+    from_disk: float  # model cache -> host RAM -> GPU
+
+
+def swap_prices(cost: SwapCost, checkpoint_mib: float, keeps_host: bool) -> SwapPrices:
+    """What the residency model charges (`residency.swap_seconds`, as the replay does) for a swap on a pod
+    whose GPU is full: from host RAM, and from disk; `keeps_host`: whether its host budget holds a checkpoint
+    (else nothing waits there, and an evicted checkpoint drops to disk)."""
+    pod = Residency(gpu_budget_mib=checkpoint_mib, host_budget_mib=checkpoint_mib if keeps_host else 0.0,
+                    adapter_slots=1)
+    pod.touch("a", checkpoint_mib)
+    pod.touch("b", checkpoint_mib)  # a waits in host RAM (with a host budget)
+    from_host = swap_seconds(cost, pod.touch("a", checkpoint_mib)) if keeps_host else None
+    from_disk = swap_seconds(cost, pod.touch("c", checkpoint_mib))
+    return SwapPrices(from_disk if from_host is None else from_host, from_disk)
+
+
+@dataclass(frozen=True)
 class PoolInputs:
     spec: ImageModelPoolSpec
     replicas: int  # the pool Deployment's spec.replicas
     ready: int
     members: Sequence[MemberSignal]
     service_seconds: float  # GPU-seconds one request takes on the pool's pods
-    swap_seconds: float  # seconds one checkpoint swap takes on the pool's card
+    swap: SwapPrices
     resident_per_pod: int  # checkpoints one pod keeps on its GPU (its budget over one checkpoint)
+    host_per_pod: int  # checkpoints one pod keeps in host RAM (its host budget over one checkpoint)
     window_seconds: float  # how fresh a demand-at must be to count
     # Checkpoints the members asked for lately (`pool.sizing.working_set`): the pods they need stay.
     working_set: int = 0
@@ -71,8 +97,8 @@ def decide_pool(inputs: PoolInputs, history: Sequence[tuple[float, int]], now: f
     scaling = inputs.spec.autoscaling
     demands = [_demand(member, inputs.service_seconds, inputs.window_seconds) for member in inputs.members]
     rates = {demand.name: demand.arrival_rate for demand in demands}
-    slots = max(1, inputs.replicas) * max(1, inputs.resident_per_pod)
-    swaps = swap_load(rates, slots, inputs.swap_seconds)
+    pods = max(1, inputs.replicas)
+    swaps = mix_swap_load(rates, pods * max(1, inputs.resident_per_pod), pods * inputs.host_per_pod, inputs.swap)
     size = pool_replicas(demands, swap_seconds=swaps, min_replicas=scaling.min_replicas,
                          max_replicas=scaling.max_replicas, ready=inputs.ready,
                          starting=max(0, inputs.replicas - inputs.ready), working_set=inputs.working_set,
@@ -101,6 +127,19 @@ def decide_pool(inputs: PoolInputs, history: Sequence[tuple[float, int]], now: f
     return PoolDecision(desired, size, active, reason, message, kept)
 
 
+def mix_swap_load(rates: Mapping[str, float], gpu_slots: int, host_slots: int, prices: SwapPrices) -> float:
+    """Swap seconds per second of the mix, where the residency model keeps its checkpoints: the busiest
+    `gpu_slots` stay on the GPU, the next `host_slots` wait in host RAM (each request a swap from host), and
+    the rest come from disk (each a swap from disk): `pool.sizing.swap_load` at each tier's price."""
+    return (swap_load(rates, gpu_slots, prices.from_host)
+            + swap_load(rates, gpu_slots + host_slots, prices.from_disk - prices.from_host))
+
+
 def resident_per_pod(gpu_budget_mib: int, checkpoint_mib: float) -> int:
     """Checkpoints one pod keeps on its GPU within its budget (at least one)."""
     return max(1, math.floor(gpu_budget_mib / checkpoint_mib)) if checkpoint_mib > 0 else 1
+
+
+def host_per_pod(host_budget_mib: int, checkpoint_mib: float) -> int:
+    """Checkpoints one pod keeps in host RAM within its host budget (none without one)."""
+    return math.floor(host_budget_mib / checkpoint_mib) if checkpoint_mib > 0 else 0

@@ -94,6 +94,8 @@ class Readings:
     gateway_arrival_rate: float | None = None
     gateway_queued: float | None = None
     gateway_queued_work_seconds: float | None = None
+    # p95 seconds from arrival at the gateway to the pod's answer, of the requests it served (None: none).
+    gateway_p95_seconds: float | None = None
 
 
 def parse_duration(text: str) -> float:

@@ -1,4 +1,5 @@
-"""The ImageModelPool's children: the runtime Deployment and Service of its shared pods, named `<pool>-pool`.
+"""The ImageModelPool's children: the runtime Deployment and Service of its shared pods, named `<pool>-pool`
+(and their NetworkPolicy and, with spec.disruption, PodDisruptionBudget).
 
 They are the ImageModelDeployment builders' own (same security context, probes, grace period, resources),
 built for the pool's base resource (its family on its GPU class), then renamed, labelled
@@ -12,11 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import GROUP, POOL_KIND
-from ..crd.models import ImageModelDeploymentSpec, ImageModelPoolSpec, ModelSpec, Tier
+from ..crd.models import DisruptionSpec, ImageModelDeploymentSpec, ImageModelPoolSpec, ModelSpec, Tier
 from ..crd.pool_rules import POOL_SUFFIX
 from ..poolbudget import Budgets
 from ..resolve import Resolved
 from .deployment import build_deployment
+from .disruption import build_pod_disruption_budget
 from .labels import Owner, owner_reference, selector_labels
 from .network_policy import build_network_policy
 from .service import build_service
@@ -27,7 +29,7 @@ POOL_TIER: Tier = "standard"
 
 
 def pool_child_name(pool: str) -> str:
-    """The name of the pool's Deployment, Service and NetworkPolicy."""
+    """The name of the pool's Deployment, Service, NetworkPolicy and PodDisruptionBudget."""
     return f"{pool}{POOL_SUFFIX}"
 
 
@@ -84,3 +86,8 @@ def build_pool_service(pool: Owner) -> dict[str, Any]:
 
 def build_pool_network_policy(pool: Owner, peers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return _pool_owned(build_network_policy(_child(pool), POOL_TIER, peers), pool)
+
+
+def build_pool_disruption_budget(pool: Owner, disruption: DisruptionSpec) -> dict[str, Any]:
+    """The ImageModelDeployments' PodDisruptionBudget, over the pool's pods."""
+    return _pool_owned(build_pod_disruption_budget(_child(pool), POOL_TIER, disruption), pool)

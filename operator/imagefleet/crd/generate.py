@@ -52,6 +52,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "priority": 1, "description": "Reason of the Ready condition"},
     {"name": "Pool", "type": "string", "jsonPath": ".spec.pool", "priority": 1,
      "description": "The ImageModelPool serving it"},
+    {"name": "Resident", "type": "integer", "jsonPath": ".status.residency.gpuPods", "priority": 1,
+     "description": "A pool member: pool pods holding it on the GPU"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -610,6 +610,24 @@ class AutoscalingStatus(_ApiModel):
     winner: str | None = Field(None, max_length=32, description="The signal that decided.")
 
 
+PodName = Annotated[str, Field(max_length=253)]
+# Pods a pool member's status lists per place (its counts say how many there are in all).
+MAX_LISTED_PODS = 16
+
+
+class PoolResidency(_ApiModel):
+    """A pool member: the pool pods holding its weights, read from their imagefleet_resident series."""
+
+    gpu_pods: int = Field(ge=0, le=MAX_REPLICAS, description="Pool pods holding its checkpoint (and its adapter) "
+                          "on the GPU: a request sent there is a residency hit.")
+    host_pods: int = Field(ge=0, le=MAX_REPLICAS, description="Pool pods holding its checkpoint in host RAM: it "
+                           "swaps onto their GPU without a disk read.")
+    gpu: list[PodName] | None = Field(None, max_length=MAX_LISTED_PODS, description="Those pods on the GPU, by "
+                                      f"name (sorted, at most {MAX_LISTED_PODS}).")
+    host: list[PodName] | None = Field(None, max_length=MAX_LISTED_PODS, description="Those pods in host RAM, by "
+                                       f"name (sorted, at most {MAX_LISTED_PODS}).")
+
+
 class ImageModelDeploymentStatus(_ApiModel):
     """What the operator and the autoscaler observed."""
 
@@ -625,12 +643,19 @@ class ImageModelDeploymentStatus(_ApiModel):
     desired_replicas: int | None = Field(None, ge=0, description="Replicas asked of the Deployment.")
     selector: str | None = Field(None, description="Label selector of the pods (for the scale subresource).")
     queue_depth: float | None = Field(None, ge=0, description="Last observed queue depth summed over the pods.")
-    p95_seconds: float | None = Field(None, ge=0, alias="p95Seconds", description="Last observed p95 latency.")
+    p95_seconds: float | None = Field(
+        None, ge=0, alias="p95Seconds", description="Last observed p95 latency (a pool member: from arrival at the "
+        "gateway to the pod's answer, of the requests it served in the rate window)."
+    )
     last_scale_time: datetime | None = Field(None, description="When the autoscaler last changed the replicas.")
     autoscaling: AutoscalingStatus | None = Field(None, description=AutoscalingStatus.__doc__)
     memory: MemoryEstimate | None = Field(None, description=MemoryEstimate.__doc__)
     measured_memory: MeasuredMemory | None = Field(None, description=MeasuredMemory.__doc__)
     pool: str | None = Field(None, description="The ImageModelPool that serves this resource (spec.pool), once found.")
+    requests_per_second: float | None = Field(
+        None, ge=0, description="A pool member: requests per second for it at the gateway, over the rate window."
+    )
+    residency: PoolResidency | None = Field(None, description=PoolResidency.__doc__)
 
 
 # -- ImageModelPool ------------------------------------------------------------
@@ -704,6 +729,10 @@ class ImageModelPoolSpec(_ApiModel):
         json_schema_extra={"default": PoolAutoscalingSpec().model_dump(by_alias=True)},
     )
     memory: PoolMemorySpec | None = Field(None, description=PoolMemorySpec.__doc__)
+    disruption: DisruptionSpec | None = Field(
+        None, description="A PodDisruptionBudget of the pool's pods (<pool>-pool) against evictions (node drains, "
+        "upgrades): how many may go down at once; set exactly one of maxUnavailable and minAvailable.",
+    )
 
 
 class PoolAutoscalingStatus(_ApiModel):

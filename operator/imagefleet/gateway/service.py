@@ -188,7 +188,9 @@ class Gateway:
                 if send.overflowed:
                     self.metrics.overflowed.labels(route_.group, route_.tier, candidate.resource.name).inc()
                 try:
-                    return await self._send(lane_key, candidate.url, upstream_body(candidate.resource, body))
+                    response = await self._send(lane_key, candidate.url, upstream_body(candidate.resource, body))
+                    self.metrics.resource_seconds.labels(*candidate.resource.key).observe(time.monotonic() - now)
+                    return response
                 except NotSent as error:
                     logger.info("sending again: %s", error)
                     self.metrics.retries.inc()

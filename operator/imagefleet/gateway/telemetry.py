@@ -30,6 +30,9 @@ class GatewayMetrics:
         self.queue_wait = Histogram(names.GATEWAY_QUEUE_WAIT_SECONDS, "Seconds a request waited in the gateway's "
                                     "queue before it left for a pod.", by_resource,
                                     buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry)
+        self.resource_seconds = Histogram(names.GATEWAY_RESOURCE_SECONDS, "Seconds from a request's arrival to "
+                                          "the pod's answer, by the resource that served it (a pool member's p95).",
+                                          by_resource, buckets=names.LATENCY_BUCKETS_SECONDS, registry=self.registry)
         self.hold_timeouts = Counter(names.GATEWAY_HOLD_TIMEOUTS_TOTAL, "Held requests answered 503: no pod "
                                      "became ready in time.", ["group", "tier"], registry=self.registry)
         self.retries = Counter(names.GATEWAY_RETRIES_TOTAL, "Requests sent again to another pod because the "

@@ -55,7 +55,7 @@ class IndexedFleet:
 
 @kopf.on.startup()
 async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, autoscaled: kopf.Index[Any, Any],
-                           autoscaled_pools: kopf.Index[Any, Any], runtime_deployments: kopf.Index[Any, Any], gpu_nodes: kopf.Index[Any, Any],
+                           runtime_deployments: kopf.Index[Any, Any], gpu_nodes: kopf.Index[Any, Any],
                            gpu_pods: kopf.Index[Any, Any], **indexes: Any) -> None:
     """Build the autoscaler from the operator settings and start its rounds."""
     operator = OperatorSettings()
@@ -67,11 +67,12 @@ async def start_autoscaler(memo: kopf.Memo, settings: kopf.OperatorSettings, aut
     )
 
     def pools() -> list[PoolWork]:
-        """Each autoscaled pool with its members (the `pool_members` and `imds` indexes)."""
+        """Each pool with its members (the `model_pools`, `pool_members` and `imds` indexes): an autoscaled one
+        is sized, and every one's members get their residency, requests and p95."""
         members, imds = indexes["pool_members"], indexes["imds"]
         return [PoolWork(pool, tuple(member for name in members.get((namespace, pool_name), ())
                                      if (member := one(imds, namespace, name)) is not None))
-                for (namespace, pool_name), store in autoscaled_pools.items() for pool in store]
+                for (namespace, pool_name), store in indexes["model_pools"].items() for pool in store]
 
     memo.autoscaling_rounds = start_rounds(
         "autoscaling", settings, indexes, autoscaler.next_round_in,

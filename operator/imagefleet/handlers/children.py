@@ -54,10 +54,10 @@ async def inference_pool_changed(type: str | None, namespace: str, name: str, me
 
 
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=RUNTIME_CHILDREN)
-async def disruption_budget_changed(type: str | None, namespace: str, name: str, memo: kopf.Memo,
-                                    **_: Any) -> None:
+async def disruption_budget_changed(type: str | None, namespace: str, name: str, labels: kopf.Labels,
+                                    memo: kopf.Memo, **_: Any) -> None:
     """A runtime PodDisruptionBudget changed: restore it if it drifted."""
-    await _child_changed("PodDisruptionBudget", type, namespace, name, memo)
+    await _child_changed("PodDisruptionBudget", type, namespace, name, memo, labels)
 
 
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=RUNTIME_CHILDREN)

@@ -182,6 +182,7 @@ async def reconcile_pool_or_forget(memo: kopf.Memo, key: Key) -> None:
                 one(indexes.runtime_services, namespace, child),
                 one(indexes.runtime_network_policies, namespace, child),
                 bodies,
+                one(indexes.runtime_disruption_budgets, namespace, child),
             )
         except KubeError as error:
 

@@ -1,7 +1,8 @@
 """Plan one reconcile of an ImageModelPool. Pure: no I/O, no clock.
 
-The pool's children are its shared runtime pods' Deployment, Service and NetworkPolicy (`<pool>-pool`),
-built from the pool alone: the members change its status (the count), never its pod template.
+The pool's children are its shared runtime pods' Deployment, Service, NetworkPolicy and, with
+spec.disruption, PodDisruptionBudget (`<pool>-pool`), built from the pool alone: the members change its
+status (the count), never its pod template.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import conditions as c
+from ..builders.labels import Owner
 from ..builders.pool import (
     base_spec,
     build_pool_deployment,
+    build_pool_disruption_budget,
     build_pool_network_policy,
     build_pool_service,
     pool_child_name,
@@ -30,6 +33,8 @@ from . import status as s
 from .diff import with_spec_hash
 from .plan import (
     CREATED,
+    DELETED,
+    DISRUPTION_BUDGET,
     INVALID_SPEC,
     NETWORK_POLICY,
     ChildPlan,
@@ -51,6 +56,7 @@ class PoolObserved:
     service: Mapping[str, Any] | None
     network_policy: Mapping[str, Any] | None = None
     members: tuple[Mapping[str, Any], ...] = ()
+    disruption_budget: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,12 @@ class PoolPlan:
     # The operator's status fields to apply; None: up to date.
     status: dict[str, Any] | None
     events: tuple[Event, ...] = ()
+    disruption_budget: ChildPlan = ChildPlan(DISRUPTION_BUDGET, "none")
 
     @property
-    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan]:
-        return (self.deployment, self.service, self.network_policy)
+    def children(self) -> tuple[ChildPlan, ChildPlan, ChildPlan, ChildPlan]:
+        """In the order of `CHILD_FIELDS`."""
+        return (self.deployment, self.service, self.network_policy, self.disruption_budget)
 
     @property
     def writes(self) -> bool:
@@ -104,6 +112,31 @@ def _invalid(pool: Mapping[str, Any], error: ValidationError, timestamp: str | N
     none = ChildPlan("Deployment", "none")
     return PoolPlan(none, ChildPlan("Service", "none"), ChildPlan(NETWORK_POLICY, "none"),
                     wanted if changed else None, (Event("Warning", INVALID_SPEC, message),) if changed else ())
+
+
+# The PoolObserved field of each of PoolPlan.children, in order.
+CHILD_FIELDS = ("deployment", "service", "network_policy", "disruption_budget")
+
+
+def _disruption_budget(spec: ImageModelPoolSpec, owner: Owner, live: Mapping[str, Any] | None) -> ChildPlan:
+    """The pool's PodDisruptionBudget as an ImageModelDeployment's: one while spec.disruption is set, none
+    otherwise; one of that name that someone else owns is left alone."""
+    if live is not None and controller_uid(live) != owner.uid:
+        return ChildPlan(DISRUPTION_BUDGET, "none")
+    name = f"{DISRUPTION_BUDGET} {pool_child_name(owner.name)}"
+    if spec.disruption is None:
+        child = child_plan(DISRUPTION_BUDGET, None, live)
+        event = Event("Normal", DELETED, f"deleted {name}: spec.disruption was removed")
+        return replace(child, events=(event,) if child.action == "delete" else ())
+    manifest = with_spec_hash(build_pool_disruption_budget(owner, spec.disruption))
+    child = child_plan(DISRUPTION_BUDGET, manifest, live)
+    events = child_events(child, live, pool_child_name(owner.name), created_before=False)
+    if child.action == "apply" and live is None:
+        disruption = spec.disruption
+        budget = (f"maxUnavailable {disruption.max_unavailable}" if disruption.max_unavailable is not None
+                  else f"minAvailable {disruption.min_available}")
+        events.append(Event("Normal", CREATED, f"created {name} over the pool's pods: {budget}"))
+    return replace(child, events=tuple(events))
 
 
 def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = None) -> PoolPlan:
@@ -180,4 +213,5 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
         replace(network_plan, events=tuple(child_events(network_plan, network_live, child_name, False))),
         wanted if s.needs_apply(current, wanted) else None,
         tuple(condition_events(current.get("conditions"), wanted["conditions"])),
+        _disruption_budget(spec, owner, observed.disruption_budget),
     )

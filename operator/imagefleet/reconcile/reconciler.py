@@ -21,6 +21,7 @@ from ..overflow import Problem
 from .. import POOL_KIND
 from ..builders.pool import pool_child_name
 from .plan import DISRUPTION_BUDGET, INFERENCE_POOL, NETWORK_POLICY, Config, Event, Observed, Plan, plan
+from .pool import CHILD_FIELDS as POOL_CHILD_FIELDS
 from .pool import PoolObserved, PoolPlan, plan_pool
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -137,6 +138,7 @@ class Reconciler:
         service: Mapping[str, Any] | None,
         network_policy: Mapping[str, Any] | None,
         members: tuple[Mapping[str, Any], ...],
+        disruption_budget: Mapping[str, Any] | None = None,
     ) -> PoolPlan | None:
         """Bring one ImageModelPool's children (`<pool>-pool`) and status in line; the plan carried out."""
         child = pool_child_name(name)
@@ -150,6 +152,7 @@ class Reconciler:
                 service=self._newest("Service", namespace, child, service),
                 network_policy=self._newest(NETWORK_POLICY, namespace, child, network_policy),
                 members=members,
+                disruption_budget=self._newest(DISRUPTION_BUDGET, namespace, child, disruption_budget),
             )
             planned = plan_pool(observed, self.config)
             if not planned.writes:
@@ -167,9 +170,8 @@ class Reconciler:
         pool = observed.pool
         namespace, name = pool["metadata"]["namespace"], pool["metadata"]["name"]
         child = pool_child_name(name)
-        lives = (observed.deployment, observed.service, observed.network_policy)
-        for child_plan, live, field in zip(planned.children, lives, ("deployment", "service", "network_policy"),
-                                           strict=True):
+        lives = tuple(getattr(observed, field) for field in POOL_CHILD_FIELDS)
+        for child_plan, live, field in zip(planned.children, lives, POOL_CHILD_FIELDS, strict=True):
             if child_plan.action == "apply":
                 assert child_plan.manifest is not None
                 self._written[(child_plan.kind, namespace, child)] = await self._apply_child(

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,29 +77,34 @@ async def reconcile_from_indexes(memo: kopf.Memo, namespace: str, name: str) -> 
     problems = overflow_problems(namespace, indexes.routes.get(namespace, ()))
     imd = one(indexes.imds, namespace, name)
     pool = ((imd or {}).get("spec") or {}).get("pool")
+    await _retried(retries, key, reconciler.reconcile(
+        namespace,
+        name,
+        imd,
+        one(indexes.runtime_deployments, namespace, name),
+        one(indexes.runtime_services, namespace, name),
+        inference_pool=one(indexes.inference_pools, namespace, name),
+        pool_crd_installed=pool_crd_installed(indexes.inference_pool_crd),
+        overflow_problem=problems.get(name),
+        disruption_budget=one(indexes.runtime_disruption_budgets, namespace, name),
+        free_gpus=free_gpus(memo, imd),
+        network_policy=one(indexes.runtime_network_policies, namespace, name),
+        model_pool=one(indexes.model_pools, namespace, pool) if pool else None,
+        model_pool_deployment=one(indexes.runtime_deployments, namespace, pool_child_name(pool)) if pool else None,
+    ), lambda: request_reconcile(memo, namespace, name), f"{namespace}/{name}")
+
+
+async def _retried(retries: Retries, key: Key, work: Awaitable[None], again: Callable[[], None], what: str) -> None:
+    """Await one reconcile; on an API failure (after the client's own retries) call `again` after a backoff."""
     try:
-        await reconciler.reconcile(
-            namespace,
-            name,
-            imd,
-            one(indexes.runtime_deployments, namespace, name),
-            one(indexes.runtime_services, namespace, name),
-            inference_pool=one(indexes.inference_pools, namespace, name),
-            pool_crd_installed=pool_crd_installed(indexes.inference_pool_crd),
-            overflow_problem=problems.get(name),
-            disruption_budget=one(indexes.runtime_disruption_budgets, namespace, name),
-            free_gpus=free_gpus(memo, imd),
-            network_policy=one(indexes.runtime_network_policies, namespace, name),
-            model_pool=one(indexes.model_pools, namespace, pool) if pool else None,
-            model_pool_deployment=one(indexes.runtime_deployments, namespace, pool_child_name(pool)) if pool else None,
-        )
+        await work
     except KubeError as error:
 
-        async def again() -> None:
-            request_reconcile(memo, namespace, name)
+        async def later() -> None:
+            again()
 
-        delay = retries.failed(key, again)
-        logger.warning("reconciling %s/%s failed (%s); retrying in %.0fs", namespace, name, error, delay)
+        delay = retries.failed(key, later)
+        logger.warning("reconciling %s failed (%s); retrying in %.0fs", what, error, delay)
     else:
         retries.succeeded(key)
 
@@ -175,23 +180,13 @@ async def reconcile_pool_or_forget(memo: kopf.Memo, key: Key) -> None:
     else:
         child = pool_child_name(name)
         bodies = tuple(body for body in (one(indexes.imds, namespace, member) for member in members) if body)
-        try:
-            await reconciler.reconcile_pool(
-                namespace, name, pool,
-                one(indexes.runtime_deployments, namespace, child),
-                one(indexes.runtime_services, namespace, child),
-                one(indexes.runtime_network_policies, namespace, child),
-                bodies,
-                one(indexes.runtime_disruption_budgets, namespace, child),
-            )
-        except KubeError as error:
-
-            async def again() -> None:
-                request_pool_reconcile(memo, namespace, name)
-
-            delay = retries.failed(key, again)
-            logger.warning("reconciling pool %s/%s failed (%s); retrying in %.0fs", namespace, name, error, delay)
-        else:
-            retries.succeeded(key)
+        await _retried(retries, key, reconciler.reconcile_pool(
+            namespace, name, pool,
+            one(indexes.runtime_deployments, namespace, child),
+            one(indexes.runtime_services, namespace, child),
+            one(indexes.runtime_network_policies, namespace, child),
+            bodies,
+            one(indexes.runtime_disruption_budgets, namespace, child),
+        ), lambda: request_pool_reconcile(memo, namespace, name), f"pool {namespace}/{name}")
     for member in members:
         request_reconcile(memo, namespace, member)

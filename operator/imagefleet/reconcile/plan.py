@@ -319,17 +319,19 @@ def _deprecation_events(spec: ImageModelDeploymentSpec, current: Mapping[str, An
                   "compatible request into the next batch; remove the field")]
 
 
-def _invalid(imd: Mapping[str, Any], error: ValidationError, timestamp: str | None) -> Plan:
-    """A spec the API server accepted but the operator cannot read (an older or newer CRD)."""
-    current = imd.get("status") or {}
-    generation = imd["metadata"].get("generation")
+def invalid_spec(obj: Mapping[str, Any], error: ValidationError,
+                 timestamp: str | None) -> tuple[dict[str, Any] | None, tuple[Event, ...]]:
+    """Ready=False InvalidSpec for a spec the API server accepted but the operator cannot read (an
+    older or newer CRD): the status to apply and its Event, or (None, ()) when it says so already."""
+    current = obj.get("status") or {}
+    generation = obj["metadata"].get("generation")
     message = f"the operator cannot read the spec: {error}".replace("\n", " ")[:1024]
     ready = c.make(c.READY, c.FALSE, INVALID_SPEC, message, generation=generation,
                    previous=c.find(current.get("conditions"), c.READY), timestamp=timestamp)
     wanted = {"observedGeneration": generation, "conditions": [ready]}
-    changed = s.needs_apply(current, wanted)
-    events = (Event("Warning", INVALID_SPEC, message),) if changed else ()
-    return Plan(ChildPlan("Deployment", "none"), ChildPlan("Service", "none"), wanted if changed else None, events)
+    if not s.needs_apply(current, wanted):
+        return None, ()
+    return wanted, (Event("Warning", INVALID_SPEC, message),)
 
 
 def _member_plan(observed: Observed, spec: ImageModelDeploymentSpec, owner: Owner,
@@ -372,7 +374,8 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
     try:
         spec = ImageModelDeploymentSpec.model_validate(imd.get("spec") or {})
     except ValidationError as error:
-        return _invalid(imd, error, timestamp)
+        wanted, events = invalid_spec(imd, error, timestamp)
+        return Plan(ChildPlan("Deployment", "none"), ChildPlan("Service", "none"), wanted, events)
     if spec.pool is not None:
         return _member_plan(observed, spec, owner, timestamp)
     resolved: Resolved = resolve(spec, config.gpu_classes)

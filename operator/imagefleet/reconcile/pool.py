@@ -35,7 +35,6 @@ from .plan import (
     CREATED,
     DELETED,
     DISRUPTION_BUDGET,
-    INVALID_SPEC,
     NETWORK_POLICY,
     ChildPlan,
     Config,
@@ -44,6 +43,7 @@ from .plan import (
     child_events,
     condition_events,
     controller_uid,
+    invalid_spec,
 )
 
 
@@ -101,19 +101,6 @@ def _budget_fit(fit: Fit, budget: Budgets, family: str, precision: str, needed: 
                fit.estimate_mib, fit.limit_mib, fit.capacity_mib)
 
 
-def _invalid(pool: Mapping[str, Any], error: ValidationError, timestamp: str | None) -> PoolPlan:
-    current = pool.get("status") or {}
-    generation = pool["metadata"].get("generation")
-    message = f"the operator cannot read the spec: {error}".replace("\n", " ")[:1024]
-    ready = c.make(c.READY, c.FALSE, INVALID_SPEC, message, generation=generation,
-                   previous=c.find(current.get("conditions"), c.READY), timestamp=timestamp)
-    wanted = {"observedGeneration": generation, "conditions": [ready]}
-    changed = s.needs_apply(current, wanted)
-    none = ChildPlan("Deployment", "none")
-    return PoolPlan(none, ChildPlan("Service", "none"), ChildPlan(NETWORK_POLICY, "none"),
-                    wanted if changed else None, (Event("Warning", INVALID_SPEC, message),) if changed else ())
-
-
 # The PoolObserved field of each of PoolPlan.children, in order.
 CHILD_FIELDS = ("deployment", "service", "network_policy", "disruption_budget")
 
@@ -150,7 +137,9 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
     try:
         spec = ImageModelPoolSpec.model_validate(pool.get("spec") or {})
     except ValidationError as error:
-        return _invalid(pool, error, timestamp)
+        wanted, events = invalid_spec(pool, error, timestamp)
+        return PoolPlan(ChildPlan("Deployment", "none"), ChildPlan("Service", "none"),
+                        ChildPlan(NETWORK_POLICY, "none"), wanted, events)
     resolved = resolve(base_spec(spec), config.gpu_classes)
     fit = check_fit(resolved, config.gpu_classes)
     budget: Budgets | None = None

@@ -252,6 +252,8 @@ class Watch:
     counts: list[tuple[float, int]] = field(default_factory=list)
     replicas: list[tuple[float, int]] = field(default_factory=list)  # the Deployment's spec.replicas
     hpa: list[tuple[float, str]] = field(default_factory=list)  # (time, ScalingActive and desired) on change
+    # (time, desired, the triggers' values as the HPA last read them), each new reading.
+    readings: list[tuple[float, int, str]] = field(default_factory=list)
 
     def poll(self, api: client.ApiClient, namespace: str, with_hpa: bool) -> None:
         pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"imagefleet.io/name={NAME}").items
@@ -276,6 +278,12 @@ class Watch:
                      f"desired {hpa.status.desired_replicas}")
             if not self.hpa or self.hpa[-1][1] != state:
                 self.hpa.append((now, state))
+            values = ", ".join(
+                f"{m.external.metric.name.split('-', 1)[-1]} {m.external.current.average_value}"
+                for m in hpa.status.current_metrics or [] if m.external is not None
+            )
+            if not self.readings or self.readings[-1][1:] != (hpa.status.desired_replicas, values):
+                self.readings.append((now, hpa.status.desired_replicas, values))
 
     def pod_seconds(self, start: float, end: float) -> float:
         """Integral of the pod count over [start, end] (each sample held until the next)."""
@@ -471,7 +479,7 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
     watch = Watch()
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, settings.resource(policy))
     await wait_ready(live, namespace, watch, policy)
-    start = time.monotonic()
+    start, start_unix = time.monotonic(), time.time()
     end = start + settings.live(trace[-1][0])
     step = load_step(trace)
     sending = asyncio.create_task(replay(Fixed(live.gateway_url), arrivals, settings.speedup, model=NAME))
@@ -495,6 +503,8 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
     for at, state in watch.hpa:
         print(f"  HPA at {(at - start) * settings.speedup:.0f} s (trace): {state}", flush=True)
     print_violations(replayed, settings.target_p95_seconds)
+    if policy == "keda":
+        print_live_timeline(live, namespace, watch, start, start_unix)
     replica_seconds = watch.pod_seconds(start, end) * settings.speedup
     if policy == "keda":
         custom.delete_namespaced_custom_object(KEDA_GROUP, KEDA_VERSION, namespace, SCALED_OBJECTS, NAME)
@@ -505,18 +515,88 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
     return result, watch.startups(start), watch.pod_startups()
 
 
+def first_samples(prometheus_url: str, query: str, since_unix: float, nonzero: bool) -> dict[str, float]:
+    """Per pod, the unix time of the first raw sample of `query` (a range selector) after
+    `since_unix`, or of the first above 0."""
+    response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": query, "time": time.time()})
+    response.raise_for_status()
+    firsts: dict[str, float] = {}
+    for series in response.json()["data"]["result"]:
+        times = [float(at) for at, value in series["values"] if float(at) >= since_unix and
+                 (float(value) > 0 or not nonzero)]
+        if times:
+            firsts[series["metric"].get("pod", "?")] = min(times)
+    return firsts
+
+
+def print_live_timeline(live: Live, namespace: str, watch: Watch, start: float, start_unix: float) -> None:
+    """Per pod: asked for, first scraped, Ready, serving, first batch seconds in Prometheus; and the
+    HPA's readings of KEDA's triggers before each raise (trace seconds from the replay's start)."""
+    speedup = live.settings.speedup
+    span = f"[{math.ceil(time.time() - start_unix) + 30}s]"
+    selector = f'{{namespace="{namespace}"}}'
+    scraped = first_samples(live.prometheus_url, f"up{selector}{span}", start_unix - 60, nonzero=True)
+    busy = first_samples(live.prometheus_url, f"imagefleet_batch_duration_seconds_sum{selector}{span}",
+                         start_unix - 60, nonzero=True)
+    pods = client.CoreV1Api(live.api).list_namespaced_pod(namespace, label_selector=f"imagefleet.io/name={NAME}")
+    names = {pod.metadata.uid: pod.metadata.name for pod in pods.items}
+
+    def mono(at: float | None) -> str:
+        return "-" if at is None else f"{(at - start) * speedup:.0f}"
+
+    def unix(at: float | None) -> str:
+        return "-" if at is None else f"{(at - start_unix) * speedup:.0f}"
+
+    print("  live timeline (trace s from the replay's start): pod: seen, first scraped, Ready, serving, "
+          "first batch in Prometheus", flush=True)
+    for uid, seen in sorted(watch.seen.items(), key=lambda item: item[1]):
+        name = names.get(uid)
+        print(f"    {name or uid[:8]}: {mono(seen)}, {unix(scraped.get(name or ''))}, {mono(watch.ready.get(uid))}, "
+              f"{mono(watch.serving.get(uid))}, {unix(busy.get(name or ''))}", flush=True)
+    for raised in watch.increases():
+        before = [(at, desired, values) for at, desired, values in watch.readings
+                  if raised - live.settings.live(45.0) <= at <= raised + 0.01]
+        print(f"    HPA readings up to the raise at {mono(raised)}: " + "; ".join(
+            f"{mono(at)}: desired {desired} ({values})" for at, desired, values in before), flush=True)
+
+
+def print_model_timeline(decisions: list[tuple[Any, int]]) -> None:
+    """The model's HPA, seed 0: what it read at each evaluation up to 45 s before each raise."""
+    raises = [observation.time for observation, desired in decisions if desired > observation.replicas]
+    print("  model timeline (seed 0, trace s): evaluation: replicas/ready, queue, busy, gateway queue -> desired",
+          flush=True)
+    for raised in raises:
+        print(f"    raise at {raised:.0f}: " + "; ".join(
+            f"{o.time:.0f}: {o.replicas}/{o.ready_replicas}, {o.queue_depth:g}, "
+            f"{o.busy_replicas or 0:.2f}, {o.gateway_queued or 0:g} -> {desired}"
+            for o, desired in decisions if raised - 45.0 <= o.time <= raised), flush=True)
+
+
 def run_simulated(settings: Settings, policy: str, trace: list[tuple[float, float]], startup_seconds: float,
                   seeds: int) -> list[Result]:
-    def autoscaler() -> Any:
+    """Every seed's result; for KEDA, the model's HPA timeline on seed 0 (the live run's arrivals) is printed."""
+    decisions: list[tuple[Any, int]] = []
+
+    def autoscaler(seed: int) -> Any:
         if policy == "imagefleet":
             return PolicyAutoscaler(settings.targets())
-        return HpaAutoscaler(settings.targets(), KEDA_SCALED_OBJECT).desired
+        hpa = HpaAutoscaler(settings.targets(), KEDA_SCALED_OBJECT)
 
-    return [
-        simulate(trace, autoscaler(), settings.fleet(startup_seconds), initial_replicas=1,
+        def desired(observation: Any) -> int:
+            decision = hpa.desired(observation)
+            if seed == 0:
+                decisions.append((observation, decision))
+            return decision
+        return desired
+
+    results = [
+        simulate(trace, autoscaler(seed), settings.fleet(startup_seconds), initial_replicas=1,
                  target_p95_seconds=settings.target_p95_seconds, seed=seed)
         for seed in range(seeds)
     ]
+    if decisions:
+        print_model_timeline(decisions)
+    return results
 
 
 def scaled(trace: list[tuple[float, float]], factor: float) -> list[tuple[float, float]]:

@@ -23,8 +23,9 @@ The service model follows the runtime and the live fleet:
   serving pod every `scrape_interval_seconds`: the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
   batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
   was scraped: the queue summed over the pods' last samples, and over the window
-  rate() of the counters (the increase between the first and last sample in the
-  window over their span), the p95 as histogram_quantile computes it from the
+  rate() of the counters as Prometheus computes it (`prometheus_rate`: extrapolated
+  to the window's edges, divided by the window, so a new pod's rate climbs over one
+  window), the p95 as histogram_quantile computes it from the
   summed bucket rates, the busy replicas, the served rate and the mean batch;
   and the gateway's arrival rate and queue.
 
@@ -148,6 +149,30 @@ def histogram_quantile(quantile: float, bounds: Sequence[float], cumulative: Seq
     return lower + (upper - lower) * (rank - below) / (cumulative[index] - below)
 
 
+def prometheus_rate(samples: Sequence[tuple[float, float]], now: float, window: float) -> float:
+    """PromQL's rate(counter[window]) at `now` from a series' (time, value) samples inside the window
+    (at least two; the model's counters never reset), as Prometheus's extrapolatedRate computes it
+    (promql/functions.go): the increase between the first and last sample, extrapolated to the
+    window's edges where a sample is within 1.1 average sample intervals of the edge (else by half
+    an interval), never back past the counter's zero, then divided by the whole window, not by the
+    samples' span. So a series that starts inside the window (a pod that has just started
+    serving, its first sample near 0) counts only the part of the window it covers: its rate
+    climbs to the pod's true rate over one window."""
+    (first_time, first), (last_time, last) = samples[0], samples[-1]
+    increase = last - first
+    sampled = last_time - first_time
+    average = sampled / (len(samples) - 1)
+    threshold = average * 1.1
+    to_start, to_end = first_time - (now - window), now - last_time
+    if to_start >= threshold:
+        to_start = average / 2
+    if increase > 0 and first >= 0:
+        to_start = min(to_start, sampled * first / increase)
+    if to_end >= threshold:
+        to_end = average / 2
+    return increase * (sampled + to_start + to_end) / sampled / window
+
+
 def poisson_arrivals(trace: Sequence[tuple[float, float]], rng: random.Random) -> list[float]:
     """Arrival times of a Poisson process whose rate is the trace's (each rate holds until the next row)."""
     arrivals = []
@@ -188,9 +213,11 @@ def simulate(
 
     for arrival in poisson_arrivals(trace, rng):
         schedule(arrival, "arrival")
-    # At equal times scrapes come before evaluations (pushed first, lower order).
-    for kind, step in (("scrape", fleet.scrape_interval_seconds), ("evaluate", fleet.interval_seconds)):
-        tick = step
+    # At equal times scrapes come before evaluations (pushed first, lower order). The fleet is
+    # scraped from time 0, idle until then: its counters' series start before the trace does.
+    for kind, first, step in (("scrape", 0.0, fleet.scrape_interval_seconds),
+                              ("evaluate", fleet.interval_seconds, fleet.interval_seconds)):
+        tick = first
         while tick < end:
             schedule(tick, kind)
             tick += step
@@ -275,14 +302,15 @@ def simulate(
         window = fleet.latency_window_seconds
         active = [p for p in pods if not p.leaving]
         reporting = [p for p in scraped if not p.gone and p.scrapes]
-        rates: list[tuple[_Scrape, _Scrape]] = []
+        rates: list[list[_Scrape]] = []
         for pod in scraped:
             inside = [s for s in pod.scrapes if s.time > time - window]
             if len(inside) >= 2:
-                rates.append((inside[0], inside[-1]))
+                rates.append(inside)
 
         def rate(value: Callable[[_Scrape], float]) -> float:
-            return sum((value(last) - value(first)) / (last.time - first.time) for first, last in rates)
+            """sum(rate(counter[window])) over the pods' series."""
+            return sum(prometheus_rate([(s.time, value(s)) for s in inside], time, window) for inside in rates)
 
         buckets = [rate(lambda s, i=i: s.buckets[i]) for i in range(len(LATENCY_BUCKETS_SECONDS) + 1)]
         calls = rate(lambda s: s.batches)
@@ -303,10 +331,10 @@ def simulate(
         )
 
     def gateway_rate(time: float, window: float) -> float | None:
-        inside = [scrape for scrape in gateway.scrapes if scrape[0] > time - window]
+        inside = [(scrape[0], float(scrape[1])) for scrape in gateway.scrapes if scrape[0] > time - window]
         if len(inside) < 2:
             return None
-        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        return prometheus_rate(inside, time, window)
 
     while events:
         time, _, kind, pod = heapq.heappop(events)

@@ -124,7 +124,7 @@ class Settings:
     def rate_window_seconds(self) -> float:
         return WINDOW_INTERVALS * max(INTERVAL_SECONDS, SCRAPE_SECONDS)
 
-    def fleet(self, startup_seconds: float) -> Fleet:
+    def fleet(self, startup_seconds: float, interval_seconds: float = INTERVAL_SECONDS) -> Fleet:
         plan = builtin_plan(model=MODEL, gpu_class=GPU_CLASS, precision=PRECISION)
         base = call_seconds(plan, width=SIZE, height=SIZE, steps=STEPS, images=1)
         c = plan.class_cost.batch_cost
@@ -133,7 +133,7 @@ class Settings:
             image_seconds=base * c,
             max_batch_size=self.max_batch_size,
             startup_seconds=startup_seconds,
-            interval_seconds=INTERVAL_SECONDS,
+            interval_seconds=interval_seconds,
             scrape_interval_seconds=SCRAPE_SECONDS,
             latency_window_seconds=self.rate_window_seconds,
             hold_timeout_seconds=HOLD_TIMEOUT_SECONDS,
@@ -247,6 +247,7 @@ class Watch:
     was asked for and when it became a ready endpoint of the Service, and (KEDA) the HPA's state."""
 
     seen: dict[str, float] = field(default_factory=dict)  # pod uid -> first seen (monotonic)
+    names: dict[str, str] = field(default_factory=dict)  # pod uid -> name
     ready: dict[str, float] = field(default_factory=dict)  # pod uid -> first seen Ready
     serving: dict[str, float] = field(default_factory=dict)  # pod uid -> its IP first listed as a ready endpoint
     counts: list[tuple[float, int]] = field(default_factory=list)
@@ -266,6 +267,7 @@ class Watch:
         for pod in pods:
             uid = pod.metadata.uid
             self.seen.setdefault(uid, now)
+            self.names.setdefault(uid, pod.metadata.name)
             if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
                 self.ready.setdefault(uid, now)
                 # By pod, not address: a new pod may get a deleted pod's address.
@@ -278,9 +280,8 @@ class Watch:
                      f"desired {hpa.status.desired_replicas}")
             if not self.hpa or self.hpa[-1][1] != state:
                 self.hpa.append((now, state))
-            values = ", ".join(
-                f"{m.external.metric.name.split('-', 1)[-1]} {m.external.current.average_value}"
-                for m in hpa.status.current_metrics or [] if m.external is not None
+            values = ", ".join(  # per trigger, in the ScaledObject's order: the total / status.replicas
+                str(m.external.current.average_value) for m in hpa.status.current_metrics or [] if m.external is not None
             )
             if not self.readings or self.readings[-1][1:] != (hpa.status.desired_replicas, values):
                 self.readings.append((now, hpa.status.desired_replicas, values))
@@ -300,6 +301,16 @@ class Watch:
 
     def increases(self) -> list[float]:
         return [at for (at, after), (_, before) in zip(self.replicas[1:], self.replicas) if after > before]
+
+    def sync_period(self, start: float, end: float) -> float | None:
+        """The HPA's mean interval between status writes with new readings in [start, end] (wall s),
+        leaving out gaps over twice the median (syncs that read the same values)."""
+        times = [at for at, _, _ in self.readings if start <= at <= end]
+        gaps = [after - before for before, after in zip(times, times[1:])]
+        if not gaps:
+            return None
+        usual = [gap for gap in gaps if gap <= 2 * statistics.median(gaps)]
+        return statistics.fmean(usual)
 
     def pod_startups(self) -> list[float]:
         """Per pod: first seen to Ready (the node agent's process start, model load and probes)."""
@@ -471,9 +482,9 @@ async def keda_outage(live: Live, at: float) -> None:
 
 
 async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[float, float]],
-                   arrivals: list[float]) -> tuple[Figures, list[float], list[float]]:
+                   arrivals: list[float]) -> tuple[Figures, list[float], list[float], float | None]:
     """The live figures; the start-ups of the run's scale-ups (asked to serving) and of every pod
-    (seen to Ready), in wall seconds."""
+    (seen to Ready), in wall seconds; (KEDA) the HPA's sync period as it ran, in trace seconds."""
     settings = live.settings
     custom = client.CustomObjectsApi(live.api)
     watch = Watch()
@@ -512,7 +523,8 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
     increases = [(at - start) * settings.speedup for at in watch.increases() if start <= at <= end]
     result = figures(replayed.latencies, replica_seconds, settings.target_p95_seconds,
                      watch.scale_changes(start, end), replayed.refused, first_after(increases, step))
-    return result, watch.startups(start), watch.pod_startups()
+    period = watch.sync_period(start, end) if policy == "keda" else None
+    return result, watch.startups(start), watch.pod_startups(), None if period is None else period * settings.speedup
 
 
 def first_samples(prometheus_url: str, query: str, since_unix: float, nonzero: bool) -> dict[str, float]:
@@ -538,9 +550,6 @@ def print_live_timeline(live: Live, namespace: str, watch: Watch, start: float, 
     scraped = first_samples(live.prometheus_url, f"up{selector}{span}", start_unix - 60, nonzero=True)
     busy = first_samples(live.prometheus_url, f"imagefleet_batch_duration_seconds_sum{selector}{span}",
                          start_unix - 60, nonzero=True)
-    pods = client.CoreV1Api(live.api).list_namespaced_pod(namespace, label_selector=f"imagefleet.io/name={NAME}")
-    names = {pod.metadata.uid: pod.metadata.name for pod in pods.items}
-
     def mono(at: float | None) -> str:
         return "-" if at is None else f"{(at - start) * speedup:.0f}"
 
@@ -550,13 +559,15 @@ def print_live_timeline(live: Live, namespace: str, watch: Watch, start: float, 
     print("  live timeline (trace s from the replay's start): pod: seen, first scraped, Ready, serving, "
           "first batch in Prometheus", flush=True)
     for uid, seen in sorted(watch.seen.items(), key=lambda item: item[1]):
-        name = names.get(uid)
-        print(f"    {name or uid[:8]}: {mono(seen)}, {unix(scraped.get(name or ''))}, {mono(watch.ready.get(uid))}, "
-              f"{mono(watch.serving.get(uid))}, {unix(busy.get(name or ''))}", flush=True)
+        name = watch.names[uid]
+        print(f"    {name}: {mono(seen)}, {unix(scraped.get(name))}, {mono(watch.ready.get(uid))}, "
+              f"{mono(watch.serving.get(uid))}, {unix(busy.get(name))}", flush=True)
+    print("  HPA readings (queue depth, busy replicas, gateway queue: each the total / status.replicas), "
+          "the 60 s before each raise:", flush=True)
     for raised in watch.increases():
         before = [(at, desired, values) for at, desired, values in watch.readings
-                  if raised - live.settings.live(45.0) <= at <= raised + 0.01]
-        print(f"    HPA readings up to the raise at {mono(raised)}: " + "; ".join(
+                  if raised - live.settings.live(60.0) <= at <= raised + 0.01]
+        print(f"    raise at {mono(raised)}: " + "; ".join(
             f"{mono(at)}: desired {desired} ({values})" for at, desired, values in before), flush=True)
 
 
@@ -573,7 +584,7 @@ def print_model_timeline(decisions: list[tuple[Any, int]]) -> None:
 
 
 def run_simulated(settings: Settings, policy: str, trace: list[tuple[float, float]], startup_seconds: float,
-                  seeds: int) -> list[Result]:
+                  seeds: int, interval_seconds: float = INTERVAL_SECONDS) -> list[Result]:
     """Every seed's result; for KEDA, the model's HPA timeline on seed 0 (the live run's arrivals) is printed."""
     decisions: list[tuple[Any, int]] = []
 
@@ -590,7 +601,7 @@ def run_simulated(settings: Settings, policy: str, trace: list[tuple[float, floa
         return desired
 
     results = [
-        simulate(trace, autoscaler(seed), settings.fleet(startup_seconds), initial_replicas=1,
+        simulate(trace, autoscaler(seed), settings.fleet(startup_seconds, interval_seconds), initial_replicas=1,
                  target_p95_seconds=settings.target_p95_seconds, seed=seed)
         for seed in range(seeds)
     ]
@@ -692,7 +703,8 @@ def main() -> None:
                     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
                     print(f"\n{name}, {policy}: {len(arrivals)} requests over {settings.live(trace[-1][0]):.0f} s "
                           f"live; load step at {load_step(trace):g} s ...", flush=True)
-                    result, startups, pod_startups = asyncio.run(run_live(live, namespace, policy, trace, arrivals))
+                    result, startups, pod_startups, sync = asyncio.run(
+                        run_live(live, namespace, policy, trace, arrivals))
                     if not startups:
                         raise SystemExit(f"{name}: no scale-up, so no start-up time to give the simulator")
                     startup = statistics.median(startups)
@@ -700,7 +712,13 @@ def main() -> None:
                           f"  live start-up (replicas raised to a ready endpoint + {GATEWAY_POLL_SECONDS / 2:g} s "
                           f"gateway poll, {len(startups)} pods): {spread(startups)} -> simulator "
                           f"{startup * settings.speedup:.0f} s", flush=True)
-                    simulated = run_simulated(settings, policy, trace, startup * settings.speedup, args.seeds)
+                    interval = INTERVAL_SECONDS
+                    if sync is not None:  # the HPA re-queues itself a sync period after each sync ends
+                        interval = sync
+                        print(f"  live HPA sync period (between status writes with new readings): {sync:.1f} s "
+                              f"-> simulator", flush=True)
+                    simulated = run_simulated(settings, policy, trace, startup * settings.speedup, args.seeds,
+                                              interval)
                     rows.append((name, policy, result, simulated))
                     print_rows(rows[-1:], fault)
     finally:

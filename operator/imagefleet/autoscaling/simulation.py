@@ -20,7 +20,8 @@ The service model follows the runtime and the live fleet:
   seeded with the warm-up's full call, the largest size run scaled up linearly. So a
   pod that has only run small batches reports a slow full call, as live.
 - Prometheus scrapes the gateway (its arrivals counter and queue gauge) and every
-  serving pod every `scrape_interval_seconds`: the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
+  serving pod every `scrape_interval_seconds`, at an offset of its own within the
+  interval (drawn per seed, as is the evaluations' offset): the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
   batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
   was scraped: the queue summed over the pods' last samples, and over the window
   rate() of the counters as Prometheus computes it (`prometheus_rate`: extrapolated
@@ -64,6 +65,13 @@ class Fleet:
     scrape_interval_seconds: float = 15.0
     latency_window_seconds: float = 60.0
     hold_timeout_seconds: float = 180.0
+    # Where the scrapes and the evaluations fall within their intervals: Prometheus's scrape loop
+    # and the controller's sync (the HPA's re-queue one sync period after each sync; the operator's
+    # loop) run on their own clocks, not the trace's, so samples are up to a scrape interval old
+    # when read, and a load step lands anywhere within an evaluation interval. None: drawn per
+    # seed, uniform within the interval.
+    scrape_offset_seconds: float | None = None
+    evaluation_offset_seconds: float | None = None
 
     def batch_time(self, size: int) -> float:
         return self.batch_seconds + self.image_seconds * size
@@ -214,9 +222,16 @@ def simulate(
     for arrival in poisson_arrivals(trace, rng):
         schedule(arrival, "arrival")
     # At equal times scrapes come before evaluations (pushed first, lower order). The fleet is
-    # scraped from time 0, idle until then: its counters' series start before the trace does.
-    for kind, first, step in (("scrape", 0.0, fleet.scrape_interval_seconds),
-                              ("evaluate", fleet.interval_seconds, fleet.interval_seconds)):
+    # scraped from its first offset on, idle before the trace: its counters' series start before
+    # the trace does. The offsets come from their own generator, so a seed's arrivals stay the same.
+    clocks = random.Random(f"{seed}/clocks")
+    scrape_offset, evaluation_offset = (
+        clocks.uniform(0.0, interval) if offset is None else offset
+        for offset, interval in ((fleet.scrape_offset_seconds, fleet.scrape_interval_seconds),
+                                 (fleet.evaluation_offset_seconds, fleet.interval_seconds))
+    )
+    for kind, first, step in (("scrape", scrape_offset, fleet.scrape_interval_seconds),
+                              ("evaluate", evaluation_offset + fleet.interval_seconds, fleet.interval_seconds)):
         tick = first
         while tick < end:
             schedule(tick, kind)

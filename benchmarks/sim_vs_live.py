@@ -124,7 +124,8 @@ class Settings:
     def rate_window_seconds(self) -> float:
         return WINDOW_INTERVALS * max(INTERVAL_SECONDS, SCRAPE_SECONDS)
 
-    def fleet(self, startup_seconds: float, interval_seconds: float = INTERVAL_SECONDS) -> Fleet:
+    def fleet(self, startup_seconds: float, interval_seconds: float = INTERVAL_SECONDS,
+              query_step_seconds: float = 0.0) -> Fleet:
         plan = builtin_plan(model=MODEL, gpu_class=GPU_CLASS, precision=PRECISION)
         base = call_seconds(plan, width=SIZE, height=SIZE, steps=STEPS, images=1)
         c = plan.class_cost.batch_cost
@@ -137,6 +138,7 @@ class Settings:
             scrape_interval_seconds=SCRAPE_SECONDS,
             latency_window_seconds=self.rate_window_seconds,
             hold_timeout_seconds=HOLD_TIMEOUT_SECONDS,
+            query_step_seconds=query_step_seconds,
         )
 
     def targets(self) -> Targets:
@@ -600,8 +602,10 @@ def run_simulated(settings: Settings, policy: str, trace: list[tuple[float, floa
             return decision
         return desired
 
+    # KEDA has Prometheus evaluate each query at the current whole second of wall time: SPEEDUP trace seconds.
+    fleet = settings.fleet(startup_seconds, interval_seconds, settings.speedup if policy == "keda" else 0.0)
     results = [
-        simulate(trace, autoscaler(seed), settings.fleet(startup_seconds, interval_seconds), initial_replicas=1,
+        simulate(trace, autoscaler(seed), fleet, initial_replicas=1,
                  target_p95_seconds=settings.target_p95_seconds, seed=seed)
         for seed in range(seeds)
     ]

@@ -240,3 +240,19 @@ def test_scrapes_and_evaluations_run_on_their_own_clocks() -> None:
     ages = [o.metrics_age_seconds for o in seen]
     assert all(age is not None and 0.0 <= age < 10.0 for age in ages)
     assert ages != [5.0, 0.0] * (len(ages) // 2) + [5.0] * (len(ages) % 2)
+
+
+def test_queries_at_the_last_whole_step_read_older_samples() -> None:
+    """KEDA has Prometheus evaluate its queries at the current whole second: with a query step, an
+    evaluation reads the samples up to the last step boundary before it (here one fixed phase of
+    the step against the 15 s evaluations, so one fixed age), not the scrape made with it."""
+    trace = [(0.0, 1.0), (300.0, 1.0)]
+    now_seen, now_autoscaler = fixed(2)
+    run_simulation(trace, now_autoscaler, Fleet(scrape_interval_seconds=5.0, **ALIGNED), initial_replicas=2,
+                   target_p95_seconds=10.0)
+    assert {o.metrics_age_seconds for o in now_seen} == {0.0}
+    stepped_seen, stepped_autoscaler = fixed(2)
+    run_simulation(trace, stepped_autoscaler, Fleet(scrape_interval_seconds=5.0, query_step_seconds=15.0, **ALIGNED),
+                   initial_replicas=2, target_p95_seconds=10.0)
+    ages = {o.metrics_age_seconds for o in stepped_seen}
+    assert len(ages) == 1 and 0.0 < ages.pop() < 20.0

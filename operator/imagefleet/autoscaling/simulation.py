@@ -72,6 +72,11 @@ class Fleet:
     # seed, uniform within the interval.
     scrape_offset_seconds: float | None = None
     evaluation_offset_seconds: float | None = None
+    # Prometheus evaluates the autoscaler's queries at the last whole step before it reads (0: at
+    # once). KEDA's Prometheus scaler asks for the current time to the whole second (RFC 3339, in
+    # pkg/scalers/prometheus_scaler.go), so its readings are up to 1 s older than the sync that
+    # reads them; the step's phase against the trace is drawn per seed.
+    query_step_seconds: float = 0.0
 
     def batch_time(self, size: int) -> float:
         return self.batch_seconds + self.image_seconds * size
@@ -230,6 +235,7 @@ def simulate(
         for offset, interval in ((fleet.scrape_offset_seconds, fleet.scrape_interval_seconds),
                                  (fleet.evaluation_offset_seconds, fleet.interval_seconds))
     )
+    query_offset = clocks.uniform(0.0, fleet.query_step_seconds)
     for kind, first, step in (("scrape", scrape_offset, fleet.scrape_interval_seconds),
                               ("evaluate", evaluation_offset + fleet.interval_seconds, fleet.interval_seconds)):
         tick = first
@@ -313,43 +319,52 @@ def simulate(
         pod.gone = True
         pods.remove(pod)
 
+    def query_time(time: float) -> float:
+        """When the evaluation at `time` has Prometheus evaluate its queries."""
+        if not fleet.query_step_seconds:
+            return time
+        return query_offset + math.floor((time - query_offset) / fleet.query_step_seconds) * fleet.query_step_seconds
+
     def observe(time: float) -> Observation:
         window = fleet.latency_window_seconds
+        at = query_time(time)
         active = [p for p in pods if not p.leaving]
-        reporting = [p for p in scraped if not p.gone and p.scrapes]
+        upto = {id(p): [s for s in p.scrapes if s.time <= at] for p in scraped}
+        reporting = [p for p in scraped if not p.gone and upto[id(p)]]
         rates: list[list[_Scrape]] = []
         for pod in scraped:
-            inside = [s for s in pod.scrapes if s.time > time - window]
+            inside = [s for s in upto[id(pod)] if s.time > at - window]
             if len(inside) >= 2:
                 rates.append(inside)
 
         def rate(value: Callable[[_Scrape], float]) -> float:
             """sum(rate(counter[window])) over the pods' series."""
-            return sum(prometheus_rate([(s.time, value(s)) for s in inside], time, window) for inside in rates)
+            return sum(prometheus_rate([(s.time, value(s)) for s in inside], at, window) for inside in rates)
 
         buckets = [rate(lambda s, i=i: s.buckets[i]) for i in range(len(LATENCY_BUCKETS_SECONDS) + 1)]
         calls = rate(lambda s: s.batches)
+        gateway_scrapes = [scrape for scrape in gateway.scrapes if scrape[0] <= at]
         return Observation(
             time=time,
             replicas=len(active),
             ready_replicas=sum(1 for p in active if p.ready_at <= time),
-            queue_depth=float(sum(p.scrapes[-1].queue_depth for p in reporting)) if reporting else None,
+            queue_depth=float(sum(upto[id(p)][-1].queue_depth for p in reporting)) if reporting else None,
             p95_seconds=histogram_quantile(0.95, LATENCY_BUCKETS_SECONDS, buckets) if rates else None,
             busy_replicas=rate(lambda s: s.batch_seconds) if rates else None,
-            metrics_age_seconds=time - max(p.scrapes[-1].time for p in reporting) if reporting else None,
+            metrics_age_seconds=time - max(upto[id(p)][-1].time for p in reporting) if reporting else None,
             queue_series=sum(1 for p in reporting if not p.leaving),
             served_rate=rate(lambda s: s.served) if rates else None,
             batch_seconds=rate(lambda s: s.batch_seconds) / calls if calls > 0 else None,
             batch_size=rate(lambda s: s.batched) / calls if calls > 0 else None,
-            gateway_arrival_rate=gateway_rate(time, window),
-            gateway_queued=float(gateway.scrapes[-1][2]) if gateway.scrapes else None,
+            gateway_arrival_rate=gateway_rate(gateway_scrapes, at, window),
+            gateway_queued=float(gateway_scrapes[-1][2]) if gateway_scrapes else None,
         )
 
-    def gateway_rate(time: float, window: float) -> float | None:
-        inside = [(scrape[0], float(scrape[1])) for scrape in gateway.scrapes if scrape[0] > time - window]
+    def gateway_rate(scrapes: Sequence[tuple[float, int, int]], at: float, window: float) -> float | None:
+        inside = [(scrape[0], float(scrape[1])) for scrape in scrapes if scrape[0] > at - window]
         if len(inside) < 2:
             return None
-        return prometheus_rate(inside, time, window)
+        return prometheus_rate(inside, at, window)
 
     while events:
         time, _, kind, pod = heapq.heappop(events)
@@ -373,7 +388,7 @@ def simulate(
             dispatch(time)
         elif kind == "scrape":
             gateway.scrapes.append((time, gateway.arrivals, len(gateway.waiting)))
-            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds
+            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds - fleet.query_step_seconds
             while gateway.scrapes and gateway.scrapes[0][0] < horizon:
                 gateway.scrapes.popleft()
             dispatch(time)  # the hold timeout, checked at least this often
@@ -382,7 +397,6 @@ def simulate(
                     if candidate not in scraped:
                         scraped.append(candidate)
                     candidate.scrapes.append(candidate.scrape(time))
-            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds
             for candidate in scraped:
                 while candidate.scrapes and candidate.scrapes[0].time < horizon:
                     candidate.scrapes.popleft()

@@ -21,7 +21,11 @@ KEDA's pollingInterval (30 s); each is printed. What is not compressed: the pods
 and the readiness probe period (5 s). So the live start-up time (the Deployment's replicas raised
 to the pod's address as a ready endpoint, measured here) is given to the simulator multiplied by
 SPEEDUP; the operator's built-in start-up assumption (60 s of wall time) is 60 x SPEEDUP seconds
-of trace time, and the simulator's policy gets that figure too.
+of trace time, and the simulator's policy gets that figure too. Likewise for KEDA: the HPA's
+sync period as it ran (the mean interval between its status writes with new readings: the
+compressed 1 s plus each sync's own duration, which is not compressed) is the simulator's
+evaluation interval, and KEDA has Prometheus evaluate its queries at the whole second of wall
+time, SPEEDUP seconds of trace time (`Fleet.query_step_seconds`).
 
 Simulated: `imagefleet simulate`'s model (autoscaling/simulation.py) with the same fleet:
 batch_seconds = base x (1 - c), image_seconds = base x c, from the emulated cost model, the

@@ -23,7 +23,7 @@ The service model follows the runtime and the live fleet:
   serving pod every `scrape_interval_seconds`, at an offset of its own within the
   interval (drawn per seed, as is the evaluations' offset): the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
   batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
-  was scraped: the queue summed over the pods' last samples, and over the window
+  was scraped (up to the last whole `query_step_seconds`, for KEDA): the queue summed over the pods' last samples, and over the window
   rate() of the counters as Prometheus computes it (`prometheus_rate`: extrapolated
   to the window's edges, divided by the window, so a new pod's rate climbs over one
   window), the p95 as histogram_quantile computes it from the

@@ -39,7 +39,10 @@ requests refused (429, and 503 after the hold timeout), scale changes, and the t
 trace's largest load step to the first scale-up after it. `--keda-metrics-down SECONDS` (with
 `--policy keda`) stops KEDA's metrics server at that load step for SECONDS of trace time: a
 fault run, whose figures show what the HPA does without its metrics (it holds), not a setting
-to compare. Every latency is from the emulated engine (published card timings), never a GPU
+to compare. With KEDA, the run also prints its timeline (per pod: first seen, first scraped,
+Ready, serving; the HPA's readings of the three triggers before each raise) beside the model's
+readings on seed 0, the per-step evidence of where live and simulated decisions part.
+Every latency is from the emulated engine (published card timings), never a GPU
 measurement. Loopback only; the replay stops at the trace's end.
 """
 
@@ -548,7 +551,7 @@ def first_samples(prometheus_url: str, query: str, since_unix: float, nonzero: b
 
 
 def print_live_timeline(live: Live, namespace: str, watch: Watch, start: float, start_unix: float) -> None:
-    """Per pod: asked for, first scraped, Ready, serving, first batch seconds in Prometheus; and the
+    """Per pod: first seen, first scraped, Ready, serving, first batch seconds in Prometheus; and the
     HPA's readings of KEDA's triggers before each raise (trace seconds from the replay's start)."""
     speedup = live.settings.speedup
     span = f"[{math.ceil(time.time() - start_unix) + 30}s]"
@@ -556,6 +559,7 @@ def print_live_timeline(live: Live, namespace: str, watch: Watch, start: float, 
     scraped = first_samples(live.prometheus_url, f"up{selector}{span}", start_unix - 60, nonzero=True)
     busy = first_samples(live.prometheus_url, f"imagefleet_batch_duration_seconds_sum{selector}{span}",
                          start_unix - 60, nonzero=True)
+
     def mono(at: float | None) -> str:
         return "-" if at is None else f"{(at - start) * speedup:.0f}"
 

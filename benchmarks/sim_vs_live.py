@@ -21,7 +21,11 @@ KEDA's pollingInterval (30 s); each is printed. What is not compressed: the pods
 and the readiness probe period (5 s). So the live start-up time (the Deployment's replicas raised
 to the pod's address as a ready endpoint, measured here) is given to the simulator multiplied by
 SPEEDUP; the operator's built-in start-up assumption (60 s of wall time) is 60 x SPEEDUP seconds
-of trace time, and the simulator's policy gets that figure too.
+of trace time, and the simulator's policy gets that figure too. Likewise for KEDA: the HPA's
+sync period as it ran (the mean interval between its status writes with new readings: the
+compressed 1 s plus each sync's own duration, which is not compressed) is the simulator's
+evaluation interval, and KEDA has Prometheus evaluate its queries at the whole second of wall
+time, SPEEDUP seconds of trace time (`Fleet.query_step_seconds`).
 
 Simulated: `imagefleet simulate`'s model (autoscaling/simulation.py) with the same fleet:
 batch_seconds = base x (1 - c), image_seconds = base x c, from the emulated cost model, the
@@ -35,7 +39,10 @@ requests refused (429, and 503 after the hold timeout), scale changes, and the t
 trace's largest load step to the first scale-up after it. `--keda-metrics-down SECONDS` (with
 `--policy keda`) stops KEDA's metrics server at that load step for SECONDS of trace time: a
 fault run, whose figures show what the HPA does without its metrics (it holds), not a setting
-to compare. Every latency is from the emulated engine (published card timings), never a GPU
+to compare. With KEDA, the run also prints its timeline (per pod: first seen, first scraped,
+Ready, serving; the HPA's readings of the three triggers before each raise) beside the model's
+readings on seed 0, the per-step evidence of where live and simulated decisions part.
+Every latency is from the emulated engine (published card timings), never a GPU
 measurement. Loopback only; the replay stops at the trace's end.
 """
 
@@ -124,7 +131,8 @@ class Settings:
     def rate_window_seconds(self) -> float:
         return WINDOW_INTERVALS * max(INTERVAL_SECONDS, SCRAPE_SECONDS)
 
-    def fleet(self, startup_seconds: float) -> Fleet:
+    def fleet(self, startup_seconds: float, interval_seconds: float = INTERVAL_SECONDS,
+              query_step_seconds: float = 0.0) -> Fleet:
         plan = builtin_plan(model=MODEL, gpu_class=GPU_CLASS, precision=PRECISION)
         base = call_seconds(plan, width=SIZE, height=SIZE, steps=STEPS, images=1)
         c = plan.class_cost.batch_cost
@@ -133,10 +141,11 @@ class Settings:
             image_seconds=base * c,
             max_batch_size=self.max_batch_size,
             startup_seconds=startup_seconds,
-            interval_seconds=INTERVAL_SECONDS,
+            interval_seconds=interval_seconds,
             scrape_interval_seconds=SCRAPE_SECONDS,
             latency_window_seconds=self.rate_window_seconds,
             hold_timeout_seconds=HOLD_TIMEOUT_SECONDS,
+            query_step_seconds=query_step_seconds,
         )
 
     def targets(self) -> Targets:
@@ -247,11 +256,14 @@ class Watch:
     was asked for and when it became a ready endpoint of the Service, and (KEDA) the HPA's state."""
 
     seen: dict[str, float] = field(default_factory=dict)  # pod uid -> first seen (monotonic)
+    names: dict[str, str] = field(default_factory=dict)  # pod uid -> name
     ready: dict[str, float] = field(default_factory=dict)  # pod uid -> first seen Ready
     serving: dict[str, float] = field(default_factory=dict)  # pod uid -> its IP first listed as a ready endpoint
     counts: list[tuple[float, int]] = field(default_factory=list)
     replicas: list[tuple[float, int]] = field(default_factory=list)  # the Deployment's spec.replicas
     hpa: list[tuple[float, str]] = field(default_factory=list)  # (time, ScalingActive and desired) on change
+    # (time, desired, the triggers' values as the HPA last read them), each new reading.
+    readings: list[tuple[float, int, str]] = field(default_factory=list)
 
     def poll(self, api: client.ApiClient, namespace: str, with_hpa: bool) -> None:
         pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"imagefleet.io/name={NAME}").items
@@ -264,6 +276,7 @@ class Watch:
         for pod in pods:
             uid = pod.metadata.uid
             self.seen.setdefault(uid, now)
+            self.names.setdefault(uid, pod.metadata.name)
             if any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
                 self.ready.setdefault(uid, now)
                 # By pod, not address: a new pod may get a deleted pod's address.
@@ -276,6 +289,11 @@ class Watch:
                      f"desired {hpa.status.desired_replicas}")
             if not self.hpa or self.hpa[-1][1] != state:
                 self.hpa.append((now, state))
+            values = ", ".join(  # per trigger, in the ScaledObject's order: the total / status.replicas
+                str(m.external.current.average_value) for m in hpa.status.current_metrics or [] if m.external is not None
+            )
+            if not self.readings or self.readings[-1][1:] != (hpa.status.desired_replicas, values):
+                self.readings.append((now, hpa.status.desired_replicas, values))
 
     def pod_seconds(self, start: float, end: float) -> float:
         """Integral of the pod count over [start, end] (each sample held until the next)."""
@@ -292,6 +310,16 @@ class Watch:
 
     def increases(self) -> list[float]:
         return [at for (at, after), (_, before) in zip(self.replicas[1:], self.replicas) if after > before]
+
+    def sync_period(self, start: float, end: float) -> float | None:
+        """The HPA's mean interval between status writes with new readings in [start, end] (wall s),
+        leaving out gaps over twice the median (syncs that read the same values)."""
+        times = [at for at, _, _ in self.readings if start <= at <= end]
+        gaps = [after - before for before, after in zip(times, times[1:])]
+        if not gaps:
+            return None
+        usual = [gap for gap in gaps if gap <= 2 * statistics.median(gaps)]
+        return statistics.fmean(usual)
 
     def pod_startups(self) -> list[float]:
         """Per pod: first seen to Ready (the node agent's process start, model load and probes)."""
@@ -463,15 +491,15 @@ async def keda_outage(live: Live, at: float) -> None:
 
 
 async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[float, float]],
-                   arrivals: list[float]) -> tuple[Figures, list[float], list[float]]:
+                   arrivals: list[float]) -> tuple[Figures, list[float], list[float], float | None]:
     """The live figures; the start-ups of the run's scale-ups (asked to serving) and of every pod
-    (seen to Ready), in wall seconds."""
+    (seen to Ready), in wall seconds; (KEDA) the HPA's sync period as it ran, in trace seconds."""
     settings = live.settings
     custom = client.CustomObjectsApi(live.api)
     watch = Watch()
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, settings.resource(policy))
     await wait_ready(live, namespace, watch, policy)
-    start = time.monotonic()
+    start, start_unix = time.monotonic(), time.time()
     end = start + settings.live(trace[-1][0])
     step = load_step(trace)
     sending = asyncio.create_task(replay(Fixed(live.gateway_url), arrivals, settings.speedup, model=NAME))
@@ -495,6 +523,8 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
     for at, state in watch.hpa:
         print(f"  HPA at {(at - start) * settings.speedup:.0f} s (trace): {state}", flush=True)
     print_violations(replayed, settings.target_p95_seconds)
+    if policy == "keda":
+        print_live_timeline(live, namespace, watch, start, start_unix)
     replica_seconds = watch.pod_seconds(start, end) * settings.speedup
     if policy == "keda":
         custom.delete_namespaced_custom_object(KEDA_GROUP, KEDA_VERSION, namespace, SCALED_OBJECTS, NAME)
@@ -502,21 +532,94 @@ async def run_live(live: Live, namespace: str, policy: str, trace: list[tuple[fl
     increases = [(at - start) * settings.speedup for at in watch.increases() if start <= at <= end]
     result = figures(replayed.latencies, replica_seconds, settings.target_p95_seconds,
                      watch.scale_changes(start, end), replayed.refused, first_after(increases, step))
-    return result, watch.startups(start), watch.pod_startups()
+    period = watch.sync_period(start, end) if policy == "keda" else None
+    return result, watch.startups(start), watch.pod_startups(), None if period is None else period * settings.speedup
+
+
+def first_samples(prometheus_url: str, query: str, since_unix: float, nonzero: bool) -> dict[str, float]:
+    """Per pod, the unix time of the first raw sample of `query` (a range selector) after
+    `since_unix`, or of the first above 0."""
+    response = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": query, "time": time.time()})
+    response.raise_for_status()
+    firsts: dict[str, float] = {}
+    for series in response.json()["data"]["result"]:
+        times = [float(at) for at, value in series["values"] if float(at) >= since_unix and
+                 (float(value) > 0 or not nonzero)]
+        if times:
+            firsts[series["metric"].get("pod", "?")] = min(times)
+    return firsts
+
+
+def print_live_timeline(live: Live, namespace: str, watch: Watch, start: float, start_unix: float) -> None:
+    """Per pod: first seen, first scraped, Ready, serving, first batch seconds in Prometheus; and the
+    HPA's readings of KEDA's triggers before each raise (trace seconds from the replay's start)."""
+    speedup = live.settings.speedup
+    span = f"[{math.ceil(time.time() - start_unix) + 30}s]"
+    selector = f'{{namespace="{namespace}"}}'
+    scraped = first_samples(live.prometheus_url, f"up{selector}{span}", start_unix - 60, nonzero=True)
+    busy = first_samples(live.prometheus_url, f"imagefleet_batch_duration_seconds_sum{selector}{span}",
+                         start_unix - 60, nonzero=True)
+
+    def mono(at: float | None) -> str:
+        return "-" if at is None else f"{(at - start) * speedup:.0f}"
+
+    def unix(at: float | None) -> str:
+        return "-" if at is None else f"{(at - start_unix) * speedup:.0f}"
+
+    print("  live timeline (trace s from the replay's start): pod: seen, first scraped, Ready, serving, "
+          "first batch in Prometheus", flush=True)
+    for uid, seen in sorted(watch.seen.items(), key=lambda item: item[1]):
+        name = watch.names[uid]
+        print(f"    {name}: {mono(seen)}, {unix(scraped.get(name))}, {mono(watch.ready.get(uid))}, "
+              f"{mono(watch.serving.get(uid))}, {unix(busy.get(name))}", flush=True)
+    print("  HPA readings (queue depth, busy replicas, gateway queue: each the total / status.replicas), "
+          "the 60 s before each raise:", flush=True)
+    for raised in watch.increases():
+        before = [(at, desired, values) for at, desired, values in watch.readings
+                  if raised - live.settings.live(60.0) <= at <= raised + 0.01]
+        print(f"    raise at {mono(raised)}: " + "; ".join(
+            f"{mono(at)}: desired {desired} ({values})" for at, desired, values in before), flush=True)
+
+
+def print_model_timeline(decisions: list[tuple[Any, int]]) -> None:
+    """The model's HPA, seed 0: what it read at each evaluation up to 45 s before each raise."""
+    raises = [observation.time for observation, desired in decisions if desired > observation.replicas]
+    print("  model timeline (seed 0, trace s): evaluation: replicas/ready, queue, busy, gateway queue -> desired",
+          flush=True)
+    for raised in raises:
+        print(f"    raise at {raised:.0f}: " + "; ".join(
+            f"{o.time:.0f}: {o.replicas}/{o.ready_replicas}, {o.queue_depth:g}, "
+            f"{o.busy_replicas or 0:.2f}, {o.gateway_queued or 0:g} -> {desired}"
+            for o, desired in decisions if raised - 45.0 <= o.time <= raised), flush=True)
 
 
 def run_simulated(settings: Settings, policy: str, trace: list[tuple[float, float]], startup_seconds: float,
-                  seeds: int) -> list[Result]:
-    def autoscaler() -> Any:
+                  seeds: int, interval_seconds: float = INTERVAL_SECONDS) -> list[Result]:
+    """Every seed's result; for KEDA, the model's HPA timeline on seed 0 (the live run's arrivals) is printed."""
+    decisions: list[tuple[Any, int]] = []
+
+    def autoscaler(seed: int) -> Any:
         if policy == "imagefleet":
             return PolicyAutoscaler(settings.targets())
-        return HpaAutoscaler(settings.targets(), KEDA_SCALED_OBJECT).desired
+        hpa = HpaAutoscaler(settings.targets(), KEDA_SCALED_OBJECT)
 
-    return [
-        simulate(trace, autoscaler(), settings.fleet(startup_seconds), initial_replicas=1,
+        def desired(observation: Any) -> int:
+            decision = hpa.desired(observation)
+            if seed == 0:
+                decisions.append((observation, decision))
+            return decision
+        return desired
+
+    # KEDA has Prometheus evaluate each query at the current whole second of wall time: SPEEDUP trace seconds.
+    fleet = settings.fleet(startup_seconds, interval_seconds, settings.speedup if policy == "keda" else 0.0)
+    results = [
+        simulate(trace, autoscaler(seed), fleet, initial_replicas=1,
                  target_p95_seconds=settings.target_p95_seconds, seed=seed)
         for seed in range(seeds)
     ]
+    if decisions:
+        print_model_timeline(decisions)
+    return results
 
 
 def scaled(trace: list[tuple[float, float]], factor: float) -> list[tuple[float, float]]:
@@ -612,7 +715,8 @@ def main() -> None:
                     client.CoreV1Api(api).create_namespace({"metadata": {"name": namespace}})
                     print(f"\n{name}, {policy}: {len(arrivals)} requests over {settings.live(trace[-1][0]):.0f} s "
                           f"live; load step at {load_step(trace):g} s ...", flush=True)
-                    result, startups, pod_startups = asyncio.run(run_live(live, namespace, policy, trace, arrivals))
+                    result, startups, pod_startups, sync = asyncio.run(
+                        run_live(live, namespace, policy, trace, arrivals))
                     if not startups:
                         raise SystemExit(f"{name}: no scale-up, so no start-up time to give the simulator")
                     startup = statistics.median(startups)
@@ -620,7 +724,13 @@ def main() -> None:
                           f"  live start-up (replicas raised to a ready endpoint + {GATEWAY_POLL_SECONDS / 2:g} s "
                           f"gateway poll, {len(startups)} pods): {spread(startups)} -> simulator "
                           f"{startup * settings.speedup:.0f} s", flush=True)
-                    simulated = run_simulated(settings, policy, trace, startup * settings.speedup, args.seeds)
+                    interval = INTERVAL_SECONDS
+                    if sync is not None:  # the HPA re-queues itself a sync period after each sync ends
+                        interval = sync
+                        print(f"  live HPA sync period (between status writes with new readings): {sync:.1f} s "
+                              f"-> simulator", flush=True)
+                    simulated = run_simulated(settings, policy, trace, startup * settings.speedup, args.seeds,
+                                              interval)
                     rows.append((name, policy, result, simulated))
                     print_rows(rows[-1:], fault)
     finally:

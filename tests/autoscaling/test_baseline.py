@@ -8,12 +8,14 @@ import math
 import pytest
 
 from imagefleet.autoscaling.baseline import (
+    KEDA_SCALED_OBJECT,
     HpaAutoscaler,
     external_average_value,
     external_value,
     pods_average_value,
 )
 from imagefleet.autoscaling.policy import Observation, Targets
+from imagefleet.autoscaling.simulation import prometheus_rate
 
 TARGETS = Targets(min_replicas=1, max_replicas=20, target_queue_depth=4, target_p95_seconds=10)
 
@@ -113,3 +115,26 @@ def test_largest_metric_wins_with_all_three() -> None:
     hpa = HpaAutoscaler(TARGETS)
     assert hpa.metric_proposals(observe(0, 3, 3, queue=8, p95=30.0, busy=2.4)) == [2, 9, 3]
     assert hpa.desired(observe(0, 3, 3, queue=8, p95=30.0, busy=2.4)) == 7  # limited: 3 + 4
+
+
+def test_keda_busy_trigger_waits_for_a_new_pods_series_to_fill_the_rate_window() -> None:
+    """The ScaledObject's busy replicas, sum(rate(...[60s])), as Prometheus computes it, at 4 replicas:
+    3 pods busy all the time (1.0 each), and a 4th that began serving at 100 s, busy since, its
+    counter scraped every 15 s from 0 at 105 s. Its rate climbs by a quarter per scrape, so the
+    HPA (10 % tolerance over 4 x 0.8) raises only when the 4th pod's window is three-quarters
+    full: at 150 s, three scrapes after its first sample, where the increase over the samples'
+    span alone would read 4.0 (ratio 1.25, a raise) at 120 s already."""
+    hpa = HpaAutoscaler(TARGETS, KEDA_SCALED_OBJECT)
+    decisions = {}
+    for now in (120.0, 127.5, 135.0):
+        samples = [(at, at - 105.0) for at in (105.0, 120.0, 135.0) if at <= now]
+        busy = 3.0 + prometheus_rate(samples, now, 60.0)
+        decisions[now] = (busy, hpa.desired(observe(now, 4, 4, queue=0, p95=None, busy=busy)))
+    # 120 s: 15 s of 60 -> 3.25 (ratio 3.25 / 3.2 = 1.02, held); 127.5 s: the same samples, the
+    # window's end extrapolated 7.5 s -> 3.375 (1.05, held); 135 s: 30 s of 60 -> 3.5 (1.09, held).
+    assert decisions == {120.0: (pytest.approx(3.25), 4), 127.5: (pytest.approx(3.375), 4),
+                         135.0: (pytest.approx(3.5), 4)}
+    samples = [(at, at - 105.0) for at in (105.0, 120.0, 135.0, 150.0)]
+    busy = 3.0 + prometheus_rate(samples, 150.0, 60.0)  # 45 s of 60 -> 3.75: ratio 1.17, ceil(3.75 / 0.8)
+    assert busy == pytest.approx(3.75)
+    assert hpa.desired(observe(150.0, 4, 4, queue=0, p95=None, busy=busy)) == 5

@@ -19,6 +19,8 @@ from imagefleet.cli import main
 
 FIGURES = {"replica_minutes", "slo_violation_minutes", "scale_changes", "rejected"}
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "autoscaling.md"
+# Scrapes and evaluations on the trace's clock (at 0 s and every interval), for hand-computed timings.
+ALIGNED = {"scrape_offset_seconds": 0.0, "evaluation_offset_seconds": 0.0}
 
 
 def fixed(replicas: int) -> tuple[list[Observation], Callable[[Observation], int]]:
@@ -35,7 +37,7 @@ def test_a_fixed_fleet_with_headroom_meets_the_slo_and_pays_for_every_minute() -
     seen, autoscaler = fixed(4)
     # 1 request/s; 4 replicas serve ~2.7 requests/s one at a time: no queue to speak of.
     result = run_simulation(
-        [(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0
+        [(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(**ALIGNED), initial_replicas=4, target_p95_seconds=10.0
     )
     assert result.replica_minutes == pytest.approx(40.0, abs=0.2)
     assert result.slo_violation_minutes == 0
@@ -50,7 +52,7 @@ def test_an_overloaded_pod_is_fronted_by_the_gateway_queue_which_refuses_what_ca
     and the pod never holds more than its next batch."""
     seen, autoscaler = fixed(1)
     result = run_simulation(
-        [(0.0, 3.0), (600.0, 3.0)], autoscaler, Fleet(), initial_replicas=1, target_p95_seconds=10.0
+        [(0.0, 3.0), (600.0, 3.0)], autoscaler, Fleet(**ALIGNED), initial_replicas=1, target_p95_seconds=10.0
     )
     assert result.slo_violation_minutes == 10
     loaded = seen[len(seen) // 2:]
@@ -67,18 +69,18 @@ def test_with_no_ready_pod_the_gateway_holds_until_one_serves_or_the_hold_timeou
     longer than the hold timeout it is refused instead."""
     _, autoscaler = fixed(1)
     trace = [(0.0, 0.2), (120.0, 0.2)]
-    held = run_simulation(trace, autoscaler, Fleet(startup_seconds=30.0), initial_replicas=0,
+    held = run_simulation(trace, autoscaler, Fleet(startup_seconds=30.0, **ALIGNED), initial_replicas=0,
                           target_p95_seconds=10.0)
     assert held.rejected == 0 and held.p95_seconds > 10.0
     _, autoscaler = fixed(1)
-    timed_out = run_simulation(trace, autoscaler, Fleet(startup_seconds=200.0, hold_timeout_seconds=20.0),
+    timed_out = run_simulation(trace, autoscaler, Fleet(startup_seconds=200.0, hold_timeout_seconds=20.0, **ALIGNED),
                                initial_replicas=0, target_p95_seconds=10.0)
     assert timed_out.rejected > 0
 
 
 def test_continuous_batching_starts_at_once_and_runs_a_backlog_in_full_batches() -> None:
     """As the runtime batches: a free pod starts at once with every waiting request, up to the batch size."""
-    fleet = Fleet(max_batch_size=4)
+    fleet = Fleet(max_batch_size=4, **ALIGNED)
     seen, autoscaler = fixed(1)
     quiet = run_simulation([(0.0, 0.05), (1200.0, 0.05)], autoscaler, fleet, initial_replicas=1,
                            target_p95_seconds=10.0)
@@ -94,7 +96,7 @@ def test_continuous_batching_starts_at_once_and_runs_a_backlog_in_full_batches()
 def test_the_autoscaler_reads_what_was_last_scraped() -> None:
     """Scrapes every 10 s, evaluations every 15 s: the newest sample is 5 s or 0 s old."""
     seen, autoscaler = fixed(2)
-    run_simulation([(0.0, 1.0), (120.0, 1.0)], autoscaler, Fleet(scrape_interval_seconds=10.0),
+    run_simulation([(0.0, 1.0), (120.0, 1.0)], autoscaler, Fleet(scrape_interval_seconds=10.0, **ALIGNED),
                    initial_replicas=2, target_p95_seconds=10.0)
     assert [o.metrics_age_seconds for o in seen] == [5.0, 0.0] * 3 + [5.0]
     assert all(o.queue_series == 2 for o in seen)
@@ -113,7 +115,7 @@ def test_histogram_quantile_as_prometheus_computes_it() -> None:
 
 def test_p95_seen_is_the_bucketed_one() -> None:
     seen, autoscaler = fixed(4)
-    run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0)
+    run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(**ALIGNED), initial_replicas=4, target_p95_seconds=10.0)
     # Most requests take 1.5 s (a batch of one on a free pod), all in the (1, 2] bucket:
     # interpolated within it, the 95th percentile reads about 1 + 0.95 = 1.95 s, not ~1.5 s.
     p95s = [o.p95_seconds for o in seen[8:]]
@@ -130,7 +132,7 @@ def test_new_replicas_hold_a_gpu_before_they_serve() -> None:
         return 2
 
     result = run_simulation(
-        [(0.0, 0.0), (600.0, 0.0)], autoscaler, Fleet(), initial_replicas=1, target_p95_seconds=10.0
+        [(0.0, 0.0), (600.0, 0.0)], autoscaler, Fleet(**ALIGNED), initial_replicas=1, target_p95_seconds=10.0
     )
     # One replica from 0 s, a second from the first evaluation at 15 s.
     assert result.replica_minutes == pytest.approx(10.0 + 585 / 60, abs=0.01)
@@ -139,7 +141,7 @@ def test_new_replicas_hold_a_gpu_before_they_serve() -> None:
 
 def test_served_rate_and_mean_batch_are_observed() -> None:
     seen, autoscaler = fixed(4)
-    run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(), initial_replicas=4, target_p95_seconds=10.0)
+    run_simulation([(0.0, 1.0), (600.0, 1.0)], autoscaler, Fleet(**ALIGNED), initial_replicas=4, target_p95_seconds=10.0)
     late = seen[8:]
     assert all(o.served_rate is not None and 0.6 < o.served_rate < 1.4 for o in late)
     # Batch time is 0.5 s + 1 s per image: the mean obeys it exactly.
@@ -221,3 +223,36 @@ def test_the_docs_table_is_what_simulate_prints(trace: Path) -> None:
     text = DOCS.read_text()
     for row in rows:
         assert row in text, f"docs/autoscaling.md lacks {row!r}: rerun `imagefleet simulate` on {trace.name}"
+
+
+def test_scrapes_and_evaluations_run_on_their_own_clocks() -> None:
+    """Without fixed offsets each seed draws where scrapes and evaluations fall in their intervals:
+    the samples read are then up to one scrape old, and the seed's arrivals do not change."""
+    trace = [(0.0, 1.0), (600.0, 1.0)]
+    seen, autoscaler = fixed(2)
+    drawn = run_simulation(trace, autoscaler, Fleet(scrape_interval_seconds=10.0), initial_replicas=2,
+                           target_p95_seconds=10.0, seed=3)
+    aligned = run_simulation(trace, fixed(2)[1], Fleet(scrape_interval_seconds=10.0, **ALIGNED), initial_replicas=2,
+                             target_p95_seconds=10.0, seed=3)
+    assert drawn.requests == aligned.requests
+    offsets = {round(o.time % 15.0, 9) for o in seen}
+    assert len(offsets) == 1 and 0.0 < offsets.pop() < 15.0
+    ages = [o.metrics_age_seconds for o in seen]
+    assert all(age is not None and 0.0 <= age < 10.0 for age in ages)
+    assert ages != [5.0, 0.0] * (len(ages) // 2) + [5.0] * (len(ages) % 2)
+
+
+def test_queries_at_the_last_whole_step_read_older_samples() -> None:
+    """KEDA has Prometheus evaluate its queries at the current whole second: with a query step, an
+    evaluation reads the samples up to the last step boundary before it (here one fixed phase of
+    the step against the 15 s evaluations, so one fixed age), not the scrape made with it."""
+    trace = [(0.0, 1.0), (300.0, 1.0)]
+    now_seen, now_autoscaler = fixed(2)
+    run_simulation(trace, now_autoscaler, Fleet(scrape_interval_seconds=5.0, **ALIGNED), initial_replicas=2,
+                   target_p95_seconds=10.0)
+    assert {o.metrics_age_seconds for o in now_seen} == {0.0}
+    stepped_seen, stepped_autoscaler = fixed(2)
+    run_simulation(trace, stepped_autoscaler, Fleet(scrape_interval_seconds=5.0, query_step_seconds=15.0, **ALIGNED),
+                   initial_replicas=2, target_p95_seconds=10.0)
+    ages = {o.metrics_age_seconds for o in stepped_seen}
+    assert len(ages) == 1 and 0.0 < ages.pop() < 20.0

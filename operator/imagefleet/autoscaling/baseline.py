@@ -27,6 +27,13 @@ same windows imagefleet gets), limited to max(+100 %, +4 pods) per 15 s period
 counted from the scale events of the last 15 s, whatever the evaluation
 interval, and clamped to [minReplicas, maxReplicas]. The default scale-down
 policy (100 % per 15 s) never limits.
+
+When it reads is the simulator's (simulation.py), each mechanism as it runs live: one sync per
+evaluation interval, at an offset of its own (kube-controller-manager re-queues an HPA one sync
+period after each sync ends, so a live sync period is the period plus the sync's own duration,
+which benchmarks/sim_vs_live.py measures and passes as the interval); rate() as Prometheus
+computes it; samples up to a scrape old; and for KEDA, queries evaluated at the last whole
+second (`Fleet.query_step_seconds`).
 """
 
 from __future__ import annotations

@@ -20,11 +20,13 @@ The service model follows the runtime and the live fleet:
   seeded with the warm-up's full call, the largest size run scaled up linearly. So a
   pod that has only run small batches reports a slow full call, as live.
 - Prometheus scrapes the gateway (its arrivals counter and queue gauge) and every
-  serving pod every `scrape_interval_seconds`: the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
+  serving pod every `scrape_interval_seconds`, at an offset of its own within the
+  interval (drawn per seed, as is the evaluations' offset): the queue gauge and the runtime's counters (latency histogram with the runtime's buckets,
   batch seconds, batch sizes). Every `interval_seconds` the autoscaler reads what
-  was scraped: the queue summed over the pods' last samples, and over the window
-  rate() of the counters (the increase between the first and last sample in the
-  window over their span), the p95 as histogram_quantile computes it from the
+  was scraped (up to the last whole `query_step_seconds`, for KEDA): the queue summed over the pods' last samples, and over the window
+  rate() of the counters as Prometheus computes it (`prometheus_rate`: extrapolated
+  to the window's edges, divided by the window, so a new pod's rate climbs over one
+  window), the p95 as histogram_quantile computes it from the
   summed bucket rates, the busy replicas, the served rate and the mean batch;
   and the gateway's arrival rate and queue.
 
@@ -63,6 +65,18 @@ class Fleet:
     scrape_interval_seconds: float = 15.0
     latency_window_seconds: float = 60.0
     hold_timeout_seconds: float = 180.0
+    # Where the scrapes and the evaluations fall within their intervals: Prometheus's scrape loop
+    # and the controller's sync (the HPA's re-queue one sync period after each sync; the operator's
+    # loop) run on their own clocks, not the trace's, so samples are up to a scrape interval old
+    # when read, and a load step lands anywhere within an evaluation interval. None: drawn per
+    # seed, uniform within the interval.
+    scrape_offset_seconds: float | None = None
+    evaluation_offset_seconds: float | None = None
+    # Prometheus evaluates the autoscaler's queries at the last whole step before it reads (0: at
+    # once). KEDA's Prometheus scaler asks for the current time to the whole second (RFC 3339, in
+    # pkg/scalers/prometheus_scaler.go), so its readings are up to 1 s older than the sync that
+    # reads them; the step's phase against the trace is drawn per seed.
+    query_step_seconds: float = 0.0
 
     def batch_time(self, size: int) -> float:
         return self.batch_seconds + self.image_seconds * size
@@ -148,6 +162,30 @@ def histogram_quantile(quantile: float, bounds: Sequence[float], cumulative: Seq
     return lower + (upper - lower) * (rank - below) / (cumulative[index] - below)
 
 
+def prometheus_rate(samples: Sequence[tuple[float, float]], now: float, window: float) -> float:
+    """PromQL's rate(counter[window]) at `now` from a series' (time, value) samples inside the window
+    (at least two; the model's counters never reset), as Prometheus's extrapolatedRate computes it
+    (promql/functions.go): the increase between the first and last sample, extrapolated to the
+    window's edges where a sample is within 1.1 average sample intervals of the edge (else by half
+    an interval), never back past the counter's zero, then divided by the whole window, not by the
+    samples' span. So a series that starts inside the window (a pod that has just started
+    serving, its first sample near 0) counts only the part of the window it covers: its rate
+    climbs to the pod's true rate over one window."""
+    (first_time, first), (last_time, last) = samples[0], samples[-1]
+    increase = last - first
+    sampled = last_time - first_time
+    average = sampled / (len(samples) - 1)
+    threshold = average * 1.1
+    to_start, to_end = first_time - (now - window), now - last_time
+    if to_start >= threshold:
+        to_start = average / 2
+    if increase > 0 and first >= 0:
+        to_start = min(to_start, sampled * first / increase)
+    if to_end >= threshold:
+        to_end = average / 2
+    return increase * (sampled + to_start + to_end) / sampled / window
+
+
 def poisson_arrivals(trace: Sequence[tuple[float, float]], rng: random.Random) -> list[float]:
     """Arrival times of a Poisson process whose rate is the trace's (each rate holds until the next row)."""
     arrivals = []
@@ -188,9 +226,19 @@ def simulate(
 
     for arrival in poisson_arrivals(trace, rng):
         schedule(arrival, "arrival")
-    # At equal times scrapes come before evaluations (pushed first, lower order).
-    for kind, step in (("scrape", fleet.scrape_interval_seconds), ("evaluate", fleet.interval_seconds)):
-        tick = step
+    # At equal times scrapes come before evaluations (pushed first, lower order). The fleet is
+    # scraped from its first offset on, idle before the trace: its counters' series start before
+    # the trace does. The offsets come from their own generator, so a seed's arrivals stay the same.
+    clocks = random.Random(f"{seed}/clocks")
+    scrape_offset, evaluation_offset = (
+        clocks.uniform(0.0, interval) if offset is None else offset
+        for offset, interval in ((fleet.scrape_offset_seconds, fleet.scrape_interval_seconds),
+                                 (fleet.evaluation_offset_seconds, fleet.interval_seconds))
+    )
+    query_offset = clocks.uniform(0.0, fleet.query_step_seconds)
+    for kind, first, step in (("scrape", scrape_offset, fleet.scrape_interval_seconds),
+                              ("evaluate", evaluation_offset + fleet.interval_seconds, fleet.interval_seconds)):
+        tick = first
         while tick < end:
             schedule(tick, kind)
             tick += step
@@ -271,42 +319,52 @@ def simulate(
         pod.gone = True
         pods.remove(pod)
 
+    def query_time(time: float) -> float:
+        """When the evaluation at `time` has Prometheus evaluate its queries."""
+        if not fleet.query_step_seconds:
+            return time
+        return query_offset + math.floor((time - query_offset) / fleet.query_step_seconds) * fleet.query_step_seconds
+
     def observe(time: float) -> Observation:
         window = fleet.latency_window_seconds
+        at = query_time(time)
         active = [p for p in pods if not p.leaving]
-        reporting = [p for p in scraped if not p.gone and p.scrapes]
-        rates: list[tuple[_Scrape, _Scrape]] = []
+        upto = {id(p): [s for s in p.scrapes if s.time <= at] for p in scraped}
+        reporting = [p for p in scraped if not p.gone and upto[id(p)]]
+        rates: list[list[_Scrape]] = []
         for pod in scraped:
-            inside = [s for s in pod.scrapes if s.time > time - window]
+            inside = [s for s in upto[id(pod)] if s.time > at - window]
             if len(inside) >= 2:
-                rates.append((inside[0], inside[-1]))
+                rates.append(inside)
 
         def rate(value: Callable[[_Scrape], float]) -> float:
-            return sum((value(last) - value(first)) / (last.time - first.time) for first, last in rates)
+            """sum(rate(counter[window])) over the pods' series."""
+            return sum(prometheus_rate([(s.time, value(s)) for s in inside], at, window) for inside in rates)
 
         buckets = [rate(lambda s, i=i: s.buckets[i]) for i in range(len(LATENCY_BUCKETS_SECONDS) + 1)]
         calls = rate(lambda s: s.batches)
+        gateway_scrapes = [scrape for scrape in gateway.scrapes if scrape[0] <= at]
         return Observation(
             time=time,
             replicas=len(active),
             ready_replicas=sum(1 for p in active if p.ready_at <= time),
-            queue_depth=float(sum(p.scrapes[-1].queue_depth for p in reporting)) if reporting else None,
+            queue_depth=float(sum(upto[id(p)][-1].queue_depth for p in reporting)) if reporting else None,
             p95_seconds=histogram_quantile(0.95, LATENCY_BUCKETS_SECONDS, buckets) if rates else None,
             busy_replicas=rate(lambda s: s.batch_seconds) if rates else None,
-            metrics_age_seconds=time - max(p.scrapes[-1].time for p in reporting) if reporting else None,
+            metrics_age_seconds=time - max(upto[id(p)][-1].time for p in reporting) if reporting else None,
             queue_series=sum(1 for p in reporting if not p.leaving),
             served_rate=rate(lambda s: s.served) if rates else None,
             batch_seconds=rate(lambda s: s.batch_seconds) / calls if calls > 0 else None,
             batch_size=rate(lambda s: s.batched) / calls if calls > 0 else None,
-            gateway_arrival_rate=gateway_rate(time, window),
-            gateway_queued=float(gateway.scrapes[-1][2]) if gateway.scrapes else None,
+            gateway_arrival_rate=gateway_rate(gateway_scrapes, at, window),
+            gateway_queued=float(gateway_scrapes[-1][2]) if gateway_scrapes else None,
         )
 
-    def gateway_rate(time: float, window: float) -> float | None:
-        inside = [scrape for scrape in gateway.scrapes if scrape[0] > time - window]
+    def gateway_rate(scrapes: Sequence[tuple[float, int, int]], at: float, window: float) -> float | None:
+        inside = [(scrape[0], float(scrape[1])) for scrape in scrapes if scrape[0] > at - window]
         if len(inside) < 2:
             return None
-        return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+        return prometheus_rate(inside, at, window)
 
     while events:
         time, _, kind, pod = heapq.heappop(events)
@@ -330,7 +388,7 @@ def simulate(
             dispatch(time)
         elif kind == "scrape":
             gateway.scrapes.append((time, gateway.arrivals, len(gateway.waiting)))
-            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds
+            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds - fleet.query_step_seconds
             while gateway.scrapes and gateway.scrapes[0][0] < horizon:
                 gateway.scrapes.popleft()
             dispatch(time)  # the hold timeout, checked at least this often
@@ -339,7 +397,6 @@ def simulate(
                     if candidate not in scraped:
                         scraped.append(candidate)
                     candidate.scrapes.append(candidate.scrape(time))
-            horizon = time - fleet.latency_window_seconds - fleet.scrape_interval_seconds
             for candidate in scraped:
                 while candidate.scrapes and candidate.scrapes[0].time < horizon:
                     candidate.scrapes.popleft()

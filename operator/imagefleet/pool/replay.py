@@ -62,6 +62,9 @@ class Setup:
     scale_down_seconds: float = 300.0
     pool_max_replicas: int = 64
     model_max_replicas: int = 8
+    # A fixed pool (autoscaling off): this many pods, serving from the trace's start with the family's
+    # base checkpoint on the GPU, as a pool pod loads it with itself. None: the pool is sized as above.
+    pool_replicas: int | None = None
 
     def plan(self) -> Plan:
         return builtin_plan(model=self.family, gpu_class=self.gpu_class, precision=self.precision)
@@ -86,6 +89,7 @@ class ArmResult:
     p95_seconds: float
     hits: int  # requests that moved nothing (the per-model arm: that waited for no cold start)
     checkpoint_swaps: int
+    host_swaps: int  # of the checkpoint swaps, those from host RAM (the rest read the disk)
     adapter_loads: int
     checkpoint_swap_p95_seconds: float  # over the requests that swapped a checkpoint (0: none did)
     adapter_load_p95_seconds: float  # over the requests that loaded an adapter (0: none did)
@@ -130,6 +134,7 @@ class _Served:
     hit: bool
     checkpoint_swap: float | None
     adapter_load: float | None
+    from_host: bool = False  # its checkpoint swap came from host RAM
 
 
 class _Group:
@@ -181,6 +186,8 @@ class _Replay:
         # A pod's cold start: its weights from the model cache, then the runtime's warm-up call.
         self.cold_start = load_seconds(self.plan) + call_seconds(self.plan, width=size, height=size, steps=2, images=1)
         self.groups: dict[str, _Group] = {}
+        if pooled and setup.pool_replicas is not None:
+            self.groups["pool"] = self._fixed_pool(setup.pool_replicas)
         self.recent = Recent()
         self.served: list[_Served] = []
         self.events: list[tuple[float, int, str, str]] = []
@@ -198,6 +205,14 @@ class _Replay:
                 extra = sum(self.adapter_mib / self.cost.disk_to_host_mib_per_second for _ in request.adapters)
                 group = _Group(key, self.cold_start + extra, self.setup.model_max_replicas, lambda: None)
             self.groups[key] = group
+        return group
+
+    def _fixed_pool(self, replicas: int) -> _Group:
+        group = _Group("pool", 0.0, replicas, self._residency)
+        for _ in range(replicas):
+            pod = group.add(0.0)
+            assert pod.residency is not None
+            pod.residency.touch(self.setup.family, self.checkpoint_mib)
         return group
 
     def _residency(self) -> Residency:
@@ -236,10 +251,12 @@ class _Replay:
 
     def send(self, group: _Group, pod: _Pod, request: Request, warm: bool, now: float) -> None:
         checkpoint_swap = adapter_load = None
+        from_host = False
         if pod.residency is not None:
             touch = pod.residency.touch(request.model, self.checkpoint_mib,
                                         [Adapter(name, self.adapter_mib) for name in request.adapters])
             seconds = [(move, move_seconds(self.cost, move)) for move in touch.moves]
+            from_host = touch.source == "host"
             if touch.source != "gpu":
                 checkpoint_swap = sum(s for m, s in seconds if m.adapter is None)
             if touch.adapters_loaded:
@@ -256,7 +273,8 @@ class _Replay:
         pod.free_at = begin + swap + self.work(request)
         pod.running.append((begin, pod.free_at, request.model))
         self.schedule(pod.free_at, "done", group.key)
-        self.served.append(_Served(request.time, pod.free_at - request.time, hit, checkpoint_swap, adapter_load))
+        self.served.append(_Served(request.time, pod.free_at - request.time, hit, checkpoint_swap, adapter_load,
+                                   from_host))
 
     def dispatch(self, group: _Group, now: float) -> None:
         """Send every waiting request whose pod has room, oldest first (each model is its own lane at
@@ -330,9 +348,10 @@ class _Replay:
             self.schedule(request.time, "arrival", str(index))
         end = self.requests[-1].time
         tick = self.setup.interval_seconds
-        # On past the last request until every pod could have scaled away.
+        # On past the last request until every pod could have scaled away (a fixed pool is not sized).
         setup = self.setup
-        while tick <= end + setup.window_seconds + setup.scale_down_seconds + 2 * setup.interval_seconds:
+        fixed = self.pooled and setup.pool_replicas is not None
+        while not fixed and tick <= end + setup.window_seconds + setup.scale_down_seconds + 2 * setup.interval_seconds:
             self.schedule(tick, "evaluate")
             tick += self.setup.interval_seconds
         while self.events:
@@ -345,7 +364,7 @@ class _Replay:
                 for group in self.groups.values():
                     if group.pods or group.waiting or group.arrivals:
                         self.evaluate(group, now)
-        return self.result(tick)
+        return self.result(end if fixed else tick)
 
     def result(self, end: float) -> ArmResult:
         gpu_seconds = 0.0
@@ -366,6 +385,7 @@ class _Replay:
             p95_seconds=nearest_rank_p95([s.latency for s in self.served]),
             hits=sum(1 for s in self.served if s.hit),
             checkpoint_swaps=len(swaps),
+            host_swaps=sum(1 for s in self.served if s.from_host),
             adapter_loads=len(loads),
             checkpoint_swap_p95_seconds=nearest_rank_p95(swaps),
             adapter_load_p95_seconds=nearest_rank_p95(loads),

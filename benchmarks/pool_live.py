@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import math
 import sys
 import tempfile
@@ -292,6 +293,15 @@ async def run_live(api: client.ApiClient, namespace: str, gateway_url: str, case
     return Live(records, after - before)
 
 
+def write_records(path: Path, records: Sequence[Record]) -> None:
+    """The per-request records as CSV (latency `inf` for a request not answered 200)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(("arrival", "member", "status", "latency", "send_lag"))
+        for r in records:
+            writer.writerow((f"{r.arrival:.3f}", r.member, r.status, f"{r.latency:.3f}", f"{r.send_lag:.3f}"))
+
+
 def relative(live: float, simulated: float) -> float:
     """The simulated figure's difference from the live one, as a share of it."""
     return (simulated - live) / live if live else (0.0 if simulated == 0 else math.inf)
@@ -364,12 +374,14 @@ def main() -> None:
             started = time.monotonic()
             live = asyncio.run(run_live(api, namespace, gateway.url, case, requests))
             print(f"live replay done ({time.monotonic() - started:.0f} s with the deployment)", flush=True)
+            write_records(work / "records.csv", live.records)
     finally:
         api.close()
         plane.down()
     simulated = replay(requests, setup, pooled=True)
     lags = sorted(r.send_lag for r in live.records)
-    print(f"\nanswers by HTTP status (-1: none): {live.statuses()}; client send lag p95 "
+    print(f"\nper-request records: {work / 'records.csv'}")
+    print(f"answers by HTTP status (-1: none): {live.statuses()}; client send lag p95 "
           f"{lags[int(0.95 * (len(lags) - 1))]:.2f} s, max {lags[-1]:.2f} s")
     print("| figure | live (emulated) | simulated (emulated) | simulated − live |")
     print("| --- | ---: | ---: | ---: |")

@@ -183,13 +183,24 @@ def parse_counters(texts: Sequence[str]) -> Counters:
     return Counters(hits, misses, swaps, loads)
 
 
-async def pool_counters(http: httpx.AsyncClient, pods: Sequence[str]) -> Counters:
+def checkpoint_loads(text: str) -> dict[str, float]:
+    """Checkpoints moved onto one pod's GPU (from host RAM or disk), by checkpoint, from its /metrics."""
+    loads: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == SWAPS_TOTAL:
+                name = sample.labels["checkpoint"]
+                loads[name] = loads.get(name, 0.0) + sample.value
+    return loads
+
+
+async def pod_metrics(http: httpx.AsyncClient, pods: Sequence[str]) -> list[str]:
     texts = []
     for url in pods:
         answer = await http.get(f"{url}/metrics")
         answer.raise_for_status()
         texts.append(answer.text)
-    return parse_counters(texts)
+    return texts
 
 
 async def deploy(api: client.ApiClient, namespace: str, case: Case, timeout: float = 600) -> list[str]:
@@ -258,6 +269,16 @@ async def send(gateway_url: str, requests: Sequence[Request]) -> list[Record]:
 class Live:
     records: list[Record]
     counters: Counters  # over the replay
+    loads: list[dict[str, float]]  # per pod: checkpoints moved onto its GPU, by checkpoint (none before the replay)
+
+    @property
+    def spread(self) -> int:
+        """Checkpoints moved onto the GPU of more than one pod."""
+        pods: dict[str, int] = {}
+        for loads in self.loads:
+            for name, count in loads.items():
+                pods[name] = pods.get(name, 0) + (count > 0)
+        return sum(1 for count in pods.values() if count > 1)
 
     @property
     def served(self) -> list[Record]:
@@ -287,10 +308,12 @@ async def run_live(api: client.ApiClient, namespace: str, gateway_url: str, case
     pods = await deploy(api, namespace, case)
     await wait_routable(gateway_url, [body["metadata"]["name"] for body in case.members()])
     async with httpx.AsyncClient(timeout=30) as http:
-        before = await pool_counters(http, pods)
+        before = await pod_metrics(http, pods)
         records = await send(gateway_url, requests)
-        after = await pool_counters(http, pods)
-    return Live(records, after - before)
+        after = await pod_metrics(http, pods)
+    if any(checkpoint_loads(text) for text in before):
+        raise RuntimeError("a pool pod moved a checkpoint before the replay began")
+    return Live(records, parse_counters(after) - parse_counters(before), [checkpoint_loads(text) for text in after])
 
 
 def write_records(path: Path, records: Sequence[Record]) -> None:
@@ -383,6 +406,9 @@ def main() -> None:
     print(f"\nper-request records: {work / 'records.csv'}")
     print(f"answers by HTTP status (-1: none): {live.statuses()}; client send lag p95 "
           f"{lags[int(0.95 * (len(lags) - 1))]:.2f} s, max {lags[-1]:.2f} s")
+    print("live checkpoint loads per pod: " + "; ".join(
+        f"{sum(loads.values()):.0f} of {len(loads)} checkpoints" for loads in live.loads)
+        + f"; {live.spread} checkpoints loaded on more than one pod")
     print("| figure | live (emulated) | simulated (emulated) | simulated − live |")
     print("| --- | ---: | ---: | ---: |")
     for row in comparison_rows(live, simulated):

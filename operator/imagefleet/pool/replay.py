@@ -41,9 +41,11 @@ from .sizing import MemberDemand, pool_replicas
 from .trace import Request
 
 LARGEST_IMAGES = 8  # the largest request the GPU budget leaves room for, by default
-# A pod takes a request while fewer than this wait at it (the gateway's rule: less than one batch
-# of the runtime's default max batch size); the rest wait at the gateway.
-AT_POD = 4
+# A pod takes a request while fewer images than one batch (the pool's max batch size, the standard
+# tier's 4) wait at it: the gateway's filter (gateway/picking.py `batch_has_room`, on the images
+# queued that the pod's /v1/load reports). The gateway filters before it ranks: a request goes to the
+# best pod with room, and waits at the gateway only when no pod has room.
+BATCH_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -114,15 +116,19 @@ class _Pod:
     free_at: float = 0.0
     leaving: bool = False
     retired: float | None = None
-    # (start, finish, checkpoint) of what was sent and not finished.
-    running: list[tuple[float, float, str]] = field(default_factory=list)
+    # (start, finish, checkpoint, images) of what was sent and not finished.
+    running: list[tuple[float, float, str, int]] = field(default_factory=list)
 
     def wait(self, now: float) -> float:
         return max(0.0, self.free_at - now)
 
     def waiting(self, now: float) -> int:
         """Requests sent to it that have not started."""
-        return sum(1 for start, _, _ in self.running if start > now)
+        return sum(1 for start, _, _, _ in self.running if start > now)
+
+    def has_room(self, now: float) -> bool:
+        """Fewer than one batch of images sent to it has not started."""
+        return sum(images for start, _, _, images in self.running if start > now) < BATCH_IMAGES
 
 
 @dataclass
@@ -224,19 +230,18 @@ class _Replay:
         return call_seconds(self.plan, width=size, height=size, steps=request.steps, images=request.images)
 
     def choose(self, group: _Group, request: Request, now: float) -> _Pod | None:
-        """The pod to send `request` to now; None when the pod it should go to has no room (it waits
-        at the gateway, as the gateway holds a request until a pod has room)."""
-        ready = group.ready(now)
-        for pod in ready:
+        """The pod to send `request` to now, among those with room; None when none has room (it waits at
+        the gateway, as the gateway holds a request until a pod has room)."""
+        for pod in group.ready(now):
             pod.running = [entry for entry in pod.running if entry[1] > now]
+        ready = [pod for pod in group.ready(now) if pod.has_room(now)]
         if not self.pooled:
-            room = [p for p in ready if p.waiting(now) < AT_POD]
-            return min(room, key=lambda p: p.wait(now)) if room else None
+            return min(ready, key=lambda p: p.wait(now)) if ready else None
         views = []
         for index, pod in enumerate(ready):
             assert pod.residency is not None
             pending = self.recent.in_use(pod.name, now)
-            for _, _, ckpt in pod.running:
+            for _, _, ckpt, _ in pod.running:
                 pending[ckpt] = pending.get(ckpt, 0) + 1
             snapshot = pod.residency.snapshot()
             resident = Resident(gpu=snapshot.gpu, host=snapshot.host,
@@ -245,9 +250,8 @@ class _Replay:
             views.append(PodView(str(index), resident, pod.wait(now), pending))
         if not views:
             return None
-        best = ready[int(placements(Want(request.model, request.adapters), views, own_seconds=self.work(request),
+        return ready[int(placements(Want(request.model, request.adapters), views, own_seconds=self.work(request),
                                     target_seconds=self.setup.target_p95_seconds, prices=self.prices)[0].url)]
-        return best if best.waiting(now) < AT_POD else None
 
     def send(self, group: _Group, pod: _Pod, request: Request, warm: bool, now: float) -> None:
         checkpoint_swap = adapter_load = None
@@ -271,7 +275,7 @@ class _Replay:
         self.recent.sent(pod.name, request.model, now)
         begin = max(now, pod.free_at)
         pod.free_at = begin + swap + self.work(request)
-        pod.running.append((begin, pod.free_at, request.model))
+        pod.running.append((begin, pod.free_at, request.model, request.images))
         self.schedule(pod.free_at, "done", group.key)
         self.served.append(_Served(request.time, pod.free_at - request.time, hit, checkpoint_swap, adapter_load,
                                    from_host))

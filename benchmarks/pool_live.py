@@ -407,8 +407,8 @@ def main() -> None:
     print(f"answers by HTTP status (-1: none): {live.statuses()}; client send lag p95 "
           f"{lags[int(0.95 * (len(lags) - 1))]:.2f} s, max {lags[-1]:.2f} s")
     print("live checkpoint loads per pod: " + "; ".join(
-        f"{sum(loads.values()):.0f} of {len(loads)} checkpoints" for loads in live.loads)
-        + f"; {live.spread} checkpoints loaded on more than one pod")
+        f"{sum(loads.values()):.0f} (of {len(loads)} checkpoints)" for loads in live.loads)
+        + f"; {live.spread} checkpoints loaded onto more than one pod")
     print("| figure | live (emulated) | simulated (emulated) | simulated − live |")
     print("| --- | ---: | ---: | ---: |")
     for row in comparison_rows(live, simulated):

@@ -72,3 +72,14 @@ def test_the_counters_are_read_from_the_runtimes_exposition() -> None:
     assert counted.hits == 3 and counted.misses == 4
     assert counted.swaps == {"disk": 2, "host": 1}
     assert (counted - Counters(hits=1, swaps={"disk": 2})).swaps == {"disk": 0, "host": 1}
+
+
+def test_a_pod_with_a_batch_of_images_waiting_loses_the_next_request_to_a_pod_that_swaps() -> None:
+    # As the gateway does: pod 0 holds "a" but 8 images wait at it (one batch is 4), so the third
+    # request for "a" goes to pod 1, which reads "a" from disk, instead of waiting for pod 0.
+    trace = [Request(0.0, "a", (), 30, 1), Request(0.1, "a", (), 30, 8), Request(0.2, "a", (), 30, 1)]
+    result = replay(trace, FIXED, pooled=True)
+    assert result.checkpoint_swaps == 2 and result.hits == 1
+    # With fewer images waiting than one batch, it waits for pod 0 and is a hit.
+    light = [Request(0.0, "a", (), 30, 1), Request(0.1, "a", (), 30, 3), Request(0.2, "a", (), 30, 1)]
+    assert replay(light, FIXED, pooled=True).checkpoint_swaps == 1

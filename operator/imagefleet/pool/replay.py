@@ -41,9 +41,11 @@ from .sizing import MemberDemand, pool_replicas, working_set
 from .trace import Request
 
 LARGEST_IMAGES = 8  # the largest request the GPU budget leaves room for, by default
-# A pod takes a request while fewer than this wait at it (the gateway's rule: less than one batch
-# of the runtime's default max batch size); the rest wait at the gateway.
-AT_POD = 4
+# A pod takes a request while fewer images than one batch (the pool's max batch size, the standard
+# tier's 4) wait at it: the gateway's filter (gateway/picking.py `batch_has_room`, on the images
+# queued that the pod's /v1/load reports). The gateway filters before it ranks: a request goes to the
+# best pod with room, and waits at the gateway only when no pod has room.
+BATCH_IMAGES = 4
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,9 @@ class Setup:
     scale_down_seconds: float = 300.0
     pool_max_replicas: int = 64
     model_max_replicas: int = 8
+    # A fixed pool (autoscaling off): this many pods, serving from the trace's start with the family's
+    # base checkpoint on the GPU, as a pool pod loads it with itself. None: the pool is sized as above.
+    pool_replicas: int | None = None
 
     def plan(self) -> Plan:
         return builtin_plan(model=self.family, gpu_class=self.gpu_class, precision=self.precision)
@@ -86,6 +91,7 @@ class ArmResult:
     p95_seconds: float
     hits: int  # requests that moved nothing (the per-model arm: that waited for no cold start)
     checkpoint_swaps: int
+    host_swaps: int  # of the checkpoint swaps, those from host RAM (the rest read the disk)
     adapter_loads: int
     checkpoint_swap_p95_seconds: float  # over the requests that swapped a checkpoint (0: none did)
     adapter_load_p95_seconds: float  # over the requests that loaded an adapter (0: none did)
@@ -110,15 +116,19 @@ class _Pod:
     free_at: float = 0.0
     leaving: bool = False
     retired: float | None = None
-    # (start, finish, checkpoint) of what was sent and not finished.
-    running: list[tuple[float, float, str]] = field(default_factory=list)
+    # (start, finish, checkpoint, images) of what was sent and not finished.
+    running: list[tuple[float, float, str, int]] = field(default_factory=list)
 
     def wait(self, now: float) -> float:
         return max(0.0, self.free_at - now)
 
     def waiting(self, now: float) -> int:
         """Requests sent to it that have not started."""
-        return sum(1 for start, _, _ in self.running if start > now)
+        return sum(1 for start, _, _, _ in self.running if start > now)
+
+    def has_room(self, now: float) -> bool:
+        """Fewer than one batch of images sent to it has not started."""
+        return sum(images for start, _, _, images in self.running if start > now) < BATCH_IMAGES
 
 
 @dataclass
@@ -130,6 +140,7 @@ class _Served:
     hit: bool
     checkpoint_swap: float | None
     adapter_load: float | None
+    from_host: bool = False  # its checkpoint swap came from host RAM
 
 
 class _Group:
@@ -182,6 +193,8 @@ class _Replay:
         # A pod's cold start: its weights from the model cache, then the runtime's warm-up call.
         self.cold_start = load_seconds(self.plan) + call_seconds(self.plan, width=size, height=size, steps=2, images=1)
         self.groups: dict[str, _Group] = {}
+        if pooled and setup.pool_replicas is not None:
+            self.groups["pool"] = self._fixed_pool(setup.pool_replicas)
         self.recent = Recent()
         self.served: list[_Served] = []
         self.events: list[tuple[float, int, str, str]] = []
@@ -201,6 +214,14 @@ class _Replay:
             self.groups[key] = group
         return group
 
+    def _fixed_pool(self, replicas: int) -> _Group:
+        group = _Group("pool", 0.0, replicas, self._residency)
+        for _ in range(replicas):
+            pod = group.add(0.0)
+            assert pod.residency is not None
+            pod.residency.touch(self.setup.family, self.checkpoint_mib)
+        return group
+
     def _residency(self) -> Residency:
         return Residency(gpu_budget_mib=self.gpu_budget, host_budget_mib=self.setup.host_budget_mib,
                          adapter_slots=self.setup.adapter_slots)
@@ -210,19 +231,18 @@ class _Replay:
         return call_seconds(self.plan, width=size, height=size, steps=request.steps, images=request.images)
 
     def choose(self, group: _Group, request: Request, now: float) -> _Pod | None:
-        """The pod to send `request` to now; None when the pod it should go to has no room (it waits
-        at the gateway, as the gateway holds a request until a pod has room)."""
-        ready = group.ready(now)
-        for pod in ready:
+        """The pod to send `request` to now, among those with room; None when none has room (it waits at
+        the gateway, as the gateway holds a request until a pod has room)."""
+        for pod in group.ready(now):
             pod.running = [entry for entry in pod.running if entry[1] > now]
+        ready = [pod for pod in group.ready(now) if pod.has_room(now)]
         if not self.pooled:
-            room = [p for p in ready if p.waiting(now) < AT_POD]
-            return min(room, key=lambda p: p.wait(now)) if room else None
+            return min(ready, key=lambda p: p.wait(now)) if ready else None
         views = []
         for index, pod in enumerate(ready):
             assert pod.residency is not None
             pending = self.recent.in_use(pod.name, now)
-            for _, _, ckpt in pod.running:
+            for _, _, ckpt, _ in pod.running:
                 pending[ckpt] = pending.get(ckpt, 0) + 1
             snapshot = pod.residency.snapshot()
             resident = Resident(gpu=snapshot.gpu, host=snapshot.host,
@@ -231,16 +251,17 @@ class _Replay:
             views.append(PodView(str(index), resident, pod.wait(now), pending))
         if not views:
             return None
-        best = ready[int(placements(Want(request.model, request.adapters), views, own_seconds=self.work(request),
+        return ready[int(placements(Want(request.model, request.adapters), views, own_seconds=self.work(request),
                                     target_seconds=self.setup.target_p95_seconds, prices=self.prices)[0].url)]
-        return best if best.waiting(now) < AT_POD else None
 
     def send(self, group: _Group, pod: _Pod, request: Request, warm: bool, now: float) -> None:
         checkpoint_swap = adapter_load = None
+        from_host = False
         if pod.residency is not None:
             touch = pod.residency.touch(request.model, self.checkpoint_mib,
                                         [Adapter(name, self.adapter_mib) for name in request.adapters])
             seconds = [(move, move_seconds(self.cost, move)) for move in touch.moves]
+            from_host = touch.source == "host"
             if touch.source != "gpu":
                 checkpoint_swap = sum(s for m, s in seconds if m.adapter is None)
             if touch.adapters_loaded:
@@ -255,9 +276,10 @@ class _Replay:
         self.recent.sent(pod.name, request.model, now)
         begin = max(now, pod.free_at)
         pod.free_at = begin + swap + self.work(request)
-        pod.running.append((begin, pod.free_at, request.model))
+        pod.running.append((begin, pod.free_at, request.model, request.images))
         self.schedule(pod.free_at, "done", group.key)
-        self.served.append(_Served(request.time, pod.free_at - request.time, hit, checkpoint_swap, adapter_load))
+        self.served.append(_Served(request.time, pod.free_at - request.time, hit, checkpoint_swap, adapter_load,
+                                   from_host))
 
     def dispatch(self, group: _Group, now: float) -> None:
         """Send every waiting request whose pod has room, oldest first (each model is its own lane at
@@ -333,9 +355,10 @@ class _Replay:
             self.schedule(request.time, "arrival", str(index))
         end = self.requests[-1].time
         tick = self.setup.interval_seconds
-        # On past the last request until every pod could have scaled away.
+        # On past the last request until every pod could have scaled away (a fixed pool is not sized).
         setup = self.setup
-        while tick <= end + setup.window_seconds + setup.scale_down_seconds + 2 * setup.interval_seconds:
+        fixed = self.pooled and setup.pool_replicas is not None
+        while not fixed and tick <= end + setup.window_seconds + setup.scale_down_seconds + 2 * setup.interval_seconds:
             self.schedule(tick, "evaluate")
             tick += self.setup.interval_seconds
         while self.events:
@@ -348,7 +371,7 @@ class _Replay:
                 for group in self.groups.values():
                     if group.pods or group.waiting or group.arrivals:
                         self.evaluate(group, now)
-        return self.result(tick)
+        return self.result(end if fixed else tick)
 
     def result(self, end: float) -> ArmResult:
         gpu_seconds = 0.0
@@ -369,6 +392,7 @@ class _Replay:
             p95_seconds=nearest_rank_p95([s.latency for s in self.served]),
             hits=sum(1 for s in self.served if s.hit),
             checkpoint_swaps=len(swaps),
+            host_swaps=sum(1 for s in self.served if s.from_host),
             adapter_loads=len(loads),
             checkpoint_swap_p95_seconds=nearest_rank_p95(swaps),
             adapter_load_p95_seconds=nearest_rank_p95(loads),

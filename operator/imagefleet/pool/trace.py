@@ -114,14 +114,37 @@ class Synthetic:
     images: tuple[int, int] = (1, 8)
 
 
+def checkpoint_name(index: int) -> str:
+    return f"ckpt-{index:02d}"
+
+
+def adapter_name(index: int) -> str:
+    return f"lora-{index:03d}"
+
+
+def _adapter_bases(rng: random.Random, shape: Synthetic, checkpoint_weights: list[float]) -> list[int]:
+    """Each adapter's checkpoint: an adapter is trained on one, so the popular checkpoints have more of them."""
+    return rng.choices(range(shape.checkpoints), weights=checkpoint_weights, k=shape.adapters)
+
+
+def _checkpoint_weights(shape: Synthetic) -> list[float]:
+    return [1 / (k ** shape.zipf_exponent) for k in range(1, shape.checkpoints + 1)]
+
+
+def adapter_checkpoints(seed: int, shape: Synthetic = Synthetic()) -> dict[str, str]:
+    """Every adapter of `synthetic(seed, shape)` by name, with the checkpoint it is trained on (those no
+    request draws included: a fleet serving the trace knows them all)."""
+    bases = _adapter_bases(random.Random(seed), shape, _checkpoint_weights(shape))
+    return {adapter_name(index): checkpoint_name(base) for index, base in enumerate(bases)}
+
+
 def synthetic(seed: int, shape: Synthetic = Synthetic()) -> list[Request]:
     """A seeded trace of `shape`: Poisson arrivals, checkpoints and adapters by Zipf popularity
     (each adapter belongs to one checkpoint, drawn by the same law), steps and images uniform."""
     rng = random.Random(seed)
-    checkpoint_weights = [1 / (k ** shape.zipf_exponent) for k in range(1, shape.checkpoints + 1)]
+    checkpoint_weights = _checkpoint_weights(shape)
     adapter_weights = [1 / (k ** shape.zipf_exponent) for k in range(1, shape.adapters + 1)]
-    # An adapter is trained on one checkpoint: the popular checkpoints have more of them.
-    base = rng.choices(range(shape.checkpoints), weights=checkpoint_weights, k=shape.adapters)
+    base = _adapter_bases(rng, shape, checkpoint_weights)
     requests, time = [], 0.0
     while True:
         time += rng.expovariate(shape.rate)
@@ -129,8 +152,8 @@ def synthetic(seed: int, shape: Synthetic = Synthetic()) -> list[Request]:
             return requests
         if rng.random() < shape.lora_share:
             adapter = rng.choices(range(shape.adapters), weights=adapter_weights)[0]
-            model, adapters = f"ckpt-{base[adapter]:02d}", (f"lora-{adapter:03d}",)
+            model, adapters = checkpoint_name(base[adapter]), (adapter_name(adapter),)
         else:
-            model = f"ckpt-{rng.choices(range(shape.checkpoints), weights=checkpoint_weights)[0]:02d}"
+            model = checkpoint_name(rng.choices(range(shape.checkpoints), weights=checkpoint_weights)[0])
             adapters = ()
         requests.append(Request(round(time, 3), model, adapters, rng.randint(*shape.steps), rng.randint(*shape.images)))

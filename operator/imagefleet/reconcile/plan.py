@@ -7,7 +7,7 @@ When everything already matches, the plan is empty: no API writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ from ..builders import (
 from ..builders.inference_pool import CRD_NAME, DEFAULT_ENDPOINT_PICKER
 from ..builders.labels import RUNTIME_PORT
 from ..catalog import GPUClass
-from ..crd.models import ImageModelDeploymentSpec
+from ..crd.models import DisruptionSpec, ImageModelDeploymentSpec
 from ..fit import Fit, check_fit
 from ..modelcache.plan import AWAITING_MODEL_CACHE, awaiting_cache
 from ..overflow import Problem
@@ -237,25 +237,25 @@ def _pool(spec: ImageModelDeploymentSpec, owner: Owner, observed: Observed,
     return replace(child, events=tuple(events)), (c.TRUE, s.POOL_CONFIGURED, message)
 
 
-def _disruption_budget(spec: ImageModelDeploymentSpec, owner: Owner, live: Mapping[str, Any] | None) -> ChildPlan:
-    """The PodDisruptionBudget's plan: one while spec.disruption is set, none otherwise. A budget of that
-    name that someone else owns is left alone."""
+def disruption_budget_plan(disruption: DisruptionSpec | None, build: Callable[[DisruptionSpec], dict[str, Any]],
+                           owner: Owner, child: str, pods: str, live: Mapping[str, Any] | None) -> ChildPlan:
+    """A PodDisruptionBudget's plan: one while spec.disruption is set, none otherwise. A budget of that
+    name that someone else owns is left alone. `child`: the budget's name; `pods`: what it covers, for
+    its Event."""
     if live is not None and controller_uid(live) != owner.uid:
         return ChildPlan(DISRUPTION_BUDGET, "none")
-    name = f"{DISRUPTION_BUDGET} {owner.name}"
-    if spec.disruption is None:
-        child = child_plan(DISRUPTION_BUDGET, None, live)
+    name = f"{DISRUPTION_BUDGET} {child}"
+    if disruption is None:
+        plan = child_plan(DISRUPTION_BUDGET, None, live)
         event = Event("Normal", DELETED, f"deleted {name}: spec.disruption was removed")
-        return replace(child, events=(event,) if child.action == "delete" else ())
-    manifest = with_spec_hash(build_pod_disruption_budget(owner, spec.tier, spec.disruption))
-    child = child_plan(DISRUPTION_BUDGET, manifest, live)
-    events = child_events(child, live, owner.name, created_before=False)
-    if child.action == "apply" and live is None:
-        disruption = spec.disruption
+        return replace(plan, events=(event,) if plan.action == "delete" else ())
+    plan = child_plan(DISRUPTION_BUDGET, with_spec_hash(build(disruption)), live)
+    events = child_events(plan, live, child, created_before=False)
+    if plan.action == "apply" and live is None:
         budget = (f"maxUnavailable {disruption.max_unavailable}" if disruption.max_unavailable is not None
                   else f"minAvailable {disruption.min_available}")
-        events.append(Event("Normal", CREATED, f"created {name} over the runtime pods: {budget}"))
-    return replace(child, events=tuple(events))
+        events.append(Event("Normal", CREATED, f"created {name} over {pods}: {budget}"))
+    return replace(plan, events=tuple(events))
 
 
 def _network_policy(tier: str, owner: Owner, live: Mapping[str, Any] | None,
@@ -453,6 +453,7 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         s.initial_metrics_condition(current, autoscaling=resolved.autoscaling.enabled, generation=generation,
                                     timestamp=timestamp),
         pool_plan,
-        _disruption_budget(spec, owner, observed.disruption_budget),
+        disruption_budget_plan(spec.disruption, lambda d: build_pod_disruption_budget(owner, spec.tier, d), owner,
+                               owner.name, "the runtime pods", observed.disruption_budget),
         _network_policy(spec.tier, owner, observed.network_policy, config.runtime_ingress),
     )

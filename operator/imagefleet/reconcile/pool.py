@@ -33,7 +33,6 @@ from . import status as s
 from .diff import with_spec_hash
 from .plan import (
     CREATED,
-    DELETED,
     DISRUPTION_BUDGET,
     NETWORK_POLICY,
     ChildPlan,
@@ -43,6 +42,7 @@ from .plan import (
     child_events,
     condition_events,
     controller_uid,
+    disruption_budget_plan,
     invalid_spec,
 )
 
@@ -103,27 +103,6 @@ def _budget_fit(fit: Fit, budget: Budgets, family: str, precision: str, needed: 
 
 # The PoolObserved field of each of PoolPlan.children, in order.
 CHILD_FIELDS = ("deployment", "service", "network_policy", "disruption_budget")
-
-
-def _disruption_budget(spec: ImageModelPoolSpec, owner: Owner, live: Mapping[str, Any] | None) -> ChildPlan:
-    """The pool's PodDisruptionBudget as an ImageModelDeployment's: one while spec.disruption is set, none
-    otherwise; one of that name that someone else owns is left alone."""
-    if live is not None and controller_uid(live) != owner.uid:
-        return ChildPlan(DISRUPTION_BUDGET, "none")
-    name = f"{DISRUPTION_BUDGET} {pool_child_name(owner.name)}"
-    if spec.disruption is None:
-        child = child_plan(DISRUPTION_BUDGET, None, live)
-        event = Event("Normal", DELETED, f"deleted {name}: spec.disruption was removed")
-        return replace(child, events=(event,) if child.action == "delete" else ())
-    manifest = with_spec_hash(build_pool_disruption_budget(owner, spec.disruption))
-    child = child_plan(DISRUPTION_BUDGET, manifest, live)
-    events = child_events(child, live, pool_child_name(owner.name), created_before=False)
-    if child.action == "apply" and live is None:
-        disruption = spec.disruption
-        budget = (f"maxUnavailable {disruption.max_unavailable}" if disruption.max_unavailable is not None
-                  else f"minAvailable {disruption.min_available}")
-        events.append(Event("Normal", CREATED, f"created {name} over the pool's pods: {budget}"))
-    return replace(child, events=tuple(events))
 
 
 def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = None) -> PoolPlan:
@@ -202,5 +181,6 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
         replace(network_plan, events=tuple(child_events(network_plan, network_live, child_name, False))),
         wanted if s.needs_apply(current, wanted) else None,
         tuple(condition_events(current.get("conditions"), wanted["conditions"])),
-        _disruption_budget(spec, owner, observed.disruption_budget),
+        disruption_budget_plan(spec.disruption, lambda d: build_pool_disruption_budget(owner, d), owner,
+                               pool_child_name(owner.name), "the pool's pods", observed.disruption_budget),
     )

@@ -259,7 +259,13 @@ async def test_load_scales_up_p95_recovers_scales_down_and_holds_without_prometh
     assert measured["source"] == PROCESS and measured["peakMiB"] > 0, measured
     assert ESTIMATE_LOW not in reasons
 
-    # 3. Another burst, then Prometheus stops: replicas hold, MetricsAvailable=False says why.
+    # 3. Another burst, then Prometheus stops: replicas hold, MetricsAvailable=False says why. The
+    # burst starts once the Service lists only the pod that stays: a client sending to a pod that
+    # the scale-down just stopped has its connection refused (CI's run sent the whole burst there).
+    await asyncio.to_thread(
+        wait_until, lambda: endpoints.any_ready() and endpoints.count == 1, timeout=30,
+        message="the Service to list only the one replica left",
+    )
     load = asyncio.create_task(closed_loop(endpoints, 25.0))
     await asyncio.to_thread(wait_until, lambda: view.replicas() > 1, timeout=30, message="the second scale-up")
     await load

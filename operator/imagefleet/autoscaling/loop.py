@@ -421,14 +421,14 @@ class Autoscaler:
         for member in work.members:
             readings = round_.readings((namespace, member["metadata"]["name"]), window)
             member_spec = ImageModelDeploymentSpec.model_validate(member["spec"])
-            usages.append(member_usage(resident, residency_key(member_spec), readings.gateway_arrival_rate,
-                                       readings.gateway_p95_seconds))
+            key = residency_key(member_spec)
+            usages.append(member_usage(resident, key, readings.gateway_arrival_rate, readings.gateway_p95_seconds))
             signals.append(MemberSignal(
                 member["metadata"]["name"], readings.gateway_arrival_rate or 0.0, readings.gateway_queued or 0.0,
                 effective_autoscaling(member_spec).target_p95_seconds,
                 demand_age_seconds(member["metadata"].get("annotations"), now)))
             if signals[-1].arrival_rate > 0 or signals[-1].queued > 0:
-                asked[f"{member_spec.model.name}@{member_spec.model.revision or ''}"] = self.clock()
+                asked[key[0]] = self.clock()
         for checkpoint in [name for name, at in asked.items() if self.clock() - at > WORKING_SET_SECONDS]:
             del asked[checkpoint]
         verdict = read_verdict(reporting_pods(resident), ready, f"rate window {window:.0f}s")

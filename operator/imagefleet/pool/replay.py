@@ -233,9 +233,10 @@ class _Replay:
     def choose(self, group: _Group, request: Request, now: float) -> _Pod | None:
         """The pod to send `request` to now, among those with room; None when none has room (it waits at
         the gateway, as the gateway holds a request until a pod has room)."""
-        for pod in group.ready(now):
+        ready = group.ready(now)
+        for pod in ready:
             pod.running = [entry for entry in pod.running if entry[1] > now]
-        ready = [pod for pod in group.ready(now) if pod.has_room(now)]
+        ready = [pod for pod in ready if pod.has_room(now)]
         if not self.pooled:
             return min(ready, key=lambda p: p.wait(now)) if ready else None
         views = []

@@ -32,6 +32,10 @@ class HostilePod:
 
 
 def _handler(mode: str) -> type[BaseHTTPRequestHandler]:
+    # Encoded once: made anew on each poll (ten a second), 64 MiB held the GIL away from the gateway's
+    # thread in the same test process, and on a loaded machine its requests timed out.
+    huge = json.dumps({**VALID, "pad": "x" * HUGE_BYTES}).encode() if mode == "huge" else b""
+
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *_: object) -> None:
             pass
@@ -53,7 +57,7 @@ def _handler(mode: str) -> type[BaseHTTPRequestHandler]:
             if mode == "malformed":  # the fields the gateway indexes are missing
                 body = json.dumps({"ready": True}).encode()
             elif mode == "huge":  # well-formed, with 64 MiB of padding
-                body = json.dumps({**VALID, "pad": "x" * HUGE_BYTES}).encode()
+                body = huge
             else:  # "drip": a valid answer, one byte every 0.1 s; "broken": a valid answer
                 body = json.dumps(VALID).encode()
             self.send_response(200)

@@ -102,13 +102,22 @@ def gateway(stack: ExitStack, port: int, groups: list[str], picker: str = "least
 
 
 def serve(port: int, metrics_port: int, picker_name: str, groups: list[str]) -> None:
-    """The gateway app with a fixed fleet (the benchmark has no API server), on the CLI's server settings."""
+    """The gateway app with a fixed fleet (the benchmark has no API server), on the CLI's server settings.
+    A `--baseline` may be code from before the gateway had a metrics port (its /metrics is then on the main
+    port) and before the shared modules these import from: the older places are tried second."""
     import uvicorn
 
-    from imagefleet.gateway.app import create_app, create_metrics_app
-    from imagefleet.gateway.command import CompanionServer
-    from imagefleet.gateway.command import serve as serve_both
-    from imagefleet.http_limits import HeaderTimeoutProtocol
+    from imagefleet.gateway import app as gateway_app
+    try:
+        from imagefleet.http_limits import HeaderTimeoutProtocol
+    except ImportError:
+        from imagefleet.gateway.command import HeaderTimeoutProtocol  # type: ignore[attr-defined,no-redef]
+    try:
+        from imagefleet.servers import CompanionServer
+        from imagefleet.servers import serve as serve_both
+    except ImportError:
+        from imagefleet.gateway.command import CompanionServer  # type: ignore[attr-defined,no-redef]
+        from imagefleet.gateway.command import serve as serve_both  # type: ignore[attr-defined,no-redef]
     from imagefleet.gateway.picking import Picker, RoundRobinPicker
     from imagefleet.gateway.service import Gateway, Settings
 
@@ -125,10 +134,13 @@ def serve(port: int, metrics_port: int, picker_name: str, groups: list[str]) -> 
                              "labels": {"kubernetes.io/service-name": name}},
                 "ports": [{"name": "http", "port": int(pod_port)}],
                 "endpoints": [{"addresses": [host], "conditions": {"ready": True}}]})
-    main = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=port, http=HeaderTimeoutProtocol,
-                                         log_level="warning", timeout_keep_alive=10))
-    metrics = CompanionServer(uvicorn.Config(create_metrics_app(service), host="127.0.0.1", port=metrics_port,
-                                             log_level="warning", lifespan="off"))
+    main = uvicorn.Server(uvicorn.Config(gateway_app.create_app(service), host="127.0.0.1", port=port,
+                                         http=HeaderTimeoutProtocol, log_level="warning", timeout_keep_alive=10))
+    if not hasattr(gateway_app, "create_metrics_app"):
+        asyncio.run(main.serve())
+        return
+    metrics = CompanionServer(uvicorn.Config(gateway_app.create_metrics_app(service), host="127.0.0.1",
+                                             port=metrics_port, log_level="warning", lifespan="off"))
     asyncio.run(serve_both(main, metrics))
 
 

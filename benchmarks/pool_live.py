@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from imagefleet import GROUP, PLURAL, POOL_KIND, POOL_PLURAL, VERSION  # noqa: E402
 from imagefleet.autoscaling.simulation import nearest_rank_p95  # noqa: E402
 from imagefleet.bench.endpoints import ready_endpoints  # noqa: E402
+from imagefleet.builders.labels import RUNTIME_METRICS_PORT  # noqa: E402
 from imagefleet.builders.pool import pool_child_name  # noqa: E402
 from imagefleet.dev.cluster import ControlPlane  # noqa: E402
 from imagefleet.dev.prometheus import LocalPrometheus  # noqa: E402
@@ -195,9 +196,11 @@ def checkpoint_loads(text: str) -> dict[str, float]:
 
 
 async def pod_metrics(http: httpx.AsyncClient, pods: Sequence[str]) -> list[str]:
+    """Each pod's /metrics, from its metrics port (`pods`: their generation base URLs)."""
     texts = []
     for url in pods:
-        answer = await http.get(f"{url}/metrics")
+        host = httpx.URL(url).host
+        answer = await http.get(f"http://{host}:{RUNTIME_METRICS_PORT}/metrics")
         answer.raise_for_status()
         texts.append(answer.text)
     return texts

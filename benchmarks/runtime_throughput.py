@@ -53,12 +53,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    metrics_url: str
+
+
 @contextmanager
-def server(max_batch_size: int, threads: int, *flags: str) -> Iterator[str]:
+def server(max_batch_size: int, threads: int, *flags: str) -> Iterator[Server]:
     """A runtime (tiny on CPU unless `flags` say otherwise: a later flag wins), ready when yielded."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
-               "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(max_batch_size),
+               "--host", "127.0.0.1", "--port", str(port), "--metrics-port", str(metrics_port),
+               "--max-batch-size", str(max_batch_size),
                "--queue-size", "256", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,7 +83,7 @@ def server(max_batch_size: int, threads: int, *flags: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("runtime not ready after 300 s")
             time.sleep(0.2)
-        yield url
+        yield Server(url, f"http://127.0.0.1:{metrics_port}")
     finally:
         process.send_signal(signal.SIGTERM)  # drains: instant unless a run was interrupted
         try:
@@ -86,20 +93,20 @@ def server(max_batch_size: int, threads: int, *flags: str) -> Iterator[str]:
             process.wait()
 
 
-def batch_totals(url: str) -> tuple[float, float]:
+def batch_totals(runtime: Server) -> tuple[float, float]:
     """(requests, pipeline calls) so far, from the batch size histogram."""
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx.get(f"{runtime.metrics_url}/metrics").text
     values = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
     return values[names.BATCH_SIZE + "_sum"], values[names.BATCH_SIZE + "_count"]
 
 
-async def drive(url: str, size: int, steps: int, concurrency: int, requests: int) -> Point:
+async def drive(runtime: Server, size: int, steps: int, concurrency: int, requests: int) -> Point:
     """`concurrency` clients, each sending its next request when the last one returns."""
     latencies: list[float] = []
     seeds = iter(range(requests))
     body = {"prompt": PROMPT, "size": f"{size}x{size}", "steps": steps}
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=runtime.url, timeout=600, limits=limits) as client:
         async def client_loop() -> None:
             for seed in seeds:
                 started = time.perf_counter()
@@ -107,11 +114,11 @@ async def drive(url: str, size: int, steps: int, concurrency: int, requests: int
                 response.raise_for_status()
                 latencies.append(time.perf_counter() - started)
 
-        before = batch_totals(url)
+        before = batch_totals(runtime)
         started = time.perf_counter()
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-        after = batch_totals(url)
+        after = batch_totals(runtime)
     cuts = statistics.quantiles(latencies, n=20, method="inclusive")
     mean_batch = (after[0] - before[0]) / (after[1] - before[1])
     return Point(len(latencies) / elapsed * 60, statistics.median(latencies), cuts[18], mean_batch)
@@ -162,15 +169,15 @@ def main() -> None:
     on_over_off: list[float] = []
     for size in args.sizes:
         largest = ("--max-width", str(size), "--max-height", str(size))  # the warm-up runs a full call at it
-        with (server(1, args.threads, *largest) as off_url,
-              server(args.max_batch_size, args.threads, *largest) as on_url):
+        with (server(1, args.threads, *largest) as off_server,
+              server(args.max_batch_size, args.threads, *largest) as on_server):
             for concurrency in args.concurrency:
                 requests = args.rounds * max(concurrency, 16)
                 cycles = []
                 for _ in range(args.repeats):
-                    off = asyncio.run(drive(off_url, size, args.steps, concurrency, requests))
+                    off = asyncio.run(drive(off_server, size, args.steps, concurrency, requests))
                     raw_off = raw_images_per_minute(pipeline, size, args.steps, 1, requests)
-                    on = asyncio.run(drive(on_url, size, args.steps, concurrency, requests))
+                    on = asyncio.run(drive(on_server, size, args.steps, concurrency, requests))
                     raw_on = raw_images_per_minute(pipeline, size, args.steps, max(1, round(on.mean_batch)), requests)
                     cycles.append((off, raw_off, on, raw_on))
                 off_ratio = statistics.median(c[0].images_per_minute / c[1] for c in cycles)

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .builders.inference_pool import DEFAULT_ENDPOINT_PICKER, EndpointPicker
+from .builders.network_policy import RuntimeIngress
 from .catalog import GPUClass, load_gpu_classes
 
 DEFAULT_RUNTIME_IMAGE = "ghcr.io/imagefleet/imagefleet-runtime:0.1.0"
@@ -54,11 +55,15 @@ class OperatorSettings(BaseSettings):
 
     runtime_ingress_from: str | None = Field(
         None, description="JSON list of NetworkPolicy peers (namespaceSelector/podSelector, or ipBlock) that may "
-        "reach the runtime pods: the operator makes one NetworkPolicy per resource admitting only them on the "
-        "runtime port; unset: no NetworkPolicy.",
+        "reach the runtime pods' generation port (the gateway): the operator makes one NetworkPolicy per resource "
+        "admitting only them there; unset: no NetworkPolicy.",
+    )
+    runtime_metrics_from: str | None = Field(
+        None, description="JSON list of NetworkPolicy peers that may reach the runtime pods' metrics port "
+        "(Prometheus), in the same NetworkPolicy; unset: none.",
     )
 
-    @field_validator("runtime_ingress_from")
+    @field_validator("runtime_ingress_from", "runtime_metrics_from")
     @classmethod
     def _peers(cls, value: str | None) -> str | None:
         if value is not None:
@@ -69,8 +74,11 @@ class OperatorSettings(BaseSettings):
         return value
 
     @property
-    def runtime_ingress(self) -> tuple[dict[str, Any], ...] | None:
-        return None if self.runtime_ingress_from is None else tuple(json.loads(self.runtime_ingress_from))
+    def runtime_ingress(self) -> RuntimeIngress | None:
+        if self.runtime_ingress_from is None:
+            return None
+        metrics = () if self.runtime_metrics_from is None else tuple(json.loads(self.runtime_metrics_from))
+        return RuntimeIngress(tuple(json.loads(self.runtime_ingress_from)), metrics)
 
     @property
     def endpoint_picker(self) -> EndpointPicker:

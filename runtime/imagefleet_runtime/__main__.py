@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -61,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     settings = load_settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .app import create_app  # after the flags are known good; torch loads only with the diffusers engine
+    # After the flags are known good; torch loads only with the diffusers engine.
+    from imagefleet.http_limits import HeaderTimeoutProtocol
+    from imagefleet.servers import CompanionServer, serve
+
+    from .app import create_app, create_metrics_app
     from .server import DrainingServer
 
     failures: list[str] = []
@@ -75,7 +80,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         app, host=settings.host, port=settings.port, log_level="info", timeout_keep_alive=KEEP_ALIVE_SECONDS
     )
     server = DrainingServer(config, drain=app.state.runtime.drain)
-    server.run()
+    metrics = CompanionServer(uvicorn.Config(
+        create_metrics_app(app.state.runtime), host=settings.host, port=settings.metrics_port, http=HeaderTimeoutProtocol,
+        log_level="warning", lifespan="off", timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    ))
+    asyncio.run(serve(server, metrics))
     if failures:
         raise SystemExit(EXIT_MODEL_FAILED)
 

@@ -262,12 +262,6 @@ def create_app(
         body = Status(status=runtime.phase.value, model=settings.model, detail=runtime.detail)
         return JSONResponse(body.model_dump(), status_code=code)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        if runtime.engine is not None:
-            runtime.metrics.record_memory(runtime.engine.memory())
-        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
     runtime.metrics.requests_running.set_function(lambda: runtime.batcher.running if runtime.batcher else 0)
 
     @app.get("/v1/load", response_model=Load)
@@ -330,5 +324,18 @@ def create_app(
             data=[ImageData(b64_json=text, seed=image.seed) for text, image in zip(encoded, images, strict=True)],
             output_format=request.output_format,
         )
+
+    return app
+
+
+def create_metrics_app(runtime: Runtime) -> FastAPI:
+    """GET /metrics alone, for the metrics port (`settings.metrics_port`) that only Prometheus may reach."""
+    app = FastAPI(title="imagefleet-runtime-metrics", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        if runtime.engine is not None:
+            runtime.metrics.record_memory(runtime.engine.memory())
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -106,7 +106,11 @@ class Settings(BaseSettings):
         8, ge=1, le=256, description="pool mode: LoRA adapters kept loaded, least recently used out"
     )
     host: str = Field("0.0.0.0", description="address to listen on")
-    port: int = Field(8000, ge=1, le=65535, description="port to listen on")
+    port: int = Field(8000, ge=1, le=65535, description="port to listen on (generations, /v1/load, probes)")
+    metrics_port: int = Field(
+        9090, ge=1, le=65535, description="port of GET /metrics alone, apart from port (so that a network policy "
+        "can let Prometheus in there and nowhere else)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -143,6 +147,12 @@ class Settings(BaseSettings):
                 f"a {self.pool_family} checkpoint needs {need:,.0f} MiB at {self.precision}, above gpu_budget_mib "
                 f"{self.gpu_budget_mib:,.0f}; raise the budget or lower the precision"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> Self:
+        if self.metrics_port == self.port:
+            raise ValueError(f"metrics_port and port are both {self.port}: /metrics has a port of its own")
         return self
 
     @model_validator(mode="after")

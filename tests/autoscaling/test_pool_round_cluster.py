@@ -179,7 +179,7 @@ async def test_a_members_status_shows_where_it_is_resident_after_a_request(
     pod_name = "shared-pool-7d9f-x2x"
     try:
         with runtime_server(tmp_path, *EMULATED_POOL) as pod:
-            address = pod.base_url.removeprefix("http://")
+            address = pod.metrics_address
             prometheus.set_targets([Target(address, labels(namespace, "shared-pool", pod=pod_name)),
                                     Target(f"{HOST}:{server.server_port}", {"job": "gateway"})])
             for member in ("alpha", "beta"):  # zero first, so that rate() sees the requests

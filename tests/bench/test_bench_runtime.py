@@ -67,7 +67,7 @@ def bench(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_bench_figures_agree_with_runtime_histogram(runtime: RuntimeProcess, tmp_path: Path) -> None:
-    before = latency_histogram(runtime.url)
+    before = latency_histogram(runtime.metrics_url)
     plot = tmp_path / "bench.png"
     completed = bench(
         runtime.url, "--requests", str(REQUESTS), "--concurrency", "4", "--size", "64x64", "--steps", "2",
@@ -75,7 +75,7 @@ def test_bench_figures_agree_with_runtime_histogram(runtime: RuntimeProcess, tmp
     )
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
-    after = latency_histogram(runtime.url)
+    after = latency_histogram(runtime.metrics_url)
     delta = {le: after[le] - before.get(le, 0.0) for le in after}
 
     assert report["requests"] == REQUESTS

@@ -129,7 +129,7 @@ def test_every_panel_query_returns_data_under_load(
     try:
         runtime.wait_ready()
         prometheus.set_targets([
-            Target(runtime.address, {"namespace": NAMESPACE, "imagefleet_io_name": NAME}),
+            Target(runtime.metrics_address, {"namespace": NAMESPACE, "imagefleet_io_name": NAME}),
             Target(operator_metrics),  # the operator's series carry their own namespace and name
         ])
         wait_until(lambda: len(query(prometheus, "up == 1")) == 2, timeout=30, message="both targets scraped")

@@ -106,7 +106,8 @@ def test_network_policies_admit_only_the_gateway_and_prometheus(helm: Helm) -> N
     operator = next(d for d in by_kind(documents, "Deployment") if d not in gateway_docs(documents))
     env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
     gateway_pods = one(gateway_docs(documents), "Deployment")["spec"]["template"]["metadata"]["labels"]
-    from_gateway, from_prometheus = json.loads(env["IMAGEFLEET_RUNTIME_INGRESS_FROM"])
+    [from_gateway] = json.loads(env["IMAGEFLEET_RUNTIME_INGRESS_FROM"])
+    [from_prometheus] = json.loads(env["IMAGEFLEET_RUNTIME_METRICS_FROM"])
     assert from_gateway["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "imagefleet-system"}
     assert from_gateway["podSelector"]["matchLabels"].items() <= gateway_pods.items()
     assert from_prometheus == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
@@ -120,8 +121,8 @@ def test_network_policies_admit_only_the_gateway_and_prometheus(helm: Helm) -> N
     off = helm.template(values={"gateway": {"enabled": True, "networkPolicy": {"enabled": False}}})
     assert by_kind(off, "NetworkPolicy") == []
     operator = next(d for d in by_kind(off, "Deployment") if d not in gateway_docs(off))
-    assert "IMAGEFLEET_RUNTIME_INGRESS_FROM" not in {e["name"] for e in operator["spec"]["template"]["spec"]
-                                                     ["containers"][0]["env"]}
+    names = {e["name"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & {"IMAGEFLEET_RUNTIME_INGRESS_FROM", "IMAGEFLEET_RUNTIME_METRICS_FROM"}
 
 
 BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [

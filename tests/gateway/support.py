@@ -15,7 +15,7 @@ import uvicorn
 
 from imagefleet.gateway.app import create_app, create_metrics_app
 from imagefleet.gateway.auth import KeyRing
-from imagefleet.gateway.command import CompanionServer, serve
+from imagefleet.servers import CompanionServer, serve
 from imagefleet.http_limits import HeaderTimeoutProtocol
 from imagefleet.gateway.fleet import Resource
 from imagefleet.gateway.service import Gateway, Settings

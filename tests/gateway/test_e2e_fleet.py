@@ -19,7 +19,7 @@ from kubernetes import client
 
 from imagefleet import GROUP, PLURAL, VERSION
 from imagefleet import metrics as names
-from imagefleet.builders.labels import NAME_LABEL
+from imagefleet.builders.labels import NAME_LABEL, RUNTIME_METRICS_PORT
 from imagefleet.crd.models import ImageModelDeploymentSpec
 from imagefleet.gateway.auth import digest
 from imagefleet.tiers import effective_autoscaling
@@ -57,7 +57,7 @@ def pod_ips(cluster: Cluster, namespace: str, name: str) -> list[str]:
 
 
 def images(ips: list[str]) -> float:
-    return sum(sample(httpx.get(f"http://{ip}:8000/metrics", timeout=5).text, names.IMAGES_GENERATED_TOTAL)
+    return sum(sample(httpx.get(f"http://{ip}:{RUNTIME_METRICS_PORT}/metrics", timeout=5).text, names.IMAGES_GENERATED_TOTAL)
                for ip in ips)
 
 

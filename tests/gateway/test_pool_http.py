@@ -55,7 +55,7 @@ def post(gw: RunningGateway, model: str, **extra: Any) -> httpx.Response:
 
 def total(server: RunningServer, name: str) -> float:
     """A counter summed over all its labels."""
-    text = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    text = server.metrics_text()
     return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
 
 

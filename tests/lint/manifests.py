@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from imagefleet.builders import Owner, build_deployment, build_network_policy, build_service
+from imagefleet.builders import Owner, RuntimeIngress, build_deployment, build_network_policy, build_service
 from imagefleet.catalog import load_gpu_classes
 from imagefleet.config import DEFAULT_RUNTIME_IMAGE
 from imagefleet.crd.models import ImageModelDeploymentSpec
@@ -32,13 +32,15 @@ CHART_VALUES: dict[str, dict[str, Any]] = {
 }
 
 
-# What the chart passes the operator (IMAGEFLEET_RUNTIME_INGRESS_FROM) with the gateway on.
-RUNTIME_PEERS = [
-    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "imagefleet-system"}},
-     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "imagefleet", "app.kubernetes.io/component": "gateway"}}},
-    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
-]
+# What the chart passes the operator (IMAGEFLEET_RUNTIME_INGRESS_FROM, IMAGEFLEET_RUNTIME_METRICS_FROM) with
+# the gateway on.
+RUNTIME_PEERS = RuntimeIngress(
+    generation=({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "imagefleet-system"}},
+                 "podSelector": {"matchLabels": {"app.kubernetes.io/name": "imagefleet",
+                                                 "app.kubernetes.io/component": "gateway"}}},),
+    metrics=({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},),
+)
 
 
 def operator_output() -> list[dict[str, Any]]:

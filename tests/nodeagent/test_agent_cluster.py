@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client
 
 from imagefleet.builders.deployment import build_deployment
-from imagefleet.builders.labels import Owner, selector_string
+from imagefleet.builders.labels import RUNTIME_METRICS_PORT, Owner, selector_string
 from imagefleet.builders.service import build_service
 from imagefleet.catalog import load_gpu_classes
 from imagefleet.crd.models import ImageModelDeploymentSpec
@@ -205,7 +205,7 @@ def test_deleting_a_pod_under_load_answers_every_accepted_request(cluster: Clust
 
 
 def _queued(ip: str) -> float:
-    metrics = httpx.get(f"http://{ip}:8000/metrics", timeout=5).text
+    metrics = httpx.get(f"http://{ip}:{RUNTIME_METRICS_PORT}/metrics", timeout=5).text
     return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("imagefleet_queue_depth "))
 
 

@@ -28,6 +28,7 @@ RUNTIME_ENV = {
     "IMAGEFLEET_MAX_BATCH_SIZE", "IMAGEFLEET_QUEUE_SIZE", "IMAGEFLEET_DEFAULT_STEPS",
     "IMAGEFLEET_MAX_STEPS", "IMAGEFLEET_DEFAULT_GUIDANCE_SCALE", "IMAGEFLEET_DEFAULT_WIDTH",
     "IMAGEFLEET_DEFAULT_HEIGHT", "IMAGEFLEET_MAX_WIDTH", "IMAGEFLEET_MAX_HEIGHT", "IMAGEFLEET_HOST", "IMAGEFLEET_PORT",
+    "IMAGEFLEET_METRICS_PORT",
 }
 
 
@@ -60,7 +61,7 @@ def test_labels_selector_and_owner_reference() -> None:
     assert owner == {"apiVersion": "imagefleet.io/v1alpha1", "kind": "ImageModelDeployment", "name": "portraits",
                      "uid": "1234-uid", "controller": True, "blockOwnerDeletion": True}
     assert deployment["spec"]["template"]["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true", "prometheus.io/port": "8000", "prometheus.io/path": "/metrics"}
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9090", "prometheus.io/path": "/metrics"}
 
 
 def test_restricted_pod_security() -> None:
@@ -99,7 +100,8 @@ def test_probes() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                                  {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
 
 
 def test_runtime_env_is_exactly_the_contract_with_tier_and_model_values() -> None:
@@ -109,6 +111,7 @@ def test_runtime_env_is_exactly_the_contract_with_tier_and_model_values() -> Non
     assert env["IMAGEFLEET_DEVICE"] == "cuda" and env["IMAGEFLEET_OFFLINE"] == "false"
     assert env["IMAGEFLEET_MAX_BATCH_SIZE"] == "1"  # premium
     assert env["IMAGEFLEET_DEFAULT_WIDTH"] == "1024" and env["IMAGEFLEET_PORT"] == "8000"
+    assert env["IMAGEFLEET_METRICS_PORT"] == "9090"
     assert all(isinstance(value, str) for value in env.values())
 
 
@@ -159,7 +162,8 @@ def test_service() -> None:
     service = build_service(OWNER, "bulk")
     assert service["metadata"]["name"] == "portraits" and service["metadata"]["namespace"] == "team-a"
     assert service["spec"]["selector"] == _deployment()["spec"]["selector"]["matchLabels"]
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"},
+                                        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
     assert service["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
     assert service["metadata"]["labels"]["imagefleet.io/tier"] == "bulk"
 

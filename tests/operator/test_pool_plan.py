@@ -9,6 +9,7 @@ from typing import Any
 from imagefleet import conditions as c
 from imagefleet.builders.deployment import build_deployment
 from imagefleet.builders.labels import Owner
+from imagefleet.builders.network_policy import RuntimeIngress
 from imagefleet.builders.pool import POOL_LABEL, base_spec
 from imagefleet.catalog import load_gpu_classes, model_catalog
 from imagefleet.crd.models import ImageModelDeploymentStatus, ImageModelPoolSpec, ImageModelPoolStatus
@@ -23,7 +24,8 @@ from imagefleet.resolve import resolve
 
 CLASSES = load_gpu_classes()
 CONFIG = Config(gpu_classes=CLASSES, runtime_image="runtime:test")
-PEERS = ({"podSelector": {"matchLabels": {"app": "gateway"}}},)
+PEERS = RuntimeIngress(generation=({"podSelector": {"matchLabels": {"app": "gateway"}}},),
+                       metrics=({"podSelector": {"matchLabels": {"app": "prometheus"}}},))
 POOL_SPEC = {"family": "tiny", "gpuClass": "cpu", "replicas": 2}
 
 
@@ -128,6 +130,11 @@ def test_network_policy_follows_the_operator_configuration() -> None:
     manifest = planned.network_policy.manifest
     assert manifest is not None and manifest["metadata"]["name"] == "shared-pool"
     assert manifest["spec"]["podSelector"]["matchLabels"]["imagefleet.io/name"] == "shared-pool"
+    assert manifest["spec"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}], "ports": [{"port": "http", "protocol": "TCP"}]},
+        {"from": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}],
+         "ports": [{"port": "metrics", "protocol": "TCP"}]},
+    ]
     assert plan_pool(PoolObserved(_pool(), None, None), CONFIG).network_policy.action == "none"
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from imagefleet_runtime.app import create_metrics_app
 from tests.helpers import wait_until
 
 STARTUP_TIMEOUT_SECONDS = 300.0  # importing torch + diffusers on a busy shared machine
@@ -25,15 +27,29 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     base_url: str
     log: Path
+    metrics_url: str  # the metrics port's base URL
+
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the metrics port, as a Prometheus target."""
+        return self.metrics_url.removeprefix("http://")
 
     def metrics_text(self) -> str:
-        response = httpx.get(f"{self.base_url}/metrics", timeout=10)
+        response = httpx.get(f"{self.metrics_url}/metrics", timeout=10)
         response.raise_for_status()
         return response.text
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample's value from /metrics (0 when absent)."""
         return sample(self.metrics_text(), name, **labels)
+
+
+def scrape(client: TestClient) -> str:
+    """/metrics of an in-process runtime app (`create_app`), as its metrics port serves it."""
+    with TestClient(create_metrics_app(client.app.state.runtime)) as metrics:  # type: ignore[attr-defined]
+        response = metrics.get("/metrics")
+    response.raise_for_status()
+    return response.text
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -53,15 +69,15 @@ def free_port() -> int:
 @contextmanager
 def runtime_server(log_dir: Path, *flags: str, host: str = "127.0.0.1") -> Iterator[RunningServer]:
     """A tiny-model server on CPU with `flags` at `host`, ready (/readyz 200) when yielded; stopped afterwards."""
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     log = log_dir / f"runtime-{port}.log"
     # One torch thread: the test machine's cores are shared, and oversubscribed OpenMP threads crawl.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "imagefleet_runtime", "--model", "tiny", "--device", "cpu",
-               "--host", host, "--port", str(port), *flags]
+               "--host", host, "--port", str(port), "--metrics-port", str(metrics_port), *flags]
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
-    server = RunningServer(process, f"http://{host}:{port}", log)
+    server = RunningServer(process, f"http://{host}:{port}", log, f"http://{host}:{metrics_port}")
     try:
         def ready() -> bool:
             if process.poll() is not None:

@@ -24,7 +24,7 @@ from imagefleet_runtime.errors import DeviceFailure
 from imagefleet_runtime.settings import Settings
 from tests.helpers import wait_until
 
-from .support import sample
+from .support import sample, scrape
 
 SETTINGS: dict[str, Any] = {"engine": "emulated", "gpu_class": "h100-80gb", "model": "sd15", "precision": "fp16",
                             "emulation_speedup": 1000.0, "default_steps": 4, "max_batch_size": 4}
@@ -77,7 +77,7 @@ def test_pipeline_exception_is_an_openai_error_and_counted() -> None:
         error = response.json()["error"]
         assert error["code"] == "pipeline_error" and error["type"] == "server_error"
         assert "NaN in the latents" in error["message"]
-        assert sample(client.get("/metrics").text, names.PIPELINE_ERRORS_TOTAL, kind="error") == 1
+        assert sample(scrape(client), names.PIPELINE_ERRORS_TOTAL, kind="error") == 1
         assert generate(client, "a quay").status_code == 200
         assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
 
@@ -93,7 +93,7 @@ def test_sticky_device_error_fails_readiness_and_liveness() -> None:
             assert answer.status_code == 503, probe
             assert answer.json()["status"] == "broken" and "illegal memory access" in answer.json()["detail"]
         assert generate(client, "a quay").status_code == 503  # refused, not queued
-        text = client.get("/metrics").text
+        text = scrape(client)
         assert sample(text, names.PIPELINE_ERRORS_TOTAL, kind="device") == 1
         assert sample(text, names.MODEL_READY) == 0
 
@@ -107,7 +107,7 @@ def test_call_past_the_watchdog_fails_readiness_and_liveness() -> None:
             assert "watchdog" in response.json()["error"]["message"]
             assert client.get("/healthz").status_code == 503
             assert client.get("/readyz").status_code == 503
-            assert sample(client.get("/metrics").text, names.PIPELINE_ERRORS_TOTAL, kind="timeout") == 1
+            assert sample(scrape(client), names.PIPELINE_ERRORS_TOTAL, kind="timeout") == 1
     finally:
         FaultInjecting.release.set()
 
@@ -138,7 +138,7 @@ def test_output_format_the_server_cannot_write_is_422_naming_the_field() -> None
 def test_memory_is_what_can_be_measured_and_says_its_source() -> None:
     """The emulated engine has no card to read: the process's resident memory, labelled source="process"."""
     with app_client() as client:
-        text = client.get("/metrics").text
+        text = scrape(client)
     allocated = sample(text, names.MEMORY_BYTES, kind="allocated", source="process")
     peak = sample(text, names.MEMORY_BYTES, kind="peak", source="process")
     assert 10 * 2**20 < allocated <= peak  # a Python process with FastAPI loaded holds more than 10 MiB

@@ -19,7 +19,7 @@ from imagefleet_runtime.memory import MemoryReading
 from imagefleet_runtime.settings import Settings
 from tests.helpers import wait_until
 
-from .support import sample
+from .support import sample, scrape
 
 
 class Recording:
@@ -67,7 +67,7 @@ def test_tiny_warms_up_at_the_largest_call_before_ready(caplog: pytest.LogCaptur
         # The estimate is one full call at the defaults, the timed warm-up call scaled up to 4 steps.
         batch_seconds = client.get("/v1/load").json()["batch_seconds"]
         assert batch_seconds == pytest.approx(calls[1][2] * 4 / WARM_UP_STEPS, rel=0.1)
-        text = client.get("/metrics").text
+        text = scrape(client)
         peak = sample(text, names.MEMORY_BYTES, kind="peak", source="process")
         assert peak >= sample(text, names.MEMORY_BYTES, kind="allocated", source="process") > 0
     assert "warm-up: the largest call, 3 image(s) at 128x96, 2 steps, guidance 7" in caplog.text
@@ -89,7 +89,7 @@ def test_largest_call_that_does_not_fit_fails_the_startup_with_what_to_change() 
         assert health.status_code == 503 and health.json()["status"] == "failed"
         assert client.get("/readyz").status_code == 503
         assert client.post("/v1/images/generations", json={"prompt": "a quay"}).status_code == 503
-        assert sample(client.get("/metrics").text, names.MODEL_READY) == 0
+        assert sample(scrape(client), names.MODEL_READY) == 0
     message = fatal[0]
     assert f"{too_many} image(s) of 1024x1024" in message and "does not fit" in message
     assert "lower max_batch_size or max_width/max_height" in message

@@ -1,8 +1,10 @@
-"""Finding 3: runtime pods take requests only from the gateway and Prometheus, in every namespace.
+"""Finding 3: runtime pods take generations only from the gateway, and Prometheus only on their metrics
+port, in every namespace.
 
 On the real API server with the real operator: a resource in a tenant's namespace (not the operator's,
 where the chart's old policy was the only one) gets a NetworkPolicy of its own that selects exactly its
-runtime pods and admits only the configured peers on the runtime port; deleted, it comes back. The
+runtime pods and admits the gateway on the generation port and Prometheus on the metrics port, nothing
+else; deleted, it comes back. The
 local fleet has no network plugin that enforces NetworkPolicies, so the check is of the objects the
 API server holds (any enforcing plugin, e.g. Calico or Cilium, then applies them).
 """
@@ -21,18 +23,21 @@ from tests.helpers import wait_until
 from tests.operator.conftest import OperatorFactory, imd_crd, operator_factory  # noqa: F401
 from tests.operator.harness import Imds
 
-PEERS: list[dict[str, Any]] = [
+GATEWAY: list[dict[str, Any]] = [
     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "imagefleet-system"}},
      "podSelector": {"matchLabels": {"app.kubernetes.io/component": "gateway"}}},
+]
+PROMETHEUS: list[dict[str, Any]] = [
     {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
      "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
 ]
 
 
-def test_each_resource_gets_a_policy_admitting_only_the_gateway_and_prometheus(
+def test_each_resource_gets_a_policy_admitting_the_gateway_to_generations_and_prometheus_to_metrics(
     cluster: Cluster, namespace: str, operator_factory: OperatorFactory
 ) -> None:
-    operator_factory(namespace, {"IMAGEFLEET_RUNTIME_INGRESS_FROM": json.dumps(PEERS)})
+    operator_factory(namespace, {"IMAGEFLEET_RUNTIME_INGRESS_FROM": json.dumps(GATEWAY),
+                                 "IMAGEFLEET_RUNTIME_METRICS_FROM": json.dumps(PROMETHEUS)})
     imds = Imds(cluster.api_client, namespace)
     imd = imds.create("portraits", {"model": {"name": "sd15"}, "gpuClass": "l4-24gb", "replicas": 1})
     networking = client.NetworkingV1Api(cluster.api_client)
@@ -50,9 +55,9 @@ def test_each_resource_gets_a_policy_admitting_only_the_gateway_and_prometheus(
     assert created is not None
     assert created.spec.pod_selector.match_labels == selector_labels("portraits")
     assert created.spec.policy_types == ["Ingress"]
-    (rule,) = created.spec.ingress
-    assert [cluster.api_client.sanitize_for_serialization(peer) for peer in rule._from] == PEERS
-    assert [(port.port, port.protocol) for port in rule.ports] == [("http", "TCP")]
+    rules = [([cluster.api_client.sanitize_for_serialization(peer) for peer in rule._from],
+              [(port.port, port.protocol) for port in rule.ports]) for rule in created.spec.ingress]
+    assert rules == [(GATEWAY, [("http", "TCP")]), (PROMETHEUS, [("metrics", "TCP")])]
     assert [ref.uid for ref in created.metadata.owner_references] == [imd["metadata"]["uid"]]
 
     networking.delete_namespaced_network_policy("portraits", namespace)

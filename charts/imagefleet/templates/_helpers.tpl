@@ -62,14 +62,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 Who may reach the runtime pods (JSON NetworkPolicy peers, for the operator's per-resource
-NetworkPolicy): the chart's gateway pods, and Prometheus.
+NetworkPolicy): the chart's gateway pods on the generation port, Prometheus on the metrics port.
 */}}
 {{- define "imagefleet.runtimeIngressFrom" -}}
-{{- $gateway := dict
+{{- list (dict
       "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" .Release.Namespace))
-      "podSelector" (dict "matchLabels" (include "imagefleet.gatewaySelectorLabels" . | fromYaml)) }}
-{{- $prometheus := dict
+      "podSelector" (dict "matchLabels" (include "imagefleet.gatewaySelectorLabels" . | fromYaml))) | toJson }}
+{{- end -}}
+
+{{- define "imagefleet.runtimeMetricsFrom" -}}
+{{- list (dict
       "namespaceSelector" (dict "matchLabels" .Values.gateway.networkPolicy.prometheusNamespaceSelector)
-      "podSelector" (dict "matchLabels" .Values.gateway.networkPolicy.prometheusPodSelector) }}
-{{- list $gateway $prometheus | toJson }}
+      "podSelector" (dict "matchLabels" .Values.gateway.networkPolicy.prometheusPodSelector)) | toJson }}
 {{- end -}}

@@ -9,18 +9,21 @@ import time
 
 from kubernetes import client
 
+from ..builders.labels import RUNTIME_PORT_NAME
+
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 REFRESH_SECONDS = 1.0
 
 
 def ready_endpoints(api: client.ApiClient, namespace: str, service: str) -> list[str]:
-    """Base URLs (http://IP:port) of the Service's ready endpoints, sorted."""
+    """Base URLs (http://IP:port) of the Service's ready endpoints on its generation port, sorted."""
     slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
         namespace, label_selector=f"{SERVICE_NAME_LABEL}={service}"
     )
     urls = set()
     for endpoint_slice in slices.items:
-        ports = [port.port for port in endpoint_slice.ports or [] if port.port is not None]
+        ports = [port.port for port in endpoint_slice.ports or []
+                 if port.port is not None and port.name == RUNTIME_PORT_NAME]
         for endpoint in endpoint_slice.endpoints or []:
             if endpoint.conditions is None or endpoint.conditions.ready is False:
                 continue

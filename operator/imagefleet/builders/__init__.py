@@ -4,12 +4,13 @@ from .deployment import build_deployment
 from .disruption import build_pod_disruption_budget
 from .inference_pool import EndpointPicker, build_inference_pool
 from .labels import Owner, owner_reference, runtime_labels, selector_labels, selector_string
-from .network_policy import build_network_policy
+from .network_policy import RuntimeIngress, build_network_policy
 from .service import build_service
 
 __all__ = [
     "EndpointPicker",
     "Owner",
+    "RuntimeIngress",
     "build_deployment",
     "build_inference_pool",
     "build_network_policy",

@@ -17,7 +17,17 @@ from ..cost import EmulationError, builtin_plan, call_seconds
 from ..modelcache.layout import cache_directory, claim_name
 from ..resolve import Resolved
 from .disruption import topology_spread_constraints
-from .labels import RUNTIME_PORT, Owner, child_metadata, prometheus_annotations, runtime_labels, selector_labels
+from .labels import (
+    RUNTIME_METRICS_PORT,
+    RUNTIME_METRICS_PORT_NAME,
+    RUNTIME_PORT,
+    RUNTIME_PORT_NAME,
+    Owner,
+    child_metadata,
+    prometheus_annotations,
+    runtime_labels,
+    selector_labels,
+)
 
 CONTAINER = "runtime"
 RUNTIME_UID = 10001
@@ -68,6 +78,7 @@ def runtime_env(resolved: Resolved) -> list[dict[str, str]]:
         "MAX_HEIGHT": generation.max_height,
         "HOST": "0.0.0.0",
         "PORT": RUNTIME_PORT,
+        "METRICS_PORT": RUNTIME_METRICS_PORT,
     }
     # Only the options that are on: a resource without spec.speed keeps the pod template it had.
     speed = spec.speed
@@ -117,7 +128,7 @@ def termination_grace_seconds(resolved: Resolved) -> int:
 
 def _http_probe(path: str, period: int, failures: int, timeout: int = 1) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": RUNTIME_PORT_NAME},
         "periodSeconds": period,
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
@@ -166,7 +177,8 @@ def build_deployment(owner: Owner, resolved: Resolved, replicas: int, image: str
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": image,
-        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "ports": [{"name": RUNTIME_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"},
+                  {"name": RUNTIME_METRICS_PORT_NAME, "containerPort": RUNTIME_METRICS_PORT, "protocol": "TCP"}],
         "env": runtime_env(resolved),
         "resources": container_resources(resolved),
         "startupProbe": _http_probe("/healthz", STARTUP_PROBE_PERIOD_SECONDS, STARTUP_PROBE_FAILURES),

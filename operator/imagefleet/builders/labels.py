@@ -8,6 +8,10 @@ from typing import Any
 from .. import GROUP, KIND, VERSION
 
 RUNTIME_PORT = 8000
+RUNTIME_PORT_NAME = "http"  # the pods' and Services' port of generations, /v1/load and probes
+# The runtime's GET /metrics, apart from the generation port: only Prometheus is let in there.
+RUNTIME_METRICS_PORT = 9090
+RUNTIME_METRICS_PORT_NAME = "metrics"
 MANAGED_BY = "imagefleet"
 NAME_LABEL = f"{GROUP}/name"
 TIER_LABEL = f"{GROUP}/tier"
@@ -44,7 +48,7 @@ def runtime_labels(name: str, tier: str) -> dict[str, str]:
 
 
 def prometheus_annotations() -> dict[str, str]:
-    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(RUNTIME_PORT), "prometheus.io/path": "/metrics"}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(RUNTIME_METRICS_PORT), "prometheus.io/path": "/metrics"}
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:

@@ -9,7 +9,6 @@ them depends on the members: adding or removing one changes no pod template.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import GROUP, POOL_KIND
@@ -20,7 +19,7 @@ from ..resolve import Resolved
 from .deployment import build_deployment
 from .disruption import build_pod_disruption_budget
 from .labels import Owner, owner_reference, selector_labels
-from .network_policy import build_network_policy
+from .network_policy import RuntimeIngress, build_network_policy
 from .service import build_service
 
 POOL_LABEL = f"{GROUP}/pool"
@@ -84,8 +83,8 @@ def build_pool_service(pool: Owner) -> dict[str, Any]:
     return _pool_owned(build_service(_child(pool), POOL_TIER), pool)
 
 
-def build_pool_network_policy(pool: Owner, peers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    return _pool_owned(build_network_policy(_child(pool), POOL_TIER, peers), pool)
+def build_pool_network_policy(pool: Owner, ingress: RuntimeIngress) -> dict[str, Any]:
+    return _pool_owned(build_network_policy(_child(pool), POOL_TIER, ingress), pool)
 
 
 def build_pool_disruption_budget(pool: Owner, disruption: DisruptionSpec) -> dict[str, Any]:

@@ -1,10 +1,19 @@
-"""The runtime's Service: one ClusterIP port in front of the runtime pods."""
+"""The runtime's Service: ClusterIP ports for generations and for metrics in front of the runtime pods."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .labels import Owner, RUNTIME_PORT, child_metadata, runtime_labels, selector_labels
+from .labels import (
+    RUNTIME_METRICS_PORT,
+    RUNTIME_METRICS_PORT_NAME,
+    RUNTIME_PORT,
+    RUNTIME_PORT_NAME,
+    Owner,
+    child_metadata,
+    runtime_labels,
+    selector_labels,
+)
 
 
 def build_service(owner: Owner, tier: str) -> dict[str, Any]:
@@ -15,6 +24,10 @@ def build_service(owner: Owner, tier: str) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner.name),
-            "ports": [{"name": "http", "port": RUNTIME_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": RUNTIME_PORT_NAME, "port": RUNTIME_PORT, "targetPort": RUNTIME_PORT_NAME, "protocol": "TCP"},
+                {"name": RUNTIME_METRICS_PORT_NAME, "port": RUNTIME_METRICS_PORT, "targetPort": RUNTIME_METRICS_PORT_NAME,
+                 "protocol": "TCP"},
+            ],
         },
     }

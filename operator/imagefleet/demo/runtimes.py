@@ -20,9 +20,10 @@ _THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 @dataclass
 class RuntimeProcess:
-    """One runtime serving on 127.0.0.1:`port`, its output in `log`."""
+    """One runtime serving on 127.0.0.1:`port` (its /metrics on `metrics_port`), its output in `log`."""
 
     port: int
+    metrics_port: int
     process: Popen[bytes]
     log: Path
 
@@ -31,8 +32,13 @@ class RuntimeProcess:
         return f"http://{processes.HOST}:{self.port}"
 
     @property
-    def address(self) -> str:
-        return f"{processes.HOST}:{self.port}"
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}"
+
+    @property
+    def metrics_address(self) -> str:
+        """host:port of /metrics, as a Prometheus target."""
+        return f"{processes.HOST}:{self.metrics_port}"
 
     def ready(self) -> bool:
         """True once /readyz answers 200; a DevError if the process has exited."""
@@ -56,7 +62,7 @@ def start_runtime(log: Path, *, model: str = "tiny", settings: Mapping[str, str]
     """Start `imagefleet-runtime` for `model` on CPU at a free port; `settings` are IMAGEFLEET_* variables."""
     if importlib.util.find_spec("imagefleet_runtime") is None:
         raise DevError("the runtime is not installed here: pip install 'imagefleet[runtime]'")
-    port = processes.free_port()
+    port, metrics_port = processes.free_port(), processes.free_port()
     env = {
         **_THREADS,
         **(settings or {}),
@@ -65,6 +71,7 @@ def start_runtime(log: Path, *, model: str = "tiny", settings: Mapping[str, str]
         "IMAGEFLEET_PRECISION": "fp32",
         "IMAGEFLEET_HOST": processes.HOST,
         "IMAGEFLEET_PORT": str(port),
+        "IMAGEFLEET_METRICS_PORT": str(metrics_port),
     }
     process = processes.start([sys.executable, "-m", "imagefleet_runtime"], log, env=env)
-    return RuntimeProcess(port=port, process=process, log=log)
+    return RuntimeProcess(port=port, metrics_port=metrics_port, process=process, log=log)

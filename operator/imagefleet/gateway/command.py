@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import yaml
 
 from ..http_limits import HEADER_TIMEOUT_SECONDS, HeaderTimeoutProtocol
 from ..kube import Kube
+from ..servers import CompanionServer, serve
 from .app import BODY_TIMEOUT_SECONDS, MAX_BODY_BYTES, create_app, create_metrics_app
 from .auth import KeyRing, KeysFileWatch
 from .errors import Unavailable
@@ -44,25 +43,6 @@ class CappedProtocol(HeaderTimeoutProtocol):
                             b"retry-after: %d\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
                             % (CONNECTION_RETRY_SECONDS, len(body), body))
             transport.close()
-
-
-class CompanionServer(uvicorn.Server):
-    """A second server on the same event loop (the metrics port): it leaves the signals to the main
-    server, which stops it on the way out."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def serve(main: uvicorn.Server, companion: CompanionServer) -> None:
-    """Both servers until the main one exits (SIGTERM, SIGINT)."""
-    companion_task = asyncio.ensure_future(companion.serve())
-    try:
-        await main.serve()
-    finally:
-        companion.should_exit = True
-        await companion_task
 
 
 def _option(name: str, **kwargs: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..builders.labels import RUNTIME_PORT_NAME
 from ..catalog import emulation_table
 from ..crd.models import ImageModelDeploymentSpec, Tier
 from ..pool.routing import SwapPrices, Want, swap_prices
@@ -25,7 +26,6 @@ from ..tiers import effective_autoscaling
 from .pricing import Pricing, pricing_of
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-RUNTIME_PORT_NAME = "http"
 
 ResourceKey = tuple[str, str]  # (namespace, name)
 GroupKey = tuple[str, str]  # (namespace, group)

@@ -96,7 +96,7 @@ def parse_pod(pod: Mapping[str, Any]) -> RuntimePod:
     metadata, spec, status = pod["metadata"], pod["spec"], pod.get("status") or {}
     container = spec["containers"][0]
     ports = {p.get("name"): int(p["containerPort"]) for p in container.get("ports") or []}
-    port = next(iter(ports.values()), 8000)
+    port = ports.get("http", next(iter(ports.values()), 8000))  # the metrics port comes with the env
     deletion_grace = metadata.get("deletionGracePeriodSeconds")
     grace = deletion_grace if deletion_grace is not None else spec.get("terminationGracePeriodSeconds", 30)
     return RuntimePod(

@@ -17,6 +17,7 @@ from .. import conditions as c
 from ..builders import (
     EndpointPicker,
     Owner,
+    RuntimeIngress,
     build_deployment,
     build_inference_pool,
     build_network_policy,
@@ -67,8 +68,8 @@ class Config:
     gpu_classes: dict[str, GPUClass]
     runtime_image: str
     endpoint_picker: EndpointPicker = DEFAULT_ENDPOINT_PICKER
-    # Who may reach the runtime pods (NetworkPolicyPeers); None: the operator makes no NetworkPolicy.
-    runtime_ingress: tuple[Mapping[str, Any], ...] | None = None
+    # Who may reach the runtime pods' ports; None: the operator makes no NetworkPolicy.
+    runtime_ingress: RuntimeIngress | None = None
 
 
 @dataclass(frozen=True)
@@ -259,17 +260,17 @@ def disruption_budget_plan(disruption: DisruptionSpec | None, build: Callable[[D
 
 
 def _network_policy(tier: str, owner: Owner, live: Mapping[str, Any] | None,
-                    peers: tuple[Mapping[str, Any], ...] | None) -> ChildPlan:
+                    ingress: RuntimeIngress | None) -> ChildPlan:
     """The NetworkPolicy's plan: one while the operator is configured with runtime ingress peers, none
     otherwise. A policy of that name that someone else owns is left alone."""
     if live is not None and controller_uid(live) != owner.uid:
         return ChildPlan(NETWORK_POLICY, "none")
-    child = child_plan(NETWORK_POLICY, None if peers is None else with_spec_hash(build_network_policy(owner, tier, peers)),
-                   live)
+    manifest = None if ingress is None else with_spec_hash(build_network_policy(owner, tier, ingress))
+    child = child_plan(NETWORK_POLICY, manifest, live)
     events = child_events(child, live, owner.name, created_before=False)
     if child.action == "apply" and live is None:
         events.append(Event("Normal", CREATED, f"created {NETWORK_POLICY} {owner.name}: only the configured peers "
-                                               "(the gateway, Prometheus) reach the runtime pods"))
+                                               "(the gateway, Prometheus) reach the runtime pods' ports"))
     return replace(child, events=tuple(events))
 
 

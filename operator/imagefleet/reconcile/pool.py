@@ -150,9 +150,9 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
     if network_live is not None and controller_uid(network_live) != owner.uid:
         network_plan = ChildPlan(NETWORK_POLICY, "none")
     else:
-        peers = config.runtime_ingress
-        network_plan = child_plan(NETWORK_POLICY, None if peers is None else with_spec_hash(
-            build_pool_network_policy(owner, peers)), network_live)
+        ingress = config.runtime_ingress
+        network_plan = child_plan(NETWORK_POLICY, None if ingress is None else with_spec_hash(
+            build_pool_network_policy(owner, ingress)), network_live)
 
     wanted = s.operator_status(
         current, generation=generation, fit=fit, rollout=rollout,

@@ -1,0 +1,29 @@
+"""Two uvicorn servers on one event loop: the main port and a metrics port that only Prometheus may
+reach (the gateway's and the runtime's /metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+
+class CompanionServer(uvicorn.Server):
+    """A second server on the same event loop (the metrics port): it leaves the signals to the main
+    server, which stops it on the way out."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(main: uvicorn.Server, companion: CompanionServer) -> None:
+    """Both servers until the main one exits (SIGTERM, SIGINT)."""
+    companion_task = asyncio.ensure_future(companion.serve())
+    try:
+        await main.serve()
+    finally:
+        companion.should_exit = True
+        await companion_task

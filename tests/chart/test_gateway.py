@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
+from imagefleet.gateway.auth import parse_keys
 from tests.conftest import Cluster
 from tests.operator.conftest import imd_crd  # noqa: F401 - the CRD, installed once
 
@@ -21,7 +21,8 @@ from .helm import CHART, Helm, by_kind, kubectl, one
 
 KEY_HASH = hashlib.sha256(b"team-a-key").hexdigest()
 ENABLED: dict[str, Any] = {"gateway": {"enabled": True, "apiKeys": {"keys": [
-    {"name": "team-a", "sha256": KEY_HASH, "groups": ["team-a/sdxl"], "tiers": ["bulk"]}]}}}
+    {"name": "team-a", "sha256": KEY_HASH, "groups": ["team-a/sdxl"], "tiers": ["bulk"], "maxQueued": 5,
+     "maxInFlight": 10}]}}}
 
 
 def gateway_docs(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -68,8 +69,9 @@ def test_gateway_deployment_service_and_keys_secret(helm: Helm) -> None:
     service = one(documents, "Service")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     secret = one(documents, "Secret")
-    keys = yaml.safe_load(secret["stringData"]["keys.yaml"])
-    assert keys == {"keys": [{"name": "team-a", "sha256": KEY_HASH, "groups": ["team-a/sdxl"], "tiers": ["bulk"]}]}
+    [key] = parse_keys(secret["stringData"]["keys.yaml"])  # the gateway's own reading of the file
+    assert (key.name, key.sha256, key.groups, key.tiers, key.max_queued, key.max_in_flight) == (
+        "team-a", KEY_HASH, {"team-a/sdxl"}, {"bulk"}, 5, 10)
     volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
 
@@ -139,6 +141,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         {"name": "a", "sha256": KEY_HASH, "rate": 1, "burst": 0}]}}}, ["/gateway/apiKeys/keys/0/burst", "minimum"]),
     ("no bound on requests in flight", {"gateway": {"enabled": True, "maxInFlight": 0}},
      ["/gateway/maxInFlight", "minimum"]),
+    ("a key's share of the queue of zero", {"gateway": {"enabled": True, "apiKeys": {"keys": [
+        {"name": "a", "sha256": KEY_HASH, "maxQueued": 0}]}}}, ["/gateway/apiKeys/keys/0/maxQueued", "minimum"]),
 ]
 
 

@@ -6,7 +6,9 @@ Attacks, each against the real gateway app in front of real runtime processes:
 - requests a pod refuses, `steps: 10**22` and `size: 99999x99999`, to a model group at zero (the
   old gateway held them and woke the resource; now a 422 names the field, and nothing is held);
 - a pod whose accelerator broke answers 503 `out_of_service` to what it is sent (the old gateway
-  passed that 503 on, though nothing ran; now the request goes to another pod).
+  passed that 503 on, though nothing ran; now the request goes to another pod);
+- keys send more requests than their share of the queue and of the requests in flight, each share
+  set per key in the keys file (the old gateway had one pool of hold slots for every key).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from imagefleet import metrics as names
 from imagefleet.gateway.auth import ApiKey, KeyRing, digest
 from imagefleet.gateway.service import Settings
 from tests.gateway.support import running_gateway
+from tests.helpers import wait_until
 from tests.runtime.support import RunningServer
 from tests.security.hostile import hostile_pod
 
@@ -76,3 +79,39 @@ def test_a_broken_pods_out_of_service_is_sent_to_another_pod(bulk_pod: RunningSe
         assert broken.generations >= 1  # the picker tried the broken pod (it reports an empty queue)
         assert statuses == [200] * 6
         assert bulk_pod.metric(names.IMAGES_GENERATED_TOTAL) == before + 6
+
+
+def test_each_key_holds_at_most_its_own_share_of_the_queue_and_of_the_requests_in_flight() -> None:
+    """A tenant given `maxQueued: 3, maxInFlight: 4` in the keys file gets 3 requests held and its 4th
+    refused; a key without them gets the gateway's bounds (1 waiting, 2 in flight here); a key with
+    `maxInFlight: 1` is refused its second request in flight though the gateway's bound is 2. No pod:
+    every request waits, so each one counts against both bounds until the hold timeout."""
+    keys = KeyRing([ApiKey(name="large", sha256=digest("key-large"), maxQueued=3, maxInFlight=4),
+                    ApiKey(name="small", sha256=digest("key-small")),
+                    ApiKey(name="tiny", sha256=digest("key-tiny"), maxInFlight=1)])
+    settings = Settings(hold_timeout_seconds=8.0, max_queued_per_key=1, max_in_flight_per_key=2)
+
+    def as_key(gw_url: str, key: str) -> httpx.Response:
+        return generate(gw_url, {"model": "cold"}, key=f"key-{key}")
+
+    with running_gateway(settings, keys=keys) as gw, ThreadPoolExecutor(6) as pool:
+        gw.set_resource("cold")
+
+        def held(count: int) -> None:
+            wait_until(lambda: gw.metric(names.GATEWAY_HELD_REQUESTS, group="cold", tier="standard") == count,
+                       timeout=10, interval=0.02, message=f"{count} requests held")
+
+        waiting = [pool.submit(as_key, gw.base_url, "large") for _ in range(3)]
+        held(3)
+        fourth = as_key(gw.base_url, "large")
+        assert fourth.status_code == 429 and "per API key (large)" in fourth.json()["error"]["message"], fourth.text
+        waiting.append(pool.submit(as_key, gw.base_url, "small"))
+        held(4)
+        second = as_key(gw.base_url, "small")
+        assert second.status_code == 429 and "per API key (small)" in second.json()["error"]["message"], second.text
+        waiting.append(pool.submit(as_key, gw.base_url, "tiny"))
+        held(5)
+        over = as_key(gw.base_url, "tiny")
+        assert over.status_code == 429 and over.json()["error"]["code"] == "too_many_in_flight", over.text
+        assert "'tiny' has 1 requests in flight" in over.json()["error"]["message"]
+        assert [f.result(timeout=30).status_code for f in waiting] == [503] * 5  # the hold timeout, no pod

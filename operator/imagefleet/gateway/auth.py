@@ -42,7 +42,7 @@ GROUP_SCOPE = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$
 
 
 class ApiKey(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str = Field(min_length=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -50,6 +50,9 @@ class ApiKey(BaseModel):
     tiers: frozenset[Tier] | None = None
     rate: float | None = Field(None, gt=0, allow_inf_nan=False)
     burst: int | None = Field(None, ge=1)
+    # This key's own bounds instead of the gateway's --max-queued-per-key and --max-in-flight-per-key.
+    max_queued: int | None = Field(None, ge=1, alias="maxQueued")
+    max_in_flight: int | None = Field(None, ge=1, alias="maxInFlight")
 
     @model_validator(mode="after")
     def burst_needs_rate(self) -> ApiKey:

@@ -80,8 +80,9 @@ class InFlight:
         if self.total >= self.limit:
             raise Unavailable(f"the gateway is serving {self.limit} requests already; retry later",
                               code="too_many_in_flight", retry_after=IN_FLIGHT_RETRY_SECONDS)
-        if key is not None and self.by_key.get(name, 0) >= self.per_key_limit:  # the key's own excess: a 429
-            raise Shed(f"API key {name!r} has {self.per_key_limit} requests in flight already; retry later",
+        per_key_limit = self.per_key_limit if key is None else key.max_in_flight or self.per_key_limit
+        if key is not None and self.by_key.get(name, 0) >= per_key_limit:  # the key's own excess: a 429
+            raise Shed(f"API key {name!r} has {per_key_limit} requests in flight already; retry later",
                        code="too_many_in_flight", retry_after=IN_FLIGHT_RETRY_SECONDS)
         self.total += 1
         self.by_key[name] = self.by_key.get(name, 0) + 1

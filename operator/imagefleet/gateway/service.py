@@ -173,7 +173,7 @@ class Gateway:
         pricing = route_.stages[0][0].pricing
         work = None if pricing is None else pricing.work_seconds(
             steps=request.steps, size=request.dimensions(), images=request.n)
-        self._admit(route_, lane, key, deadline, now)
+        self._admit(route_, lane, api_key, deadline, now)
         if not self.slots.take():
             raise Unavailable(f"{self.slots.limit} requests are already waiting; retry later", code="too_many_held",
                               retry_after=5)
@@ -217,11 +217,14 @@ class Gateway:
                 for labels in shares:
                     self.metrics.queue_wait.labels(*labels).observe(waiting.dispatched_at - now)
 
-    def _admit(self, route_: Route, lane: Lane, key: str, deadline: float, now: float) -> None:
+    def _admit(self, route_: Route, lane: Lane, api_key: ApiKey | None, deadline: float, now: float) -> None:
         """Shed (429) when a bound is reached or the deadline cannot be met; else the request may wait."""
         group, tier = route_.group, route_.tier
         capacity = self._capacity(route_, now)
-        per_key_full = bool(key) and lane.count(key) >= self.settings.max_queued_per_key  # keys off: no per-key bound
+        key = api_key.name if api_key else ""
+        # Keys off: no per-key bound. A key's own maxQueued beats the gateway's.
+        per_key_full = api_key is not None and lane.count(key) >= (
+            api_key.max_queued or self.settings.max_queued_per_key)
         if lane.size >= self.settings.max_queued_per_route or per_key_full:
             self.metrics.shed.labels(group, tier).inc()
             bound = ("per route" if lane.size >= self.settings.max_queued_per_route

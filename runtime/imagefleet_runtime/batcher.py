@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from imagefleet.residency import Snapshot, Touch
+from imagefleet.residency import Snapshot, Touch, adapter_key, checkpoint_key
 
 from .errors import Broken, DeviceFailure, Draining, OutOfMemory, PipelineFailed, QueueFull, RuntimeAPIError
 from .metrics import Metrics
@@ -50,7 +50,7 @@ class CheckpointRef:
     @property
     def key(self) -> str:
         """The name residency and the metrics know it by."""
-        return self.name if self.revision is None else f"{self.name}@{self.revision}"
+        return checkpoint_key(self.name, self.revision)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,8 @@ class AdapterRef:
 
     @property
     def key(self) -> str:
-        """The name residency and the metrics know it by (the scale is applied per call, not loaded)."""
-        return self.name if self.weight_name is None else f"{self.name}/{self.weight_name}"
+        """The name residency and the metrics know it by."""
+        return adapter_key(self.name, self.weight_name)
 
 
 @dataclass(frozen=True)

@@ -150,3 +150,16 @@ async def test_requests_waiting_for_a_deleted_member_get_410_at_once() -> None:
         assert gateway.lanes[lane].size == 0 and gateway.slots.held == 0
     finally:
         await gateway.stop()
+
+
+def test_a_member_at_a_pinned_revision_is_found_where_the_pod_holds_that_revision() -> None:
+    """A pool pod names a pinned checkpoint `name@revision` in its residency (the runtime's key): the picker
+    goes to the pod holding that revision, with its adapter, and not to one holding another revision."""
+    pinned = member("pinned", "org/ft", adapter={"name": "org/pixel"}, target=10)
+    pinned["spec"]["model"]["revision"] = "v2"
+    resource = resource_from_object(pinned)
+    assert resource is not None and resource.pool is not None
+    assert resource.pool.want.checkpoint == "org/ft@v2"
+    loads = {"http://other-revision": load(gpu=("org/ft",), adapters=(("org/ft", "org/pixel"),)),
+             "http://holds": load(gpu=("org/ft@v2",), adapters=(("org/ft@v2", "org/pixel"),), queued=4)}
+    assert Picker().pick(candidates(resource, loads)).url == "http://holds"

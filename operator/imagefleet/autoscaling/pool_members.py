@@ -19,6 +19,7 @@ from imagefleet import metrics
 
 from .. import conditions as c
 from ..crd.models import MAX_LISTED_PODS, ImageModelDeploymentSpec
+from ..residency import adapter_key, checkpoint_key
 from .prometheus import Sample
 
 # MetricsAvailable reasons of a member (the failures of a read are the autoscaler's own).
@@ -44,13 +45,10 @@ class MemberUsage:
 
 
 def residency_key(spec: ImageModelDeploymentSpec) -> tuple[str, str]:
-    """(checkpoint, adapter) as a pool pod's residency names the member's weights (the runtime's CheckpointRef and
-    AdapterRef keys: `name@revision`, `name/weightName`; "" for no adapter)."""
+    """(checkpoint, adapter) as a pool pod's residency names the member's weights ("" for no adapter)."""
     model, adapter = spec.model, spec.model.adapter
-    checkpoint = model.name if model.revision is None else f"{model.name}@{model.revision}"
-    if adapter is None:
-        return checkpoint, ""
-    return checkpoint, adapter.name if adapter.weight_name is None else f"{adapter.name}/{adapter.weight_name}"
+    held = "" if adapter is None else adapter_key(adapter.name, adapter.weight_name)
+    return checkpoint_key(model.name, model.revision), held
 
 
 def reporting_pods(samples: Sequence[Sample]) -> int:

@@ -20,7 +20,7 @@ from ..builders.labels import RUNTIME_PORT_NAME
 from ..catalog import emulation_table
 from ..crd.models import ImageModelDeploymentSpec, Tier
 from ..pool.routing import SwapPrices, Want, swap_prices
-from ..residency import checkpoint_mib, swap_cost
+from ..residency import adapter_key, checkpoint_key, checkpoint_mib, swap_cost
 from ..resolve import Generation, catalog_model, effective_generation, effective_precision
 from ..tiers import effective_autoscaling
 from .pricing import Pricing, pricing_of
@@ -43,7 +43,7 @@ class AdapterRef:
     @property
     def key(self) -> str:
         """The name a pool pod's residency knows it by (its `/v1/load` `resident.adapters`)."""
-        return self.name if self.weight_name is None else f"{self.name}/{self.weight_name}"
+        return adapter_key(self.name, self.weight_name)
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,13 @@ class PoolMember:
         return self.pool + POOL_SERVICE_SUFFIX
 
     @property
+    def checkpoint_key(self) -> str:
+        """The name a pool pod's residency knows the checkpoint by (with its revision, when pinned)."""
+        return checkpoint_key(self.checkpoint, self.revision)
+
+    @property
     def want(self) -> Want:
-        return Want(self.checkpoint, tuple(adapter.key for adapter in self.adapters))
+        return Want(self.checkpoint_key, tuple(adapter.key for adapter in self.adapters))
 
     def wire(self) -> dict[str, Any]:
         """The fields the gateway sets in the body it sends to a pool pod (images_api.GenerationRequest)."""

@@ -149,7 +149,7 @@ def pod_view(candidate: Candidate, in_use: dict[str, int]) -> PodView:
     slots = 1
     if member.checkpoint_mib:
         slots = max(1, int(resident.gpu_budget_mib // member.checkpoint_mib))
-    adapters = tuple(name for checkpoint, name in resident.adapters if checkpoint == member.checkpoint)
+    adapters = tuple(name for checkpoint, name in resident.adapters if checkpoint == member.checkpoint_key)
     ahead = candidate.waiting() + load.running
     wait = ahead / load.max_batch_size * (load.batch_seconds or 0.0)
     pending = dict(in_use)
@@ -202,7 +202,7 @@ class Picker:
         chosen = tied[self._turn % len(tied)]
         if pooled:
             assert chosen.resource.pool is not None
-            self._recent.sent(chosen.url, chosen.resource.pool.checkpoint, now)
+            self._recent.sent(chosen.url, chosen.resource.pool.checkpoint_key, now)
         return chosen
 
 

@@ -4,6 +4,7 @@ Pure: no I/O. The runtime, the gateway and the simulator share it, so they agree
 """
 
 from .lru import PLACES, Adapter, CheckpointTooLarge, Move, Place, Residency, Snapshot, Touch
+from .names import adapter_key, checkpoint_key
 from .pricing import SHARED_COMPONENTS, SwapCost, checkpoint_mib, move_seconds, shared_mib, swap_cost, swap_seconds
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "Snapshot",
     "SwapCost",
     "Touch",
+    "adapter_key",
+    "checkpoint_key",
     "checkpoint_mib",
     "move_seconds",
     "shared_mib",

@@ -93,9 +93,10 @@ class Case:
     rate: float = 0.3  # requests per second
     seed: int = 0
     gpu_class: str = "h100-80gb"
-    # The simulate-pool command's defaults for SDXL on an H100 80 GB (10 UNets on the GPU, 13 in host RAM).
-    gpu_budget_mib: int = 51168
-    host_budget_mib: int = 65536
+    # The replay's (and simulate-pool's) budgets for SDXL on an H100 80 GB (10 UNets on the GPU, 13 in host
+    # RAM), in the whole MiB the pool's spec takes.
+    gpu_budget_mib: int = int(Setup(family=FAMILY, gpu_class="h100-80gb", precision=PRECISION).budget_mib())
+    host_budget_mib: int = int(Setup().host_budget_mib)
     pool: str = "bench"
 
     def shape(self) -> Synthetic:

@@ -11,13 +11,13 @@ from imagefleet.autoscaling.pool_scaling import (
     POOL_SCALED_TO_ZERO,
     POOL_WOKEN,
     MemberSignal,
+    MixSwapPrices,
     PoolInputs,
-    SwapPrices,
     decide_pool,
     host_per_pod,
     mix_swap_load,
+    mix_swap_prices,
     resident_per_pod,
-    swap_prices,
 )
 from imagefleet.catalog import model_catalog
 from imagefleet.crd.models import ImageModelPoolSpec
@@ -31,7 +31,7 @@ SPEC = ImageModelPoolSpec.model_validate({"family": "sdxl", "gpuClass": "h100-80
 def _inputs(members: list[MemberSignal], replicas: int = 1, ready: int = 1, **changes: float) -> PoolInputs:
     return PoolInputs(spec=SPEC, replicas=replicas, ready=ready, members=members,
                       service_seconds=changes.get("service", 2.0),
-                      swap=SwapPrices(changes.get("swap", 1.5), changes.get("swap", 1.5) + 3.0),
+                      swap=MixSwapPrices(changes.get("swap", 1.5), changes.get("swap", 1.5) + 3.0),
                       resident_per_pod=int(changes.get("resident", 2)), host_per_pod=int(changes.get("host", 2)),
                       window_seconds=60.0)
 
@@ -43,7 +43,7 @@ def test_the_pool_is_sized_from_the_sum_of_its_members_with_the_swaps_of_the_mix
     # The same figures pool.sizing gives for this mix: 2 GPU slots (1 pod x 2), the next 2 members in host
     # RAM swap from there (1.5 s), the last one from disk (4.5 s).
     rates = {m.name: m.arrival_rate for m in members}
-    swaps = mix_swap_load(rates, 2, 2, SwapPrices(1.5, 4.5))
+    swaps = mix_swap_load(rates, 2, 2, MixSwapPrices(1.5, 4.5))
     assert swaps == pytest.approx((0.1 + 0.1) * 1.5 + 0.1 * 4.5)
     assert swaps == swap_load(rates, 2, 1.5) + swap_load(rates, 4, 3.0)
     expected = pool_replicas([MemberDemand(m.name, m.arrival_rate, 2.0, 30) for m in members], swap_seconds=swaps,
@@ -100,7 +100,7 @@ def test_a_swap_is_priced_as_the_residency_model_moves_it_from_host_ram_or_from_
     sdxl = model_catalog()["sdxl"]
     mib = checkpoint_mib(sdxl, "fp16")
     cost = swap_cost("h100-80gb")
-    prices = swap_prices(cost, mib, keeps_host=True)
+    prices = mix_swap_prices(cost, mib, keeps_host=True)
     assert 0 < prices.from_host < prices.from_disk
     gpu_slots, host_slots = 2, 3
     ranked = [f"m{i}" for i in range(8)]  # busiest first
@@ -118,5 +118,5 @@ def test_a_swap_is_priced_as_the_residency_model_moves_it_from_host_ram_or_from_
     assert mix_swap_load(rates, gpu_slots, host_slots, prices) == pytest.approx(charged)
     assert host_per_pod(10_000, 4896.0) == 2 and host_per_pod(0, 4896.0) == 0
     # Without a host budget nothing waits in host RAM: every swap is from disk, the evicted one dropped.
-    no_host = swap_prices(cost, mib, keeps_host=False)
+    no_host = mix_swap_prices(cost, mib, keeps_host=False)
     assert no_host.from_host == no_host.from_disk < prices.from_disk

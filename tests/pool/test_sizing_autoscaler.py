@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagefleet.autoscaling.pool_scaling import MemberSignal, PoolInputs, SwapPrices, decide_pool
+from imagefleet.autoscaling.pool_scaling import MemberSignal, MixSwapPrices, PoolInputs, decide_pool
 from imagefleet.crd.models import ImageModelPoolSpec
 
 SPEC = ImageModelPoolSpec.model_validate({"family": "sdxl", "gpuClass": "h100-80gb", "autoscaling": {
@@ -11,7 +11,7 @@ SPEC = ImageModelPoolSpec.model_validate({"family": "sdxl", "gpuClass": "h100-80
 
 def inputs(members: list[MemberSignal], working_set: int, replicas: int = 1) -> PoolInputs:
     return PoolInputs(spec=SPEC, replicas=replicas, ready=replicas, members=members, service_seconds=2.0,
-                      swap=SwapPrices(1.5, 4.5), resident_per_pod=10, host_per_pod=0, window_seconds=60.0,
+                      swap=MixSwapPrices(1.5, 4.5), resident_per_pod=10, host_per_pod=0, window_seconds=60.0,
                       working_set=working_set)
 
 

@@ -74,13 +74,13 @@ from .pool_members import (
 from .pool_scaling import (
     POOL_WOKEN,
     MemberSignal,
+    MixSwapPrices,
     PoolDecision,
     PoolInputs,
-    SwapPrices,
     decide_pool,
     host_per_pod,
+    mix_swap_prices,
     resident_per_pod,
-    swap_prices,
 )
 from .prometheus import PrometheusClient, PrometheusError, PrometheusUnavailable
 
@@ -446,7 +446,7 @@ class Autoscaler:
         decision = decide_pool(PoolInputs(
             spec=spec, replicas=replicas, ready=ready, members=signals,
             service_seconds=_service_seconds(spec, precision, own.batch_seconds, own.batch_size),
-            swap=_swap_prices(spec.gpu_class, mib, host_slots > 0),
+            swap=_mix_swap_prices(spec.gpu_class, mib, host_slots > 0),
             resident_per_pod=resident_per_pod(int(status.get("gpuBudgetMiB") or 0), mib),
             host_per_pod=host_slots,
             window_seconds=window, working_set=working,
@@ -784,14 +784,14 @@ def _service_seconds(spec: ImageModelPoolSpec, precision: Any, batch_seconds: fl
     return call_seconds(plan, width=defaults.width, height=defaults.height, steps=defaults.steps, images=1)
 
 
-def _swap_prices(gpu_class: str, checkpoint_mib: float, keeps_host: bool) -> SwapPrices:
+def _mix_swap_prices(gpu_class: str, checkpoint_mib: float, keeps_host: bool) -> MixSwapPrices:
     """What a checkpoint swap of the family costs on the class, from host RAM and from disk (the residency
     model's, as the replay charges it); free where the catalog has no swap figures for the class."""
     try:
         cost = swap_cost(gpu_class)
     except KeyError:
-        return SwapPrices(0.0, 0.0)
-    return swap_prices(cost, checkpoint_mib, keeps_host)
+        return MixSwapPrices(0.0, 0.0)
+    return mix_swap_prices(cost, checkpoint_mib, keeps_host)
 
 
 def pool_status(status: Mapping[str, Any], decision: PoolDecision, *, changed: bool,

@@ -39,15 +39,16 @@ class MemberSignal:
 
 
 @dataclass(frozen=True)
-class SwapPrices:
+class MixSwapPrices:
     """Seconds one checkpoint swap onto a full GPU takes on the pool's card, by where the checkpoint was, with
-    the eviction that makes room for it."""
+    the eviction that makes room for it: what sizing charges the mix (the router's `pool.routing.SwapPrices`
+    price one move alone and charge what it pushes out apart)."""
 
     from_host: float  # host RAM -> GPU
     from_disk: float  # model cache -> host RAM -> GPU
 
 
-def swap_prices(cost: SwapCost, checkpoint_mib: float, keeps_host: bool) -> SwapPrices:
+def mix_swap_prices(cost: SwapCost, checkpoint_mib: float, keeps_host: bool) -> MixSwapPrices:
     """What the residency model charges (`residency.swap_seconds`, as the replay does) for a swap on a pod
     whose GPU is full: from host RAM, and from disk; `keeps_host`: whether its host budget holds a checkpoint
     (else nothing waits there, and an evicted checkpoint drops to disk)."""
@@ -57,7 +58,7 @@ def swap_prices(cost: SwapCost, checkpoint_mib: float, keeps_host: bool) -> Swap
     pod.touch("b", checkpoint_mib)  # a waits in host RAM (with a host budget)
     from_host = swap_seconds(cost, pod.touch("a", checkpoint_mib)) if keeps_host else None
     from_disk = swap_seconds(cost, pod.touch("c", checkpoint_mib))
-    return SwapPrices(from_disk if from_host is None else from_host, from_disk)
+    return MixSwapPrices(from_disk if from_host is None else from_host, from_disk)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class PoolInputs:
     ready: int
     members: Sequence[MemberSignal]
     service_seconds: float  # GPU-seconds one request takes on the pool's pods
-    swap: SwapPrices
+    swap: MixSwapPrices
     resident_per_pod: int  # checkpoints one pod keeps on its GPU (its budget over one checkpoint)
     host_per_pod: int  # checkpoints one pod keeps in host RAM (its host budget over one checkpoint)
     window_seconds: float  # how fresh a demand-at must be to count
@@ -127,7 +128,8 @@ def decide_pool(inputs: PoolInputs, history: Sequence[tuple[float, int]], now: f
     return PoolDecision(desired, size, active, reason, message, kept)
 
 
-def mix_swap_load(rates: Mapping[str, float], gpu_slots: int, host_slots: int, prices: SwapPrices) -> float:
+def mix_swap_load(rates: Mapping[str, float], gpu_slots: int, host_slots: int,
+                  prices: MixSwapPrices) -> float:
     """Swap seconds per second of the mix, where the residency model keeps its checkpoints: the busiest
     `gpu_slots` stay on the GPU, the next `host_slots` wait in host RAM (each request a swap from host), and
     the rest come from disk (each a swap from disk): `pool.sizing.swap_load` at each tier's price."""

@@ -129,6 +129,8 @@ def test_network_policy_follows_the_operator_configuration() -> None:
     planned = plan_pool(PoolObserved(_pool(), None, None), config)
     manifest = planned.network_policy.manifest
     assert manifest is not None and manifest["metadata"]["name"] == "shared-pool"
+    [created] = planned.network_policy.events
+    assert created.message.startswith("created NetworkPolicy shared-pool:")
     assert manifest["spec"]["podSelector"]["matchLabels"]["imagefleet.io/name"] == "shared-pool"
     assert manifest["spec"]["ingress"] == [
         {"from": [{"podSelector": {"matchLabels": {"app": "gateway"}}}], "ports": [{"port": "http", "protocol": "TCP"}]},

@@ -36,6 +36,7 @@ from ..catalog import Precision, emulation_table
 from ..cost import Plan, builtin_plan, call_seconds, load_seconds
 from ..fit import estimate, usable_mib
 from ..residency import Adapter, Residency, SwapCost, checkpoint_mib, move_seconds, swap_cost
+from ..tiers import PRESETS
 from .routing import PodView, Recent, Resident, Want, placements, swap_prices
 from .sizing import MemberDemand, pool_replicas, working_set
 from .trace import Request
@@ -45,7 +46,7 @@ LARGEST_IMAGES = 8  # the largest request the GPU budget leaves room for, by def
 # tier's 4) wait at it: the gateway's filter (gateway/picking.py `batch_has_room`, on the images
 # queued that the pod's /v1/load reports). The gateway filters before it ranks: a request goes to the
 # best pod with room, and waits at the gateway only when no pod has room.
-BATCH_IMAGES = 4
+BATCH_IMAGES = PRESETS["standard"].batching.max_batch_size
 
 
 @dataclass(frozen=True)

@@ -259,19 +259,18 @@ def disruption_budget_plan(disruption: DisruptionSpec | None, build: Callable[[D
     return replace(plan, events=tuple(events))
 
 
-def _network_policy(tier: str, owner: Owner, live: Mapping[str, Any] | None,
-                    ingress: RuntimeIngress | None) -> ChildPlan:
-    """The NetworkPolicy's plan: one while the operator is configured with runtime ingress peers, none
-    otherwise. A policy of that name that someone else owns is left alone."""
+def network_policy_plan(ingress: RuntimeIngress | None, build: Callable[[RuntimeIngress], dict[str, Any]],
+                        owner: Owner, child: str, live: Mapping[str, Any] | None) -> ChildPlan:
+    """A NetworkPolicy's plan: one while the operator is configured with runtime ingress peers, none
+    otherwise. A policy of that name that someone else owns is left alone. `child`: the policy's name."""
     if live is not None and controller_uid(live) != owner.uid:
         return ChildPlan(NETWORK_POLICY, "none")
-    manifest = None if ingress is None else with_spec_hash(build_network_policy(owner, tier, ingress))
-    child = child_plan(NETWORK_POLICY, manifest, live)
-    events = child_events(child, live, owner.name, created_before=False)
-    if child.action == "apply" and live is None:
-        events.append(Event("Normal", CREATED, f"created {NETWORK_POLICY} {owner.name}: only the configured peers "
+    plan = child_plan(NETWORK_POLICY, None if ingress is None else with_spec_hash(build(ingress)), live)
+    events = child_events(plan, live, child, created_before=False)
+    if plan.action == "apply" and live is None:
+        events.append(Event("Normal", CREATED, f"created {NETWORK_POLICY} {child}: only the configured peers "
                                                "(the gateway, Prometheus) reach the runtime pods' ports"))
-    return replace(child, events=tuple(events))
+    return replace(plan, events=tuple(events))
 
 
 _DETAIL_CONDITIONS = {c.ROUTING_VALID: s.OVERFLOW_TARGET_VALID, c.INFERENCE_POOL_READY: INFERENCE_POOL + "Ready"}
@@ -456,5 +455,6 @@ def plan(observed: Observed, config: Config, timestamp: str | None = None) -> Pl
         pool_plan,
         disruption_budget_plan(spec.disruption, lambda d: build_pod_disruption_budget(owner, spec.tier, d), owner,
                                owner.name, "the runtime pods", observed.disruption_budget),
-        _network_policy(spec.tier, owner, observed.network_policy, config.runtime_ingress),
+        network_policy_plan(config.runtime_ingress, lambda i: build_network_policy(owner, spec.tier, i), owner,
+                            owner.name, observed.network_policy),
     )

@@ -44,6 +44,7 @@ from .plan import (
     controller_uid,
     disruption_budget_plan,
     invalid_spec,
+    network_policy_plan,
 )
 
 
@@ -146,13 +147,8 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
             rollout = s.rollout_of(observed.deployment, applying=deployment_plan.action == "apply", desired=replicas)
         else:
             rollout = s.blocked(s.DOES_NOT_FIT, f"nothing is scheduled: {fit.reason} (see the FitsGPU condition)")
-    network_live = observed.network_policy
-    if network_live is not None and controller_uid(network_live) != owner.uid:
-        network_plan = ChildPlan(NETWORK_POLICY, "none")
-    else:
-        ingress = config.runtime_ingress
-        network_plan = child_plan(NETWORK_POLICY, None if ingress is None else with_spec_hash(
-            build_pool_network_policy(owner, ingress)), network_live)
+    network_plan = network_policy_plan(config.runtime_ingress, lambda i: build_pool_network_policy(owner, i),
+                                       owner, child_name, observed.network_policy)
 
     wanted = s.operator_status(
         current, generation=generation, fit=fit, rollout=rollout,
@@ -178,9 +174,9 @@ def plan_pool(observed: PoolObserved, config: Config, timestamp: str | None = No
         replace(deployment_plan, events=tuple(deployment_events)),
         replace(service_plan, events=tuple(child_events(service_plan, observed.service, child_name,
                                                          created_before))),
-        replace(network_plan, events=tuple(child_events(network_plan, network_live, child_name, False))),
+        network_plan,
         wanted if s.needs_apply(current, wanted) else None,
         tuple(condition_events(current.get("conditions"), wanted["conditions"])),
         disruption_budget_plan(spec.disruption, lambda d: build_pool_disruption_budget(owner, d), owner,
-                               pool_child_name(owner.name), "the pool's pods", observed.disruption_budget),
+                               child_name, "the pool's pods", observed.disruption_budget),
     )

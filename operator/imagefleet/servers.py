@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 
 class CompanionServer(uvicorn.Server):
@@ -27,3 +29,15 @@ async def serve(main: uvicorn.Server, companion: CompanionServer) -> None:
     finally:
         companion.should_exit = True
         await companion_task
+
+
+def metrics_app(title: str, exposition: Callable[[], bytes]) -> FastAPI:
+    """GET /metrics alone (`exposition()`, read at each scrape), for a port that only Prometheus may reach:
+    no docs endpoints, nothing else."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

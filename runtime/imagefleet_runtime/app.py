@@ -17,10 +17,10 @@ from enum import Enum
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from imagefleet import metrics as names
 from imagefleet.disconnect import unless_disconnected
+from imagefleet.servers import metrics_app
 
 from .batcher import Batcher, BatchKey
 from .encoding import Encoder
@@ -330,12 +330,10 @@ def create_app(
 
 def create_metrics_app(runtime: Runtime) -> FastAPI:
     """GET /metrics alone, for the metrics port (`settings.metrics_port`) that only Prometheus may reach."""
-    app = FastAPI(title="imagefleet-runtime-metrics", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
+    def exposition() -> bytes:
         if runtime.engine is not None:
             runtime.metrics.record_memory(runtime.engine.memory())
-        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        return runtime.metrics.exposition()
 
-    return app
+    return metrics_app("imagefleet-runtime-metrics", exposition)

@@ -26,9 +26,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..disconnect import unless_disconnected
+from ..servers import metrics_app
 from .auth import ApiKey
 from .errors import GatewayError, InvalidRequest, RequestTimeout, TooLarge
 from .idempotency import HEADER as IDEMPOTENCY_HEADER
@@ -182,10 +182,4 @@ def create_app(gateway: Gateway, *, ready: Callable[[], bool] = lambda: True,
 
 def create_metrics_app(gateway: Gateway) -> FastAPI:
     """GET /metrics alone, for a port that only Prometheus may reach."""
-    app = FastAPI(title="imagefleet-gateway-metrics", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(gateway.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
+    return metrics_app("imagefleet-gateway-metrics", gateway.metrics.exposition)

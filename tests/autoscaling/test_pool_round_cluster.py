@@ -32,7 +32,7 @@ from imagefleet.catalog import load_gpu_classes
 from imagefleet.dev.processes import HOST
 from imagefleet.dev.prometheus import LocalPrometheus, Target
 from imagefleet.gateway.telemetry import GatewayMetrics
-from imagefleet.metrics import GATEWAY_ARRIVALS_TOTAL
+from imagefleet.metrics import GATEWAY_ARRIVALS_TOTAL, GATEWAY_QUEUED_REQUESTS, GATEWAY_RESOURCE_SECONDS, RESIDENT
 from tests.autoscaling.exporter import Exporter
 from tests.autoscaling.test_batch_cluster import autoscaler, prometheus  # noqa: F401 - the fixtures, shared
 from tests.autoscaling.test_batch_cluster import create, labels, one_round, query_requests
@@ -41,6 +41,14 @@ from tests.helpers import wait_until
 from tests.runtime.support import runtime_server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.prometheus, pytest.mark.slow]
+
+
+def scraped_sum(prometheus: LocalPrometheus, query: str) -> float:
+    """The sum of `query`'s samples, as Prometheus answers it now."""
+    async def read() -> float:
+        async with PrometheusClient(prometheus.url) as metrics:
+            return sum(sample.value for sample in await metrics.query(query))
+    return asyncio.run(read())
 
 
 def _pool_and_members(cluster: Cluster, namespace: str, family: str = "tiny", gpu_class: str = "cpu",
@@ -100,7 +108,10 @@ async def test_members_demand_wakes_and_sizes_the_pool_with_no_query_of_its_own(
         gateway.queued.labels(namespace, "beta").set(2)
         for _ in range(20):
             gateway.arrivals.labels(namespace, "alpha").inc()
-        await asyncio.sleep(3)  # two scrapes at 1 s
+        demand = f'{{resource_namespace="{namespace}"}}'
+        await asyncio.to_thread(wait_until, lambda: scraped_sum(prometheus, GATEWAY_ARRIVALS_TOTAL + demand) == 20
+                                and scraped_sum(prometheus, GATEWAY_QUEUED_REQUESTS + demand) == 2, timeout=30,
+                                message="Prometheus to scrape the new demand")
         await asyncio.sleep(autoscaler.next_round_in())
         before = query_requests(prometheus)
         decisions = await autoscaler.evaluate_round([resource], [work])
@@ -201,7 +212,12 @@ async def test_a_members_status_shows_where_it_is_resident_after_a_request(
                 assert answer.status_code == 200, answer.text
                 gateway.arrivals.labels(namespace, member).inc()
                 gateway.resource_seconds.labels(namespace, member).observe(time.monotonic() - started)
-            await asyncio.sleep(3)  # two scrapes at 1 s
+            demand = f'{{resource_namespace="{namespace}"}}'
+            await asyncio.to_thread(
+                wait_until, lambda: scraped_sum(prometheus, GATEWAY_ARRIVALS_TOTAL + demand) == 2
+                and scraped_sum(prometheus, f"{GATEWAY_RESOURCE_SECONDS}_count{demand}") == 2
+                and scraped_sum(prometheus, f'{RESIDENT}{{pod="{pod_name}",checkpoint="org/fine-b",place="gpu"}}') == 1,
+                timeout=30, message="Prometheus to scrape both requests and beta on the pod's GPU")
             await asyncio.sleep(autoscaler.next_round_in())
             await autoscaler.evaluate_round([], [PoolWork(pool, tuple(members))])
             replicas = client.AppsV1Api(cluster.api_client).read_namespaced_deployment(
